@@ -1,0 +1,27 @@
+# Two entry points, both self-installing into .venv: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test bench bench-baseline differential clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "certstorm needs Python 3.11+"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/certstorm run $(ARGS)
+
+# pytest exits 5 when it collects no tests; that is not a failure of the code under test.
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+differential: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_differential.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

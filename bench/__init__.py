@@ -1,0 +1,1 @@
+"""Benchmarks, the in-process demo, the capacity planner and the ``certstorm`` command line."""
