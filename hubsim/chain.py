@@ -1,0 +1,380 @@
+"""Device chain validation: the full RFC 5280 cold path, and the cached warm path in front of it.
+
+Cold path: ``cryptography.x509.verification``'s client verifier against the verified CAs, preceded by
+the engine's own leaf checks so that common refusals get specific codes. The policy:
+
+* anchors: verified CAs only; max chain depth ``ChainPolicy.max_chain_depth``;
+* every certificate: X.509 v3, inside its validity period, RSA >= 2048 or P-256/384/521 keys
+  (Ed25519 is accepted as a device key only: the WebPKI profile forbids it as a certificate
+  signature), SHA-2 signatures;
+* CAs: BasicConstraints CA:TRUE with pathLen honoured, keyCertSign, name constraints;
+* device: CA:FALSE; KeyUsage, when present, must include digitalSignature; ExtendedKeyUsage, when
+  present, must include clientAuth; subject CN is the device id. No SAN and no AuthorityKeyIdentifier
+  are required: certificates made with the openssl CLI as the common tutorials show are accepted.
+
+Warm path: every CA and intermediate on a path the cold verifier accepted is cached, keyed by the
+SHA-256 of its DER, with its parsed public key and the intersection of the validity periods of the
+path above it. A device whose issuer is in the cache and in its upload (or is an anchor) costs one
+signature check plus byte comparisons. The warm path never refuses: whatever it cannot vouch for
+goes to the cold path, which gives the verdict. Extension checks are not re-implemented: the warm
+path accepts a device certificate only if its extensions (all but the per-device key identifier) are
+byte-identical to those of a certificate the cold verifier already accepted under the same issuer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from hubsim import der as rawder
+from hubsim.algorithms import UnsupportedKey, key_algorithm
+from hubsim.errors import AuthError
+from hubsim.upload import ParsedCertificate
+
+_UTC = _dt.timezone.utc
+_DER = Encoding.DER
+
+_EE_POLICY = (
+    ExtensionPolicy.webpki_defaults_ee()
+    .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+)
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+
+_SHA2_SIGNATURES = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+    SignatureAlgorithmOID.RSA_WITH_SHA256,
+    SignatureAlgorithmOID.RSA_WITH_SHA384,
+    SignatureAlgorithmOID.RSA_WITH_SHA512,
+    SignatureAlgorithmOID.RSASSA_PSS,
+}
+
+# AlgorithmIdentifier DER -> how to check a signature of that kind with a cached issuer key.
+_EC_SIGS = {
+    bytes.fromhex("300a06082a8648ce3d040302"): ec.ECDSA(hashes.SHA256()),
+    bytes.fromhex("300a06082a8648ce3d040303"): ec.ECDSA(hashes.SHA384()),
+    bytes.fromhex("300a06082a8648ce3d040304"): ec.ECDSA(hashes.SHA512()),
+}
+_RSA_SIGS = {
+    bytes.fromhex("300d06092a864886f70d01010b0500"): hashes.SHA256(),
+    bytes.fromhex("300d06092a864886f70d01010c0500"): hashes.SHA384(),
+    bytes.fromhex("300d06092a864886f70d01010d0500"): hashes.SHA512(),
+}
+_PKCS1 = padding.PKCS1v15()
+
+
+@dataclass(frozen=True)
+class ChainPolicy:
+    """Bounds and limits of device chain validation; policy as data."""
+
+    max_upload_bytes: int = 32 * 1024
+    max_certificates: int = 8       # per upload, leaf included, after dropping duplicates
+    max_chain_depth: int = 6        # cryptography's limit on the built path
+    cache_size: int = 4096          # cached issuers (anchors are not counted)
+    profile_cache_size: int = 1024  # remembered accepted device-extension profiles
+
+
+class Validated(NamedTuple):
+    """A device chain that passed, and what the challenge must carry."""
+
+    device_id: str
+    leaf: bytes            # SHA-256 fingerprint of the device certificate
+    spki: bytes            # its SubjectPublicKeyInfo DER
+    public_key: object     # parsed once, reused for the proof in this process
+    path: tuple[bytes, ...]  # fingerprints above the leaf, nearest issuer first, anchor last
+    warm: bool
+
+
+class _Issuer:
+    """A CA certificate on an already-validated path, with what a new device under it still needs."""
+
+    __slots__ = ("fingerprint", "subject", "public_key", "not_before", "not_after", "path", "profiles")
+
+    def __init__(self, fingerprint, subject, public_key, not_before, not_after, path):
+        self.fingerprint = fingerprint
+        self.subject = subject          # raw Name DER, compared byte for byte with device issuers
+        self.public_key = public_key
+        self.not_before = not_before    # latest notBefore on the path up to the anchor (POSIX)
+        self.not_after = not_after      # earliest notAfter on the path up to the anchor (POSIX)
+        self.path = path                # own fingerprint first, anchor last
+        self.profiles: set = set()      # device-extension profiles the cold verifier accepted here
+
+
+class CacheStats:
+    __slots__ = ("warm", "cold", "deferred")
+
+    def __init__(self):
+        self.warm = 0       # device chains admitted through the cache
+        self.cold = 0       # device chains sent to the full verifier
+        self.deferred = 0   # of those, cases where a cached issuer existed but the warm path declined
+
+
+class ChainValidator:
+    """Validates device chains against the verified CAs; owns the issuer cache."""
+
+    def __init__(self, policy: ChainPolicy, revoked: set[bytes]):
+        self.policy = policy
+        self._revoked = revoked  # shared with the engine: fingerprints refused everywhere on a path
+        self._anchors: dict[bytes, x509.Certificate] = {}
+        self._store: Store | None = None
+        self._issuers: dict[bytes, _Issuer] = {}       # validated intermediates, bounded
+        self._anchor_entries: dict[bytes, _Issuer] = {}  # verified CAs, as many as are registered
+        self._anchor_by_subject: dict[bytes, list[_Issuer]] = {}
+        self.stats = CacheStats()
+
+    # -- anchors and invalidation ------------------------------------------------------------
+    def set_anchors(self, anchors: dict[bytes, x509.Certificate]) -> None:
+        """Replace the trust anchors (verified CAs), dropping cached paths that led to removed ones."""
+        removed = set(self._anchors) - set(anchors)
+        self._anchors = dict(anchors)
+        self._store = Store(list(anchors.values())) if anchors else None
+        self._anchor_entries = {
+            fp: self._anchor_entries.get(fp) or _issuer_entry(fp, cert, None, None, (fp,))
+            for fp, cert in anchors.items()
+        }
+        self._anchor_by_subject = {}
+        for entry in self._anchor_entries.values():
+            self._anchor_by_subject.setdefault(entry.subject, []).append(entry)
+        for fp in removed:
+            self.purge(fp)
+
+    def purge(self, fingerprint: bytes) -> None:
+        """Forget every cached intermediate whose path includes ``fingerprint`` (revoked or removed)."""
+        for fp in [fp for fp, entry in self._issuers.items() if fingerprint in entry.path]:
+            del self._issuers[fp]
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._issuers)
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self, chain: list[ParsedCertificate], now: float) -> Validated:
+        leaf = chain[0]
+        if leaf.fingerprint in self._revoked:
+            raise AuthError("cert_revoked", "the device certificate is revoked")
+        warm = self._warm(chain, now)
+        if warm is not None:
+            self.stats.warm += 1
+            return warm
+        self.stats.cold += 1
+        return self._cold(chain, now)
+
+    def _warm(self, chain: list[ParsedCertificate], now: float) -> Validated | None:
+        leaf = chain[0]
+        try:
+            view = rawder.view_certificate(leaf.der)
+        except rawder.DerError:
+            return None
+        issuers, anchors = self._issuers, self._anchor_entries
+        candidates = [issuers.get(c.fingerprint) or anchors.get(c.fingerprint) for c in chain[1:]]
+        candidates.extend(self._anchor_by_subject.get(view.issuer, ()))
+        revoked = self._revoked
+        declined = False
+        for issuer in candidates:
+            if issuer is None or issuer.subject != view.issuer:
+                continue
+            declined = True
+            if not issuer.not_before <= now <= issuer.not_after:
+                continue
+            if revoked and any(fp in revoked for fp in issuer.path):
+                continue
+            profile = _profile(view)
+            if profile is None or profile not in issuer.profiles:
+                continue
+            if not _valid_at(leaf.certificate, now):
+                continue
+            if not _signed_by(view, issuer.public_key):
+                continue
+            device_id = rawder.common_name(view.subject)
+            if device_id is None:
+                continue
+            try:
+                public_key = load_der_public_key(view.spki)
+            except (ValueError, UnsupportedAlgorithm):
+                continue
+            return Validated(device_id, leaf.fingerprint, view.spki, public_key, issuer.path, True)
+        if declined:
+            self.stats.deferred += 1
+        return None
+
+    def _cold(self, chain: list[ParsedCertificate], now: float) -> Validated:
+        leaf = chain[0]
+        device_id = _check_leaf(leaf.certificate, now)
+        if self._store is None:
+            raise AuthError("chain_untrusted", "no verified CA is registered")
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(_dt.datetime.fromtimestamp(now, _UTC))
+            .max_chain_depth(self.policy.max_chain_depth)
+            .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+            .build_client_verifier()
+        )
+        try:
+            verified = verifier.verify(leaf.certificate, [c.certificate for c in chain[1:]])
+        except VerificationError as exc:
+            raise _explain(exc) from None
+        by_identity = {id(c.certificate): c for c in chain}
+        path_certs = verified.chain[1:]
+        fps = []
+        for cert in path_certs:
+            known = by_identity.get(id(cert))
+            fps.append(known.fingerprint if known else _fingerprint(cert))
+        path = tuple(fps)
+        for fp in path:
+            if fp in self._revoked:
+                raise AuthError("cert_revoked", "a CA certificate on the device's path is revoked")
+        self._remember(path_certs, path, rawder.view_certificate(leaf.der))
+        return Validated(device_id, leaf.fingerprint, _spki(leaf.certificate), leaf.certificate.public_key(), path, False)
+
+    def _remember(self, path_certs: list[x509.Certificate], path: tuple[bytes, ...], leaf_view) -> None:
+        """Cache each CA on an accepted path, unless something on it constrains leaves per name."""
+        not_before, not_after = float("-inf"), float("inf")
+        entries = []
+        for i in range(len(path_certs) - 1, -1, -1):  # anchor first, so windows accumulate downwards
+            cert, fp = path_certs[i], path[i]
+            for ext in cert.extensions:
+                if isinstance(ext.value, (x509.NameConstraints, x509.PolicyConstraints, x509.InhibitAnyPolicy)):
+                    return  # per-leaf constraints: this path always takes the cold verifier
+            not_before = max(not_before, cert.not_valid_before_utc.timestamp())
+            not_after = min(not_after, cert.not_valid_after_utc.timestamp())
+            entries.append((fp, cert, not_before, not_after, path[i:]))
+        issuer_fp = path[0]
+        for fp, cert, nb, na, subpath in entries:
+            entry = self._anchor_entries.get(fp) or self._issuers.get(fp)
+            if entry is None:
+                if len(self._issuers) >= self.policy.cache_size:
+                    del self._issuers[next(iter(self._issuers))]  # oldest first
+                entry = self._issuers[fp] = _issuer_entry(fp, cert, nb, na, subpath)
+            if fp == issuer_fp:
+                profile = _profile(leaf_view)
+                if profile is not None:
+                    if len(entry.profiles) >= self.policy.profile_cache_size:
+                        entry.profiles.clear()
+                    entry.profiles.add(profile)
+
+
+def _issuer_entry(fp, cert, not_before, not_after, path) -> _Issuer:
+    view = rawder.view_certificate(cert.public_bytes(_DER))
+    if not_before is None:
+        not_before = cert.not_valid_before_utc.timestamp()
+        not_after = cert.not_valid_after_utc.timestamp()
+    return _Issuer(fp, view.subject, cert.public_key(), not_before, not_after, path)
+
+
+
+
+def _fingerprint(cert: x509.Certificate) -> bytes:
+    return cert.fingerprint(hashes.SHA256())
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return rawder.view_certificate(cert.public_bytes(_DER)).spki
+
+
+def _profile(view: rawder.CertificateView):
+    """What must be byte-identical to a cold-accepted device certificate for the warm path to vouch.
+
+    Everything the verifier judges about a device certificate except its validity period (checked
+    per device), its signature (checked per device) and its own key identifier (per device, checked
+    for shape here).
+    """
+    if view.version != 2 or view.has_unique_ids or view.signature_algorithm != view.tbs_signature_algorithm:
+        return None
+    serial = view.serial
+    if not 0 < len(serial) <= 20 or serial[0] & 0x80 or serial == b"\x00":
+        return None
+    exts = []
+    for ext in view.extensions:
+        if rawder.is_ski_extension(ext):
+            if ext.critical or not rawder.well_formed_octet_string(ext.value):
+                return None
+            exts.append((ext.oid, False, None))
+        else:
+            exts.append(ext)
+    return (view.signature_algorithm, view.spki_algorithm, len(view.spki), tuple(exts))
+
+
+def _valid_at(cert: x509.Certificate, now: float) -> bool:
+    return cert.not_valid_before_utc.timestamp() <= now <= cert.not_valid_after_utc.timestamp()
+
+
+def _signed_by(view: rawder.CertificateView, issuer_key) -> bool:
+    try:
+        if isinstance(issuer_key, ec.EllipticCurvePublicKey):
+            algorithm = _EC_SIGS.get(view.signature_algorithm)
+            if algorithm is None:
+                return False
+            issuer_key.verify(view.signature, view.tbs, algorithm)
+        elif isinstance(issuer_key, rsa.RSAPublicKey):
+            digest = _RSA_SIGS.get(view.signature_algorithm)
+            if digest is None:
+                return False
+            issuer_key.verify(view.signature, view.tbs, _PKCS1, digest)
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _check_leaf(cert: x509.Certificate, now: float) -> str:
+    """The engine's own device-certificate checks, run before the verifier so refusals are specific."""
+    try:
+        key_algorithm(cert.public_key())
+    except (UnsupportedKey, UnsupportedAlgorithm, ValueError) as exc:
+        raise AuthError("unsupported_algorithm", f"device key: {exc}") from None
+    if cert.signature_algorithm_oid not in _SHA2_SIGNATURES:
+        raise AuthError("unsupported_algorithm", f"device certificate signed with {cert.signature_algorithm_oid.dotted_string}")
+    if now < cert.not_valid_before_utc.timestamp():
+        raise AuthError("cert_not_yet_valid", "the device certificate is not valid yet")
+    if now > cert.not_valid_after_utc.timestamp():
+        raise AuthError("cert_expired", "the device certificate has expired")
+    try:
+        extensions = cert.extensions
+    except ValueError as exc:
+        raise AuthError("malformed_input", f"device certificate extensions: {exc}") from None
+    for ext in extensions:
+        value = ext.value
+        if isinstance(value, x509.BasicConstraints) and value.ca:
+            raise AuthError("leaf_is_ca")
+        if isinstance(value, x509.KeyUsage) and not value.digital_signature:
+            raise AuthError("key_usage_invalid")
+        if isinstance(value, x509.ExtendedKeyUsage) and ExtendedKeyUsageOID.CLIENT_AUTH not in value:
+            raise AuthError("eku_invalid")
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
+        raise AuthError("device_id_missing")
+    return names[0].value
+
+
+def _explain(exc: VerificationError) -> AuthError:
+    """Map the verifier's message to a stable code; anything unrecognised means no trusted path."""
+    text = str(exc)
+    lowered = text.lower()
+    if "expired" in lowered or "not valid after" in lowered:
+        return AuthError("cert_expired", "a CA certificate on the path has expired")
+    if "not yet valid" in lowered or "not valid before" in lowered:
+        return AuthError("cert_not_yet_valid", "a CA certificate on the path is not valid yet")
+    if "forbidden" in lowered and "algorithm" in lowered:
+        return AuthError("unsupported_algorithm", "a certificate on the path uses a forbidden algorithm")
+    if "eku" in lowered:
+        return AuthError("eku_invalid")
+    return AuthError("chain_untrusted", f"no valid path to a verified CA ({text.split(' (encountered')[0]})")

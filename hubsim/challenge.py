@@ -1,0 +1,109 @@
+"""Stateless, authenticated challenge tokens and the replay guard that makes them single-use.
+
+The hub runs as several processes and a device's proof may reach a different process than the one that
+issued its challenge. So the challenge *is* a sealed token: everything the proof step needs (the device
+id, the device certificate's public key, the fingerprints of every certificate on its path, the expiry
+and a 128-bit random nonce) travels inside it, authenticated with HMAC-SHA-256 under a key all hub
+processes share. Any process can check a proof without shared pending-challenge state, and a million
+challenges that are never answered cost the hub no memory at all.
+
+Single use is the replay guard's job: a proof *claims* its nonce, and a nonce can be claimed once until
+its token expires. The in-memory guard here serves one process; the service plugs in a guard shared
+by all its processes. Guard entries live only as long as tokens do, so the guard's size is bounded by
+(proofs per second) x (challenge lifetime).
+
+Token layout (all integers big-endian)::
+
+    version 1 | expires_ms 8 | nonce 16 | leaf fp 32 | n 1 | path fps n*32 | id_len 2 | device id
+              | spki_len 2 | SubjectPublicKeyInfo DER | HMAC-SHA-256 32
+
+The device signs the token bytes exactly as it received them (base64-decoded).
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections import deque
+from typing import NamedTuple, Protocol
+
+from hubsim.errors import AuthError
+
+VERSION = 1
+NONCE_BYTES = 16
+MAC_BYTES = 32
+_HEAD = struct.Struct(">BQ16s32sB")
+_LEN = struct.Struct(">H")
+MAX_TOKEN_BYTES = 4096
+
+
+class Token(NamedTuple):
+    expires_at: float
+    nonce: bytes
+    leaf: bytes
+    path: tuple[bytes, ...]
+    device_id: str
+    spki: bytes
+
+
+def seal(key: bytes, token: Token) -> bytes:
+    device_id = token.device_id.encode("utf-8")
+    body = b"".join((
+        _HEAD.pack(VERSION, int(token.expires_at * 1000), token.nonce, token.leaf, len(token.path)),
+        *token.path,
+        _LEN.pack(len(device_id)), device_id,
+        _LEN.pack(len(token.spki)), token.spki,
+    ))
+    return body + hmac.digest(key, body, "sha256")
+
+
+def open_token(key: bytes, data: bytes) -> Token:
+    """Check the MAC and decode; raises ``challenge_invalid`` for anything this hub did not issue."""
+    if not MAC_BYTES + _HEAD.size <= len(data) <= MAX_TOKEN_BYTES:
+        raise AuthError("challenge_invalid", "challenge has the wrong length")
+    body, mac = data[:-MAC_BYTES], data[-MAC_BYTES:]
+    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), mac):
+        raise AuthError("challenge_invalid")
+    # From here on the bytes are our own, so the layout is trusted.
+    version, expires_ms, nonce, leaf, count = _HEAD.unpack_from(body)
+    if version != VERSION:
+        raise AuthError("challenge_invalid", "unknown challenge version")
+    pos = _HEAD.size
+    path = tuple(body[pos + 32 * i : pos + 32 * (i + 1)] for i in range(count))
+    pos += 32 * count
+    (id_len,) = _LEN.unpack_from(body, pos)
+    device_id = body[pos + 2 : pos + 2 + id_len].decode("utf-8")
+    pos += 2 + id_len
+    (spki_len,) = _LEN.unpack_from(body, pos)
+    spki = body[pos + 2 : pos + 2 + spki_len]
+    return Token(expires_ms / 1000.0, nonce, leaf, path, device_id, spki)
+
+
+class ReplayGuard(Protocol):
+    def claim(self, nonce: bytes, expires_at: float, now: float) -> bool:
+        """Record ``nonce`` as used until ``expires_at``; False if it was already claimed."""
+
+
+class MemoryReplayGuard:
+    """A single-process replay guard; entries leave once their token could no longer be accepted."""
+
+    def __init__(self, max_entries: int = 2_000_000):
+        self._used: set[bytes] = set()
+        self._order: deque[tuple[float, bytes]] = deque()
+        self.max_entries = max_entries
+
+    def claim(self, nonce: bytes, expires_at: float, now: float) -> bool:
+        order, used = self._order, self._used
+        while order and order[0][0] < now:
+            used.discard(order.popleft()[1])
+        if nonce in used:
+            return False
+        if len(used) >= self.max_entries:
+            # Fail closed: refusing a proof is safe, forgetting a used nonce is not.
+            raise AuthError("throttled", "too many proofs in flight; retry shortly")
+        used.add(nonce)
+        order.append((expires_at, nonce))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._used)

@@ -1,0 +1,371 @@
+"""The authentication engine: CA registration with proof of possession, device challenges and proofs,
+revocation and the device registry. No I/O, no clock and no randomness of its own: the HTTP service,
+the benchmarks and the tests all drive this one object the same way.
+
+State changes that must be durable (CA registered, verified or removed, revocations, disabled devices)
+are returned to the caller, who persists them; :meth:`AuthEngine.restore_ca` and friends load them back.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from cryptography.x509.oid import NameOID
+
+from hubsim import challenge as tokens
+from hubsim.algorithms import UnsupportedKey, key_algorithm, verify_signature
+from hubsim.chain import ChainPolicy, ChainValidator, Validated
+from hubsim.errors import AuthError
+from hubsim.upload import fingerprint, read_certificates
+
+
+@dataclass(frozen=True)
+class EnginePolicy:
+    chain: ChainPolicy = field(default_factory=ChainPolicy)
+    challenge_ttl: float = 30.0           # seconds a device has to answer its challenge
+    verification_code_ttl: float = 3600.0  # seconds a CA verification code stays usable
+    max_ca_upload_bytes: int = 16 * 1024
+    pending_keys: int = 65536             # parsed device keys kept between challenge and proof
+
+
+@dataclass
+class CARecord:
+    id: str                  # SHA-256 fingerprint of the DER, lower-case hex
+    der: bytes
+    certificate: x509.Certificate
+    subject: str
+    status: str              # "unverified" or "verified"
+    registered_at: float
+    verification_code: str | None = None
+    code_expires_at: float | None = None
+    verified_at: float | None = None
+
+    def to_json(self) -> dict:
+        out = {"id": self.id, "subject": self.subject, "status": self.status}
+        if self.status == "unverified":
+            out["verification_code"] = self.verification_code
+            out["verification_code_expires_at"] = self.code_expires_at
+        return out
+
+
+class Challenge(NamedTuple):
+    device_id: str
+    token: bytes          # what the device signs, byte for byte
+    expires_at: float
+    warm: bool            # True when the issuer cache answered
+
+
+class Admission(NamedTuple):
+    device_id: str
+    ca: str               # id of the CA that admitted the device
+    first_connection: bool
+
+
+class DeviceRegistry(Protocol):
+    def admit(self, device_id: str, ca: str, now: float) -> bool:
+        """Record an authentication; True when it is the device's first."""
+
+    def is_disabled(self, device_id: str) -> bool: ...
+
+    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None: ...
+
+    def get(self, device_id: str) -> dict | None: ...
+
+
+class MemoryRegistry:
+    """Device registry held in memory (the service wraps it with SQLite persistence)."""
+
+    def __init__(self):
+        self._devices: dict[str, list] = {}  # id -> [first_seen, last_auth, ca, auth_count]
+        self._disabled: set[str] = set()
+
+    def admit(self, device_id: str, ca: str, now: float) -> bool:
+        row = self._devices.get(device_id)
+        if row is None:
+            self._devices[device_id] = [now, now, ca, 1]
+            return True
+        row[1] = now
+        row[2] = ca
+        row[3] += 1
+        return False
+
+    def is_disabled(self, device_id: str) -> bool:
+        return device_id in self._disabled
+
+    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None:
+        if disabled:
+            self._disabled.add(device_id)
+        else:
+            self._disabled.discard(device_id)
+
+    def get(self, device_id: str) -> dict | None:
+        row = self._devices.get(device_id)
+        if row is None and device_id not in self._disabled:
+            return None
+        first, last, ca, count = row or (None, None, None, 0)
+        return {
+            "device_id": device_id, "first_seen": first, "last_authenticated": last, "ca": ca,
+            "authentications": count, "disabled": device_id in self._disabled,
+        }
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+
+class AuthEngine:
+    """Everything the hub decides, as a plain object.
+
+    ``clock()`` returns POSIX seconds; ``random(n)`` returns n random bytes; ``secret`` keys the
+    challenge MAC and must be shared by every process that may see the same device's proof.
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        clock: Callable[[], float],
+        random: Callable[[int], bytes],
+        policy: EnginePolicy | None = None,
+        replay_guard: tokens.ReplayGuard | None = None,
+        registry: DeviceRegistry | None = None,
+    ):
+        if len(secret) < 32:
+            raise ValueError("the challenge secret needs at least 32 bytes")
+        self.policy = policy or EnginePolicy()
+        self._secret = secret
+        self._clock = clock
+        self._random = random
+        self.replay_guard = replay_guard or tokens.MemoryReplayGuard()
+        self.registry = registry or MemoryRegistry()
+        self._cas: dict[str, CARecord] = {}
+        self._revoked: set[bytes] = set()
+        self.chains = ChainValidator(self.policy.chain, self._revoked)
+        self._pending_keys: dict[bytes, object] = {}  # nonce -> parsed device key, this process only
+
+    # -- CA registration -----------------------------------------------------------------------
+    def register_ca(self, data: bytes) -> CARecord:
+        """Accept a CA certificate as *unverified* and give it a fresh verification code."""
+        parsed = read_certificates(data, max_bytes=self.policy.max_ca_upload_bytes, max_certificates=1)
+        if len(parsed) != 1:
+            raise AuthError("malformed_input", "upload exactly one CA certificate")
+        der, cert, fp = parsed[0]
+        now = self._clock()
+        _check_ca_certificate(cert, now)
+        ca_id = fp.hex()
+        if ca_id in self._cas:
+            raise AuthError("ca_exists")
+        if fp in self._revoked:
+            raise AuthError("cert_revoked", "this CA certificate has been revoked")
+        record = CARecord(ca_id, der, cert, cert.subject.rfc4514_string(), "unverified", now)
+        self._new_code(record, now)
+        self._cas[ca_id] = record
+        return record
+
+    def new_verification_code(self, ca_id: str) -> CARecord:
+        record = self.get_ca(ca_id)
+        if record.status == "verified":
+            raise AuthError("ca_already_verified")
+        self._new_code(record, self._clock())
+        return record
+
+    def _new_code(self, record: CARecord, now: float) -> None:
+        # 256 random bits as 64 hex digits: the longest a CN may be (RFC 5280 ub-common-name), as AWS does.
+        record.verification_code = self._random(32).hex()
+        record.code_expires_at = now + self.policy.verification_code_ttl
+
+    def verify_ca(self, ca_id: str, *, certificate: bytes | None = None, signature: bytes | None = None) -> CARecord:
+        """Proof of possession: a certificate with CN = code signed by the CA's key, or a raw signature
+        over the code's ASCII bytes with the CA's key. The code is consumed on success."""
+        record = self.get_ca(ca_id)
+        if record.status == "verified":
+            raise AuthError("ca_already_verified")
+        now = self._clock()
+        if record.code_expires_at is None or now > record.code_expires_at:
+            raise AuthError("verification_code_expired")
+        code = record.verification_code or ""
+        if (certificate is None) == (signature is None):
+            raise AuthError("malformed_input", "give either a verification certificate or a signature")
+        if certificate is not None:
+            parsed = read_certificates(certificate, max_bytes=self.policy.max_ca_upload_bytes, max_certificates=1)
+            if len(parsed) != 1:
+                raise AuthError("malformed_input", "upload exactly one verification certificate")
+            proof = parsed[0].certificate
+            names = proof.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            presented = names[0].value if len(names) == 1 else ""
+            if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), code.encode()):
+                raise AuthError("verification_code_mismatch")
+            if not proof.not_valid_before_utc.timestamp() <= now <= proof.not_valid_after_utc.timestamp():
+                raise AuthError("cert_expired", "the verification certificate is outside its validity period")
+            try:
+                proof.verify_directly_issued_by(record.certificate)
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                raise AuthError("verification_signature_invalid") from None
+        else:
+            if not verify_signature(record.certificate.public_key(), signature, code.encode("ascii")):
+                raise AuthError("verification_signature_invalid")
+        record.status = "verified"
+        record.verified_at = now
+        record.verification_code = None
+        record.code_expires_at = None
+        self._refresh_anchors()
+        return record
+
+    def remove_ca(self, ca_id: str) -> CARecord:
+        record = self.get_ca(ca_id)
+        del self._cas[ca_id]
+        self._refresh_anchors()
+        return record
+
+    def get_ca(self, ca_id: str) -> CARecord:
+        record = self._cas.get(ca_id.lower()) if isinstance(ca_id, str) else None
+        if record is None:
+            raise AuthError("ca_not_found")
+        return record
+
+    def list_cas(self) -> list[CARecord]:
+        return list(self._cas.values())
+
+    def restore_ca(self, der: bytes, *, status: str, registered_at: float, verification_code: str | None = None,
+                   code_expires_at: float | None = None, verified_at: float | None = None) -> CARecord:
+        """Load a CA the service had stored; no checks beyond parsing (it passed them when stored)."""
+        cert = x509.load_der_x509_certificate(der)
+        record = CARecord(fingerprint(der).hex(), der, cert, cert.subject.rfc4514_string(), status, registered_at,
+                          verification_code, code_expires_at, verified_at)
+        self._cas[record.id] = record
+        self._refresh_anchors()
+        return record
+
+    def _refresh_anchors(self) -> None:
+        self.chains.set_anchors({
+            bytes.fromhex(r.id): r.certificate for r in self._cas.values() if r.status == "verified"
+        })
+
+    # -- revocation and devices ----------------------------------------------------------------
+    def revoke(self, fingerprint_hex: str) -> bytes:
+        """Refuse every path through this certificate (CA, intermediate or device) from now on."""
+        try:
+            fp = bytes.fromhex(fingerprint_hex)
+        except (ValueError, TypeError):
+            fp = b""
+        if len(fp) != 32:
+            raise AuthError("revocation_not_found", "fingerprint must be 64 hex digits (SHA-256 of the DER)")
+        self._revoked.add(fp)
+        self.chains.purge(fp)
+        return fp
+
+    def is_revoked(self, fp: bytes) -> bool:
+        return fp in self._revoked
+
+    def disable_device(self, device_id: str, disabled: bool = True) -> None:
+        self.registry.set_disabled(device_id, disabled, self._clock())
+
+    # -- device authentication -----------------------------------------------------------------
+    def begin(self, chain: bytes | Sequence[bytes]) -> Challenge:
+        """Step 1: validate the device's chain (leaf first) and issue a challenge bound to it."""
+        policy = self.policy.chain
+        parsed = read_certificates(chain, max_bytes=policy.max_upload_bytes, max_certificates=policy.max_certificates)
+        _refuse_ambiguous(parsed)
+        now = self._clock()
+        validated = self.chains.validate(parsed, now)
+        if self.registry.is_disabled(validated.device_id):
+            raise AuthError("device_disabled")
+        nonce = self._random(tokens.NONCE_BYTES)
+        expires_at = now + self.policy.challenge_ttl
+        token = tokens.seal(self._secret, tokens.Token(
+            expires_at, nonce, validated.leaf, validated.path, validated.device_id, validated.spki))
+        pending = self._pending_keys
+        if len(pending) >= self.policy.pending_keys:
+            del pending[next(iter(pending))]
+        pending[nonce] = validated.public_key
+        return Challenge(validated.device_id, token, expires_at, validated.warm)
+
+    def complete(self, token: bytes, signature: bytes) -> Admission:
+        """Step 2: check the device's signature over its challenge; admit it once."""
+        claims = tokens.open_token(self._secret, token)
+        now = self._clock()
+        if now > claims.expires_at:
+            self._pending_keys.pop(claims.nonce, None)
+            raise AuthError("challenge_expired")
+        public_key = self._pending_keys.pop(claims.nonce, None)
+        if public_key is None:  # issued by another process, or evicted
+            try:
+                public_key = load_der_public_key(claims.spki)
+            except (ValueError, UnsupportedAlgorithm):
+                raise AuthError("challenge_invalid") from None
+        try:
+            ok = verify_signature(public_key, signature, token)
+        except UnsupportedKey:
+            ok = False
+        if not ok:
+            raise AuthError("pop_invalid")
+        if not self.replay_guard.claim(claims.nonce, claims.expires_at, now):
+            raise AuthError("challenge_used")
+        revoked = self._revoked
+        if claims.leaf in revoked or any(fp in revoked for fp in claims.path):
+            raise AuthError("cert_revoked")
+        anchor = self._cas.get(claims.path[-1].hex()) if claims.path else None
+        if anchor is None or anchor.status != "verified":
+            raise AuthError("chain_untrusted", "the CA that admitted this device is no longer registered")
+        registry = self.registry
+        if registry.is_disabled(claims.device_id):
+            raise AuthError("device_disabled")
+        first = registry.admit(claims.device_id, anchor.id, now)
+        return Admission(claims.device_id, anchor.id, first)
+
+    def stats(self) -> dict:
+        s = self.chains.stats
+        return {
+            "cas": len(self._cas), "revoked": len(self._revoked), "cache_size": self.chains.cache_size,
+            "warm": s.warm, "cold": s.cold, "deferred": s.deferred, "pending_keys": len(self._pending_keys),
+        }
+
+
+def _refuse_ambiguous(parsed) -> None:
+    """Two certificates with one subject make path building combinatorial (the pathological chain);
+    legitimate device chains never need that, so refuse before the verifier sees them."""
+    if len(parsed) > 2:
+        subjects = [p.certificate.subject.public_bytes() for p in parsed[1:]]
+        if len(set(subjects)) != len(subjects):
+            raise AuthError("chain_ambiguous")
+
+
+def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:
+    try:
+        key_algorithm(cert.public_key())
+    except (UnsupportedKey, UnsupportedAlgorithm, ValueError) as exc:
+        raise AuthError("unsupported_algorithm", f"CA key: {exc}") from None
+    try:
+        digest = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        digest = None
+    if digest is None or digest.name not in ("sha256", "sha384", "sha512"):
+        raise AuthError("unsupported_algorithm", "CA certificates must be signed with ECDSA or RSA and SHA-2")
+    if cert.version != x509.Version.v3:
+        raise AuthError("not_a_ca", "CA certificates must be X.509 v3")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        raise AuthError("not_a_ca", "no BasicConstraints extension") from None
+    except ValueError as exc:
+        raise AuthError("malformed_input", f"CA extensions: {exc}") from None
+    if not bc.ca:
+        raise AuthError("not_a_ca", "BasicConstraints says CA:FALSE")
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.key_cert_sign:
+            raise AuthError("not_a_ca", "KeyUsage lacks keyCertSign")
+    except x509.ExtensionNotFound:
+        pass
+    if now < cert.not_valid_before_utc.timestamp():
+        raise AuthError("cert_not_yet_valid", "the CA certificate is not valid yet")
+    if now > cert.not_valid_after_utc.timestamp():
+        raise AuthError("cert_expired", "the CA certificate has expired")
+
+
+__all__ = ["AuthEngine", "EnginePolicy", "CARecord", "Challenge", "Admission", "MemoryRegistry", "AuthError"]

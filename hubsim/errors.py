@@ -1,0 +1,72 @@
+"""The engine's one error type and its stable, machine-readable codes.
+
+Every refusal the hub makes is an :class:`AuthError` carrying one of the codes below. The HTTP layer maps
+each code to its status; clients and load generators classify failures by code, so codes never change
+meaning once published. ``docs/errors.md`` lists them for people.
+"""
+
+from __future__ import annotations
+
+# code -> (HTTP status, what it means)
+CODES: dict[str, tuple[int, str]] = {
+    # input shape and bounds
+    "malformed_input": (400, "The body is not a certificate, PEM bundle, DER list or JSON document the hub can read."),
+    "upload_too_large": (413, "The upload exceeds the byte limit, checked before any parsing."),
+    "too_many_certificates": (400, "The chain holds more certificates than the policy allows (after dropping duplicates)."),
+    "chain_ambiguous": (400, "Two certificates in the upload share a subject name; such chains make path building explode."),
+    "private_key_in_upload": (400, "The upload carries a private key (PEM, PKCS#8, PKCS#1, SEC1 or PKCS#12). It was discarded, not stored or logged."),
+    "unsupported_media_type": (415, "The request's content type is not one the endpoint accepts."),
+    # CA registration and proof of possession
+    "not_a_ca": (400, "The certificate is not a CA: BasicConstraints CA:TRUE and keyCertSign are required."),
+    "ca_exists": (409, "A CA with this fingerprint is already registered."),
+    "ca_not_found": (404, "No CA with this fingerprint is registered."),
+    "ca_already_verified": (409, "The CA is already verified; its verification code was used and cannot be used again."),
+    "verification_code_mismatch": (400, "The verification certificate's subject CN is not the CA's current verification code."),
+    "verification_code_expired": (400, "The verification code has expired; request a new one."),
+    "verification_signature_invalid": (401, "The verification certificate or signature was not made with the CA's private key."),
+    # certificate content
+    "cert_expired": (401, "A certificate on the path is past its notAfter."),
+    "cert_not_yet_valid": (401, "A certificate on the path is before its notBefore."),
+    "unsupported_algorithm": (400, "Key or signature algorithm outside policy: P-256/384/521, RSA >= 2048, Ed25519 device keys, SHA-2."),
+    "leaf_is_ca": (401, "The device certificate is a CA certificate."),
+    "key_usage_invalid": (401, "The device certificate's KeyUsage lacks digitalSignature."),
+    "eku_invalid": (401, "The device certificate's ExtendedKeyUsage does not allow clientAuth."),
+    "device_id_missing": (400, "The device certificate's subject has no usable common name (the device id)."),
+    "chain_untrusted": (401, "No valid path from the device certificate to a verified CA."),
+    "cert_revoked": (403, "A certificate on the device's path has been revoked."),
+    # devices and challenges
+    "device_disabled": (403, "The device has been disabled in the registry."),
+    "device_not_found": (404, "No device with this id is in the registry."),
+    "challenge_invalid": (401, "The challenge was not issued by this hub, or was altered."),
+    "challenge_expired": (401, "The challenge has expired; ask for a new one."),
+    "challenge_used": (401, "The challenge was already answered (proofs are single-use)."),
+    "pop_invalid": (401, "The signature over the challenge does not verify under the device certificate's key."),
+    # service
+    "not_found": (404, "No such endpoint."),
+    "method_not_allowed": (405, "The endpoint does not take this method."),
+    "throttled": (429, "The configured connection quota is exceeded; retry after the time given."),
+    "revocation_not_found": (404, "Nothing to revoke: the fingerprint is not a valid SHA-256 hex string."),
+}
+
+
+class AuthError(Exception):
+    """A refusal with a stable ``code`` (a key of :data:`CODES`) and a human ``message``.
+
+    Messages never quote uploaded key material.
+    """
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: str, message: str | None = None):
+        if code not in CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        self.code = code
+        self.message = message or CODES[code][1]
+        super().__init__(f"{code}: {self.message}")
+
+    @property
+    def status(self) -> int:
+        return CODES[self.code][0]
+
+    def to_json(self) -> dict:
+        return {"error": self.code, "message": self.message}

@@ -1,0 +1,123 @@
+"""Turn an uploaded body into certificates, with every bound checked before any expensive work.
+
+Order matters: byte size, then a scan for private-key material, then the number of certificates, then
+parsing, then duplicate removal. A refused upload is dropped on the floor: nothing from it is kept,
+and error messages never quote it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_der_private_key, pkcs12
+
+from hubsim.errors import AuthError
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----(.*?)-----END \1-----", re.DOTALL)
+_PRIVATE_KEY_MARKERS = (b"PRIVATE KEY-----", b"BEGIN PKCS12", b"BEGIN PKCS #12")
+# PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo { contentType pkcs7-data | pkcs7-signedData ...
+_PKCS12_VERSION = b"\x02\x01\x03\x30"
+_PKCS7_DATA_OIDS = (b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01", b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02")
+
+
+class ParsedCertificate(NamedTuple):
+    der: bytes
+    certificate: x509.Certificate
+    fingerprint: bytes  # SHA-256 of the DER
+
+
+def fingerprint(der: bytes) -> bytes:
+    return hashlib.sha256(der).digest()
+
+
+def read_certificates(
+    data: bytes | Sequence[bytes], *, max_bytes: int, max_certificates: int
+) -> list[ParsedCertificate]:
+    """Certificates from a PEM bundle, a single DER certificate, or a list of DER certificates.
+
+    Order is kept (the leaf first); exact duplicates are dropped. Raises :class:`AuthError`.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)
+        if len(data) > max_bytes:
+            raise AuthError("upload_too_large", f"upload is {len(data)} bytes; the limit is {max_bytes}")
+        ders = _split_body(data, max_certificates)
+    else:
+        items = list(data)
+        if sum(len(item) for item in items) > max_bytes:
+            raise AuthError("upload_too_large", f"upload exceeds {max_bytes} bytes")
+        if len(items) > 2 * max_certificates:
+            raise AuthError("too_many_certificates", f"at most {max_certificates} certificates per upload")
+        ders = [bytes(item) for item in items]
+    if not ders:
+        raise AuthError("malformed_input", "no certificate in the upload")
+
+    parsed: list[ParsedCertificate] = []
+    seen: set[bytes] = set()
+    for der in ders:
+        fp = fingerprint(der)
+        if fp in seen:
+            continue
+        seen.add(fp)
+        parsed.append(ParsedCertificate(der, _load(der), fp))
+        if len(parsed) > max_certificates:
+            raise AuthError("too_many_certificates", f"at most {max_certificates} certificates per upload")
+    return parsed
+
+
+def _split_body(data: bytes, max_certificates: int) -> list[bytes]:
+    if any(marker in data for marker in _PRIVATE_KEY_MARKERS):
+        raise AuthError("private_key_in_upload")
+    if b"-----BEGIN" not in data:
+        return [data]  # a single DER object
+    blocks = _PEM_BLOCK.findall(data)
+    if not blocks:
+        raise AuthError("malformed_input", "PEM armour without a complete block")
+    if len(blocks) > 2 * max_certificates:
+        raise AuthError("too_many_certificates", f"at most {max_certificates} certificates per upload")
+    ders = []
+    for label, body in blocks:
+        if label != b"CERTIFICATE":
+            raise AuthError("malformed_input", f"unexpected PEM block {label.decode()!r}; only CERTIFICATE is accepted")
+        try:
+            ders.append(base64.b64decode(b"".join(body.split()), validate=True))
+        except (binascii.Error, ValueError):
+            raise AuthError("malformed_input", "a CERTIFICATE block is not valid base64") from None
+    return ders
+
+
+def _load(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError:
+        pass
+    if looks_like_private_key(der):
+        raise AuthError("private_key_in_upload")
+    raise AuthError("malformed_input", "not a DER X.509 certificate")
+
+
+def looks_like_private_key(der: bytes) -> bool:
+    """True for PKCS#8 (plain or encrypted), PKCS#1, SEC1 and PKCS#12 DER. Only called on bytes that
+    failed to parse as a certificate, so it costs nothing on the normal path."""
+    try:
+        load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
+        return True
+    except TypeError:
+        return True  # an encrypted private key: cryptography asks for the password
+    except (ValueError, UnsupportedAlgorithm):
+        pass
+    head = der[:24]
+    if _PKCS12_VERSION in head[:8] and any(oid in head for oid in _PKCS7_DATA_OIDS):
+        return True
+    try:
+        pkcs12.load_key_and_certificates(der, None)
+        return True
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
