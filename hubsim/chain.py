@@ -230,7 +230,7 @@ class ChainValidator:
         try:
             verified = verifier.verify(leaf.certificate, [c.certificate for c in chain[1:]])
         except VerificationError as exc:
-            raise _explain(exc) from None
+            raise _explain(exc, chain, now) from None
         by_identity = {id(c.certificate): c for c in chain}
         path_certs = verified.chain[1:]
         fps = []
@@ -365,14 +365,16 @@ def _check_leaf(cert: x509.Certificate, now: float) -> str:
     return names[0].value
 
 
-def _explain(exc: VerificationError) -> AuthError:
+def _explain(exc: VerificationError, chain: list[ParsedCertificate], now: float) -> AuthError:
     """Map the verifier's message to a stable code; anything unrecognised means no trusted path."""
     text = str(exc)
     lowered = text.lower()
-    if "expired" in lowered or "not valid after" in lowered:
-        return AuthError("cert_expired", "a CA certificate on the path has expired")
-    if "not yet valid" in lowered or "not valid before" in lowered:
-        return AuthError("cert_not_yet_valid", "a CA certificate on the path is not valid yet")
+    if "not valid at validation time" in lowered:
+        for item in chain[1:]:
+            if now > item.certificate.not_valid_after_utc.timestamp():
+                return AuthError("cert_expired", "a CA certificate in the chain has expired")
+            if now < item.certificate.not_valid_before_utc.timestamp():
+                return AuthError("cert_not_yet_valid", "a CA certificate in the chain is not valid yet")
     if "forbidden" in lowered and "algorithm" in lowered:
         return AuthError("unsupported_algorithm", "a certificate on the path uses a forbidden algorithm")
     if "eku" in lowered:

@@ -141,8 +141,8 @@ class AuthEngine:
         self._secret = secret
         self._clock = clock
         self._random = random
-        self.replay_guard = replay_guard or tokens.MemoryReplayGuard()
-        self.registry = registry or MemoryRegistry()
+        self.replay_guard = tokens.MemoryReplayGuard() if replay_guard is None else replay_guard
+        self.registry = MemoryRegistry() if registry is None else registry
         self._cas: dict[str, CARecord] = {}
         self._revoked: set[bytes] = set()
         self.chains = ChainValidator(self.policy.chain, self._revoked)
