@@ -24,6 +24,7 @@ byte-identical to those of a certificate the cold verifier already accepted unde
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -119,11 +120,12 @@ class _Issuer:
 
 
 class CacheStats:
-    __slots__ = ("warm", "cold", "deferred")
+    __slots__ = ("warm", "cold", "deferred", "verifier")
 
     def __init__(self):
         self.warm = 0       # device chains admitted through the cache
-        self.cold = 0       # device chains sent to the full verifier
+        self.cold = 0       # device chains sent to the cold path
+        self.verifier = 0   # of those, chains that reached cryptography's verifier
         self.deferred = 0   # of those, cases where a cached issuer existed but the warm path declined
 
 
@@ -139,6 +141,8 @@ class ChainValidator:
         self._anchor_entries: dict[bytes, _Issuer] = {}  # verified CAs, as many as are registered
         self._anchor_by_subject: dict[bytes, list[_Issuer]] = {}
         self.stats = CacheStats()
+        self._now_second = -1
+        self._now_text = (b"", b"")
 
     # -- anchors and invalidation ------------------------------------------------------------
     def set_anchors(self, anchors: dict[bytes, x509.Certificate]) -> None:
@@ -178,28 +182,38 @@ class ChainValidator:
         return self._cold(chain, now)
 
     def _warm(self, chain: list[ParsedCertificate], now: float) -> Validated | None:
+        # Only chains whose every certificate above the leaf is already known (a validated
+        # intermediate or an anchor, matched by DER hash) are judged here.
+        issuers, anchors = self._issuers, self._anchor_entries
+        known = []
+        for item in chain[1:]:
+            entry = issuers.get(item.fingerprint) or anchors.get(item.fingerprint)
+            if entry is None:
+                return None
+            known.append(entry)
         leaf = chain[0]
         try:
             view = rawder.view_certificate(leaf.der)
         except rawder.DerError:
             return None
-        issuers, anchors = self._issuers, self._anchor_entries
-        candidates = [issuers.get(c.fingerprint) or anchors.get(c.fingerprint) for c in chain[1:]]
+        if len(known) > 1 and len({e.subject for e in known}) != len(known):
+            return None  # ambiguous: the cold path refuses it with its reason
+        candidates = [e for e in known if e.subject == view.issuer]
         candidates.extend(self._anchor_by_subject.get(view.issuer, ()))
+        if not candidates:
+            return None
+        floor_now, ceil_now = self._timestamps(now)
+        if not view.not_before or not (view.not_before <= floor_now and ceil_now <= view.not_after):
+            self.stats.deferred += 1
+            return None
+        profile = _profile(view)
         revoked = self._revoked
-        declined = False
         for issuer in candidates:
-            if issuer is None or issuer.subject != view.issuer:
-                continue
-            declined = True
             if not issuer.not_before <= now <= issuer.not_after:
                 continue
             if revoked and any(fp in revoked for fp in issuer.path):
                 continue
-            profile = _profile(view)
             if profile is None or profile not in issuer.profiles:
-                continue
-            if not _valid_at(leaf.certificate, now):
                 continue
             if not _signed_by(view, issuer.public_key):
                 continue
@@ -211,13 +225,24 @@ class ChainValidator:
             except (ValueError, UnsupportedAlgorithm):
                 continue
             return Validated(device_id, leaf.fingerprint, view.spki, public_key, issuer.path, True)
-        if declined:
-            self.stats.deferred += 1
+        self.stats.deferred += 1
         return None
+
+    def _timestamps(self, now: float) -> tuple[bytes, bytes]:
+        """``now`` rounded down and up to whole seconds as YYYYMMDDHHMMSS, to compare with raw
+        certificate times (which have whole seconds): nb <= now <=> nb <= floor(now), and
+        now <= na <=> ceil(now) <= na."""
+        second = int(now)
+        if second != self._now_second:
+            self._now_second = second
+            self._now_text = (_text_time(second), _text_time(second + 1))
+        floor_now, ceil_now = self._now_text
+        return floor_now, (floor_now if now == second else ceil_now)
 
     def _cold(self, chain: list[ParsedCertificate], now: float) -> Validated:
         leaf = chain[0]
         device_id = _check_leaf(leaf.certificate, now)
+        _refuse_ambiguous(chain)
         if self._store is None:
             raise AuthError("chain_untrusted", "no verified CA is registered")
         verifier = (
@@ -228,8 +253,10 @@ class ChainValidator:
             .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
             .build_client_verifier()
         )
+        intermediates = [c.certificate for c in chain[1:]]
+        self.stats.verifier += 1
         try:
-            verified = verifier.verify(leaf.certificate, [c.certificate for c in chain[1:]])
+            verified = verifier.verify(leaf.certificate, intermediates)
         except VerificationError as exc:
             raise _explain(exc, chain, now) from None
         by_identity = {id(c.certificate): c for c in chain}
@@ -293,28 +320,30 @@ def _spki(cert: x509.Certificate) -> bytes:
 def _profile(view: rawder.CertificateView):
     """What must be byte-identical to a cold-accepted device certificate for the warm path to vouch.
 
-    Everything the verifier judges about a device certificate except its validity period (checked
-    per device), its signature (checked per device) and its own key identifier (per device, checked
-    for shape here).
+    Everything the verifier judges about a device certificate except its validity period, its
+    signature and its own key identifier, which are checked per device.
     """
-    if view.version != 2 or view.has_unique_ids or view.signature_algorithm != view.tbs_signature_algorithm:
+    if view.version != 2 or view.has_unique_ids or not view.ski_ok:
+        return None
+    if view.signature_algorithm != view.tbs_signature_algorithm:
         return None
     serial = view.serial
     if not 0 < len(serial) <= 20 or serial[0] & 0x80 or serial == b"\x00":
         return None
-    exts = []
-    for ext in view.extensions:
-        if rawder.is_ski_extension(ext):
-            if ext.critical or not rawder.well_formed_octet_string(ext.value):
-                return None
-            exts.append((ext.oid, False, None))
-        else:
-            exts.append(ext)
-    return (view.signature_algorithm, view.spki_algorithm, len(view.spki), tuple(exts))
+    return (view.signature_algorithm, view.spki_algorithm, len(view.spki), view.extensions)
 
 
-def _valid_at(cert: x509.Certificate, now: float) -> bool:
-    return cert.not_valid_before_utc.timestamp() <= now <= cert.not_valid_after_utc.timestamp()
+def _text_time(second: int) -> bytes:
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(second)).encode()
+
+
+def _refuse_ambiguous(chain: list[ParsedCertificate]) -> None:
+    """Two certificates with one subject make path building combinatorial (the pathological chain);
+    legitimate device chains never need that, so refuse before the verifier sees them."""
+    if len(chain) > 2:
+        subjects = [item.certificate.subject.public_bytes() for item in chain[1:]]
+        if len(set(subjects)) != len(subjects):
+            raise AuthError("chain_ambiguous")
 
 
 def _signed_by(view: rawder.CertificateView, issuer_key) -> bool:

@@ -48,12 +48,12 @@ class Token(NamedTuple):
 
 def seal(key: bytes, token: Token) -> bytes:
     device_id = token.device_id.encode("utf-8")
-    body = b"".join((
-        _HEAD.pack(VERSION, int(token.expires_at * 1000), token.nonce, token.leaf, len(token.path)),
-        *token.path,
-        _LEN.pack(len(device_id)), device_id,
-        _LEN.pack(len(token.spki)), token.spki,
-    ))
+    path = token.path
+    spki = token.spki
+    body = b"%b%b%b%b%b%b" % (
+        _HEAD.pack(VERSION, int(token.expires_at * 1000), token.nonce, token.leaf, len(path)),
+        b"".join(path), _LEN.pack(len(device_id)), device_id, _LEN.pack(len(spki)), spki,
+    )
     return body + hmac.digest(key, body, "sha256")
 
 

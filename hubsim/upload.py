@@ -12,8 +12,6 @@ import binascii
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
-
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_der_private_key, pkcs12
@@ -27,10 +25,23 @@ _PKCS12_VERSION = b"\x02\x01\x03\x30"
 _PKCS7_DATA_OIDS = (b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01", b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x02")
 
 
-class ParsedCertificate(NamedTuple):
-    der: bytes
-    certificate: x509.Certificate
-    fingerprint: bytes  # SHA-256 of the DER
+class ParsedCertificate:
+    """One uploaded certificate. Parsing is deferred: the warm path recognises intermediates by the
+    SHA-256 of their DER and never needs to parse them again."""
+
+    __slots__ = ("der", "fingerprint", "_certificate")
+
+    def __init__(self, der: bytes, fingerprint: bytes, certificate: x509.Certificate | None = None):
+        self.der = der
+        self.fingerprint = fingerprint  # SHA-256 of the DER
+        self._certificate = certificate
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The parsed certificate; raises ``malformed_input`` or ``private_key_in_upload``."""
+        if self._certificate is None:
+            self._certificate = _load(self.der)
+        return self._certificate
 
 
 def fingerprint(der: bytes) -> bytes:
@@ -42,7 +53,8 @@ def read_certificates(
 ) -> list[ParsedCertificate]:
     """Certificates from a PEM bundle, a single DER certificate, or a list of DER certificates.
 
-    Order is kept (the leaf first); exact duplicates are dropped. Raises :class:`AuthError`.
+    Order is kept (the leaf first); exact duplicates are dropped. The first certificate is parsed
+    at once; the others when someone asks. Raises :class:`AuthError`.
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         data = bytes(data)
@@ -55,20 +67,22 @@ def read_certificates(
             raise AuthError("upload_too_large", f"upload exceeds {max_bytes} bytes")
         if len(items) > 2 * max_certificates:
             raise AuthError("too_many_certificates", f"at most {max_certificates} certificates per upload")
-        ders = [bytes(item) for item in items]
+        ders = [item if type(item) is bytes else bytes(item) for item in items]
     if not ders:
         raise AuthError("malformed_input", "no certificate in the upload")
 
     parsed: list[ParsedCertificate] = []
     seen: set[bytes] = set()
+    sha256 = hashlib.sha256
     for der in ders:
-        fp = fingerprint(der)
+        fp = sha256(der).digest()
         if fp in seen:
             continue
         seen.add(fp)
-        parsed.append(ParsedCertificate(der, _load(der), fp))
-        if len(parsed) > max_certificates:
-            raise AuthError("too_many_certificates", f"at most {max_certificates} certificates per upload")
+        parsed.append(ParsedCertificate(der, fp))
+    if len(parsed) > max_certificates:
+        raise AuthError("too_many_certificates", f"at most {max_certificates} certificates per upload")
+    parsed[0].certificate  # noqa: B018 - the leaf is always needed; refuse a bad one now
     return parsed
 
 

@@ -1,0 +1,175 @@
+"""Prometheus metrics that stay correct with several worker processes, at well under a microsecond each.
+
+prometheus-client's multiprocess mode keeps every value in a per-process memory-mapped file under
+``PROMETHEUS_MULTIPROC_DIR`` (the supervisor owns that directory and sets the variable before any
+worker imports prometheus-client); ``GET /metrics`` merges the files of all workers, live and dead.
+Each update to such a value takes a lock and writes the map: about 2-3 µs, several per authentication.
+So the request path only bumps plain Python counters and bucket arrays here, and :meth:`Metrics.flush`
+(run by each worker's housekeeping timer, every 200 ms, and at a clean stop) adds the accumulated
+deltas to the shared values. Scrapes therefore lag by up to one flush interval.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (
+    50e-6, 100e-6, 150e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.25, 1.0,
+)
+
+
+class _LocalHistogram:
+    """Bucket counts kept in-process and added to a prometheus-client histogram (child) on flush."""
+
+    __slots__ = ("target", "bounds", "counts", "total", "_batched")
+
+    def __init__(self, target):
+        self.target = target
+        self.bounds = list(target._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        # prometheus-client has no public "observe n at once"; its per-bucket values are the documented
+        # shape of a histogram, but fall back to plain observe() if a release changes them.
+        self._batched = hasattr(target, "_buckets") and hasattr(target, "_sum")
+
+    def observe(self, value: float) -> None:
+        if self._batched:
+            self.counts[bisect_left(self.bounds, value)] += 1
+            self.total += value
+        else:
+            self.target.observe(value)
+
+    def flush(self) -> None:
+        if not self._batched or not any(self.counts):
+            return
+        counts, self.counts = self.counts, [0] * len(self.bounds)
+        total, self.total = self.total, 0.0
+        buckets = self.target._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+        self.target._sum.inc(total)
+
+
+class Metrics:
+    """One worker's metrics. Create it in the worker process, after the supervisor set the directory."""
+
+    def __init__(self, challenge_ttl: float):
+        self._auth = Counter("certstorm_authentications_total",
+                             "Device authentication outcomes: admitted, or refused at a step with an error code.",
+                             ["outcome", "step", "code"])
+        self._requests = Counter("certstorm_http_requests_total", "HTTP requests by endpoint and status.",
+                                 ["endpoint", "status"])
+        self._cache = Counter("certstorm_chain_cache_total",
+                              "Device chain validations by issuer cache result: hit (warm path), miss (full "
+                              "RFC 5280 validation), declined (a cached issuer was found but the warm path "
+                              "deferred to full validation; also counted as miss).", ["result"])
+        self._throttled = Counter("certstorm_throttled_total", "Requests refused with 429 by the quota.")
+        request = Histogram("certstorm_request_seconds",
+                            "Hub time per HTTP request, from the handler's start to its response.",
+                            ["endpoint"], buckets=LATENCY_BUCKETS)
+        self._request_hist = request
+        self._request_children: dict[str, _LocalHistogram] = {}
+        self.chain = _LocalHistogram(Histogram(
+            "certstorm_chain_validation_seconds",
+            "Challenge step inside the engine: body parsing, chain validation (warm or cold) and token sealing.",
+            buckets=LATENCY_BUCKETS))
+        self.pop = _LocalHistogram(Histogram(
+            "certstorm_pop_verification_seconds",
+            "Proof step inside the engine: token check, signature verification, replay claim and registry.",
+            buckets=LATENCY_BUCKETS))
+        self._pending = Gauge("certstorm_pending_challenges",
+                              "Challenges issued and not yet answered that have not expired (all workers).",
+                              multiprocess_mode="livesum")
+        self._registry_pending = Gauge("certstorm_registry_pending_writes",
+                                       "Device registry updates waiting for the write-behind flush.",
+                                       multiprocess_mode="livesum")
+        self._registry_lag = Gauge("certstorm_registry_write_lag_seconds",
+                                   "Age of the oldest device registry update not yet written to SQLite, at the "
+                                   "last flush (the largest over workers).", multiprocess_mode="livemax")
+        self._cache_size = Gauge("certstorm_issuer_cache_entries", "Cached intermediate CAs (all workers).",
+                                 multiprocess_mode="livesum")
+        self._auth_counts: dict[tuple[str, str, str], int] = {}
+        self._request_counts: dict[tuple[str, int], int] = {}
+        self._throttled_count = 0
+        self._issued: deque[float] = deque()    # expiry of each challenge this worker issued
+        self._answered: deque[float] = deque()  # expiry of each challenge this worker admitted a proof for
+        self._cache_seen = (0, 0, 0)
+        self.challenge_ttl = challenge_ttl
+
+    # -- request path (plain Python only) --------------------------------------------------------------
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        key = (endpoint, status)
+        counts = self._request_counts
+        counts[key] = counts.get(key, 0) + 1
+        hist = self._request_children.get(endpoint)
+        if hist is None:
+            hist = self._request_children[endpoint] = _LocalHistogram(self._request_hist.labels(endpoint))
+        hist.observe(seconds)
+
+    def refused(self, step: str, code: str) -> None:
+        key = ("refused", step, code)
+        self._auth_counts[key] = self._auth_counts.get(key, 0) + 1
+
+    def issued(self, expires_at: float) -> None:
+        self._issued.append(expires_at)
+
+    def admitted(self, expires_at: float) -> None:
+        key = ("admitted", "proof", "")
+        self._auth_counts[key] = self._auth_counts.get(key, 0) + 1
+        self._answered.append(expires_at)
+
+    def throttled(self) -> None:
+        self._throttled_count += 1
+
+    # -- housekeeping -----------------------------------------------------------------------------------
+    def flush(self, now: float, engine_stats: dict, registry_pending: int, registry_lag: float) -> None:
+        counts, self._auth_counts = self._auth_counts, {}
+        for labels, n in counts.items():
+            self._auth.labels(*labels).inc(n)
+        counts, self._request_counts = self._request_counts, {}
+        for (endpoint, status), n in counts.items():
+            self._requests.labels(endpoint, str(status)).inc(n)
+        if self._throttled_count:
+            self._throttled.inc(self._throttled_count)
+            self._throttled_count = 0
+        self.chain.flush()
+        self.pop.flush()
+        for hist in self._request_children.values():
+            hist.flush()
+        warm, cold, deferred = engine_stats["warm"], engine_stats["cold"], engine_stats["deferred"]
+        seen_warm, seen_cold, seen_deferred = self._cache_seen
+        for result, delta in (("hit", warm - seen_warm), ("miss", cold - seen_cold),
+                              ("declined", deferred - seen_deferred)):
+            if delta > 0:
+                self._cache.labels(result).inc(delta)
+        self._cache_seen = (warm, cold, deferred)
+        for queue in (self._issued, self._answered):
+            while queue and queue[0] < now:
+                queue.popleft()
+        self._pending.set(len(self._issued) - len(self._answered))
+        self._registry_pending.set(registry_pending)
+        self._registry_lag.set(registry_lag)
+        self._cache_size.set(engine_stats["cache_size"])
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every worker's values (live and dead)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def count_restart() -> None:
+    """Called by the supervisor when it replaces a dead worker."""
+    global _RESTARTS
+    if _RESTARTS is None:
+        _RESTARTS = Counter("certstorm_worker_restarts_total", "Worker processes the supervisor replaced.")
+    _RESTARTS.inc()
+
+
+_RESTARTS = None

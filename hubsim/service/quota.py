@@ -1,0 +1,118 @@
+"""Connection throttling: Azure IoT Hub's new-connection quotas as presets, or a plain rate.
+
+``--quota`` takes ``S1``, ``S2`` or ``S3`` with an optional unit count (``S2:4``), or a number of
+connections per second (``250``, ``12.5``). The presets follow IoT Hub's documented throttle for new
+device connections: S1 = max(100/s, 12/s per unit), S2 = 120/s per unit, S3 = 6,000/s per unit, with up
+to 200 units for S1/S2 and 10 for S3.
+
+What counts is a *new device connection*: a ``POST /devices/challenge``. Proofs are not charged (the
+device already holds a challenge) and neither is the administrative API. Over the rate the hub answers
+429 ``throttled`` with ``Retry-After`` (whole seconds, at least 1) and does no cryptography.
+
+The bucket is shared by all worker processes: its state (tokens, last refill) lives in a small
+memory-mapped file under the supervisor's run directory and each take holds an ``flock`` for a few
+microseconds. So the limit is exact for the hub as a whole however the kernel spreads connections over
+workers. The bucket holds one second's worth of tokens (at least one), so a burst of up to one
+second's quota is absorbed before refusals start -- IoT Hub likewise absorbs short bursts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import mmap
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass
+
+PRESETS = {
+    # name: (per-unit rate, floor, maximum units)
+    "S1": (12.0, 100.0, 200),
+    "S2": (120.0, 0.0, 200),
+    "S3": (6000.0, 0.0, 10),
+}
+_SPEC = re.compile(r"^(S[123])(?::(\d+))?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Quota:
+    rate: float       # connections per second for the whole hub
+    burst: float      # tokens the bucket holds
+    label: str        # what the operator asked for, for logs and /healthz
+
+
+def parse_quota(text: str | None) -> Quota | None:
+    """``None``/"none"/"0" mean unlimited. Raises ValueError with a readable message otherwise."""
+    if text is None:
+        return None
+    spec = text.strip()
+    if spec.lower() in ("", "none", "off", "0"):
+        return None
+    match = _SPEC.match(spec)
+    if match:
+        name = match.group(1).upper()
+        units = int(match.group(2) or 1)
+        per_unit, floor, max_units = PRESETS[name]
+        if not 1 <= units <= max_units:
+            raise ValueError(f"{name} takes 1 to {max_units} units, not {units}")
+        rate = max(floor, per_unit * units)
+        label = f"{name}:{units}"
+    else:
+        try:
+            rate = float(spec)
+        except ValueError:
+            raise ValueError(f"quota must be S1, S2 or S3 with an optional ':units', or a rate per second; got {text!r}") from None
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"quota rate must be a non-negative number, got {text!r}")
+        if rate == 0:
+            return None
+        label = f"{rate:g}/s"
+    return Quota(rate, max(1.0, rate), label)
+
+
+_STATE = struct.Struct("<dddd")  # tokens, last refill (CLOCK_MONOTONIC seconds), rate, burst
+
+
+def create_bucket_file(path: str, quota: Quota) -> None:
+    """Written by the supervisor before workers start: a full bucket."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, _STATE.pack(quota.burst, time.monotonic(), quota.rate, quota.burst).ljust(mmap.PAGESIZE, b"\0"))
+    finally:
+        os.close(fd)
+
+
+class SharedTokenBucket:
+    """A token bucket in a shared file; open it in each process (see guard.py on ``flock`` and fork)."""
+
+    def __init__(self, path: str, clock=time.monotonic):
+        self._fd = os.open(path, os.O_RDWR)
+        self._map = mmap.mmap(self._fd, mmap.PAGESIZE)
+        self._clock = clock
+        _, _, self.rate, self.burst = _STATE.unpack_from(self._map, 0)
+
+    def take(self) -> float:
+        """0.0 when a token was taken; otherwise the seconds until one will be available."""
+        fd, mm = self._fd, self._map
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            tokens, last, rate, burst = _STATE.unpack_from(mm, 0)
+            now = self._clock()
+            tokens = min(burst, tokens + (now - last) * rate) if now > last else tokens
+            if tokens >= 1.0:
+                _STATE.pack_into(mm, 0, tokens - 1.0, now, rate, burst)
+                return 0.0
+            _STATE.pack_into(mm, 0, tokens, now, rate, burst)
+            return (1.0 - tokens) / rate
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
+def retry_after_header(wait: float) -> str:
+    return str(max(1, math.ceil(wait)))

@@ -1,0 +1,338 @@
+"""The hub's SQLite store: CAs, revocations, the device registry, and the change log workers follow.
+
+One database file (WAL mode), opened by every worker process with two connections:
+
+* ``admin`` -- ``synchronous=FULL``. CA registration, verification and removal, revocations and device
+  disables are committed (and the WAL fsynced) before the HTTP response goes out. Each of those writes
+  appends a row to ``changes`` in the same transaction.
+* ``hot`` -- ``synchronous=NORMAL`` (no fsync per commit in WAL mode; durable across process crashes,
+  not across an operating-system crash). It records a device's first authentication at once and
+  flushes the batched registry updates.
+
+Every worker polls ``changes`` (:meth:`Store.changes_since`) a few times a second and applies what other
+workers did to its own engine, so a revocation, CA removal or disable made through one worker is
+enforced by all of them within the poll interval.
+
+Registry semantics (what :class:`SqlRegistry` promises):
+
+* ``first_connection`` is exact across workers and restarts: a device's first admission runs
+  ``INSERT ... ON CONFLICT DO UPDATE ... WHERE first_seen IS NULL`` and reports *first* only when that
+  statement changed a row, which SQLite lets exactly one writer do. Each worker remembers (in a bounded
+  set) the devices it has seen, so a device costs that statement once per worker, not once per
+  authentication.
+* ``last_authenticated``, ``authentications`` and the admitting ``ca`` are written behind: batched in
+  memory and flushed every poll interval (and on a clean stop), so they lag by up to that interval.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS cas (
+    id TEXT PRIMARY KEY,            -- SHA-256 of the DER, lower-case hex
+    der BLOB NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,           -- unverified | verified
+    registered_at REAL NOT NULL,
+    verification_code TEXT,
+    code_expires_at REAL,
+    verified_at REAL
+);
+CREATE TABLE IF NOT EXISTS revocations (fingerprint TEXT PRIMARY KEY, revoked_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    first_seen REAL,                -- NULL for a device disabled before it ever authenticated
+    last_auth REAL,
+    ca TEXT,
+    auths INTEGER NOT NULL DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    disabled_at REAL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,             -- ca | revocation | device
+    key TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+SCHEMA_VERSION = "1"
+BUSY_WAIT_LIMIT = 10.0  # seconds a hot-path write waits for the write lock before giving up
+CHANGE_LOG_KEEP = 300.0  # seconds of change log kept; workers read it every fraction of a second
+
+
+def _connect(path: str, synchronous: str, timeout: float) -> sqlite3.Connection:
+    con = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute(f"PRAGMA synchronous={synchronous}")
+    con.execute("PRAGMA foreign_keys=OFF")
+    return con
+
+
+def initialise(path: str) -> None:
+    """Create the database and its schema if missing; called once by the supervisor before workers start."""
+    con = _connect(path, "FULL", 30.0)
+    try:
+        con.executescript(SCHEMA)
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            con.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: schema version {row[0]}, this hub needs {SCHEMA_VERSION}")
+        # No worker runs yet, so nobody needs the old change log: every worker loads the full state.
+        con.execute("DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes)")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+
+
+def _retry_locked(fn: Callable, *args):
+    """Run a write, retrying briefly while another process holds the write lock.
+
+    SQLite's own busy handler sleeps at least a millisecond per retry; the hot path's transactions
+    hold the lock for microseconds, so poll faster than that (with a bound, then fail loudly)."""
+    delay, waited = 0.0001, 0.0
+    while True:
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if waited >= BUSY_WAIT_LIMIT:
+                raise
+        time.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 0.01)
+
+
+class Store:
+    """One worker's (or the supervisor's) handle on the database."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.admin = _connect(path, "FULL", 30.0)
+        self.hot = _connect(path, "NORMAL", 0.0)
+
+    def close(self) -> None:
+        self.admin.close()
+        self.hot.close()
+
+    # -- reading the whole state (worker start) ---------------------------------------------------------
+    def snapshot(self) -> tuple[int, list[tuple], list[str], list[str]]:
+        """(last change seq, CA rows, revoked fingerprints, disabled device ids), read consistently."""
+        con = self.admin
+        con.execute("BEGIN")
+        try:
+            seq = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+            cas = con.execute(
+                "SELECT id, der, status, registered_at, verification_code, code_expires_at, verified_at FROM cas"
+            ).fetchall()
+            revoked = [r[0] for r in con.execute("SELECT fingerprint FROM revocations")]
+            disabled = [r[0] for r in con.execute("SELECT id FROM devices WHERE disabled = 1")]
+        finally:
+            con.execute("COMMIT")
+        return seq, cas, revoked, disabled
+
+    def changes_since(self, seq: int) -> list[tuple[int, str, str]]:
+        return self.admin.execute("SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+
+    def trim_changes(self, now: float) -> None:
+        _retry_locked(self.admin.execute, "DELETE FROM changes WHERE at < ? AND seq < (SELECT max(seq) FROM changes)",
+                      (now - CHANGE_LOG_KEEP,))
+
+    # -- CAs ---------------------------------------------------------------------------------------------
+    def ca_row(self, ca_id: str) -> tuple | None:
+        return self.admin.execute(
+            "SELECT id, der, status, registered_at, verification_code, code_expires_at, verified_at FROM cas WHERE id = ?",
+            (ca_id,),
+        ).fetchone()
+
+    def _write(self, statements: Iterable[tuple[str, tuple]], change: tuple[str, str], now: float) -> list[int]:
+        """Run ``statements`` and log ``change`` in one durable transaction; returns each rowcount."""
+        con = self.admin
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            counts = [con.execute(sql, params).rowcount for sql, params in statements]
+            con.execute("INSERT INTO changes (kind, key, at) VALUES (?, ?, ?)", (*change, now))
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return counts
+
+    def insert_ca(self, record, now: float) -> bool:
+        """False when another worker registered the same CA first."""
+        try:
+            self._write([(
+                "INSERT INTO cas (id, der, subject, status, registered_at, verification_code, code_expires_at, verified_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, record.der, record.subject, record.status, record.registered_at,
+                 record.verification_code, record.code_expires_at, record.verified_at),
+            )], ("ca", record.id), now)
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def update_ca_code(self, record, now: float) -> bool:
+        (count,) = self._write([(
+            "UPDATE cas SET verification_code = ?, code_expires_at = ? WHERE id = ? AND status = 'unverified'",
+            (record.verification_code, record.code_expires_at, record.id),
+        )], ("ca", record.id), now)
+        return count == 1
+
+    def mark_ca_verified(self, record, used_code: str, now: float) -> bool:
+        """False when the CA changed under us (removed, verified or given a new code by another worker)."""
+        (count,) = self._write([(
+            "UPDATE cas SET status = 'verified', verified_at = ?, verification_code = NULL, code_expires_at = NULL"
+            " WHERE id = ? AND status = 'unverified' AND verification_code = ?",
+            (record.verified_at, record.id, used_code),
+        )], ("ca", record.id), now)
+        return count == 1
+
+    def delete_ca(self, ca_id: str, now: float) -> bool:
+        (count,) = self._write([("DELETE FROM cas WHERE id = ?", (ca_id,))], ("ca", ca_id), now)
+        return count == 1
+
+    # -- revocations -------------------------------------------------------------------------------------
+    def insert_revocation(self, fingerprint_hex: str, now: float) -> float:
+        """Record the revocation; returns when it was first revoked (an earlier time if it already was)."""
+        self._write([(
+            "INSERT OR IGNORE INTO revocations (fingerprint, revoked_at) VALUES (?, ?)", (fingerprint_hex, now),
+        )], ("revocation", fingerprint_hex), now)
+        return self.admin.execute("SELECT revoked_at FROM revocations WHERE fingerprint = ?",
+                                  (fingerprint_hex,)).fetchone()[0]
+
+    def revocations(self) -> list[tuple[str, float]]:
+        return self.admin.execute("SELECT fingerprint, revoked_at FROM revocations ORDER BY revoked_at").fetchall()
+
+    # -- devices -----------------------------------------------------------------------------------------
+    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None:
+        self._write([(
+            "INSERT INTO devices (id, disabled, disabled_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET disabled = excluded.disabled, disabled_at = excluded.disabled_at",
+            (device_id, 1 if disabled else 0, now if disabled else None),
+        )], ("device", device_id), now)
+
+    def is_disabled(self, device_id: str) -> bool:
+        row = self.admin.execute("SELECT disabled FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return bool(row and row[0])
+
+    def device(self, device_id: str) -> dict | None:
+        row = self.admin.execute(
+            "SELECT id, first_seen, last_auth, ca, auths, disabled, disabled_at FROM devices WHERE id = ?",
+            (device_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"device_id": row[0], "first_seen": row[1], "last_authenticated": row[2], "ca": row[3],
+                "authentications": row[4], "disabled": bool(row[5]), "disabled_at": row[6]}
+
+    def device_count(self) -> int:
+        return self.admin.execute("SELECT count(*) FROM devices WHERE first_seen IS NOT NULL").fetchone()[0]
+
+    def first_admission(self, device_id: str, ca: str, now: float) -> bool:
+        """Record a device's authentication with its first-seen time; True if no one recorded it before."""
+        cur = _retry_locked(self.hot.execute,
+            "INSERT INTO devices (id, first_seen, last_auth, ca, auths) VALUES (?, ?, ?, ?, 1)"
+            " ON CONFLICT(id) DO UPDATE SET first_seen = excluded.first_seen, last_auth = excluded.last_auth,"
+            " ca = excluded.ca, auths = auths + 1 WHERE first_seen IS NULL",
+            (device_id, now, now, ca))
+        return cur.rowcount == 1
+
+    def record_authentications(self, rows: list[tuple[str, float, str, int]]) -> None:
+        """Write-behind: (device id, last authentication, ca, count) upserts, in one short transaction."""
+        def run():
+            con = self.hot
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany(
+                    "INSERT INTO devices (id, first_seen, last_auth, ca, auths) VALUES (?1, ?2, ?2, ?3, ?4)"
+                    " ON CONFLICT(id) DO UPDATE SET last_auth = max(coalesce(last_auth, 0), excluded.last_auth),"
+                    " ca = excluded.ca, auths = auths + excluded.auths, first_seen = coalesce(first_seen, excluded.first_seen)",
+                    rows)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        _retry_locked(run)
+
+
+class SqlRegistry:
+    """The engine's device registry for one worker: see the module docstring for what it promises."""
+
+    def __init__(self, store: Store, *, known_limit: int = 1 << 18):
+        self.store = store
+        self._disabled: set[str] = set()
+        self._known: dict[str, None] = {}  # devices this worker knows are recorded (insertion-ordered)
+        self._known_limit = known_limit
+        self._pending: dict[str, list] = {}  # id -> [last_auth, ca, count]
+        self._pending_since: float | None = None
+
+    # the engine's protocol
+    def admit(self, device_id: str, ca: str, now: float) -> bool:
+        known = self._known
+        if device_id in known:
+            row = self._pending.get(device_id)
+            if row is None:
+                self._pending[device_id] = [now, ca, 1]
+                if self._pending_since is None:
+                    self._pending_since = now
+            else:
+                row[0] = now
+                row[1] = ca
+                row[2] += 1
+            return False
+        first = self.store.first_admission(device_id, ca, now)
+        if not first:  # recorded before (by another worker, or before a restart): count this one too
+            self._pending[device_id] = [now, ca, 1]
+            if self._pending_since is None:
+                self._pending_since = now
+        if len(known) >= self._known_limit:
+            del known[next(iter(known))]
+        known[device_id] = None
+        return first
+
+    def is_disabled(self, device_id: str) -> bool:
+        return device_id in self._disabled
+
+    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None:
+        if disabled:
+            self._disabled.add(device_id)
+        else:
+            self._disabled.discard(device_id)
+
+    def get(self, device_id: str) -> dict | None:
+        self.flush()
+        return self.store.device(device_id)
+
+    # write-behind
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def lag(self, now: float) -> float:
+        return 0.0 if self._pending_since is None else max(0.0, now - self._pending_since)
+
+    def flush(self) -> int:
+        pending = self._pending
+        if not pending:
+            return 0
+        rows = [(device_id, row[0], row[1], row[2]) for device_id, row in pending.items()]
+        self._pending = {}
+        self._pending_since = None
+        start = 0
+        try:
+            while start < len(rows):  # short transactions: other workers wait on this lock
+                self.store.record_authentications(rows[start : start + 500])
+                start += 500
+        except BaseException:
+            # Keep what was not written, to try again at the next flush.
+            for device_id, last, ca, count in rows[start:]:
+                row = self._pending.setdefault(device_id, [last, ca, 0])
+                row[2] += count
+            self._pending_since = self._pending_since or time.time()
+            raise
+        return len(rows)
