@@ -241,7 +241,11 @@ class ChainValidator:
 
     def _cold(self, chain: list[ParsedCertificate], now: float) -> Validated:
         leaf = chain[0]
-        device_id = _check_leaf(leaf.certificate, now)
+        try:
+            view = rawder.view_certificate(leaf.der)
+        except rawder.DerError:
+            view = None
+        device_id = _check_leaf(leaf.certificate, view, now)
         _refuse_ambiguous(chain)
         if self._store is None:
             raise AuthError("chain_untrusted", "no verified CA is registered")
@@ -259,44 +263,55 @@ class ChainValidator:
             verified = verifier.verify(leaf.certificate, intermediates)
         except VerificationError as exc:
             raise _explain(exc, chain, now) from None
-        by_identity = {id(c.certificate): c for c in chain}
         path_certs = verified.chain[1:]
-        fps = []
-        for cert in path_certs:
-            known = by_identity.get(id(cert))
-            fps.append(known.fingerprint if known else _fingerprint(cert))
-        path = tuple(fps)
+        path = tuple(self._fingerprint_on_path(cert, chain) for cert in path_certs)
         for fp in path:
             if fp in self._revoked:
                 raise AuthError("cert_revoked", "a CA certificate on the device's path is revoked")
-        self._remember(path_certs, path, rawder.view_certificate(leaf.der))
-        return Validated(device_id, leaf.fingerprint, _spki(leaf.certificate), leaf.certificate.public_key(), path, False)
+        if view is not None:
+            self._remember(path_certs, path, view)
+            spki = view.spki
+        else:
+            spki = _spki(leaf.certificate)
+        return Validated(device_id, leaf.fingerprint, spki, load_der_public_key(spki), path, False)
+
+    def _fingerprint_on_path(self, cert: x509.Certificate, chain: list[ParsedCertificate]) -> bytes:
+        """The SHA-256 of a certificate the verifier put on the path: an upload or an anchor, matched by
+        equality (a DER comparison) rather than by re-encoding and hashing it."""
+        for item in chain[1:]:
+            if item.certificate == cert:
+                return item.fingerprint
+        for fp, anchor in self._anchors.items():
+            if anchor == cert:
+                return fp
+        return _fingerprint(cert)
 
     def _remember(self, path_certs: list[x509.Certificate], path: tuple[bytes, ...], leaf_view) -> None:
-        """Cache each CA on an accepted path, unless something on it constrains leaves per name."""
-        not_before, not_after = float("-inf"), float("inf")
-        entries = []
-        for i in range(len(path_certs) - 1, -1, -1):  # anchor first, so windows accumulate downwards
-            cert, fp = path_certs[i], path[i]
-            for ext in cert.extensions:
-                if isinstance(ext.value, (x509.NameConstraints, x509.PolicyConstraints, x509.InhibitAnyPolicy)):
-                    return  # per-leaf constraints: this path always takes the cold verifier
-            not_before = max(not_before, cert.not_valid_before_utc.timestamp())
-            not_after = min(not_after, cert.not_valid_after_utc.timestamp())
-            entries.append((fp, cert, not_before, not_after, path[i:]))
-        issuer_fp = path[0]
-        for fp, cert, nb, na, subpath in entries:
-            entry = self._anchor_entries.get(fp) or self._issuers.get(fp)
-            if entry is None:
+        """Cache each CA on an accepted path, unless something on it constrains leaves per name; and
+        remember the device certificate's extension profile under its issuer."""
+        missing = [i for i, fp in enumerate(path) if fp not in self._anchor_entries and fp not in self._issuers]
+        if missing:
+            views = [rawder.view_certificate(c.public_bytes(_DER)) for c in path_certs]
+            if any(_constrains_leaves(v) for v in views):
+                return  # per-leaf constraints: this path always takes the cold verifier
+            windows = []
+            not_before, not_after = float("-inf"), float("inf")
+            for cert in reversed(path_certs):  # anchor first, so windows accumulate downwards
+                not_before = max(not_before, cert.not_valid_before_utc.timestamp())
+                not_after = min(not_after, cert.not_valid_after_utc.timestamp())
+                windows.append((not_before, not_after))
+            windows.reverse()
+            for i in missing:
                 if len(self._issuers) >= self.policy.cache_size:
                     del self._issuers[next(iter(self._issuers))]  # oldest first
-                entry = self._issuers[fp] = _issuer_entry(fp, cert, nb, na, subpath)
-            if fp == issuer_fp:
-                profile = _profile(leaf_view)
-                if profile is not None:
-                    if len(entry.profiles) >= self.policy.profile_cache_size:
-                        entry.profiles.clear()
-                    entry.profiles.add(profile)
+                self._issuers[path[i]] = _Issuer(path[i], views[i].subject, path_certs[i].public_key(),
+                                                 windows[i][0], windows[i][1], path[i:])
+        entry = self._anchor_entries.get(path[0]) or self._issuers.get(path[0])
+        profile = _profile(leaf_view)
+        if entry is not None and profile is not None:
+            if len(entry.profiles) >= self.policy.profile_cache_size:
+                entry.profiles.clear()
+            entry.profiles.add(profile)
 
 
 def _issuer_entry(fp, cert, not_before, not_after, path) -> _Issuer:
@@ -333,6 +348,22 @@ def _profile(view: rawder.CertificateView):
     return (view.signature_algorithm, view.spki_algorithm, len(view.spki), view.extensions)
 
 
+# NameConstraints, PolicyConstraints, InhibitAnyPolicy: constraints a CA places on every leaf below it.
+_LEAF_CONSTRAINT_OIDS = (b"\x06\x03\x55\x1d\x1e", b"\x06\x03\x55\x1d\x24", b"\x06\x03\x55\x1d\x36")
+
+
+def _constrains_leaves(view: rawder.CertificateView) -> bool:
+    return any(ext.find(oid, 0, 12) != -1 for ext in view.extensions for oid in _LEAF_CONSTRAINT_OIDS)
+
+
+def _subject(item: ParsedCertificate) -> bytes:
+    item.certificate  # noqa: B018 - parse (and refuse) with cryptography first
+    try:
+        return rawder.view_certificate(item.der).subject
+    except rawder.DerError:
+        return item.certificate.subject.public_bytes()
+
+
 def _text_time(second: int) -> bytes:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime(second)).encode()
 
@@ -341,7 +372,7 @@ def _refuse_ambiguous(chain: list[ParsedCertificate]) -> None:
     """Two certificates with one subject make path building combinatorial (the pathological chain);
     legitimate device chains never need that, so refuse before the verifier sees them."""
     if len(chain) > 2:
-        subjects = [item.certificate.subject.public_bytes() for item in chain[1:]]
+        subjects = [_subject(item) for item in chain[1:]]
         if len(set(subjects)) != len(subjects):
             raise AuthError("chain_ambiguous")
 
@@ -365,7 +396,7 @@ def _signed_by(view: rawder.CertificateView, issuer_key) -> bool:
     return True
 
 
-def _check_leaf(cert: x509.Certificate, now: float) -> str:
+def _check_leaf(cert: x509.Certificate, view: rawder.CertificateView | None, now: float) -> str:
     """The engine's own device-certificate checks, run before the verifier so refusals are specific."""
     try:
         key_algorithm(cert.public_key())
@@ -389,10 +420,13 @@ def _check_leaf(cert: x509.Certificate, now: float) -> str:
             raise AuthError("key_usage_invalid")
         if isinstance(value, x509.ExtendedKeyUsage) and ExtendedKeyUsageOID.CLIENT_AUTH not in value:
             raise AuthError("eku_invalid")
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
-        raise AuthError("device_id_missing")
-    return names[0].value
+    device_id = rawder.common_name(view.subject) if view is not None else None
+    if device_id is None:
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
+            raise AuthError("device_id_missing")
+        device_id = names[0].value
+    return device_id
 
 
 def _explain(exc: VerificationError, chain: list[ParsedCertificate], now: float) -> AuthError:

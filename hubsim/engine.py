@@ -149,6 +149,8 @@ class AuthEngine:
         # token -> (claims, parsed device key) for challenges this process issued; bounded, and only a
         # shortcut: a token missing here is checked by its seal, as if another process had issued it.
         self._pending: dict[bytes, tuple[tokens.Token, object]] = {}
+        self._nonce_pool = b""
+        self._nonce_pos = 0
 
     # -- CA registration -----------------------------------------------------------------------
     def register_ca(self, data: bytes) -> CARecord:
@@ -276,7 +278,7 @@ class AuthEngine:
         validated = self.chains.validate(parsed, now)
         if self.registry.is_disabled(validated.device_id):
             raise AuthError("device_disabled")
-        nonce = self._random(tokens.NONCE_BYTES)
+        nonce = self._nonce()
         expires_at = now + self.policy.challenge_ttl
         claims = tokens.Token(expires_at, nonce, validated.leaf, validated.path, validated.device_id, validated.spki)
         token = tokens.seal(self._secret, claims)
@@ -285,6 +287,15 @@ class AuthEngine:
             del pending[next(iter(pending))]
         pending[token] = (claims, validated.public_key)
         return Challenge(validated.device_id, token, expires_at, validated.warm)
+
+    def _nonce(self) -> bytes:
+        """A fresh 128-bit nonce, cut from a buffer of the injected randomness (one call per 256)."""
+        if self._nonce_pos >= len(self._nonce_pool):
+            self._nonce_pool = self._random(tokens.NONCE_BYTES * 256)
+            self._nonce_pos = 0
+        pos = self._nonce_pos
+        self._nonce_pos = pos + tokens.NONCE_BYTES
+        return self._nonce_pool[pos:pos + tokens.NONCE_BYTES]
 
     def complete(self, token: bytes, signature: bytes) -> Admission:
         """Step 2: check the device's signature over its challenge; admit it once."""

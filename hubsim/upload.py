@@ -44,8 +44,13 @@ class ParsedCertificate:
         return self._certificate
 
 
+_SHA256 = hashlib.sha256()  # copied per use: skips OpenSSL's per-call digest lookup
+
+
 def fingerprint(der: bytes) -> bytes:
-    return hashlib.sha256(der).digest()
+    h = _SHA256.copy()
+    h.update(der)
+    return h.digest()
 
 
 def read_certificates(
@@ -73,9 +78,8 @@ def read_certificates(
 
     parsed: list[ParsedCertificate] = []
     seen: set[bytes] = set()
-    sha256 = hashlib.sha256
     for der in ders:
-        fp = sha256(der).digest()
+        fp = fingerprint(der)
         if fp in seen:
             continue
         seen.add(fp)

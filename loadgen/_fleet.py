@@ -80,7 +80,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from hubsim.algorithms import sign as _pop_sign
-from loadgen._pki import _CURVES, _ORDERS, _SEED_DIGESTS, ALGORITHMS, MAX_DEPTH, SupplyChain, generate_key
+from loadgen._pki import _CURVES, _ORDERS, _SEED_DIGESTS, ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, SupplyChain, generate_key
 
 MEASURED_1M = "1,000,000 P-256 devices, depth 2, 2 workers: 50.2 s wall, 87 s CPU, 170 MB devices.bin"
 
@@ -634,6 +634,15 @@ class Fleet:
         if rel is None:
             raise KeyError(f"no key for custodian {name!r}; this fleet has {', '.join(self.meta['key_files'])}")
         return serialization.load_pem_private_key((self.path / rel).read_bytes(), None)
+
+
+    def custodian(self, name: str = COMPANY) -> Custodian:
+        """A custodian of this fleet's chain, with its own key: Company-X proves possession of its CA."""
+        by_subject = {c.subject.rfc4514_string(): c for c in [self.ca_certificate, *self.intermediates]}
+        certificate = by_subject.get(f"CN={name}")
+        if certificate is None:
+            raise KeyError(f"no certificate for custodian {name!r}")
+        return Custodian.restore(name, self.custodian_key(name), certificate)
 
 
 # --- command line -----------------------------------------------------------------------------------------

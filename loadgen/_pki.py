@@ -168,6 +168,14 @@ class Custodian:
         key = generate_key(ca_algorithm(alg), seed=seed, label=b"custodian:" + name.encode("utf-8"))
         return cls(name, key, seed=seed, not_before=not_before or NOT_BEFORE, not_after=not_after or NOT_AFTER)
 
+    @classmethod
+    def restore(cls, name: str, key, certificate: x509.Certificate) -> "Custodian":
+        """A custodian reloaded from its own key file and its certificate (e.g. Company-X of a stored fleet)."""
+        new = cls(name, key, seed=None, not_before=certificate.not_valid_before_utc,
+                  not_after=certificate.not_valid_after_utc)
+        new._certificate = certificate
+        return new
+
     # --- what everyone may see -------------------------------------------------------------------------
     @property
     def certificate(self) -> x509.Certificate:

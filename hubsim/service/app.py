@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from time import perf_counter
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -59,6 +60,19 @@ class WorkerConfig:
     workers_file: str          # the supervisor keeps the live worker pids here
     index: int                 # this worker's slot (0-based)
     policy: EnginePolicy = EnginePolicy()
+
+
+class DeviceReply(NamedTuple):
+    status: int
+    body: bytes          # JSON
+    timing: str          # the Server-Timing header value
+    retry_after: str | None
+
+    def response(self) -> web.Response:
+        headers = {"Server-Timing": self.timing}
+        if self.retry_after is not None:
+            headers["Retry-After"] = self.retry_after
+        return web.Response(body=self.body, status=self.status, content_type=_JSON, headers=headers)
 
 
 def _error(exc: AuthError, headers: dict | None = None) -> web.Response:
@@ -138,6 +152,7 @@ class Hub:
         self.chain_limit = config.policy.chain.max_upload_bytes
         self.ca_limit = config.policy.max_ca_upload_bytes
         self.started = time.time()
+        self._generation = self.guard.generation()
         self._seq = self._load()
         self._last_trim = 0.0
 
@@ -180,6 +195,10 @@ class Hub:
             self._seq = seq
         return len(changes)
 
+    def _changed(self) -> None:
+        """After an administrative write committed: tell every worker to catch up before its next request."""
+        self.guard.bump_generation()
+
     def housekeeping(self) -> None:
         """Run every SYNC_INTERVAL by the worker: follow the change log, flush write-behind and metrics."""
         now = time.time()
@@ -212,6 +231,7 @@ class Hub:
         method = request.method
         endpoint = "other"
         try:
+            self.catch_up()
             if method == "POST" and path == "/devices/proof":
                 endpoint = "proof"
                 response = await self._proof(request)
@@ -314,29 +334,41 @@ class Hub:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- the device path ----------------------------------------------------------------------------
-    async def _challenge(self, request: web.BaseRequest) -> web.Response:
-        metrics = self.metrics
+    # Transport-independent: both the aiohttp handlers below and the raw fast path (fastpath.py) call
+    # these with a complete body and turn the DeviceReply into bytes on the wire.
+    def catch_up(self) -> None:
+        """Apply other workers' administrative changes if the shared generation moved (0.3 µs if not)."""
+        generation = self.guard.generation()
+        if generation != self._generation:
+            self._generation = generation
+            self.sync()
+
+    def throttle(self) -> DeviceReply | None:
+        """The 429 reply when the connection quota is exhausted, else None (a token was taken)."""
         quota = self.quota
-        if quota is not None:
-            wait = quota.take()
-            if wait:
-                metrics.throttled()
-                metrics.refused("challenge", "throttled")
-                return _error(AuthError("throttled"), {"Retry-After": retry_after_header(wait),
-                                                       "Server-Timing": "chain;dur=0.000, pop;dur=0.000"})
-        try:
-            body = await self._body(request, self.chain_limit, PEM_TYPES)
-        except AuthError as exc:
-            metrics.refused("challenge", exc.code)
-            return _error(exc, {"Server-Timing": "chain;dur=0.000, pop;dur=0.000"})
+        if quota is None:
+            return None
+        wait = quota.take()
+        if not wait:
+            return None
+        self.metrics.throttled()
+        return self.refusal("challenge", AuthError("throttled"), retry_after=retry_after_header(wait))
+
+    def refusal(self, step: str, exc: AuthError, chain: float = 0.0, pop: float = 0.0,
+                retry_after: str | None = None) -> DeviceReply:
+        self.metrics.refused(step, exc.code)
+        body = json.dumps({"error": exc.code, "message": exc.message}).encode()
+        return DeviceReply(exc.status, body, _timing(chain, pop), retry_after)
+
+    def challenge(self, body: bytes) -> DeviceReply:
+        metrics = self.metrics
         t0 = perf_counter()
         try:
             challenge = self.engine.begin(body)
         except AuthError as exc:
             took = perf_counter() - t0
             metrics.chain.observe(took)
-            metrics.refused("challenge", exc.code)
-            return _error(exc, {"Server-Timing": _timing(took, 0.0)})
+            return self.refusal("challenge", exc, chain=took)
         took = perf_counter() - t0
         metrics.chain.observe(took)
         metrics.issued(challenge.expires_at)
@@ -345,25 +377,23 @@ class Hub:
             b',"challenge":"', base64.b64encode(challenge.token),
             b'","expires_at":', b"%.3f" % challenge.expires_at, b"}",
         ))
-        return web.Response(body=out, content_type=_JSON, headers={"Server-Timing": _timing(took, 0.0)})
+        return DeviceReply(200, out, _timing(took, 0.0), None)
 
-    async def _proof(self, request: web.BaseRequest) -> web.Response:
-        metrics = self.metrics
+    def proof(self, body: bytes) -> DeviceReply:
         try:
-            doc = _json_object(await self._body(request, JSON_LIMIT, JSON_TYPES))
+            doc = _json_object(body)
             token = _b64(doc.get("challenge"), "challenge")
             signature = _b64(doc.get("signature"), "signature")
         except AuthError as exc:
-            metrics.refused("proof", exc.code)
-            return _error(exc, {"Server-Timing": "chain;dur=0.000, pop;dur=0.000"})
+            return self.refusal("proof", exc)
+        metrics = self.metrics
         t0 = perf_counter()
         try:
             admission = self.engine.complete(token, signature)
         except AuthError as exc:
             took = perf_counter() - t0
             metrics.pop.observe(took)
-            metrics.refused("proof", exc.code)
-            return _error(exc, {"Server-Timing": _timing(0.0, took)})
+            return self.refusal("proof", exc, pop=took)
         took = perf_counter() - t0
         metrics.pop.observe(took)
         # The token's expiry (big-endian ms after the version byte) keeps the pending-challenge gauge.
@@ -373,7 +403,25 @@ class Hub:
             b',"ca":"', admission.ca.encode(),
             b'","first_connection":', b"true}" if admission.first_connection else b"false}",
         ))
-        return web.Response(body=out, content_type=_JSON, headers={"Server-Timing": _timing(0.0, took)})
+        return DeviceReply(200, out, _timing(0.0, took), None)
+
+    async def _challenge(self, request: web.BaseRequest) -> web.Response:
+        reply = self.throttle()
+        if reply is None:
+            try:
+                body = await self._body(request, self.chain_limit, PEM_TYPES)
+            except AuthError as exc:
+                reply = self.refusal("challenge", exc)
+            else:
+                reply = self.challenge(body)
+        return reply.response()
+
+    async def _proof(self, request: web.BaseRequest) -> web.Response:
+        try:
+            body = await self._body(request, JSON_LIMIT, JSON_TYPES)
+        except AuthError as exc:
+            return self.refusal("proof", exc).response()
+        return self.proof(body).response()
 
     # -- CAs ----------------------------------------------------------------------------------------
     def _ca_json(self, record, detail: bool = False) -> dict:
@@ -396,6 +444,7 @@ class Hub:
             self.engine.remove_ca(record.id)
             self.sync()
             raise AuthError("ca_exists")
+        self._changed()
         return _json(self._ca_json(record), status=201, headers={"Location": f"/cas/{record.id}"})
 
     def _list_cas(self) -> web.Response:
@@ -414,6 +463,7 @@ class Hub:
             self.sync()
             raise AuthError("ca_not_found")
         self.engine.remove_ca(record.id)
+        self._changed()
         return _json({"id": record.id, "status": "removed"})
 
     def _new_code(self, ca_id: str) -> web.Response:
@@ -422,6 +472,7 @@ class Hub:
         if not self.store.update_ca_code(record, time.time()):
             self.sync()
             raise AuthError("ca_not_found")
+        self._changed()
         return _json(self._ca_json(record))
 
     async def _verify_ca(self, request, ca_id: str) -> web.Response:
@@ -443,6 +494,7 @@ class Hub:
             if current.status == "verified":
                 raise AuthError("ca_already_verified")
             raise AuthError("verification_code_mismatch", "the verification code was replaced meanwhile")
+        self._changed()
         return _json({"id": record.id, "subject": record.subject, "status": "verified",
                       "verified_at": record.verified_at})
 
@@ -452,6 +504,7 @@ class Hub:
         fp = normalise_fingerprint(doc.get("fingerprint"))
         revoked_at = self.store.insert_revocation(fp, time.time())
         self.engine.revoke(fp)
+        self._changed()
         return _json({"fingerprint": fp, "revoked_at": revoked_at}, status=201)
 
     def _list_revocations(self) -> web.Response:
@@ -463,6 +516,7 @@ class Hub:
             raise AuthError("malformed_input", "device ids are 1 to 1024 bytes")
         self.store.set_disabled(device_id, disabled, time.time())
         self.engine.disable_device(device_id, disabled)
+        self._changed()
         return _json({"device_id": device_id, "disabled": disabled})
 
     def _get_device(self, device_id: str) -> web.Response:

@@ -47,6 +47,8 @@ _NONCE = 16
 _BUCKET_BYTES = SLOTS_PER_BUCKET * (8 + _NONCE)  # expiries (float64) first, then the nonces
 _EXPIRIES = struct.Struct(f"<{SLOTS_PER_BUCKET}d")
 _EXPIRY = struct.Struct("<d")
+_GENERATION = struct.Struct("<Q")
+_GENERATION_OFFSET = 64  # after the header fields, 8-byte aligned
 
 
 def _geometry(slots: int) -> int:
@@ -142,6 +144,23 @@ class SharedReplayGuard:
             return True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    # -- the change generation ------------------------------------------------------------------------
+    # Administrative writes (CAs, revocations, disables) bump this counter after they commit to SQLite;
+    # every worker reads it at the start of each request (a 0.3 µs read of shared memory) and catches
+    # up with the database when it moved. So a change is in force on every worker for every request
+    # that starts after the response to the change was sent.
+    def generation(self) -> int:
+        return _GENERATION.unpack_from(self._map, _GENERATION_OFFSET)[0]
+
+    def bump_generation(self) -> int:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            value = _GENERATION.unpack_from(self._map, _GENERATION_OFFSET)[0] + 1
+            _GENERATION.pack_into(self._map, _GENERATION_OFFSET, value)
+            return value
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def live_entries(self, now: float) -> int:
         """How many claims are still live (a full scan: for tests and diagnostics, not the hot path)."""

@@ -1,0 +1,60 @@
+"""The hub simulator as a real HTTP service: ``certstorm hub`` (or ``python -m hubsim.service``).
+
+Supervisor and workers (:mod:`.supervisor`, :mod:`.worker`), the HTTP handlers (:mod:`.app`), the SQLite
+store and device registry (:mod:`.store`), the shared challenge secret and replay guard (:mod:`.guard`),
+throttling (:mod:`.quota`) and Prometheus metrics (:mod:`.metrics`). docs/api.md documents the API.
+
+Nothing heavy is imported here: prometheus-client must not be imported before the supervisor has set
+up its multiprocess directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port; 0 picks a free one (default 8080)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes sharing the port (default: one per CPU)")
+    parser.add_argument("--db", default="certstorm-hub.db",
+                        help="SQLite database, created if missing (default ./certstorm-hub.db); the challenge "
+                             "secret and replay guard live next to it in DB.guard")
+    parser.add_argument("--quota", default=None, metavar="PRESET|RATE",
+                        help="throttle new device connections: S1, S2 or S3 with optional ':units' (IoT Hub "
+                             "tiers, e.g. S2:4 = 480/s), or a rate per second; default unlimited")
+    parser.add_argument("--replay-slots", type=int, default=None, metavar="N",
+                        help="capacity of the shared replay guard (default 1048576; keep proofs/s x challenge "
+                             "lifetime under about half of it)")
+    parser.add_argument("--log-level", default="INFO", help="supervisor and worker log level (default INFO)")
+    return parser
+
+
+def hub_command(args: argparse.Namespace) -> int:
+    from hubsim.service.guard import DEFAULT_SLOTS
+    from hubsim.service.quota import parse_quota
+    from hubsim.service.supervisor import HubConfig, serve
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s certstorm-hub[%(process)d] %(levelname)s %(message)s")
+    log = logging.getLogger("certstorm.hub")
+    try:
+        quota = parse_quota(args.quota)
+    except ValueError as exc:
+        log.error("--quota: %s", exc)
+        return 2
+    if args.workers < 0 or not 0 <= args.port <= 65535:
+        log.error("--workers must be >= 0 and --port 0..65535")
+        return 2
+    config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=args.db, quota=quota,
+                       replay_slots=args.replay_slots or DEFAULT_SLOTS)
+    try:
+        return serve(config)
+    except OSError as exc:
+        log.error("cannot start the hub: %s", exc)
+        return 1
+
+
+__all__ = ["add_hub_arguments", "hub_command"]

@@ -1,0 +1,266 @@
+"""The hub's supervisor: prepares the shared state, forks the workers, replaces dead ones, stops cleanly.
+
+Start-up, in order: a private run directory (``PROMETHEUS_MULTIPROC_DIR`` for the metrics files, the
+quota bucket, the list of live worker pids); the SQLite schema; the guard file with the challenge
+secret (kept across restarts: see :mod:`hubsim.service.guard`); the port. With ``SO_REUSEPORT``
+(Linux) the supervisor binds the port without listening, which reserves it and resolves ``--port 0``,
+and every worker binds and listens on its own socket; the kernel spreads connections across them.
+Elsewhere the supervisor listens once and the workers share that socket. Each worker reports ready
+through a pipe; then the supervisor prints the URL.
+
+A worker that dies is replaced (immediately the first time, with growing delays if it keeps dying
+within seconds of starting), and its live gauges are dropped from the metrics. SIGTERM or SIGINT stop
+the hub: workers get SIGTERM, finish in-flight requests, flush the device registry and exit; any still
+running after the grace period are killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from hubsim.engine import EnginePolicy
+from hubsim.service import store as sqlstore
+from hubsim.service.guard import DEFAULT_SLOTS, ensure_guard_file
+from hubsim.service.quota import Quota, create_bucket_file
+
+log = logging.getLogger("certstorm.hub")
+READY_TIMEOUT = 60.0
+STOP_GRACE = 15.0
+
+
+@dataclass
+class HubConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 0                 # 0: one per CPU
+    db: str = "certstorm-hub.db"
+    quota: Quota | None = None
+    replay_slots: int = DEFAULT_SLOTS
+    policy: EnginePolicy = field(default_factory=EnginePolicy)
+
+
+@dataclass
+class _Worker:
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    failures: int = 0                # consecutive quick deaths
+    respawn_at: float | None = None
+
+
+class Supervisor:
+    def __init__(self, config: HubConfig, out=None):
+        self.config = config
+        self.out = out or sys.stdout
+        self.count = config.workers or os.cpu_count() or 1
+        self.reuse_port = sys.platform.startswith("linux") and hasattr(__import__("socket"), "SO_REUSEPORT")
+        self.workers = [_Worker(i) for i in range(self.count)]
+        self.rundir = ""
+        self.port = config.port
+        self._sock = None
+        self._stop = False
+        self._worker_config = None
+
+    # -- start-up ---------------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        config = self.config
+        self.rundir = tempfile.mkdtemp(prefix="certstorm-hub-")
+        metrics_dir = os.path.join(self.rundir, "metrics")
+        os.mkdir(metrics_dir)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        import prometheus_client.values as values
+        if not getattr(values.ValueClass, "_multiprocess", False):
+            # prometheus-client was imported before the directory existed: switch it to shared files now.
+            values.ValueClass = values.MultiProcessValue()
+
+        db = os.path.abspath(config.db)
+        if os.path.dirname(db):
+            os.makedirs(os.path.dirname(db), exist_ok=True)
+        sqlstore.initialise(db)
+        guard_path = db + ".guard"
+        if ensure_guard_file(guard_path, slots=config.replay_slots):
+            log.info("new challenge secret in %s", guard_path)
+        quota_path = None
+        if config.quota is not None:
+            quota_path = os.path.join(self.rundir, "quota")
+            create_bucket_file(quota_path, config.quota)
+
+        from hubsim.service.worker import listening_socket
+        self._sock = listening_socket(config.host, config.port, reuse_port=self.reuse_port,
+                                      listen=not self.reuse_port)
+        self.port = self._sock.getsockname()[1]
+
+        from hubsim.service.app import WorkerConfig
+        self._worker_config = lambda index: WorkerConfig(
+            db=db, guard_path=guard_path, quota_path=quota_path,
+            quota_label=config.quota.label if config.quota else None,
+            workers_file=os.path.join(self.rundir, "workers"), index=index, policy=config.policy)
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def _spawn(self, worker: _Worker, wait_ready: bool) -> None:
+        read_fd, write_fd = os.pipe()
+        supervisor_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_fd)
+            code = 1
+            try:
+                from hubsim.service.worker import listening_socket, run_worker
+                if self.reuse_port:
+                    self._sock.close()
+                    sock = listening_socket(self.config.host, self.port, reuse_port=True)
+                else:
+                    sock = self._sock
+                code = run_worker(self._worker_config(worker.index), sock, write_fd, supervisor_pid)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        os.close(write_fd)
+        worker.pid = pid
+        worker.started = time.monotonic()
+        worker.respawn_at = None
+        try:
+            if wait_ready:
+                ready, _, _ = select.select([read_fd], [], [], READY_TIMEOUT)
+                if not ready or os.read(read_fd, 1) != b"1":
+                    raise RuntimeError(f"worker {worker.index} (pid {pid}) did not start")
+        finally:
+            os.close(read_fd)
+        self._write_workers()
+
+    def _write_workers(self) -> None:
+        path = os.path.join(self.rundir, "workers")
+        with open(path + ".tmp", "w") as fh:
+            fh.write(" ".join(str(w.pid) for w in self.workers if w.pid))
+        os.replace(path + ".tmp", path)
+
+    # -- running ----------------------------------------------------------------------------------------
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._prepare()
+            for worker in self.workers:
+                self._spawn(worker, wait_ready=True)
+                if self._stop:
+                    break
+            if not self._stop:
+                print(f"certstorm hub serving {self.url} with {self.count} worker(s); db {os.path.abspath(self.config.db)}"
+                      + (f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
+                         if self.config.quota else ""), file=self.out, flush=True)
+            while not self._stop:
+                self._reap()
+                self._respawn_due()
+                time.sleep(0.1)
+            return 0
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop = True
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._dead(pid, status)
+
+    def _dead(self, pid: int, status: int) -> None:
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(pid)
+        for worker in self.workers:
+            if worker.pid != pid:
+                continue
+            worker.pid = 0
+            self._write_workers()
+            if self._stop:
+                return
+            lived = time.monotonic() - worker.started
+            worker.failures = worker.failures + 1 if lived < 5.0 else 0
+            delay = 0.0 if worker.failures <= 1 else min(10.0, 0.25 * 2 ** (worker.failures - 1))
+            log.warning("worker %d (pid %d) %s after %.1f s; restarting in %.2f s", worker.index, pid,
+                        _describe(status), lived, delay)
+            worker.respawn_at = time.monotonic() + delay
+            from hubsim.service.metrics import count_restart
+            count_restart()
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.pid == 0 and worker.respawn_at is not None and worker.respawn_at <= now:
+                try:
+                    self._spawn(worker, wait_ready=False)
+                except OSError:
+                    log.exception("could not fork a worker; retrying")
+                    worker.respawn_at = now + 1.0
+
+    def _shutdown(self) -> None:
+        live = [w for w in self.workers if w.pid]
+        for worker in live:
+            try:
+                os.kill(worker.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE
+        while any(w.pid for w in self.workers) and time.monotonic() < deadline:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            for worker in self.workers:
+                if worker.pid == pid:
+                    worker.pid = 0
+                    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+                        log.warning("worker %d (pid %d) %s while stopping", worker.index, pid, _describe(status))
+        for worker in self.workers:
+            if worker.pid:
+                log.warning("worker %d (pid %d) did not stop in %.0f s; killing it", worker.index, worker.pid, STOP_GRACE)
+                try:
+                    os.kill(worker.pid, signal.SIGKILL)
+                    os.waitpid(worker.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+                worker.pid = 0
+        if self._sock is not None:
+            self._sock.close()
+        if self.rundir:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        try:
+            return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        except ValueError:
+            return f"was killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+def serve(config: HubConfig, out=None) -> int:
+    return Supervisor(config, out).run()

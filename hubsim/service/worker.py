@@ -1,0 +1,127 @@
+"""One hub worker process: an event loop (uvloop when installed), the listening socket, and the
+housekeeping timer that keeps the worker in step with the others."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from aiohttp import web
+
+from hubsim.service.app import SYNC_INTERVAL, Hub, WorkerConfig
+from hubsim.service.fastpath import DeviceProtocol
+
+log = logging.getLogger("certstorm.hub")
+SHUTDOWN_TIMEOUT = 5.0  # seconds in-flight requests get at a clean stop
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True,
+                     backlog: int = 1024) -> socket.socket:
+    """A TCP socket bound to (host, port). With ``reuse_port`` every worker binds its own socket to the
+    same port and the kernel spreads incoming connections over them."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        if listen:
+            sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this worker if the supervisor dies without stopping it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, supervisor_pid: int) -> int:
+    """The worker's whole life; returns its exit status."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    if os.getppid() != supervisor_pid:
+        return 1  # the supervisor died before the request above took effect
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    profile_dir = os.environ.get("CERTSTORM_PROFILE_DIR")
+    if profile_dir:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        return loop.run_until_complete(_serve(config, sock, ready_fd))
+    finally:
+        loop.close()
+        if profile_dir:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"worker-{os.getpid()}.prof"))
+
+
+async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None) -> int:
+    loop = asyncio.get_running_loop()
+    hub = Hub(config)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    server = web.Server(hub.handle, access_log=None, auto_decompress=False)
+    fast: set = set()
+    listener = await loop.create_server(lambda: DeviceProtocol(hub, server, fast), sock=sock, backlog=1024)
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+        except OSError:
+            pass
+    keeper = loop.create_task(_housekeeping(hub, stop))
+    await stop.wait()
+    try:
+        listener.close()  # stop accepting
+        for protocol in list(fast):  # device connections never hold a request across callbacks
+            if protocol.transport is not None:
+                protocol.transport.close()
+        await asyncio.sleep(0)
+        server.pre_shutdown()  # idle aiohttp connections close, busy ones finish their request
+        await server.shutdown(SHUTDOWN_TIMEOUT)
+    finally:
+        keeper.cancel()
+        try:
+            await keeper
+        except asyncio.CancelledError:
+            pass
+        hub.close()  # flushes the registry write-behind and the metrics
+    return 0
+
+
+async def _housekeeping(hub: Hub, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(SYNC_INTERVAL)
+        try:
+            hub.housekeeping()
+        except Exception:
+            log.exception("housekeeping failed; retrying at the next interval")
