@@ -47,6 +47,8 @@ _NONCE = 16
 _BUCKET_BYTES = SLOTS_PER_BUCKET * (8 + _NONCE)  # expiries (float64) first, then the nonces
 _EXPIRIES = struct.Struct(f"<{SLOTS_PER_BUCKET}d")
 _EXPIRY = struct.Struct("<d")
+_NAMES_OFFSET = 8 * SLOTS_PER_BUCKET
+_NAMES_BYTES = _NONCE * SLOTS_PER_BUCKET
 _GENERATION = struct.Struct("<Q")
 _GENERATION_OFFSET = 64  # after the header fields, 8-byte aligned
 
@@ -78,8 +80,13 @@ def ensure_guard_file(path: str, *, slots: int = DEFAULT_SLOTS) -> bool:
     tmp = f"{path}.new-{os.getpid()}"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, _HEADER.pack(MAGIC, buckets, SLOTS_PER_BUCKET, os.urandom(SECRET_BYTES)))
-        os.ftruncate(fd, HEADER_BYTES + buckets * _BUCKET_BYTES)  # sparse: zero expiry means free
+        os.write(fd, _HEADER.pack(MAGIC, buckets, SLOTS_PER_BUCKET, os.urandom(SECRET_BYTES)).ljust(HEADER_BYTES, b"\0"))
+        # Real zeros (zero expiry means free), not a sparse file: allocating blocks on the first write
+        # to each page would otherwise happen inside claims.
+        zeros = bytes(1 << 20)
+        remaining = buckets * _BUCKET_BYTES
+        while remaining:
+            remaining -= os.write(fd, zeros[: min(remaining, len(zeros))])
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -96,7 +103,9 @@ class SharedReplayGuard:
         self._fd = os.open(path, os.O_RDWR)
         try:
             size = os.fstat(self._fd).st_size
-            self._map = mmap.mmap(self._fd, size)
+            # Pre-fault the whole table so claims never take a page fault.
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            self._map = mmap.mmap(self._fd, size, flags=flags)
         except Exception:
             os.close(self._fd)
             raise
@@ -121,27 +130,23 @@ class SharedReplayGuard:
         fd = self._fd
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            free_at = -1
-            for base in (first, second) if first != second else (first,):
-                expiries = _EXPIRIES.unpack_from(mm, base)
-                names = base + 8 * SLOTS_PER_BUCKET
-                region = mm[names : names + _NONCE * SLOTS_PER_BUCKET]
-                hit = region.find(nonce)
+            for base in (first, second):
+                names = base + _NAMES_OFFSET
+                stop = names + _NAMES_BYTES
+                hit = mm.find(nonce, names, stop)
                 while hit >= 0:
-                    if hit % _NONCE == 0 and expiries[hit // _NONCE] >= now:
+                    slot, misaligned = divmod(hit - names, _NONCE)
+                    if not misaligned and _EXPIRY.unpack_from(mm, base + 8 * slot)[0] >= now:
                         return False
-                    hit = region.find(nonce, hit + 1)
-                if free_at < 0:
-                    for i, expiry in enumerate(expiries):
-                        if expiry < now:
-                            free_at = base + 8 * i
-                            slot_name = names + _NONCE * i
-                            break
-            if free_at < 0:
-                raise AuthError("throttled", "too many proofs in flight; retry shortly")
-            mm[slot_name : slot_name + _NONCE] = nonce  # nonce first: a half-written slot reads as free
-            _EXPIRY.pack_into(mm, free_at, expires_at)
-            return True
+                    hit = mm.find(nonce, hit + 1, stop)
+            for base in (first, second):
+                for slot, expiry in enumerate(_EXPIRIES.unpack_from(mm, base)):
+                    if expiry < now:
+                        name = base + _NAMES_OFFSET + _NONCE * slot
+                        mm[name : name + _NONCE] = nonce  # nonce first: a half-written slot reads as free
+                        _EXPIRY.pack_into(mm, base + 8 * slot, expires_at)
+                        return True
+            raise AuthError("throttled", "too many proofs in flight; retry shortly")
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 

@@ -6,8 +6,12 @@ One database file (WAL mode), opened by every worker process with two connection
   disables are committed (and the WAL fsynced) before the HTTP response goes out. Each of those writes
   appends a row to ``changes`` in the same transaction.
 * ``hot`` -- ``synchronous=NORMAL`` (no fsync per commit in WAL mode; durable across process crashes,
-  not across an operating-system crash). It records a device's first authentication at once and
-  flushes the batched registry updates.
+  not across an operating-system crash until the next fsync). It records a device's first
+  authentication at once and flushes the batched registry updates.
+
+Workers never checkpoint the WAL (``wal_autocheckpoint=0``): an automatic checkpoint runs inside
+whichever commit crosses the threshold and fsyncs the database, which measured ~100 µs per device
+admission on average. The supervisor checkpoints every second instead (:func:`checkpoint`).
 
 Every worker polls ``changes`` (:meth:`Store.changes_since`) a few times a second and applies what other
 workers did to its own engine, so a revocation, CA removal or disable made through one worker is
@@ -42,7 +46,7 @@ CREATE TABLE IF NOT EXISTS cas (
     code_expires_at REAL,
     verified_at REAL
 );
-CREATE TABLE IF NOT EXISTS revocations (fingerprint TEXT PRIMARY KEY, revoked_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS revocations (fingerprint TEXT PRIMARY KEY, revoked_at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
     first_seen REAL,                -- NULL for a device disabled before it ever authenticated
@@ -51,7 +55,7 @@ CREATE TABLE IF NOT EXISTS devices (
     auths INTEGER NOT NULL DEFAULT 0,
     disabled INTEGER NOT NULL DEFAULT 0,
     disabled_at REAL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,             -- ca | revocation | device
@@ -64,12 +68,24 @@ BUSY_WAIT_LIMIT = 10.0  # seconds a hot-path write waits for the write lock befo
 CHANGE_LOG_KEEP = 300.0  # seconds of change log kept; workers read it every fraction of a second
 
 
-def _connect(path: str, synchronous: str, timeout: float) -> sqlite3.Connection:
+def _connect(path: str, synchronous: str, timeout: float, autocheckpoint: bool = True) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute(f"PRAGMA synchronous={synchronous}")
     con.execute("PRAGMA foreign_keys=OFF")
+    if not autocheckpoint:
+        con.execute("PRAGMA wal_autocheckpoint=0")
     return con
+
+
+def checkpoint(path: str) -> None:
+    """Copy the WAL into the database (without blocking writers). The supervisor calls this every
+    second, so that no worker ever runs a checkpoint -- and its fsync -- inside a request."""
+    con = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+    try:
+        con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        con.close()
 
 
 def initialise(path: str) -> None:
@@ -113,8 +129,8 @@ class Store:
 
     def __init__(self, path: str):
         self.path = path
-        self.admin = _connect(path, "FULL", 30.0)
-        self.hot = _connect(path, "NORMAL", 0.0)
+        self.admin = _connect(path, "FULL", 30.0, autocheckpoint=False)
+        self.hot = _connect(path, "NORMAL", 0.0, autocheckpoint=False)
 
     def close(self) -> None:
         self.admin.close()

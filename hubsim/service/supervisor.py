@@ -82,7 +82,7 @@ class Supervisor:
             # prometheus-client was imported before the directory existed: switch it to shared files now.
             values.ValueClass = values.MultiProcessValue()
 
-        db = os.path.abspath(config.db)
+        db = self._db = os.path.abspath(config.db)
         if os.path.dirname(db):
             os.makedirs(os.path.dirname(db), exist_ok=True)
         sqlstore.initialise(db)
@@ -165,15 +165,25 @@ class Supervisor:
                 print(f"certstorm hub serving {self.url} with {self.count} worker(s); db {os.path.abspath(self.config.db)}"
                       + (f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
                          if self.config.quota else ""), file=self.out, flush=True)
+            last_checkpoint = time.monotonic()
             while not self._stop:
                 self._reap()
                 self._respawn_due()
+                if time.monotonic() - last_checkpoint >= 1.0:
+                    last_checkpoint = time.monotonic()
+                    self._checkpoint()
                 time.sleep(0.1)
             return 0
         finally:
             self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _checkpoint(self) -> None:
+        try:
+            sqlstore.checkpoint(self._db)
+        except Exception as exc:  # a busy database is retried a second later
+            log.debug("checkpoint skipped: %s", exc)
 
     def _on_signal(self, signum, frame) -> None:
         self._stop = True
@@ -249,6 +259,8 @@ class Supervisor:
                 worker.pid = 0
         if self._sock is not None:
             self._sock.close()
+        if getattr(self, "_db", None):
+            self._checkpoint()
         if self.rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
 
