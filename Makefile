@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench bench-baseline differential clean
+.PHONY: run test bench bench-smoke differential clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "certstorm needs Python 3.11+"'
@@ -19,6 +19,15 @@ run: $(STAMP)
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# Every benchmark, timed, with its cost in calibration verifies in the JSON.
+bench: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-json=results/bench-latest.json \
+		--benchmark-columns=median,ops,rounds $(PYTEST_ARGS)
+
+# Every benchmark once, untimed, so none can rot (CI runs this after the tests).
+bench-smoke: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-disable
 
 differential: $(STAMP)
 	$(PY) -m pytest -q -m slow tests/test_differential.py

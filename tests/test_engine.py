@@ -536,3 +536,10 @@ def test_purchased_ca_signed_by_an_outside_root(pki):
     trust(eng, company)
     key, cert = tech.issue("dev-1")
     assert authenticate(eng, key, [der(cert), der(tech.cert)]).device_id == "dev-1"
+
+
+def test_every_error_code_is_in_the_docs():
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
+    missing = [code for code in CODES if f"`{code}`" not in text]
+    assert missing == []

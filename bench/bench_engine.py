@@ -1,0 +1,115 @@
+"""Authentication engine benchmarks, in-process, in units of one raw P-256 verify.
+
+The floor for a device authentication is two raw verifies (its certificate's signature and its proof).
+Device-side signing is never counted: a twin engine with the same secret, clock and random stream
+predicts each challenge in the untimed setup, so the device can sign it before the timed call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from hubsim.algorithms import sign, verify_signature
+from hubsim.chain import ChainPolicy
+from hubsim.engine import AuthEngine, EnginePolicy
+from loadgen._fleet import generate_fleet
+
+ROUNDS = 300
+NOW = 1_790_000_000.0  # inside the fleet's validity period
+
+
+def _stream(seed: bytes):
+    counter = itertools.count()
+
+    def random(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(seed + next(counter).to_bytes(8, "big")).digest()
+        return out[:n]
+    return random
+
+
+def _engine(fleet, seed: bytes, **chain_policy) -> AuthEngine:
+    policy = EnginePolicy(chain=ChainPolicy(**chain_policy)) if chain_policy else None
+    engine = AuthEngine(secret=b"s" * 32, clock=lambda: NOW, random=_stream(seed), policy=policy)
+    company = fleet.custodian()
+    record = engine.register_ca(company.certificate.public_bytes(Encoding.DER))
+    engine.verify_ca(record.id, signature=company.sign_code(record.verification_code))
+    return engine
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    return generate_fleet(tmp_path_factory.mktemp("fleet"), 4 * ROUNDS + 10, progress=False)
+
+
+class Twins:
+    """Two identical engines: ``shadow`` predicts the challenge ``engine`` will issue."""
+
+    def __init__(self, fleet, **chain_policy):
+        self.engine = _engine(fleet, b"twin", **chain_policy)
+        self.shadow = _engine(fleet, b"twin", **chain_policy)
+        self.fleet = fleet
+        self.next = itertools.count()
+
+    def warm_up(self):
+        ident = self.fleet.identity(next(self.next))
+        for eng in (self.engine, self.shadow):
+            challenge = eng.begin(ident.chain_der())
+            eng.complete(challenge.token, ident.sign(challenge.token))
+
+    def setup(self):
+        ident = self.fleet.identity(next(self.next))
+        chain = ident.chain_der()
+        challenge = self.shadow.begin(chain)
+        proof = ident.sign(challenge.token)
+        self.shadow.complete(challenge.token, proof)
+        return (chain, challenge.token, proof), {}
+
+    def authenticate(self, chain, token, proof):
+        issued = self.engine.begin(chain)
+        assert issued.token == token, "twin engines diverged"
+        return self.engine.complete(token, proof)
+
+
+def test_calibration_raw_verify(benchmark, calibration):
+    key = ec.generate_private_key(ec.SECP256R1())
+    msg = os.urandom(300)
+    sig = key.sign(msg, ec.ECDSA(hashes.SHA256()))
+    pub = key.public_key()
+    benchmark(pub.verify, sig, msg, ec.ECDSA(hashes.SHA256()))
+    calibration.record(benchmark)
+
+
+def test_calibration_raw_sign(benchmark, calibration):
+    key = ec.generate_private_key(ec.SECP256R1())
+    msg = os.urandom(300)
+    benchmark(key.sign, msg, ec.ECDSA(hashes.SHA256()))
+    calibration.record(benchmark)
+
+
+def test_pop_verify(benchmark, calibration):
+    key = ec.generate_private_key(ec.SECP256R1())
+    token = os.urandom(330)
+    proof = sign(key, token)
+    benchmark(verify_signature, key.public_key(), proof, token)
+    calibration.record(benchmark)
+
+
+@pytest.mark.parametrize("path", ["warm", "cold"])
+def test_in_process_authentication(benchmark, calibration, fleet, path):
+    twins = Twins(fleet, warm=(path == "warm"))
+    twins.warm_up()
+    result = benchmark.pedantic(twins.authenticate, setup=twins.setup, rounds=ROUNDS, iterations=1)
+    assert result.first_connection
+    calibration.record(benchmark)
+    benchmark.extra_info["floor_efficiency"] = (
+        round(2 / benchmark.extra_info["verifies"], 4) if "verifies" in benchmark.extra_info else None)
+    benchmark.extra_info["cache"] = twins.engine.stats()
