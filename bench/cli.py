@@ -14,6 +14,13 @@ def _fleet(sub):
     p.set_defaults(func=fleet_command)
 
 
+def _hub(sub):
+    from hubsim.service import add_hub_arguments, hub_command
+    p = sub.add_parser("hub", help="run the hub simulator service (aiohttp + uvloop, several processes)")
+    add_hub_arguments(p)
+    p.set_defaults(func=hub_command)
+
+
 def _demo(sub, name, text):
     from bench.demo import add_demo_arguments, demo_command
     p = sub.add_parser(name, help=text)
@@ -25,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="certstorm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _fleet(sub)
+    _hub(sub)
     _demo(sub, "demo", "authenticate a fleet in-process against the engine and compare with the crypto floor")
     _demo(sub, "run", "the main job (today: the in-process demo)")
     args = parser.parse_args(argv)
