@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench bench-smoke differential clean
+.PHONY: run test bench bench-compare bench-baseline bench-smoke differential clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "certstorm needs Python 3.11+"'
@@ -24,6 +24,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-only --benchmark-json=results/bench-latest.json \
 		--benchmark-columns=median,ops,rounds $(PYTEST_ARGS)
+
+# Run every benchmark and judge it against the stored baseline (THRESHOLD: allowed slowdown, default 15%).
+THRESHOLD ?= 0.15
+bench-compare: bench
+	$(PY) -m bench.compare results/baselines/bench.json results/bench-latest.json --threshold $(THRESHOLD)
+
+# Refresh the baseline on purpose, after a change that is meant to alter the costs.
+bench-baseline: bench
+	mkdir -p results/baselines
+	cp results/bench-latest.json results/baselines/bench.json
 
 # Every benchmark once, untimed, so none can rot (CI runs this after the tests).
 bench-smoke: $(STAMP)

@@ -45,9 +45,22 @@ def _engine(fleet, seed: bytes, **chain_policy) -> AuthEngine:
     return engine
 
 
+_FLEETS: dict = {}
+
+
+def _fleet(tmp_path_factory, depth: int = 2, alg: str = "p256"):
+    """One small fleet per (depth, algorithm), shared by the module's benchmarks."""
+    key = (depth, alg)
+    if key not in _FLEETS:
+        count = 40 if alg == "rsa2048" else 4 * ROUNDS + 10
+        _FLEETS[key] = generate_fleet(tmp_path_factory.mktemp(f"fleet-{depth}-{alg}"), count, depth=depth, alg=alg,
+                                      progress=False)
+    return _FLEETS[key]
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    return generate_fleet(tmp_path_factory.mktemp("fleet"), 4 * ROUNDS + 10, progress=False)
+    return _fleet(tmp_path_factory)
 
 
 class Twins:
@@ -113,3 +126,82 @@ def test_in_process_authentication(benchmark, calibration, fleet, path):
     benchmark.extra_info["floor_efficiency"] = (
         round(2 / benchmark.extra_info["verifies"], 4) if "verifies" in benchmark.extra_info else None)
     benchmark.extra_info["cache"] = twins.engine.stats()
+
+
+def test_warm_chain_validation(benchmark, calibration, fleet):
+    """Step 1 alone (chain through the cache, challenge sealed), for a new device under a cached issuer."""
+    twins = Twins(fleet)
+    twins.warm_up()
+    idents = iter(range(1, 1 + 2 * ROUNDS))
+
+    def setup():
+        return (fleet.identity(next(idents)).chain_der(),), {}
+
+    challenge = benchmark.pedantic(twins.engine.begin, setup=setup, rounds=ROUNDS, iterations=1)
+    assert challenge.warm
+    calibration.record(benchmark)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_cold_chain_validation(benchmark, calibration, tmp_path_factory, depth):
+    """Step 1 through the full RFC 5280 verifier, by number of custodian intermediates."""
+    fleet = _fleet(tmp_path_factory, depth=depth)
+    engine = _engine(fleet, b"cold", warm=False)
+    idents = iter(range(2 * ROUNDS))
+
+    def setup():
+        return (fleet.identity(next(idents)).chain_der(),), {}
+
+    challenge = benchmark.pedantic(engine.begin, setup=setup, rounds=ROUNDS // 2, iterations=1)
+    assert not challenge.warm
+    calibration.record(benchmark)
+    benchmark.extra_info["depth"] = depth
+
+
+def test_challenge_seal_and_open(benchmark, calibration):
+    """Sealing a challenge token and checking it again (what a proof at another process costs first)."""
+    from hubsim import challenge as tokens
+    token = tokens.Token(NOW + 30, os.urandom(16), os.urandom(32), (os.urandom(32),) * 3, "device-000001",
+                         os.urandom(91))
+    key = b"k" * 32
+
+    def seal_and_open():
+        return tokens.open_token(key, tokens.seal(key, token))
+
+    assert benchmark(seal_and_open) == token
+    calibration.record(benchmark)
+
+
+def test_ca_registration_with_proof_of_possession(benchmark, calibration, fleet):
+    """Register a CA and verify it with a verification certificate, as the API does."""
+    company = fleet.custodian()
+    der = company.certificate.public_bytes(Encoding.DER)
+    def fresh():
+        return AuthEngine(secret=b"s" * 32, clock=lambda: NOW, random=_stream(b"ca"))
+
+    # Engines with the same random stream issue the same code, so one proof serves every round.
+    proof = company.verification_certificate(fresh().register_ca(der).verification_code).public_bytes(Encoding.PEM)
+
+    def setup():
+        return (fresh(), proof), {}
+
+    def register_and_prove(eng, proof):
+        record = eng.register_ca(der)
+        return eng.verify_ca(record.id, certificate=proof)
+
+    record = benchmark.pedantic(register_and_prove, setup=setup, rounds=100, iterations=1)
+    assert record.status == "verified"
+    calibration.record(benchmark)
+
+
+@pytest.mark.parametrize("alg", ["p256", "p384", "ed25519", "rsa2048"])
+def test_algorithm_matrix(benchmark, calibration, tmp_path_factory, alg):
+    """Warm in-process authentication per device algorithm (Ed25519 devices sit under a P-256 chain)."""
+    fleet = _fleet(tmp_path_factory, alg=alg)
+    twins = Twins(fleet)
+    twins.warm_up()
+    rounds = len(fleet) - 2 if alg == "rsa2048" else ROUNDS
+    result = benchmark.pedantic(twins.authenticate, setup=twins.setup, rounds=rounds, iterations=1)
+    assert result.first_connection
+    calibration.record(benchmark)
+    benchmark.extra_info["alg"] = alg

@@ -1,0 +1,34 @@
+"""The regression gate: refuses a slowdown beyond the threshold, passes within it."""
+
+import json
+
+from bench import compare
+
+
+def _file(tmp_path, name, costs):
+    data = {"benchmarks": [{"fullname": f"bench/b.py::{k}", "extra_info": {"verifies_min": v}} for k, v in costs.items()]}
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_regression_beyond_threshold_fails(tmp_path, capsys):
+    base = _file(tmp_path, "base.json", {"warm": 2.0, "cold": 8.0})
+    cur = _file(tmp_path, "cur.json", {"warm": 2.4, "cold": 8.0})
+    assert compare.main([base, cur, "--threshold", "0.15"]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED" in out and "+20.0%" in out
+
+
+def test_within_threshold_passes_and_reports_new_and_missing(tmp_path, capsys):
+    base = _file(tmp_path, "base.json", {"warm": 2.0, "gone": 1.0})
+    cur = _file(tmp_path, "cur.json", {"warm": 2.2, "fresh": 3.0})
+    assert compare.main([base, cur]) == 0
+    out = capsys.readouterr().out
+    assert "new" in out and "missing" in out
+
+
+def test_files_without_normalised_costs_are_refused(tmp_path):
+    empty = tmp_path / "e.json"
+    empty.write_text(json.dumps({"benchmarks": [{"fullname": "x", "extra_info": {}}]}))
+    assert compare.main([str(empty), str(empty)]) == 2
