@@ -14,7 +14,7 @@ import os
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 
 from hubsim.algorithms import sign, verify_signature
 from hubsim.chain import ChainPolicy
@@ -205,3 +205,34 @@ def test_algorithm_matrix(benchmark, calibration, tmp_path_factory, alg):
     assert result.first_connection
     calibration.record(benchmark)
     benchmark.extra_info["alg"] = alg
+
+
+def test_irreducible_warm_steps(benchmark, calibration, fleet):
+    """The least any warm authentication through this library must do, with no engine logic at all:
+    hash the upload, parse the device certificate, check its signature with the cached issuer key,
+    parse its public key, tag the challenge, check the proof. A yardstick between the two-verify floor
+    and the engine's real cost."""
+    from cryptography import x509
+
+    from hubsim import der as rawder
+    issuer_key = fleet.issuer_certificate.public_key()
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    idents = iter(range(1, 1 + 2 * ROUNDS))
+
+    def setup():
+        ident = fleet.identity(next(idents))
+        token = os.urandom(330)
+        return (ident.chain_der(), token, ident.sign(token)), {}
+
+    def steps(chain, token, proof):
+        for der in chain:
+            hashlib.sha256(der).digest()
+        x509.load_der_x509_certificate(chain[0])
+        view = rawder.view_certificate(chain[0])
+        issuer_key.verify(view.signature, view.tbs, ecdsa)
+        device_key = load_der_public_key(view.spki)
+        hashlib.blake2b(token, key=b"k" * 32, digest_size=32).digest()
+        device_key.verify(proof, token, ecdsa)
+
+    benchmark.pedantic(steps, setup=setup, rounds=ROUNDS, iterations=1)
+    calibration.record(benchmark)
