@@ -478,13 +478,13 @@ class Hub:
     async def _verify_ca(self, request, ca_id: str) -> web.Response:
         kind = _media_type(request)
         body = await self._body(request, max(self.ca_limit, JSON_LIMIT), PEM_TYPES | JSON_TYPES)
-        if kind == "application/json" or body.lstrip()[:1] == b"{":
+        self.sync()
+        record = self.engine.get_ca(ca_id)
+        if kind == "application/json" or body.lstrip()[:1] in (b"{", b"["):
             signature = _b64(_json_object(body).get("signature"), "signature")
             certificate = None
         else:
             signature, certificate = None, body
-        self.sync()
-        record = self.engine.get_ca(ca_id)
         code = record.verification_code
         record = self.engine.verify_ca(record.id, certificate=certificate, signature=signature)
         if not self.store.mark_ca_verified(record, code, time.time()):

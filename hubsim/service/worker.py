@@ -53,6 +53,17 @@ def _die_with_parent() -> None:
         pass
 
 
+class _ClientProtocolErrors(logging.Filter):
+    """aiohttp logs every unparseable request (bad request line, oversized header...) at ERROR with a
+    traceback. Those are the client's fault, already answered with a 4xx, and anyone can produce them
+    at will: keep them out of the log. Everything else aiohttp logs is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -66,6 +77,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
+    logging.getLogger("aiohttp.server").addFilter(_ClientProtocolErrors())
     if os.getppid() != supervisor_pid:
         return 1  # the supervisor died before the request above took effect
     loop = _new_loop()
