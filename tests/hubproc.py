@@ -1,0 +1,167 @@
+"""Run the real hub as a subprocess on loopback for tests, and talk to it over plain HTTP.
+
+``HubProcess(db).start()`` runs ``python -m hubsim.service --port 0`` (the supervisor picks a free port
+and prints its URL), waits until ``/healthz`` answers from every worker, and ``stop()`` sends SIGTERM
+and waits for a clean exit. Every request helper opens its own TCP connection unless given one, so
+successive calls spread over the workers the way the kernel spreads new connections.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Reply:
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.body[:300]!r})"
+
+
+class HubProcess:
+    def __init__(self, db: str | os.PathLike, *, workers: int = 2, args: tuple[str, ...] = ()):
+        self.db = str(db)
+        self.workers = workers
+        self.args = tuple(args)
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.host = ""
+        self.port = 0
+        self._out = Path(f"{self.db}.stdout")
+        self._err = Path(f"{self.db}.stderr")
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> "HubProcess":
+        cmd = [sys.executable, "-m", "hubsim.service", "--host", "127.0.0.1", "--port", "0",
+               "--workers", str(self.workers), "--db", self.db, *self.args]
+        env = dict(os.environ)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        with open(self._out, "wb") as out, open(self._err, "ab") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
+        deadline = time.monotonic() + timeout
+        while not self.url:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"hub did not print its URL in {timeout} s:\n{self.log()}")
+            match = re.search(r"serving (http://\S+)", self._out.read_text(errors="replace"))
+            if match:
+                self.url = match.group(1)
+            else:
+                time.sleep(0.05)
+        parts = urlsplit(self.url)
+        self.host, self.port = parts.hostname, parts.port
+        self.wait_workers(self.workers, timeout=max(1.0, deadline - time.monotonic()))
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        text = ""
+        for path in (self._out, self._err):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return text
+
+    def __enter__(self) -> "HubProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill()
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+    def connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=10)
+
+    def call(self, method: str, path: str, body=None, *, json_body=None, headers: dict | None = None,
+             conn: http.client.HTTPConnection | None = None) -> Reply:
+        headers = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        own = conn is None
+        conn = conn or self.connect()
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            reply = conn.getresponse()
+            return Reply(reply.status, reply.headers, reply.read())
+        finally:
+            if own:
+                conn.close()
+
+    def healthz(self, conn=None) -> dict:
+        reply = self.call("GET", "/healthz", conn=conn)
+        assert reply.status == 200, reply
+        return reply.json()
+
+    def worker_connections(self, attempts: int = 400) -> dict[int, http.client.HTTPConnection]:
+        """One open keep-alive connection per worker, keyed by worker pid."""
+        found: dict[int, http.client.HTTPConnection] = {}
+        for _ in range(attempts):
+            conn = self.connect()
+            pid = self.healthz(conn)["pid"]
+            if pid in found:
+                conn.close()
+            else:
+                found[pid] = conn
+            if len(found) == self.workers:
+                return found
+        for conn in found.values():
+            conn.close()
+        raise AssertionError(f"reached only workers {sorted(found)} of {self.workers}")
+
+    def wait_workers(self, count: int, timeout: float = 15.0, exclude: set[int] = frozenset()) -> list[int]:
+        """Wait until ``count`` workers (none of them in ``exclude``) are listed and answering."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                pids = self.healthz()["workers"]
+                if len(pids) == count and not set(pids) & set(exclude):
+                    seen = set()
+                    for _ in range(200):
+                        seen.add(self.healthz()["pid"])
+                        if seen >= set(pids):
+                            return pids
+                last = pids
+            except (OSError, http.client.HTTPException, AssertionError) as exc:
+                last = exc
+            time.sleep(0.05)
+        raise AssertionError(f"workers not ready in {timeout} s (last: {last}):\n{self.log()}")
