@@ -431,6 +431,9 @@ def test_pipelined_split_and_mixed_requests_on_one_connection(hub, fleet):
     # A device request, then an administrative one: the connection moves to the general server.
     mixed = _raw(hub, _request("/devices/challenge", chain) + b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n", expect=2)
     assert mixed.count(b"HTTP/1.1 200 OK") == 2 and b'"status": "ok"' in mixed
+    casual = _raw(hub, b"POST /devices/challenge HTTP/1.1\r\ncontent-LENGTH:   " + str(len(chain)).encode()
+                  + b"  \r\ncontent-type:application/x-pem-file\r\n\r\n" + chain)
+    assert casual.startswith(b"HTTP/1.1 200 OK")
     closed = _raw(hub, _request("/devices/challenge", chain, b"Connection: close\r\n"))
     assert b"Connection: close" in closed
     old = _raw(hub, b"POST /devices/challenge HTTP/1.0\r\nContent-Length: " + str(len(chain)).encode() + b"\r\n\r\n" + chain)
@@ -464,7 +467,10 @@ def test_bad_input_never_yields_500_or_kills_a_worker(hub, fleet):
     for raw in (b"GARBAGE\r\n\r\n", b"POST /devices/proof HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
                 b"POST /devices/proof HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
                 b"POST /devices/challenge HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
-                b"POST /devices/challenge HTTP/1.1\n\n"):
+                b"POST /devices/challenge HTTP/1.1\n\n",
+                b"POST /devices/proof HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}",
+                b"POST /devices/proof HTTP/1.1\r\nX: a\r\n folded\r\nContent-Length: 2\r\n\r\n{}",
+                b"POST /devices/proof HTTP/1.1\r\nContent-Length: -2\r\n\r\n{}"):
         reply = _raw(hub, raw)  # not HTTP at all: the HTTP parser's own plain-text 400 (or 431, 413)
         assert reply == b"" or re.match(rb"HTTP/1\.[01] 4\d\d ", reply), reply[:200]
     assert sorted(hub.healthz()["workers"]) == before

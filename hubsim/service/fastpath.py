@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from email.utils import formatdate
 from http import HTTPStatus
 from time import perf_counter, time
@@ -34,7 +35,10 @@ log = logging.getLogger("certstorm.hub")
 MAX_HEAD = 8192
 _CHALLENGE = b"POST /devices/challenge HTTP/1.1"
 _PROOF = b"POST /devices/proof HTTP/1.1"
-_HANDOFF_HEADERS = frozenset({b"transfer-encoding", b"expect", b"content-encoding", b"upgrade"})
+# The headers the fast path acts on (names lower-cased); every other header is ignored.
+_INTERESTING = re.compile(rb"\r\n(content-length|content-type|connection|transfer-encoding|expect|content-encoding"
+                          rb"|upgrade):([^\r]*)")
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _INTERNAL = b'{"error": "internal_error", "message": "The hub failed; the error is in its log."}'
 
@@ -124,30 +128,30 @@ class DeviceProtocol(asyncio.Protocol):
                 proof = False
             else:
                 return self._handoff(buf)
+            # Header lines, each ending CRLF: token name, colon, printable value. Anything looser
+            # (obs-fold, whitespace before the colon, control bytes) is aiohttp's to judge.
+            head = buf[first + 2 : end + 2]
+            if not _HEADER_LINES.fullmatch(head):
+                return self._handoff(buf)
             length = None
             media = b""
             close = False
-            if first < end:
-                for header in buf[first + 2 : end].split(b"\r\n"):
-                    colon = header.find(b":")
-                    if colon <= 0 or header[0] in (32, 9) or header[colon - 1] in (32, 9):
+            for name, value in _INTERESTING.findall(b"\r\n" + head.lower()):
+                if name == b"content-length":
+                    value = value.strip()
+                    if length is not None or not value.isdigit() or len(value) > 9:
+                        return self._handoff(buf)  # two lengths, or a strange one: aiohttp decides
+                    length = int(value)
+                elif name == b"content-type":
+                    media = value
+                elif name == b"connection":
+                    value = value.strip()
+                    if value == b"close":
+                        close = True
+                    elif value != b"keep-alive":
                         return self._handoff(buf)
-                    name = header[:colon].lower()
-                    if name == b"content-length":
-                        value = header[colon + 1 :].strip()
-                        if length is not None or not value.isdigit() or len(value) > 9:
-                            return self._handoff(buf)
-                        length = int(value)
-                    elif name == b"content-type":
-                        media = header[colon + 1 :]
-                    elif name == b"connection":
-                        token = header[colon + 1 :].strip().lower()
-                        if token == b"close":
-                            close = True
-                        elif token != b"keep-alive":
-                            return self._handoff(buf)
-                    elif name in _HANDOFF_HEADERS:
-                        return self._handoff(buf)
+                else:  # transfer-encoding, expect, content-encoding, upgrade
+                    return self._handoff(buf)
             if length is None or length > (JSON_LIMIT if proof else hub.chain_limit):
                 return self._handoff(buf)  # aiohttp answers 413 (or reads the unframed body) properly
             total = end + 4 + length
