@@ -518,9 +518,9 @@ def test_quota_presets_and_rates():
             parse_quota(bad)
 
 
-def test_quota_refuses_new_connections_with_retry_after(tmp_path):
+def test_quota_refuses_new_connections_with_retry_after_and_challenges_expire(tmp_path):
     chain = SupplyChain.build(depth=1)
-    with HubProcess(tmp_path / "hub.db", workers=2, args=("--quota", "4")) as hub:
+    with HubProcess(tmp_path / "hub.db", workers=2, args=("--quota", "4", "--challenge-ttl", "1")) as hub:
         register(hub, chain)
         device = chain.device("throttled")
         replies = [hub.call("POST", "/devices/challenge", device.chain_pem()) for _ in range(12)]
@@ -534,9 +534,23 @@ def test_quota_refuses_new_connections_with_retry_after(tmp_path):
             assert TIMING.match(reply.headers["Server-Timing"])
         ok = next(r for r in replies if r.status == 200).json()
         assert prove(hub, proof_body(device, ok)).status == 200  # proofs are not charged
-        values = metric_values(hub)
-        assert metric(values, "certstorm_throttled_total") >= 0
         assert hub.healthz()["quota"] == "4/s"
+        def throttles_counted():
+            assert metric(metric_values(hub), "certstorm_throttled_total") == len(limited)
+        eventually(throttles_counted)
+        late = proof_body(device, next(r for r in replies[::-1] if r.status == 200).json())
+        time.sleep(1.2)
+        refused(prove(hub, late), 401, "challenge_expired")
+
+
+def test_a_second_hub_cannot_take_a_port_in_use(hub, tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "hubsim.service", "--port", str(hub.port), "--workers", "1",
+                           "--db", str(tmp_path / "other.db")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert "Address already in use" in done.stderr
+    assert hub.healthz()["status"] == "ok"
 
 
 # -- restarts and crashes --------------------------------------------------------------------------------

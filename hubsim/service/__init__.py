@@ -25,6 +25,8 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--quota", default=None, metavar="PRESET|RATE",
                         help="throttle new device connections: S1, S2 or S3 with optional ':units' (IoT Hub "
                              "tiers, e.g. S2:4 = 480/s), or a rate per second; default unlimited")
+    parser.add_argument("--challenge-ttl", type=float, default=30.0, metavar="SECONDS",
+                        help="how long a device has to answer its challenge (default 30)")
     parser.add_argument("--replay-slots", type=int, default=None, metavar="N",
                         help="capacity of the shared replay guard (default 1048576; keep proofs/s x challenge "
                              "lifetime under about half of it)")
@@ -33,6 +35,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def hub_command(args: argparse.Namespace) -> int:
+    from hubsim.engine import EnginePolicy
     from hubsim.service.guard import DEFAULT_SLOTS
     from hubsim.service.quota import parse_quota
     from hubsim.service.supervisor import HubConfig, serve
@@ -45,14 +48,15 @@ def hub_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("--quota: %s", exc)
         return 2
-    if args.workers < 0 or not 0 <= args.port <= 65535:
-        log.error("--workers must be >= 0 and --port 0..65535")
+    if args.workers < 0 or not 0 <= args.port <= 65535 or not 0 < args.challenge_ttl <= 3600:
+        log.error("--workers must be >= 0, --port 0..65535 and --challenge-ttl 0..3600 seconds")
         return 2
     config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=args.db, quota=quota,
-                       replay_slots=args.replay_slots or DEFAULT_SLOTS)
+                       replay_slots=args.replay_slots or DEFAULT_SLOTS,
+                       policy=EnginePolicy(challenge_ttl=args.challenge_ttl))
     try:
         return serve(config)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         log.error("cannot start the hub: %s", exc)
         return 1
 

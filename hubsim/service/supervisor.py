@@ -95,6 +95,10 @@ class Supervisor:
             create_bucket_file(quota_path, config.quota)
 
         from hubsim.service.worker import listening_socket
+        if self.reuse_port and config.port:
+            # SO_REUSEPORT would let us share a port another hub of this user already serves, and
+            # split its clients with it: make sure the port is free first.
+            listening_socket(config.host, config.port, reuse_port=False, listen=False).close()
         self._sock = listening_socket(config.host, config.port, reuse_port=self.reuse_port,
                                       listen=not self.reuse_port)
         self.port = self._sock.getsockname()[1]
