@@ -23,7 +23,7 @@ import logging
 import re
 from email.utils import formatdate
 from http import HTTPStatus
-from time import perf_counter, time
+from time import monotonic, perf_counter, time
 
 from aiohttp import web
 
@@ -82,18 +82,20 @@ def encode_reply(reply: DeviceReply, close: bool) -> bytes:
 class DeviceProtocol(asyncio.Protocol):
     """One client connection, answered here until something needs aiohttp (see the module docstring)."""
 
-    __slots__ = ("hub", "server", "connections", "transport", "_buffer", "_paused")
+    __slots__ = ("hub", "server", "connections", "transport", "last_active", "_buffer", "_paused")
 
     def __init__(self, hub: Hub, server: web.Server, connections: set):
         self.hub = hub
         self.server = server
         self.connections = connections
         self.transport = None
+        self.last_active = 0.0
         self._buffer = b""
         self._paused = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.last_active = monotonic()
         self.connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -111,6 +113,7 @@ class DeviceProtocol(asyncio.Protocol):
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = monotonic()
         buf = self._buffer + data if self._buffer else data
         transport = self.transport
         hub = self.hub
@@ -185,6 +188,13 @@ class DeviceProtocol(asyncio.Protocol):
             reply = DeviceReply(500, _INTERNAL, "chain;dur=0.000, pop;dur=0.000", None)
         hub.metrics.request(endpoint, reply.status, perf_counter() - start)
         return encode_reply(reply, close)
+
+    def close_if_idle(self, since: float) -> bool:
+        """Close the connection if nothing arrived after ``since`` (a monotonic time)."""
+        if self.transport is not None and self.last_active < since:
+            self.transport.close()
+            return True
+        return False
 
     def _handoff(self, pending: bytes) -> None:
         """Give this connection to aiohttp from here on, with the bytes not yet answered."""

@@ -73,6 +73,7 @@ class Supervisor:
     # -- start-up ---------------------------------------------------------------------------------------
     def _prepare(self) -> None:
         config = self.config
+        _raise_open_file_limit()
         self.rundir = tempfile.mkdtemp(prefix="certstorm-hub-")
         metrics_dir = os.path.join(self.rundir, "metrics")
         os.mkdir(metrics_dir)
@@ -267,6 +268,20 @@ class Supervisor:
             self._checkpoint()
         if self.rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _raise_open_file_limit() -> None:
+    """Every device connection is a descriptor; the usual soft limit (1024) would cap a worker at about
+    a thousand concurrent devices. Raise it to the hard limit (inherited by the workers)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def _describe(status: int) -> str:

@@ -19,6 +19,8 @@ from hubsim.service.fastpath import DeviceProtocol
 
 log = logging.getLogger("certstorm.hub")
 SHUTDOWN_TIMEOUT = 5.0  # seconds in-flight requests get at a clean stop
+IDLE_TIMEOUT = 300.0    # seconds a keep-alive connection may stay silent before the hub closes it
+IDLE_SWEEP = 10.0
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True,
@@ -101,7 +103,7 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     hub = Hub(config)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    server = web.Server(hub.handle, access_log=None, auto_decompress=False)
+    server = web.Server(hub.handle, access_log=None, auto_decompress=False, keepalive_timeout=IDLE_TIMEOUT)
     fast: set = set()
     listener = await loop.create_server(lambda: DeviceProtocol(hub, server, fast), sock=sock, backlog=1024)
     if ready_fd is not None:
@@ -110,7 +112,7 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
             os.close(ready_fd)
         except OSError:
             pass
-    keeper = loop.create_task(_housekeeping(hub, stop))
+    keeper = loop.create_task(_housekeeping(hub, stop, fast))
     await stop.wait()
     try:
         listener.close()  # stop accepting
@@ -130,10 +132,18 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     return 0
 
 
-async def _housekeeping(hub: Hub, stop: asyncio.Event) -> None:
+async def _housekeeping(hub: Hub, stop: asyncio.Event, fast: set) -> None:
+    loop = asyncio.get_running_loop()
+    next_sweep = loop.time() + IDLE_SWEEP
     while not stop.is_set():
         await asyncio.sleep(SYNC_INTERVAL)
         try:
             hub.housekeeping()
         except Exception:
             log.exception("housekeeping failed; retrying at the next interval")
+        if loop.time() >= next_sweep:
+            # Idle device connections (aiohttp applies the same timeout to the ones it holds).
+            next_sweep = loop.time() + IDLE_SWEEP
+            since = time.monotonic() - IDLE_TIMEOUT
+            for protocol in list(fast):
+                protocol.close_if_idle(since)
