@@ -1,0 +1,146 @@
+"""Capacity planning from measurements: Universal Scalability Law fits, reconnect-storm simulation,
+and the sizing question "to admit D devices within T at p99 <= X, how many hub cores?".
+
+USL (Gunther): X(N) = gamma*N / (1 + alpha*(N-1) + beta*N*(N-1)). With C = X/X(1), x = N-1 and
+y = N/C - 1, the model is y = beta*x^2 + (alpha+beta)*x through the origin: one least-squares fit.
+
+The storm simulator is discrete-event in time buckets: every device tries at once (or spread over a
+window), the hub admits up to its capacity (a token bucket, so bursts are briefly absorbed), refused
+devices come back after their SDK's backoff. It costs O(total attempts), so millions of devices
+simulate in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# delays(retry_number >= 1 as an int array, previous delays, rng) -> seconds to wait, as an array
+Backoff = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class USL:
+    gamma: float   # throughput of one worker
+    alpha: float   # contention
+    beta: float    # coherency (crosstalk)
+
+    def throughput(self, n) -> np.ndarray:
+        n = np.asarray(n, dtype=float)
+        return self.gamma * n / (1 + self.alpha * (n - 1) + self.beta * n * (n - 1))
+
+    @property
+    def peak_workers(self) -> float:
+        """N* = sqrt((1 - alpha) / beta); infinite when there is no coherency cost."""
+        if self.beta <= 0:
+            return math.inf
+        return math.sqrt(max(0.0, 1 - self.alpha) / self.beta)
+
+    def workers_for(self, rate: float, limit: int = 4096) -> int | None:
+        """Fewest workers whose predicted throughput reaches ``rate``; None if the curve never does."""
+        n = np.arange(1, limit + 1)
+        ok = np.nonzero(self.throughput(n) >= rate)[0]
+        return int(n[ok[0]]) if ok.size else None
+
+
+def fit_usl(workers, throughput) -> USL:
+    """Least-squares USL fit; needs the 1-worker point and at least two other worker counts."""
+    n = np.asarray(workers, dtype=float)
+    x_obs = np.asarray(throughput, dtype=float)
+    if n.shape != x_obs.shape or n.size < 3 or len(set(n.tolist())) < 3:
+        raise ValueError("a USL fit needs throughput at three or more distinct worker counts")
+    if 1 not in set(n.tolist()):
+        raise ValueError("a USL fit needs the 1-worker throughput")
+    if np.any(x_obs <= 0):
+        raise ValueError("throughputs must be positive")
+    gamma = float(np.mean(x_obs[n == 1]))
+    c = x_obs / gamma
+    x = n - 1
+    y = n / c - 1
+    design = np.column_stack([x * x, x])
+    (a, b), *_ = np.linalg.lstsq(design, y, rcond=None)
+    beta = max(0.0, float(a))
+    alpha = max(0.0, float(b - a))
+    return USL(gamma, alpha, beta)
+
+
+@dataclass
+class StormResult:
+    devices: int
+    admitted: int
+    time_to_admit: float            # seconds until the last device was admitted (inf if not all were)
+    attempts: int
+    refusals: int
+    peak_pending_challenges: float  # Little's law: admission rate x challenge-to-proof latency
+    curve_t: np.ndarray = field(repr=False)         # bucket end times
+    curve_admitted: np.ndarray = field(repr=False)  # devices admitted by then
+
+    def admitted_by(self, t: float) -> int:
+        i = np.searchsorted(self.curve_t, t, side="right") - 1
+        return int(self.curve_admitted[i]) if i >= 0 else 0
+
+    def time_to_fraction(self, fraction: float) -> float:
+        target = math.ceil(self.devices * fraction)
+        i = np.searchsorted(self.curve_admitted, target, side="left")
+        return float(self.curve_t[i]) if i < self.curve_t.size else math.inf
+
+
+def simulate_storm(devices: int, capacity: float, backoff: Backoff, *, burst: float | None = None,
+                   spread: float = 0.0, latency: float = 0.005, dt: float = 0.01, horizon: float = 3600.0,
+                   seed: int = 0, max_retries: int = 32) -> StormResult:
+    """``devices`` reconnect at once (or uniformly over ``spread`` seconds) against a hub that admits
+    ``capacity`` per second with a bucket of ``burst`` (default: one second's worth); refused devices
+    retry after ``backoff``. Stops when all are admitted or at ``horizon``.
+
+    Devices are counted per (time bucket, retry number): all devices on their k-th retry in one bucket
+    are alike, so the simulation costs O(buckets x retry levels + attempts) whatever the fleet size.
+    """
+    if devices <= 0 or capacity <= 0 or dt <= 0:
+        raise ValueError("devices, capacity and dt must be positive")
+    rng = np.random.default_rng(seed)
+    burst = capacity if burst is None else burst
+    n_buckets = int(math.ceil(horizon / dt))
+    pending = np.zeros((n_buckets + 1, max_retries + 1), dtype=np.int32)
+    if spread > 0:
+        np.add.at(pending[:, 0], np.minimum((rng.uniform(0, spread, devices) / dt).astype(np.int64), n_buckets), 1)
+    else:
+        pending[0, 0] = devices
+    tokens = burst
+    admitted = attempts = refusals = 0
+    waiting = devices
+    curve_a = np.zeros(n_buckets, dtype=np.int64)
+    peak_rate = 0.0
+    last_admit = math.inf
+    end = n_buckets
+    for b in range(n_buckets):
+        tokens = min(burst, tokens + capacity * dt)
+        counts = pending[b]
+        n = int(counts.sum())
+        if n:
+            attempts += n
+            k = min(n, int(tokens))
+            tokens -= k
+            admitted += k
+            waiting -= k
+            peak_rate = max(peak_rate, k / dt)
+            if k:
+                last_admit = (b + 1) * dt
+            if k < n:
+                refused = counts - rng.multivariate_hypergeometric(counts, k)
+                refusals += n - k
+                for level in np.flatnonzero(refused):
+                    m = int(refused[level])
+                    retry = min(level + 1, max_retries)
+                    delays = np.maximum(backoff(np.full(m, level + 1), np.zeros(m), rng), dt)
+                    offsets = np.bincount(np.minimum((delays / dt).astype(np.int64), n_buckets - b - 1))
+                    pending[b + 1:b + 1 + offsets.size, retry] += offsets
+        curve_a[b] = admitted
+        if waiting == 0:
+            end = b + 1
+            break
+    curve_t = (np.arange(end) + 1) * dt
+    return StormResult(devices, admitted, last_admit if admitted == devices else math.inf, attempts, refusals,
+                       peak_rate * latency, curve_t, curve_a[:end])
