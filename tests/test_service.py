@@ -506,6 +506,53 @@ def test_metrics_count_authentications_across_workers(hub, fleet, workers):
     assert admitted() >= 6
 
 
+# -- the shared pieces, in-process --------------------------------------------------------------------
+def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path):
+    import os
+    from hubsim.errors import AuthError
+    from hubsim.service.guard import SharedReplayGuard, ensure_guard_file
+    path = str(tmp_path / "g")
+    assert ensure_guard_file(path, slots=32) is True
+    assert ensure_guard_file(path, slots=32) is False  # kept, with its secret
+    first, second = SharedReplayGuard(path), SharedReplayGuard(path)  # two "workers"
+    assert first.secret == second.secret and len(first.secret) == 32 and first.slots == 32
+    nonces = [os.urandom(16) for _ in range(32)]
+    for n in nonces:
+        assert first.claim(n, 100.0, 10.0)
+    assert not any(second.claim(n, 100.0, 50.0) for n in nonces)  # replays, seen by the other process
+    with pytest.raises(AuthError) as info:
+        second.claim(os.urandom(16), 100.0, 50.0)  # every slot live: refuse rather than forget
+    assert info.value.code == "throttled"
+    assert second.claim(nonces[0], 200.0, 150.0)  # after expiry the nonce (and its slot) is free again
+    assert first.live_entries(150.0) == 1
+    # A nonce whose bytes straddle two stored nonces is not mistaken for either.
+    straddle = nonces[0][8:] + nonces[1][:8]
+    assert first.claim(straddle, 300.0, 150.0)
+    assert first.generation() == 0 and second.bump_generation() == 1 and first.generation() == 1
+    first.close()
+    second.close()
+    with open(path, "r+b") as fh:
+        fh.write(b"garbage!")
+    assert ensure_guard_file(path, slots=32) is True  # unreadable: a new file, a new secret
+
+
+def test_shared_token_bucket_refills_at_the_rate(tmp_path):
+    from hubsim.service.quota import SharedTokenBucket, create_bucket_file, retry_after_header
+    now = [1000.0]
+    path = str(tmp_path / "q")
+    create_bucket_file(path, parse_quota("2"))
+    a, b = SharedTokenBucket(path, clock=lambda: now[0]), SharedTokenBucket(path, clock=lambda: now[0])
+    # The file was written with the real monotonic clock; start both from a known, full state.
+    assert a.take() == 0.0 and b.take() == 0.0
+    wait = a.take()
+    assert wait > 0 and b.take() > 0  # the burst (2 tokens) is shared
+    now[0] += 0.5
+    assert b.take() == 0.0 and a.take() == pytest.approx(0.5)
+    assert retry_after_header(0.01) == "1" and retry_after_header(2.2) == "3"
+    a.close()
+    b.close()
+
+
 # -- configuration ---------------------------------------------------------------------------------------
 def test_quota_presets_and_rates():
     assert parse_quota(None) is None and parse_quota("0") is None and parse_quota("none") is None

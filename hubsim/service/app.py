@@ -76,6 +76,8 @@ class DeviceReply(NamedTuple):
 
 
 def _error(exc: AuthError, headers: dict | None = None) -> web.Response:
+    if exc.code == "throttled" and not (headers and "Retry-After" in headers):
+        headers = {**(headers or {}), "Retry-After": "1"}
     body = json.dumps({"error": exc.code, "message": exc.message}).encode()
     return web.Response(body=body, status=exc.status, content_type=_JSON, headers=headers)
 
@@ -357,6 +359,8 @@ class Hub:
     def refusal(self, step: str, exc: AuthError, chain: float = 0.0, pop: float = 0.0,
                 retry_after: str | None = None) -> DeviceReply:
         self.metrics.refused(step, exc.code)
+        if exc.code == "throttled" and retry_after is None:
+            retry_after = "1"  # the replay guard is full: back off briefly
         body = json.dumps({"error": exc.code, "message": exc.message}).encode()
         return DeviceReply(exc.status, body, _timing(chain, pop), retry_after)
 
