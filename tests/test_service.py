@@ -516,7 +516,12 @@ def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path
     assert ensure_guard_file(path, slots=32) is False  # kept, with its secret
     first, second = SharedReplayGuard(path), SharedReplayGuard(path)  # two "workers"
     assert first.secret == second.secret and len(first.secret) == 32 and first.slots == 32
-    nonces = [os.urandom(16) for _ in range(32)]
+    def nonce(bucket: int) -> bytes:  # both hash choices (low bit of bytes 0 and 4) in one bucket
+        raw = bytearray(os.urandom(16))
+        raw[0] = (raw[0] & 0xFE) | bucket
+        raw[4] = (raw[4] & 0xFE) | bucket
+        return bytes(raw)
+    nonces = [nonce(i % 2) for i in range(32)]
     for n in nonces:
         assert first.claim(n, 100.0, 10.0)
     assert not any(second.claim(n, 100.0, 50.0) for n in nonces)  # replays, seen by the other process
@@ -525,9 +530,14 @@ def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path
     assert info.value.code == "throttled"
     assert second.claim(nonces[0], 200.0, 150.0)  # after expiry the nonce (and its slot) is free again
     assert first.live_entries(150.0) == 1
-    # A nonce whose bytes straddle two stored nonces is not mistaken for either.
-    straddle = nonces[0][8:] + nonces[1][:8]
-    assert first.claim(straddle, 300.0, 150.0)
+    # A nonce whose bytes straddle two live stored nonces in its bucket is not mistaken for a replay.
+    n0 = bytearray(nonce(0))
+    n0[8] &= 0xFE
+    n0[12] &= 0xFE
+    n0, n1 = bytes(n0), nonce(0)
+    assert first.claim(n0, 400.0, 300.0) and first.claim(n1, 400.0, 300.0)
+    assert first.claim(n0[8:] + n1[:8], 400.0, 300.0)
+    assert not first.claim(n1, 400.0, 300.0)
     assert first.generation() == 0 and second.bump_generation() == 1 and first.generation() == 1
     first.close()
     second.close()
