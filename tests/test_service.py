@@ -455,7 +455,7 @@ def test_bad_input_never_yields_500_or_kills_a_worker(hub, fleet):
               chain[: len(chain) // 2], chain.replace(b"M", b"N", 3), b"\x30\x82\xff\xff" + b"\x00" * 64,
               json.dumps({"challenge": issued["challenge"], "signature": "A" * 5000}).encode(),
               json.dumps({"challenge": issued["challenge"][:-8], "signature": "AAAA"}).encode(),
-              b'{"challenge": null, "signature": null}', b"[]", b"1e999", b'"\\ud800"', "é".encode("utf-16")]
+              b'{"challenge": null, "signature": null}', b"[]", b"1e999", b"[" * 15000, b"1" * 9000, b'"\\ud800"', "é".encode("utf-16")]
     paths = ["/devices/challenge", "/devices/proof", "/cas", "/cas/" + "a" * 64 + "/verify", "/revocations",
              "/devices/x/disable"]
     for path in paths:

@@ -1,7 +1,10 @@
-"""The HTTP face of one hub worker: a low-level aiohttp server with a hand-written dispatcher.
+"""The HTTP face of one hub worker: the request handling behind both servers of a worker.
 
-The two device endpoints are the hot path and are matched first, before any path splitting; their
-responses are assembled as bytes. Nothing here logs per request, and metrics go through the batched
+The device endpoints are written transport-free (:meth:`Hub.challenge`, :meth:`Hub.proof` return a
+:class:`DeviceReply`): the raw fast path (:mod:`hubsim.service.fastpath`) answers most device requests
+with them, and :meth:`Hub.handle` -- a low-level aiohttp handler with a hand-written dispatcher --
+answers everything else, device requests the fast path handed over included. Device responses are
+assembled as bytes. Nothing here logs per request, and metrics go through the batched
 accumulators of :mod:`hubsim.service.metrics`. Administrative endpoints first bring this worker's
 engine up to date with the database (:meth:`Hub.sync`) so they always act on the latest state.
 
@@ -109,7 +112,7 @@ def _b64(text, field: str) -> bytes:
 def _json_object(body: bytes) -> dict:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: '[[[[...' nested deeply
         raise AuthError("malformed_input", "the body is not a JSON document") from None
     if not isinstance(doc, dict):
         raise AuthError("malformed_input", "the body must be a JSON object")
