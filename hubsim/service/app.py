@@ -28,6 +28,8 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from aiohttp import web
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509 import InvalidVersion
 
 from hubsim.engine import AuthEngine, EnginePolicy
 from hubsim.errors import AuthError
@@ -107,6 +109,26 @@ def _b64(text, field: str) -> bytes:
         return base64.b64decode(cleaned, validate=True)
     except (binascii.Error, ValueError):
         raise AuthError("malformed_input", f"{field!r} is not valid base64") from None
+
+
+_last_parse_report = [0.0]
+
+
+def _parsing(step, *args, **kwargs):
+    """Run an engine step that parses uploaded bytes. The engine is meant to turn every defect of its
+    input into an AuthError; some parse errors of cryptography (a lazily parsed subject, an invalid
+    version number) escape it as ValueError or InvalidVersion. Those are the input's fault, so the
+    client gets 400 ``malformed_input`` (``unsupported_algorithm`` for UnsupportedAlgorithm) -- but each
+    is an engine gap, so it is logged with its traceback (at most every 10 s per worker)."""
+    try:
+        return step(*args, **kwargs)
+    except (ValueError, InvalidVersion, UnsupportedAlgorithm) as exc:
+        now = time.monotonic()
+        if now - _last_parse_report[0] > 10.0:
+            _last_parse_report[0] = now
+            log.warning("engine let a parse error of uploaded data escape (answered 4xx)", exc_info=True)
+        code = "unsupported_algorithm" if isinstance(exc, UnsupportedAlgorithm) else "malformed_input"
+        raise AuthError(code, f"the upload could not be parsed: {type(exc).__name__}") from None
 
 
 def _json_object(body: bytes) -> dict:
@@ -371,7 +393,7 @@ class Hub:
         metrics = self.metrics
         t0 = perf_counter()
         try:
-            challenge = self.engine.begin(body)
+            challenge = _parsing(self.engine.begin, body)
         except AuthError as exc:
             took = perf_counter() - t0
             metrics.chain.observe(took)
@@ -396,7 +418,7 @@ class Hub:
         metrics = self.metrics
         t0 = perf_counter()
         try:
-            admission = self.engine.complete(token, signature)
+            admission = _parsing(self.engine.complete, token, signature)
         except AuthError as exc:
             took = perf_counter() - t0
             metrics.pop.observe(took)
@@ -446,7 +468,7 @@ class Hub:
     async def _register_ca(self, request) -> web.Response:
         body = await self._body(request, self.ca_limit, PEM_TYPES)
         self.sync()
-        record = self.engine.register_ca(body)
+        record = _parsing(self.engine.register_ca, body)
         if not self.store.insert_ca(record, time.time()):
             self.engine.remove_ca(record.id)
             self.sync()
@@ -493,7 +515,7 @@ class Hub:
         else:
             signature, certificate = None, body
         code = record.verification_code
-        record = self.engine.verify_ca(record.id, certificate=certificate, signature=signature)
+        record = _parsing(self.engine.verify_ca, record.id, certificate=certificate, signature=signature)
         if not self.store.mark_ca_verified(record, code, time.time()):
             # Another worker removed, verified or re-coded this CA meanwhile: take its version.
             self._apply_ca(record.id)
