@@ -522,6 +522,30 @@ def test_metrics_count_authentications_across_workers(hub, fleet, workers):
     assert admitted() >= 6
 
 
+def test_a_body_cut_short_is_the_clients_fault():
+    import asyncio
+    from unittest import mock
+
+    from aiohttp import streams
+    from aiohttp.test_utils import make_mocked_request
+    from aiohttp.web_protocol import RequestPayloadError
+
+    from hubsim.errors import AuthError
+    from hubsim.service.app import PEM_TYPES, Hub
+
+    async def read(exc):
+        payload = streams.StreamReader(mock.Mock(), 2**16, loop=asyncio.get_running_loop())
+        payload.feed_data(b"-----BEGIN")
+        payload.set_exception(exc)
+        request = make_mocked_request("POST", "/devices/challenge", payload=payload,
+                                      headers={"Content-Length": "1000"})
+        with pytest.raises(AuthError) as info:
+            await Hub._body(None, request, 4096, PEM_TYPES)
+        return info.value.code
+    for exc in (ConnectionResetError("Connection lost"), RequestPayloadError("bad chunk")):
+        assert asyncio.run(read(exc)) == "malformed_input"
+
+
 # -- the shared pieces, in-process --------------------------------------------------------------------
 def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path):
     import os

@@ -28,6 +28,8 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509 import InvalidVersion
 
@@ -350,14 +352,19 @@ class Hub:
         content = request.content
         chunks = []
         size = 0
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise AuthError("upload_too_large", f"the body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise AuthError("upload_too_large", f"the body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+        except (ConnectionError, RequestPayloadError, HttpProcessingError):
+            # The client went away mid-body, or framed it badly (chunked encoding, length): its fault,
+            # and (if it is still there) it gets a 400; nothing to log.
+            raise AuthError("malformed_input", "the request body was cut short or badly framed") from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- the device path ----------------------------------------------------------------------------
