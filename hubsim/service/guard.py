@@ -1,8 +1,9 @@
-"""The challenge secret and the replay guard every hub worker process shares, in one memory-mapped file.
+"""The challenge secret, the replay guard and the change generation every hub worker shares, in one
+memory-mapped file.
 
 Challenges are sealed tokens (:mod:`hubsim.challenge`): any worker holding the secret can check a proof,
 so the secret and the record of used nonces are the only state the device path shares across processes.
-Both live in ``<db>.guard``, next to the SQLite database:
+They live in ``<db>.guard``, next to the SQLite database, with the administrative change counter:
 
 * **The secret** sits in the header. It is created with the file and kept across restarts, so a
   challenge issued before a restart can still be answered after it. Deleting the file (or a file that
@@ -11,9 +12,12 @@ Both live in ``<db>.guard``, next to the SQLite database:
 * **The used nonces** sit in a fixed-size hash table of buckets: a claim takes an exclusive ``flock``
   on the file, looks the nonce up in its two candidate buckets (two-choice hashing on the nonce's own
   random bytes), and writes it with its token expiry into a slot whose previous entry has expired.
-  Expired entries are simply overwritten, so there is nothing to sweep. A claim costs about 5 µs;
-  an INSERT into a SQLite WAL table with ``synchronous=OFF`` cost 18-35 µs here, which is why this is not
-  a SQLite table.
+  Expired entries are simply overwritten, so there is nothing to sweep. A claim costs about 10 µs
+  here (two ``flock`` calls, two in-place searches of the map); an autocommitted INSERT into a SQLite
+  WAL table with ``synchronous=OFF`` cost 18-35 µs, which is why this is not a SQLite table.
+* **A change generation** (a counter in the header) that administrative writes bump after they
+  commit to SQLite; every worker reads it at the start of each request and catches up with the
+  database when it moved (see :meth:`SharedReplayGuard.generation`).
 
 Safety: a claim either finds the nonce (replay refused) or records it before the proof is accepted,
 under a lock every worker takes; the lock is released by the kernel if a worker dies holding it. The

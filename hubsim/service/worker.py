@@ -1,5 +1,10 @@
 """One hub worker process: an event loop (uvloop when installed), the listening socket, and the
-housekeeping timer that keeps the worker in step with the others."""
+housekeeping timer that keeps the worker in step with the others.
+
+Profiling: with ``CERTSTORM_PROFILE_DIR`` set, each worker runs under cProfile and writes
+``worker-<pid>.prof`` there when it stops (wall-clock timer: pin the worker to its own core, e.g.
+``taskset -c 0``, so that wall time is CPU time).
+"""
 
 from __future__ import annotations
 
