@@ -640,13 +640,15 @@ def test_quota_refuses_new_connections_with_retry_after_and_challenges_expire(tm
         refused(prove(hub, late), 401, "challenge_expired")
 
 
-def test_a_second_hub_cannot_take_a_port_in_use(hub, tmp_path):
+def test_a_second_hub_cannot_take_a_port_or_a_database_in_use(hub, tmp_path):
     import subprocess
     import sys
-    done = subprocess.run([sys.executable, "-m", "hubsim.service", "--port", str(hub.port), "--workers", "1",
-                           "--db", str(tmp_path / "other.db")], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1, done
-    assert "Address already in use" in done.stderr
+    for args, complaint in ((["--port", str(hub.port), "--db", str(tmp_path / "other.db")], "Address already in use"),
+                            (["--port", "0", "--db", hub.db], "another hub is already using")):
+        done = subprocess.run([sys.executable, "-m", "hubsim.service", "--workers", "1", *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done
+        assert complaint in done.stderr
     assert hub.healthz()["status"] == "ok"
 
 

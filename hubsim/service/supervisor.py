@@ -16,6 +16,7 @@ running after the grace period are killed.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
@@ -69,6 +70,7 @@ class Supervisor:
         self._sock = None
         self._stop = False
         self._worker_config = None
+        self._lock = None
 
     # -- start-up ---------------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -86,6 +88,15 @@ class Supervisor:
         db = self._db = os.path.abspath(config.db)
         if os.path.dirname(db):
             os.makedirs(os.path.dirname(db), exist_ok=True)
+        # One hub per database: a second one would trim the change log under the first one's workers
+        # and throttle with a bucket of its own. The lock lives as long as any of our processes.
+        self._lock = open(db + ".lock", "a")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise RuntimeError(f"another hub is already using {db}") from None
         sqlstore.initialise(db)
         guard_path = db + ".guard"
         if ensure_guard_file(guard_path, slots=config.replay_slots):
@@ -268,6 +279,8 @@ class Supervisor:
             self._checkpoint()
         if self.rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
 
 
 def _raise_open_file_limit() -> None:
