@@ -166,7 +166,11 @@ class AuthEngine:
             raise AuthError("ca_exists")
         if fp in self._revoked:
             raise AuthError("cert_revoked", "this CA certificate has been revoked")
-        record = CARecord(ca_id, der, cert, cert.subject.rfc4514_string(), "unverified", now)
+        try:
+            subject = cert.subject.rfc4514_string()
+        except ValueError as exc:
+            raise AuthError("malformed_input", f"CA subject: {exc}") from None
+        record = CARecord(ca_id, der, cert, subject, "unverified", now)
         self._new_code(record, now)
         self._cas[ca_id] = record
         return record
@@ -365,10 +369,12 @@ def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:
         raise AuthError("not_a_ca", "BasicConstraints says CA:FALSE")
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not ku.key_cert_sign:
-            raise AuthError("not_a_ca", "KeyUsage lacks keyCertSign")
     except x509.ExtensionNotFound:
-        pass
+        # RFC 5280 lets a CA omit KeyUsage, but the verifier's CA profile requires it: such a CA could
+        # never admit a device, so refuse it now rather than accept it and fail every device later.
+        raise AuthError("not_a_ca", "CA certificates need a KeyUsage extension with keyCertSign") from None
+    if not ku.key_cert_sign:
+        raise AuthError("not_a_ca", "KeyUsage lacks keyCertSign")
     if now < cert.not_valid_before_utc.timestamp():
         raise AuthError("cert_not_yet_valid", "the CA certificate is not valid yet")
     if now > cert.not_valid_after_utc.timestamp():

@@ -45,6 +45,7 @@ CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "No such endpoint."),
     "method_not_allowed": (405, "The endpoint does not take this method."),
     "throttled": (429, "The configured connection quota is exceeded; retry after the time given."),
+    "internal_error": (500, "The hub failed on its own account; the request may be retried. Never caused by input."),
     "revocation_not_found": (404, "Nothing to revoke: the fingerprint is not a valid SHA-256 hex string."),
 }
 

@@ -7,7 +7,6 @@ and error messages never quote it.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import re
@@ -90,22 +89,31 @@ def read_certificates(
     return parsed
 
 
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
+
+
 def _split_body(data: bytes, max_certificates: int) -> list[bytes]:
     if any(marker in data for marker in _PRIVATE_KEY_MARKERS):
         raise AuthError("private_key_in_upload")
-    if b"-----BEGIN" not in data:
+    begins = data.count(b"-----BEGIN")
+    if not begins:
         return [data]  # a single DER object
-    blocks = _PEM_BLOCK.findall(data)
-    if not blocks:
-        raise AuthError("malformed_input", "PEM armour without a complete block")
-    if len(blocks) > 2 * max_certificates:
+    if begins > 2 * max_certificates:
         raise AuthError("too_many_certificates", f"at most {max_certificates} certificates per upload")
+    if data.count(_BEGIN) != begins:
+        label = _PEM_BLOCK.search(data)
+        what = repr(label.group(1).decode()) if label and label.group(1) != b"CERTIFICATE" else "a non-certificate"
+        raise AuthError("malformed_input", f"unexpected PEM block {what}; only CERTIFICATE is accepted")
+    # Split on the markers instead of a regular expression: a third of the cost of a warm challenge
+    # went to the regex on three-certificate bundles.
     ders = []
-    for label, body in blocks:
-        if label != b"CERTIFICATE":
-            raise AuthError("malformed_input", f"unexpected PEM block {label.decode()!r}; only CERTIFICATE is accepted")
+    for part in data.split(_BEGIN)[1:]:
+        end = part.find(_END)
+        if end < 0:
+            raise AuthError("malformed_input", "PEM armour without a complete block")
         try:
-            ders.append(base64.b64decode(b"".join(body.split()), validate=True))
+            ders.append(binascii.a2b_base64(part[:end], strict_mode=False))
         except (binascii.Error, ValueError):
             raise AuthError("malformed_input", "a CERTIFICATE block is not valid base64") from None
     return ders
@@ -114,7 +122,7 @@ def _split_body(data: bytes, max_certificates: int) -> list[bytes]:
 def _load(der: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         pass
     if looks_like_private_key(der):
         raise AuthError("private_key_in_upload")
