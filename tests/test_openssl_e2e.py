@@ -17,10 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from hubproc import ROOT, HubProcess
+from hubsim.service.launcher import HubProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line")
-DOC = ROOT / "docs" / "api.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
 def doc_blocks(marker: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hubproc import HubProcess
+from hubsim.service.launcher import HubProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 from hubsim.service.quota import parse_quota

@@ -1,4 +1,5 @@
-"""Run the real hub as a subprocess on loopback for tests, and talk to it over plain HTTP.
+"""Run the real hub as a subprocess on loopback, and talk to it over plain HTTP: for the tests, the
+benchmarks and ``certstorm run``.
 
 ``HubProcess(db).start()`` runs ``python -m hubsim.service --port 0`` (the supervisor picks a free port
 and prints its URL), waits until ``/healthz`` answers from every worker, and ``stop()`` sends SIGTERM
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (hubsim/service/launcher.py)
 
 
 class Reply:
@@ -36,7 +37,10 @@ class Reply:
 
 
 class HubProcess:
-    def __init__(self, db: str | os.PathLike, *, workers: int = 2, args: tuple[str, ...] = ()):
+    def __init__(self, db: str | os.PathLike, *, workers: int = 2, args: tuple[str, ...] = (),
+                 prefix: tuple[str, ...] = ()):
+        """``prefix`` goes before the command, e.g. ``("taskset", "-c", "0")`` to pin the hub to a core."""
+        self.prefix = tuple(prefix)
         self.db = str(db)
         self.workers = workers
         self.args = tuple(args)
@@ -49,7 +53,7 @@ class HubProcess:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "HubProcess":
-        cmd = [sys.executable, "-m", "hubsim.service", "--host", "127.0.0.1", "--port", "0",
+        cmd = [*self.prefix, sys.executable, "-m", "hubsim.service", "--host", "127.0.0.1", "--port", "0",
                "--workers", str(self.workers), "--db", self.db, *self.args]
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -128,7 +132,8 @@ class HubProcess:
 
     def healthz(self, conn=None) -> dict:
         reply = self.call("GET", "/healthz", conn=conn)
-        assert reply.status == 200, reply
+        if reply.status != 200:
+            raise RuntimeError(f"/healthz answered {reply!r}")
         return reply.json()
 
     def worker_connections(self, attempts: int = 400) -> dict[int, http.client.HTTPConnection]:
@@ -145,7 +150,7 @@ class HubProcess:
                 return found
         for conn in found.values():
             conn.close()
-        raise AssertionError(f"reached only workers {sorted(found)} of {self.workers}")
+        raise RuntimeError(f"reached only workers {sorted(found)} of {self.workers}")
 
     def wait_workers(self, count: int, timeout: float = 15.0, exclude: set[int] = frozenset()) -> list[int]:
         """Wait until ``count`` workers (none of them in ``exclude``) are listed and answering."""
@@ -161,7 +166,20 @@ class HubProcess:
                         if seen >= set(pids):
                             return pids
                 last = pids
-            except (OSError, http.client.HTTPException, AssertionError) as exc:
+            except (OSError, http.client.HTTPException, RuntimeError) as exc:
                 last = exc
             time.sleep(0.05)
-        raise AssertionError(f"workers not ready in {timeout} s (last: {last}):\n{self.log()}")
+        raise RuntimeError(f"workers not ready in {timeout} s (last: {last}):\n{self.log()}")
+
+
+def cpu_seconds(pids) -> float:
+    """User plus system CPU seconds the processes have used so far, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
