@@ -1,0 +1,121 @@
+"""The swarm's administrative calls to the hub: register Company-X's CA and prove possession, once per run;
+read the hub's worker pids and memory for the run summary. Plain ``http.client`` (cooperative under
+Locust's gevent patching), one short-lived connection per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+
+_PEM = {"Content-Type": "application/x-pem-file"}
+
+
+class HubError(RuntimeError):
+    def __init__(self, what: str, status: int, body: bytes):
+        try:
+            data = json.loads(body)
+            code, message = data.get("error", f"http_{status}"), data.get("message", "")
+        except ValueError:
+            code, message = f"http_{status}", body[:200].decode("utf-8", "replace")
+        super().__init__(f"{what}: {status} {code} {message}".rstrip())
+        self.status = status
+        self.code = code
+
+
+class HubClient:
+    def __init__(self, url: str, timeout: float = 30.0):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"hub URL must be http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        if self.tls:
+            import ssl
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request(method, self.prefix + path, body=body, headers=headers or {})
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+             ok=(200, 201)) -> dict:
+        status, data = self.call(method, path, body, headers)
+        if status not in ok:
+            raise HubError(f"{method} {path}", status, data)
+        return json.loads(data)
+
+    # -- CA registration and proof of possession -----------------------------------------------------------
+    def ensure_ca(self, custodian) -> dict:
+        """Register ``custodian``'s CA certificate and prove possession of its key, unless the hub already
+        holds it verified. Returns what happened, for the run summary."""
+        started = time.perf_counter()
+        cert = custodian.certificate
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        ca_id = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        status, data = self.call("POST", "/cas", pem, _PEM)
+        if status == 201:
+            registered = json.loads(data)
+            action = "registered"
+        elif status == 409:
+            registered = self.json("GET", f"/cas/{ca_id}")
+            if registered.get("revoked"):
+                raise HubError("CA already on the hub and revoked", 403, data)
+            if registered.get("status") == "verified":
+                return {"id": ca_id, "status": "verified", "action": "already verified",
+                        "seconds": round(time.perf_counter() - started, 4)}
+            registered = self.json("POST", f"/cas/{ca_id}/verification-code")
+            action = "re-proved (was unverified)"
+        else:
+            raise HubError("POST /cas", status, data)
+        code = registered["verification_code"]
+        proof = custodian.verification_certificate(code).public_bytes(serialization.Encoding.PEM)
+        verified = self.json("POST", f"/cas/{registered['id']}/verify", proof, _PEM)
+        if verified.get("status") != "verified":
+            raise HubError("POST /cas/{id}/verify did not verify", 200, json.dumps(verified).encode())
+        return {"id": registered["id"], "status": "verified", "action": action,
+                "seconds": round(time.perf_counter() - started, 4)}
+
+    # -- the hub's processes (for summaries) ---------------------------------------------------------------
+    def healthz(self) -> dict:
+        return self.json("GET", "/healthz")
+
+    def memory(self) -> dict | None:
+        """RSS of the hub's supervisor and workers (from /proc), when the hub runs on this machine."""
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            return None
+        try:
+            info = self.healthz()
+        except Exception:
+            return None
+        pids = [info.get("supervisor"), *info.get("workers", [])]
+        out = {}
+        for pid in pids:
+            if pid is None:
+                continue
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[str(pid)] = int(line.split()[1])
+            except OSError:
+                continue
+        return {"rss_kib": out, "total_rss_kib": sum(out.values()), "workers": info.get("workers")}
