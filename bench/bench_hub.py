@@ -1,0 +1,88 @@
+"""The hub over HTTP: one authentication round trip on loopback, and the hub's own CPU per
+authentication against the two-verify floor (issue: hub CPU per authentication <= 2x the floor).
+
+The hub runs as one worker pinned to core 0 and this process to core 1 where the machine has two cores,
+so the client's speed does not change the hub's CPU accounting, which comes from /proc for the worker.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+
+import pytest
+
+from bench.httpdevice import authenticate, register_and_prove
+from hubsim.service.launcher import HubProcess, cpu_seconds
+from loadgen._fleet import generate_fleet
+
+DEVICES = 1500
+PINNED = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    prefix = ("taskset", "-c", "0") if PINNED and _has("taskset") else ()
+    proc = HubProcess(tmp_path_factory.mktemp("hub") / "hub.db", workers=1, prefix=prefix).start()
+    old = os.sched_getaffinity(0) if PINNED else None
+    if PINNED:
+        os.sched_setaffinity(0, {1})
+    try:
+        yield proc
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, old)
+        proc.stop()
+
+
+def _has(tool: str) -> bool:
+    from shutil import which
+    return which(tool) is not None
+
+
+@pytest.fixture(scope="module")
+def fleet_and_conn(hub, tmp_path_factory):
+    fleet = generate_fleet(tmp_path_factory.mktemp("fleet"), DEVICES + 10, progress=False)
+    admin = http.client.HTTPConnection(hub.host, hub.port, timeout=10)
+    register_and_prove(admin, fleet.custodian())
+    admin.close()  # admin requests move a connection off the device fast path for good
+    conn = http.client.HTTPConnection(hub.host, hub.port, timeout=10)
+    authenticate(conn, fleet.identity(0))  # the first sight of the intermediates
+    yield fleet, conn
+    conn.close()
+
+
+def test_http_authentication_round_trip(benchmark, calibration, fleet_and_conn):
+    fleet, conn = fleet_and_conn
+    idents = iter(range(1, DEVICES))
+
+    def setup():
+        return (conn, fleet.identity(next(idents))), {}
+
+    result = benchmark.pedantic(authenticate, setup=setup, rounds=300, iterations=1)
+    assert result["first_connection"]
+    calibration.record(benchmark)
+
+
+def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn):
+    """Hub worker CPU over a fixed number of authentications, from the worker's own accounting."""
+    fleet, conn = fleet_and_conn
+    pids = hub.healthz()["workers"]
+    start, count = 400, DEVICES - 400
+    identities = [fleet.identity(i) for i in range(start, start + count)]
+
+    def run():
+        before = cpu_seconds(pids)
+        for ident in identities:
+            authenticate(conn, ident)
+        return cpu_seconds(pids) - before
+
+    spent = benchmark.pedantic(run, rounds=1, iterations=1)
+    per_auth = spent / count
+    floor = 2 * calibration.verify
+    benchmark.extra_info.update(hub_cpu_us_per_auth=round(per_auth * 1e6, 1), floor_us=round(floor * 1e6, 1),
+                                floor_multiple=round(per_auth / floor, 3), authentications=count,
+                                verifies=round(per_auth / calibration.verify, 4),
+                                verifies_min=round(per_auth / calibration.verify, 4))
+    print(f"\nhub CPU per authentication: {per_auth * 1e6:.0f} µs = {per_auth / floor:.2f}x the floor "
+          f"({floor * 1e6:.0f} µs)")
