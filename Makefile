@@ -34,6 +34,7 @@ bench-compare: bench
 bench-baseline: bench
 	mkdir -p results/baselines
 	cp results/bench-latest.json results/baselines/bench.json
+	$(PY) -m bench.compare --slim results/baselines/bench.json
 
 # Every benchmark once, untimed, so none can rot (CI runs this after the tests).
 bench-smoke: $(STAMP)

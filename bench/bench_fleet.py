@@ -72,6 +72,7 @@ def test_fleet_per_device(benchmark, calibration, seeded):
     if benchmark.stats is None:  # --benchmark-disable: the code ran once, nothing was timed
         return
     calibration.record(benchmark, per=DEVICES)
+    benchmark.extra_info["operations_per_round"] = DEVICES
     per_device = benchmark.stats.stats.min / DEVICES
     floor = min(floors)
     benchmark.extra_info.update(

@@ -82,6 +82,7 @@ def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn)
     floor = 2 * calibration.verify
     benchmark.extra_info.update(hub_cpu_us_per_auth=round(per_auth * 1e6, 1), floor_us=round(floor * 1e6, 1),
                                 floor_multiple=round(per_auth / floor, 3), authentications=count,
+                                operations_per_round=count, cpu_seconds_per_operation=per_auth,
                                 verifies=round(per_auth / calibration.verify, 4),
                                 verifies_min=round(per_auth / calibration.verify, 4))
     print(f"\nhub CPU per authentication: {per_auth * 1e6:.0f} µs = {per_auth / floor:.2f}x the floor "

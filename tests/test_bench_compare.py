@@ -32,3 +32,21 @@ def test_files_without_normalised_costs_are_refused(tmp_path):
     empty = tmp_path / "e.json"
     empty.write_text(json.dumps({"benchmarks": [{"fullname": "x", "extra_info": {}}]}))
     assert compare.main([str(empty), str(empty)]) == 2
+
+
+def test_costs_are_normalised_by_the_runs_own_fastest_verify(tmp_path, capsys):
+    def run(name, verify_min, warm_min):
+        data = {"benchmarks": [
+            {"name": "test_calibration_raw_verify", "fullname": "b::test_calibration_raw_verify",
+             "stats": {"min": verify_min, "data": [1, 2, 3]}, "extra_info": {}},
+            {"name": "warm", "fullname": "b::warm", "stats": {"min": warm_min}, "extra_info": {}}]}
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        return str(path)
+    base = run("base.json", 80e-6, 200e-6)      # 2.5 verifies on a fast machine
+    cur = run("cur.json", 120e-6, 300e-6)       # 2.5 verifies on a slower one: no regression
+    assert compare.main([base, cur]) == 0
+    slower = run("slow.json", 80e-6, 260e-6)    # 3.25 verifies: 30% worse
+    assert compare.main([base, slower]) == 1
+    assert compare.main([base, "--slim"]) == 0
+    assert "data" not in json.loads((tmp_path / "base.json").read_text())["benchmarks"][0]["stats"]
