@@ -246,7 +246,7 @@ class Swarm:
             gevent.sleep(0.01)
         self.recorder.cpu.stop()
         extra = {"role": self.role, "index": self.partition.index, "devices_in_share": self.partition.size,
-                 "pid": os.getpid(), "in_flight_at_end": self.in_flight}
+                 "pid": os.getpid(), "in_flight_at_end": self.in_flight, "locust": _locust_stats(self.env)}
         if self.queue is not None:
             extra["queue"] = {"devices": self.queue.total, "admitted": self.queue.admitted,
                               "gave_up": self.queue.gave_up, "still_waiting": len(self.queue)}
@@ -287,7 +287,8 @@ class Swarm:
             meta["hub_memory_after"] = HubClient(self.hub_url).memory()
         except Exception:
             meta["hub_memory_after"] = None
-        meta["locust"] = _locust_stats(self.env)
+        # Locust's own entries, summed over the processes (a master's stats lag its workers' by up to 3 s)
+        meta["locust"] = _sum_locust(r.get("locust", {}) for r in self.reports.values())
         if not self.reports:
             log.error("no worker reports arrived; no summary written")
             return
@@ -312,6 +313,17 @@ def _locust_stats(env) -> dict:
                                    "avg_ms": round(e.avg_response_time, 3),
                                    "p50_ms": e.get_response_time_percentile(0.5),
                                    "p99_ms": e.get_response_time_percentile(0.99)}
+    return out
+
+
+def _sum_locust(per_process) -> dict:
+    out: dict[str, dict] = {}
+    for stats in per_process:
+        for name, e in stats.items():
+            acc = out.setdefault(name, {"requests": 0, "failures": 0, "max_p99_ms": 0})
+            acc["requests"] += e["requests"]
+            acc["failures"] += e["failures"]
+            acc["max_p99_ms"] = max(acc["max_p99_ms"], e["p99_ms"] or 0)
     return out
 
 

@@ -1,0 +1,161 @@
+"""Swarm schedules, device partitioning, histograms and the device queue, without sockets or Locust."""
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from loadgen import _shapes
+from loadgen._core import DeviceQueue, Recorder
+from loadgen._histo import EXACT, MAX_US, N_BUCKETS, Histogram, bucket_bounds, bucket_index
+from loadgen._identities import Partition, cache_key
+from loadgen._report import merge_reports
+
+
+def ticks(shape, until, done_at=None, step=0.5):
+    out, t = [], 0.0
+    while t <= until:
+        out.append((t, shape.tick(t, done=done_at is not None and t >= done_at)))
+        t += step
+    return out
+
+
+def options(**kw):
+    base = dict(shape="closed", run_time=None, num_users=4, spawn_rate=2.0, rate=100.0, latency_budget=0.05,
+                slots=0, step_rate=50.0, step_seconds=10.0, steps=3, storm_devices=1000, churn_devices=200,
+                churn_stay=5.0, churn_away=5.0)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+# --- shapes -----------------------------------------------------------------------------------------------
+def test_closed_uses_locust_options_and_stops_at_run_time_or_when_done():
+    s = _shapes.build(options(run_time=3))
+    assert s.tick(0) == _shapes.Plan(4, 2.0) and s.tick(2.99) == _shapes.Plan(4, 2.0)
+    assert s.tick(3.0) is None
+    assert _shapes.build(options()).tick(1e6) is not None        # no -t: runs until stopped
+    assert _shapes.build(options()).tick(5, done=True) is None   # passes used up
+
+
+def test_steady_holds_rate_and_sizes_slots_by_littles_law():
+    s = _shapes.build(options(shape="steady", rate=1000.0, run_time=10, latency_budget=0.05))
+    plan = s.tick(0)
+    assert plan.rate == 1000.0 and plan.users == 50 and plan.spawn_rate == 50.0
+    assert all(p == plan for t, p in ticks(s, 9.5))
+    assert s.tick(10) is None
+    assert _shapes.build(options(shape="steady", slots=7, run_time=1)).tick(0).users == 7
+    assert _shapes.slots_for(0.5, 0.05) == 1
+
+
+def test_step_climbs_stairs_then_stops():
+    s = _shapes.build(options(shape="step", rate=100.0, step_rate=50.0, step_seconds=10.0, steps=3))
+    got = [(t, p.rate, p.phase) for t, p in ticks(s, 29.5, step=5.0)]
+    assert got == [(0.0, 100.0, 0), (5.0, 100.0, 0), (10.0, 150.0, 1), (15.0, 150.0, 1),
+                   (20.0, 200.0, 2), (25.0, 200.0, 2)]
+    users = [s.tick(t).users for t in (0, 10, 20)]
+    assert users == sorted(users) and users[-1] == 10  # 200/s x 0.05 s
+    assert s.tick(30.0) is None
+    assert [p["rate"] for p in s.phases()] == [100.0, 150.0, 200.0]
+
+
+def test_storm_runs_until_every_device_is_settled_or_timeout():
+    s = _shapes.build(options(shape="storm", storm_devices=1000, run_time=60))
+    assert s.tick(0) == _shapes.Plan(100, 100.0)
+    assert s.tick(30) is not None and s.tick(30, done=True) is None and s.tick(60) is None
+    assert _shapes.build(options(shape="storm", storm_devices=20)).tick(0).users == 20
+
+
+def test_churn_keeps_its_slots_for_its_duration():
+    s = _shapes.build(options(shape="churn", run_time=8))
+    assert {p for _, p in ticks(s, 7.5)} == {_shapes.Plan(50, 50.0)}
+    assert s.tick(8) is None
+
+
+def test_bad_parameters_and_unknown_shapes_are_refused():
+    with pytest.raises(ValueError):
+        _shapes.build(options(shape="steady", rate=0.0))
+    with pytest.raises(ValueError):
+        _shapes.build(options(shape="step", steps=0))
+    with pytest.raises(ValueError):
+        _shapes.build(options(shape="zigzag"))
+
+
+# --- partitions -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stride,limit", [(1, 10), (2, 11), (3, 100), (7, 5)])
+def test_partitions_cover_each_device_once_per_pass(stride, limit):
+    seen = []
+    for w in range(stride):
+        p = Partition(w, stride, limit)
+        seen += [p.device(k)[0] for k in range(p.size)]
+        if p.size:
+            assert p.device(p.size) == (w, 1)  # the second pass starts again
+    assert sorted(seen) == list(range(limit))
+
+
+def test_partition_refuses_nonsense_and_cache_keys_separate_fleets():
+    with pytest.raises(ValueError):
+        Partition(2, 2, 10)
+    assert cache_key("s", 10, "p256", 2) == cache_key("s", 10, "p256", 2)
+    assert len({cache_key("s", 10, "p256", 2), cache_key("t", 10, "p256", 2), cache_key("s", 11, "p256", 2),
+                cache_key("s", 10, "p384", 2), cache_key(None, 10, "p256", 2, "123")}) == 5
+
+
+# --- histograms -------------------------------------------------------------------------------------------
+def test_histogram_buckets_are_exact_below_1024_us_and_within_0_2_percent_above():
+    values = np.array([0, 1, 1023, 1024, 1025, 2047, 2048, 99_999, 10**9, MAX_US])
+    idx = bucket_index(values)
+    assert list(idx[:3]) == [0, 1, 1023] and idx[-1] == N_BUCKETS - 1
+    for v, i in zip(values, idx):
+        lo, hi = bucket_bounds(int(i))
+        assert lo <= v < hi and (hi - lo) / max(lo, 1) <= 1 / 512 + 1e-12 or v < EXACT
+    assert bucket_index([MAX_US * 10])[0] == N_BUCKETS - 1  # clamped
+
+
+def test_histograms_merge_exactly_and_percentiles_are_of_all_values():
+    rng = np.random.default_rng(1)
+    a_vals, b_vals = rng.integers(10, 500, 5000), rng.integers(5000, 9000, 5000)
+    a, b = Histogram(), Histogram()
+    for v in a_vals:
+        a.record(v)
+    b.record_many(b_vals)
+    both = Histogram.from_dict(a.to_dict()).merge(Histogram.from_dict(b.to_dict()))
+    allv = np.concatenate([a_vals, b_vals])
+    assert both.count == 10000 and both.total == int(allv.sum())
+    assert both.min == allv.min() and both.max == allv.max()
+    for q in (10, 50, 90, 99):
+        assert both.percentile(q) == pytest.approx(np.percentile(allv, q, method="inverted_cdf"), rel=0.01, abs=1)
+    assert Histogram().summary() == {"count": 0}
+
+
+# --- device queue and report merging ----------------------------------------------------------------------
+def test_device_queue_releases_devices_when_due():
+    q = DeviceQueue(range(5), start=100.0, spread=2.0, rng=random.Random(1))
+    assert q.pop_due(99.0) is None
+    got = []
+    while (item := q.pop_due(200.0)) is not None:
+        got.append(item[2])
+        q.settle()
+    assert sorted(got) == list(range(5)) and q.finished
+    q.push(300.0, 3, 1, 100.0, 1.0)
+    assert not q.finished and q.next_due() == 300.0
+
+
+def test_reports_merge_counts_devices_and_detect_duplicates():
+    def report(devices, passes=0):
+        r = Recorder(10, t0=1000.0)
+        for d in devices:
+            r.admit(d, passes)
+            r.counts["admitted"] += 1
+            r.second(1000.5)[1] += 1
+            r.hist["auth"].record(1000 + d)
+        r.cpu.start()
+        return r.to_dict()
+
+    meta = {"fleet": {"count": 10}, "run": {"t0": 1000.0}, "phases": []}
+    ok, _ = merge_reports({0: report([0, 2, 4]), 1: report([1, 3, 5])}, meta)
+    assert ok["devices"] == {"distinct_admitted": 6, "first_pass_admissions": 6, "duplicates_within_a_pass": 0,
+                             "all_distinct": True}
+    assert ok["latency_us"]["auth"]["count"] == 6 and ok["authentications"]["admitted"] == 6
+    bad, _ = merge_reports({0: report([0, 2]), 1: report([2, 3])}, meta)
+    assert bad["devices"]["duplicates_within_a_pass"] == 1 and not bad["devices"]["all_distinct"]

@@ -1,0 +1,115 @@
+"""The device swarm end to end: ``locust -f loadgen`` headless against a real hub subprocess.
+
+Checks: zero failures, every device distinct (from the swarm's summary and from the hub's registry), the
+CA registered and proven once, each shape starts and stops, a throttled storm retries until every device
+is in. About 35 s in all; the derived fleet is made once and shared through a fleet cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubsim.service.launcher import HubProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).with_name("locust"))
+DEVICES = 400
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("fleet-cache")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with HubProcess(tmp_path_factory.mktemp("hub") / "hub.db", workers=2) as h:
+        yield h
+
+
+def swarm(hub_url: str, results: Path, cache: Path, *args: str, timeout: float = 60.0):
+    """Run the swarm; return (exit code, summary, output)."""
+    cmd = [LOCUST, "-f", "loadgen", "--headless", "--only-summary", "--host", hub_url,
+           "--devices", str(DEVICES), "--fleet-cache", str(cache), "--results-dir", str(results), *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    runs = sorted(results.glob("*/summary.json"))
+    assert runs, f"no summary written (exit {proc.returncode}):\n{out[-4000:]}"
+    return proc.returncode, json.loads(runs[-1].read_text()), out
+
+
+def test_one_pass_over_the_fleet_with_two_processes(hub, cache, tmp_path):
+    rc, s, out = swarm(hub.url, tmp_path, cache, "--processes", "2", "--passes", "1", "-u", "16", "-r", "100",
+                       "-t", "30")
+    assert rc == 0, out[-4000:]
+    a = s["authentications"]
+    assert a["admitted"] == DEVICES and a["failed_attempts"] == 0 and not a["failures_by_code"]
+    assert s["devices"] == {"distinct_admitted": DEVICES, "first_pass_admissions": DEVICES,
+                            "duplicates_within_a_pass": 0, "all_distinct": True}
+    assert a["first_connection"] == DEVICES  # the hub saw each device for the first time, exactly once
+    assert s["run"]["stride"] == 2 and s["reports"] == {"received": [0, 1], "missing": [], "complete": True}
+    assert s["hub"]["ca"]["action"] == "registered"
+    for name in ("challenge", "sign", "proof", "auth", "hub_chain", "hub_pop"):
+        assert s["latency_us"][name]["count"] == DEVICES, name
+    assert s["locust"]["AUTH authentication"]["requests"] == DEVICES
+    assert s["locust"]["AUTH authentication"]["failures"] == 0
+    assert set(s["generator_cpu"]) == {"0", "1"} and isinstance(s["generator_limited"], bool)
+    assert (tmp_path / s["run"]["run_id"] / "histograms.npz").is_file()
+    assert sorted(p.name for p in (tmp_path / s["run"]["run_id"]).glob("worker-*.json")) == \
+        ["worker-0.json", "worker-1.json"]
+    # the hub's registry agrees: one authentication per device, one verified CA
+    for index in (0, 1, 199, DEVICES - 1):
+        entry = hub.call("GET", f"/devices/device-{index:06d}").json()
+        assert entry["authentications"] == 1, entry
+    cas = hub.call("GET", "/cas").json()["cas"]
+    assert [c["status"] for c in cas] == ["verified"]
+
+
+@pytest.mark.parametrize("shape,args,seconds", [
+    ("steady", ["--rate", "150", "-t", "3"], 3),
+    ("step", ["--rate", "50", "--step-rate", "100", "--step-seconds", "1.5", "--steps", "2"], 3),
+    ("storm", ["--storm-devices", "300", "--slots", "30", "-t", "20"], None),
+    ("churn", ["--churn-stay", "0.5", "--churn-away", "0.5", "--slots", "10", "-t", "3"], 3),
+])
+def test_each_shape_starts_and_stops(hub, cache, tmp_path, shape, args, seconds):
+    rc, s, out = swarm(hub.url, tmp_path, cache, "--shape", shape, *args)
+    assert rc == 0, out[-4000:]
+    assert "Shape test completed" in out
+    a = s["authentications"]
+    assert a["admitted"] > 0 and a["failed_attempts"] == 0, a
+    assert s["devices"]["duplicates_within_a_pass"] == 0
+    assert s["hub"]["ca"]["action"] == "already verified"  # the same seeded CA: proven once per hub
+    if seconds is not None:
+        assert seconds - 0.5 <= s["run"]["duration_s"] <= seconds + 2.5, s["run"]
+    if shape in ("steady", "step"):
+        phases = s["rates"]["phases"]
+        assert [p["target_rate"] for p in phases] == ([150.0] if shape == "steady" else [50.0, 150.0])
+        assert s["latency_us"]["auth_from_intended"]["count"] == a["admitted"]
+        assert phases[-1]["achieved_rate"] > 0.5 * phases[-1]["target_rate"]
+    if shape == "storm":
+        assert a["admitted"] == 300 and s["devices"]["distinct_admitted"] == 300
+        assert s["admission_curve"]["time_to_100pct_s"] is not None
+    if shape == "churn":
+        assert a["reconnects"] > 0 and s["devices_online"]["peak"] > 0
+
+
+def test_throttled_storm_retries_until_every_device_is_admitted(cache, tmp_path):
+    with HubProcess(tmp_path / "quota.db", workers=1, args=("--quota", "150")) as h:
+        rc, s, out = swarm(h.url, tmp_path / "res", cache, "--shape", "storm", "--storm-devices", "300",
+                           "--slots", "40", "--backoff", "aws-crt", "-t", "30")
+    assert rc == 1  # Locust counts the 429s as failed requests
+    a = s["authentications"]
+    assert a["admitted"] == 300 and a["gave_up"] == 0 and s["devices"]["all_distinct"]
+    assert a["retries"] > 0 and set(a["failures_by_code"]) == {"challenge:throttled"}
+    assert a["retries"] == a["failed_attempts"]
+    curve = s["admission_curve"]
+    assert curve["admitted_cumulative"][-1] == 300 and sum(curve["refused"]) == a["retries"]
+    assert curve["time_to_100pct_s"] >= 1.0  # 300 devices through a 150/s bucket take over a second
+    assert s["backoff"]["preset"] == "aws-crt"
