@@ -74,8 +74,8 @@ def summarise(run_dir: Path) -> dict:
         capacity = float(storm.get("capacity") or (k.achieved if k else 0)) or None
         predicted = None
         if capacity:
-            from loadgen._backoff import vectorised  # the swarm's own presets, so both sides retry alike
-            sim = simulate_storm(devices, capacity, vectorised(storm.get("backoff", "none")),
+            from loadgen._backoff import preset  # the swarm's own presets, so both sides retry alike
+            sim = simulate_storm(devices, capacity, preset(storm.get("backoff") or "none").vectorized(),
                                  latency=(k.p50 / 1000 if k else 0.005))
             predicted = {"time_to_admit": sim.time_to_admit, "peak_pending": sim.peak_pending_challenges,
                          "curve": [[float(t), int(a)] for t, a in zip(sim.curve_t[::10], sim.curve_admitted[::10])]}

@@ -45,3 +45,16 @@ def test_report_has_every_section_plot_and_figure(run_dir):
     assert data["projection"]["cores"] is not None
     assert summary["first_line"].startswith("Limited by")
     assert (run_dir / "report.md").read_text().count("## ") == len(SECTIONS)
+
+
+def test_storm_section_compares_simulation_with_measurement(run_dir):
+    # 3,000 devices against 1,000 admissions/s: about three seconds whatever the backoff
+    curve = [[t / 10, min(3000, 100 * t)] for t in range(0, 41)]
+    (run_dir / "raw" / "storm.json").write_text(json.dumps(
+        {"devices": 3000, "capacity": 1000, "backoff": "aws-crt", "curve": curve, "retries": 5000}))
+    summary = build_report(run_dir)
+    storm = summary["storm"]
+    assert storm["measured_time_to_admit"] == pytest.approx(3.0)
+    assert storm["predicted"]["time_to_admit"] > 0 and storm["error"] is not None
+    assert (run_dir / "plots" / "storm.png").read_bytes()[:8] == PNG
+    assert "Storm time-to-admit: simulated" in (run_dir / "report.md").read_text()
