@@ -30,6 +30,7 @@ from itertools import count
 
 import numpy as np
 
+from hubsim.algorithms import signature_args
 from loadgen._histo import Histogram
 from loadgen._wire import Connection, WireError
 
@@ -190,6 +191,8 @@ class Authenticator:
         self.rec = recorder
         self.fire = fire
         self.intermediates = fleet._intermediates_pem
+        # the scheme is the fleet's, not the key's: look it up once (isinstance checks on ABCs are not free)
+        self.sign_args = signature_args(fleet.identity(0).private_key) if fleet.count else ()
 
     def authenticate(self, conn: Connection, index: int, pass_number: int = 0, *, intended: float | None = None,
                      phase: int | None = None) -> Outcome:
@@ -219,7 +222,7 @@ class Authenticator:
         raw = base64.b64decode(challenge)
         t3 = perf()
         _add(costs["parse_challenge"], t3 - t2)
-        signature = identity.sign(raw)
+        signature = identity.private_key.sign(raw, *self.sign_args)
         t4 = perf()
         _add(costs["sign"], t4 - t3)
         rec.hist["sign"].record((t4 - t3) * 1e6)

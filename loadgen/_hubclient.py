@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -100,7 +101,8 @@ class HubClient:
         return self.json("GET", "/healthz")
 
     def memory(self) -> dict | None:
-        """RSS of the hub's supervisor and workers (from /proc), when the hub runs on this machine."""
+        """RSS of the hub's supervisor and workers and the workers' CPU seconds (from /proc), when the hub
+        runs on this machine."""
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             return None
         try:
@@ -118,4 +120,13 @@ class HubClient:
                         out[str(pid)] = int(line.split()[1])
             except OSError:
                 continue
-        return {"rss_kib": out, "total_rss_kib": sum(out.values()), "workers": info.get("workers")}
+        cpu = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in info.get("workers", []):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu[str(pid)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            except (OSError, IndexError, ValueError):
+                continue
+        return {"rss_kib": out, "total_rss_kib": sum(out.values()), "workers": info.get("workers"),
+                "worker_cpu_s": cpu, "at": time.time()}

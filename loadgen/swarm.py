@@ -68,9 +68,9 @@ def _options(parser):
                    help="hub base URL (default: Locust's --host)")
     g.add_argument("--fleet", default=None, metavar="DIR",
                    help="device identities from a fleet made by 'certstorm fleet' (default: derive --devices)")
-    g.add_argument("--devices", type=int, default=1000, metavar="N",
+    g.add_argument("--devices", type=int, default=None, metavar="N",
                    help="without --fleet: derive N identities at start-up (default 1000); with --fleet: use "
-                        "only the first N (0 = all)")
+                        "only the first N (default: all)")
     g.add_argument("--alg", choices=ALGORITHMS, default="p256", help="device key algorithm of derived fleets")
     g.add_argument("--depth", type=int, default=2, metavar="K", help="intermediates below Company-X (derived)")
     g.add_argument("--seed", default=DEFAULT_SEED, metavar="TEXT",
@@ -161,6 +161,8 @@ class Swarm:
             self.fleet = Fleet.open(o.fleet)
             self.limit = min(o.devices, self.fleet.count) if o.devices else self.fleet.count
         else:
+            if o.devices is None:
+                o.devices = 1000
             if o.devices < 1:
                 raise ValueError("--devices must be at least 1")
             token = str(os.getppid() if self.role == "worker" else os.getpid())
@@ -287,6 +289,7 @@ class Swarm:
             meta["hub_memory_after"] = HubClient(self.hub_url).memory()
         except Exception:
             meta["hub_memory_after"] = None
+        meta["hub_cpu"] = _hub_cpu(meta.get("hub_memory_before"), meta.get("hub_memory_after"))
         # Locust's own entries, summed over the processes (a master's stats lag its workers' by up to 3 s)
         meta["locust"] = _sum_locust(r.get("locust", {}) for r in self.reports.values())
         if not self.reports:
@@ -314,6 +317,19 @@ def _locust_stats(env) -> dict:
                                    "p50_ms": e.get_response_time_percentile(0.5),
                                    "p99_ms": e.get_response_time_percentile(0.99)}
     return out
+
+
+def _hub_cpu(before: dict | None, after: dict | None) -> dict | None:
+    """The hub workers' CPU use during the run (same-machine hubs only): is the hub the bottleneck?"""
+    if not before or not after:
+        return None
+    wall = after["at"] - before["at"]
+    per = {pid: round((after["worker_cpu_s"][pid] - cpu) / wall, 4)
+           for pid, cpu in before["worker_cpu_s"].items() if pid in after["worker_cpu_s"]}
+    busiest = max(per.values(), default=0.0)
+    return {"wall_s": round(wall, 3), "utilization_by_worker": per, "busiest": busiest,
+            "saturated": busiest >= 0.85,
+            "note": "includes CA registration and the ramp-up; compare with generator_cpu"}
 
 
 def _sum_locust(per_process) -> dict:
