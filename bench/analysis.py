@@ -101,7 +101,11 @@ def limiting_side(steps: list[Step]) -> str:
             return "generator"
         if s.hub_cpu >= CPU_LIMIT:
             return "hub"
-    return "hub" if any(s.achieved < 0.95 * s.target for s in steps) else "neither"
+    # Neither side busy, yet the intended rate was not delivered: the generator's pacing (too few
+    # connection slots for the latency, or its scheduler) fell short while the hub had headroom.
+    if any(s.achieved < 0.95 * s.target for s in steps):
+        return "generator"
+    return "neither"
 
 
 def capacity_by_workers(steps: list[Step], slo_p99_ms: float) -> dict[int, float]:

@@ -28,13 +28,36 @@ def _demo(sub, name, text):
     p.set_defaults(func=demo_command)
 
 
+def _run(sub):
+    from bench.run import add_run_arguments, run_command
+    p = sub.add_parser("run", help="the main job: hub + swarm through step and storm shapes, then the report")
+    add_run_arguments(p)
+    p.set_defaults(func=run_command)
+
+
+def _report(sub):
+    from bench.report import report_command
+    p = sub.add_parser("report", help="rebuild a run's report from its raw data")
+    p.add_argument("run", help="a run folder, e.g. results/latest")
+    p.set_defaults(func=report_command)
+
+
+def _plan(sub):
+    from bench.plan import add_plan_arguments, plan_command
+    p = sub.add_parser("plan", help="answer a sizing question from stored measurements")
+    add_plan_arguments(p)
+    p.set_defaults(func=plan_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="certstorm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _fleet(sub)
     _hub(sub)
     _demo(sub, "demo", "authenticate a fleet in-process against the engine and compare with the crypto floor")
-    _demo(sub, "run", "the main job (today: the in-process demo)")
+    _run(sub)
+    _report(sub)
+    _plan(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -89,7 +89,8 @@ def summarise(run_dir: Path) -> dict:
         }
 
     first_line = (
-        f"Limited by the {'load generator, not the hub' if limit == 'generator' else limit}: "
+        ("Neither side saturated" if limit == "neither" else
+         f"Limited by the {'load generator, not the hub' if limit == 'generator' else limit}") + ": "
         + (f"knee at {k.achieved:,.0f} authentications/s with {k.workers} hub worker(s)" if k
            else "no load level met the SLO")
     )

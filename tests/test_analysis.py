@@ -69,3 +69,10 @@ def test_cores_and_cloud_references():
     assert refs["Azure IoT Hub S2"]["units"] == 28
     assert refs["Azure IoT Hub S3"]["units"] == 1
     assert not refs["AWS IoT Core (default quota)"]["possible"]
+
+
+def test_shortfall_with_an_idle_hub_blames_the_generator():
+    steps = analysis.steps_from_samples(timeline([500, 1000], hub_us=100, gen_us=100, ceiling=700), {1: 1.0})
+    assert analysis.limiting_side(steps) == "generator"
+    steps = analysis.steps_from_samples(timeline([500, 1000], hub_us=100, gen_us=100), {1: 1.0})
+    assert analysis.limiting_side(steps) == "neither"
