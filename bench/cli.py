@@ -4,62 +4,42 @@ never loads Locust."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
-def _fleet(sub):
-    from loadgen._fleet import add_fleet_arguments, fleet_command
-    p = sub.add_parser("fleet", help="make a fleet of device identities on disk")
-    add_fleet_arguments(p)
-    p.set_defaults(func=fleet_command)
+# name: (module, function that adds the arguments or None, command function, help)
+_COMMANDS = {
+    "fleet": ("loadgen._fleet", "add_fleet_arguments", "fleet_command", "make a fleet of device identities on disk"),
+    "hub": ("hubsim.service", "add_hub_arguments", "hub_command",
+            "run the hub simulator service (aiohttp + uvloop, several processes)"),
+    "demo": ("bench.demo", "add_demo_arguments", "demo_command",
+             "authenticate a fleet in-process against the engine and compare with the crypto floor"),
+    "run": ("bench.run", "add_run_arguments", "run_command",
+            "the main job: hub + swarm through step and storm shapes, then the report"),
+    "report": ("bench.report", None, "report_command", "rebuild a run's report from its raw data"),
+    "plan": ("bench.plan", "add_plan_arguments", "plan_command", "answer a sizing question from stored measurements"),
+}
 
 
-def _hub(sub):
-    from hubsim.service import add_hub_arguments, hub_command
-    p = sub.add_parser("hub", help="run the hub simulator service (aiohttp + uvloop, several processes)")
-    add_hub_arguments(p)
-    p.set_defaults(func=hub_command)
-
-
-def _demo(sub, name, text):
-    from bench.demo import add_demo_arguments, demo_command
-    p = sub.add_parser(name, help=text)
-    add_demo_arguments(p)
-    p.set_defaults(func=demo_command)
-
-
-def _run(sub):
-    from bench.run import add_run_arguments, run_command
-    p = sub.add_parser("run", help="the main job: hub + swarm through step and storm shapes, then the report")
-    add_run_arguments(p)
-    p.set_defaults(func=run_command)
-
-
-def _report(sub):
-    from bench.report import report_command
-    p = sub.add_parser("report", help="rebuild a run's report from its raw data")
-    p.add_argument("run", help="a run folder, e.g. results/latest")
-    p.set_defaults(func=report_command)
-
-
-def _plan(sub):
-    from bench.plan import add_plan_arguments, plan_command
-    p = sub.add_parser("plan", help="answer a sizing question from stored measurements")
-    add_plan_arguments(p)
-    p.set_defaults(func=plan_command)
+def _command(name: str):
+    """The subcommand's function, imported only when that subcommand runs."""
+    module, _, func, _ = _COMMANDS[name]
+    return getattr(importlib.import_module(module), func)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="certstorm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _fleet(sub)
-    _hub(sub)
-    _demo(sub, "demo", "authenticate a fleet in-process against the engine and compare with the crypto floor")
-    _run(sub)
-    _report(sub)
-    _plan(sub)
+    chosen = next((a for a in (sys.argv[1:] if argv is None else argv) if a in _COMMANDS), None)
+    for name, (module, add, _, text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=text)
+        if name == "report":
+            p.add_argument("run", help="a run folder, e.g. results/latest")
+        elif name == chosen:  # only the chosen subcommand's module is imported
+            getattr(importlib.import_module(module), add)(p)
     args = parser.parse_args(argv)
-    return args.func(args)
+    return _command(args.command)(args)
 
 
 if __name__ == "__main__":

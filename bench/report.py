@@ -153,10 +153,7 @@ def _plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, Path]
         ax2.set_ylabel("CPU %")
         ax2.set_xlabel("seconds")
         ax2.legend(loc="upper left")
-        fig.tight_layout()
-        made["timeline"] = out_dir / "timeline.png"
-        fig.savefig(made["timeline"], dpi=90)
-        plt.close(fig)
+        _save(fig, out_dir, "timeline", made)
 
     steps = summary["steps"]
     if steps:
@@ -171,10 +168,7 @@ def _plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, Path]
         ax.set_xlabel("admitted authentications/s")
         ax.set_ylabel("latency, ms (whole authentication)")
         ax.legend()
-        fig.tight_layout()
-        made["latency"] = out_dir / "latency.png"
-        fig.savefig(made["latency"], dpi=90)
-        plt.close(fig)
+        _save(fig, out_dir, "latency", made)
 
     storm = summary.get("storm")
     if storm:
@@ -191,10 +185,7 @@ def _plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, Path]
         ax.set_xlabel("seconds since the outage ended")
         ax.set_ylabel("devices admitted")
         ax.legend()
-        fig.tight_layout()
-        made["storm"] = out_dir / "storm.png"
-        fig.savefig(made["storm"], dpi=90)
-        plt.close(fig)
+        _save(fig, out_dir, "storm", made)
 
     sc = summary["scaling"]
     if sc["points"]:
@@ -212,11 +203,16 @@ def _plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, Path]
         ax.set_xlabel("hub workers")
         ax.set_ylabel("authentications/s")
         ax.legend()
-        fig.tight_layout()
-        made["scaling"] = out_dir / "scaling.png"
-        fig.savefig(made["scaling"], dpi=90)
-        plt.close(fig)
+        _save(fig, out_dir, "scaling", made)
     return made
+
+
+def _save(fig, out_dir: Path, name: str, made: dict[str, Path]) -> None:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    made[name] = out_dir / f"{name}.png"
+    fig.savefig(made[name], dpi=90)
+    plt.close(fig)
 
 
 # -- text -----------------------------------------------------------------------------------------

@@ -78,12 +78,28 @@ class DeviceRegistry(Protocol):
     def get(self, device_id: str) -> dict | None: ...
 
 
-class MemoryRegistry:
+class DisabledDevices:
+    """The set of disabled device ids, checked on every authentication; shared by the registries."""
+
+    def __init__(self):
+        self._disabled: set[str] = set()
+
+    def is_disabled(self, device_id: str) -> bool:
+        return device_id in self._disabled
+
+    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None:
+        if disabled:
+            self._disabled.add(device_id)
+        else:
+            self._disabled.discard(device_id)
+
+
+class MemoryRegistry(DisabledDevices):
     """Device registry held in memory (the service wraps it with SQLite persistence)."""
 
     def __init__(self):
+        super().__init__()
         self._devices: dict[str, list] = {}  # id -> [first_seen, last_auth, ca, auth_count]
-        self._disabled: set[str] = set()
 
     def admit(self, device_id: str, ca: str, now: float) -> bool:
         row = self._devices.get(device_id)
@@ -94,15 +110,6 @@ class MemoryRegistry:
         row[2] = ca
         row[3] += 1
         return False
-
-    def is_disabled(self, device_id: str) -> bool:
-        return device_id in self._disabled
-
-    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None:
-        if disabled:
-            self._disabled.add(device_id)
-        else:
-            self._disabled.discard(device_id)
 
     def get(self, device_id: str) -> dict | None:
         row = self._devices.get(device_id)

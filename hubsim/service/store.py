@@ -35,6 +35,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 
+from hubsim.engine import DisabledDevices
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS cas (
@@ -289,12 +291,12 @@ class Store:
         _retry_locked(run)
 
 
-class SqlRegistry:
+class SqlRegistry(DisabledDevices):
     """The engine's device registry for one worker: see the module docstring for what it promises."""
 
     def __init__(self, store: Store, *, known_limit: int = 1 << 18):
+        super().__init__()
         self.store = store
-        self._disabled: set[str] = set()
         self._known: dict[str, None] = {}  # devices this worker knows are recorded (insertion-ordered)
         self._known_limit = known_limit
         self._pending: dict[str, list] = {}  # id -> [last_auth, ca, count]
@@ -323,15 +325,6 @@ class SqlRegistry:
             del known[next(iter(known))]
         known[device_id] = None
         return first
-
-    def is_disabled(self, device_id: str) -> bool:
-        return device_id in self._disabled
-
-    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None:
-        if disabled:
-            self._disabled.add(device_id)
-        else:
-            self._disabled.discard(device_id)
 
     def get(self, device_id: str) -> dict | None:
         self.flush()
