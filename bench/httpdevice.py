@@ -1,5 +1,6 @@
-"""A minimal device over plain HTTP (http.client, keep-alive): what the HTTP benchmark and the run
-orchestrator use to register and prove a CA and to authenticate a device without Locust."""
+"""A minimal device over plain HTTP (http.client, keep-alive): what the HTTP benchmarks, the reliability
+tests and the run orchestrator use to authenticate a device without Locust. CA registration is the
+swarm's own :meth:`loadgen._hubclient.HubClient.ensure_ca`."""
 
 from __future__ import annotations
 
@@ -7,17 +8,9 @@ import base64
 import http.client
 import json
 
-from cryptography.hazmat.primitives.serialization import Encoding
+from loadgen._hubclient import HubClient, HubError
 
-
-class HubError(RuntimeError):
-    def __init__(self, status: int, body: bytes):
-        try:
-            self.code = json.loads(body).get("error", "?")
-        except ValueError:
-            self.code = "?"
-        super().__init__(f"HTTP {status}: {body[:200]!r}")
-        self.status = status
+__all__ = ["HubError", "authenticate", "register_and_prove"]
 
 
 def _call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes, content_type: str) -> dict:
@@ -25,36 +18,14 @@ def _call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes,
     reply = conn.getresponse()
     data = reply.read()
     if reply.status >= 300:
-        raise HubError(reply.status, data)
+        raise HubError(f"{method} {path}", reply.status, data)
     return json.loads(data)
 
 
 def register_and_prove(conn: http.client.HTTPConnection, company) -> str:
-    """POST /cas, then POST /cas/{id}/verify with a certificate whose CN is the code; returns the CA id.
-    ``company`` is the CA holder (a :class:`loadgen._pki.Custodian`): it alone signs."""
-    pem = company.certificate.public_bytes(Encoding.PEM)
-    try:
-        created = _call(conn, "POST", "/cas", pem, "application/x-pem-file")
-    except HubError as exc:
-        if exc.code != "ca_exists":
-            raise
-        return _existing(conn, company)
-    proof = company.verification_certificate(created["verification_code"]).public_bytes(Encoding.PEM)
-    _call(conn, "POST", f"/cas/{created['id']}/verify", proof, "application/x-pem-file")
-    return created["id"]
-
-
-def _existing(conn, company) -> str:
-    from cryptography.hazmat.primitives import hashes
-    ca_id = company.certificate.fingerprint(hashes.SHA256()).hex()
-    conn.request("GET", f"/cas/{ca_id}")
-    reply = conn.getresponse()
-    record = json.loads(reply.read())
-    if record.get("status") != "verified":
-        code = record.get("verification_code")
-        proof = company.verification_certificate(code).public_bytes(Encoding.PEM)
-        _call(conn, "POST", f"/cas/{ca_id}/verify", proof, "application/x-pem-file")
-    return ca_id
+    """Register ``company``'s CA and prove possession (the CA holder alone signs); returns the CA id.
+    Uses its own connection: admin calls would move ``conn`` off the hub's device fast path."""
+    return HubClient(f"http://{conn.host}:{conn.port}").ensure_ca(company)["id"]
 
 
 def authenticate(conn: http.client.HTTPConnection, identity) -> dict:
