@@ -90,10 +90,14 @@ class StormResult:
 
 def simulate_storm(devices: int, capacity: float, backoff: Backoff, *, burst: float | None = None,
                    spread: float = 0.0, latency: float = 0.005, dt: float = 0.01, horizon: float = 3600.0,
-                   seed: int = 0, max_retries: int = 32) -> StormResult:
+                   seed: int = 0, max_retries: int = 32, attempt_rate: float | None = None) -> StormResult:
     """``devices`` reconnect at once (or uniformly over ``spread`` seconds) against a hub that admits
     ``capacity`` per second with a bucket of ``burst`` (default: one second's worth); refused devices
     retry after ``backoff``. Stops when all are admitted or at ``horizon``.
+
+    ``attempt_rate`` caps how many attempts can be made per second (a load generator's connection slots;
+    real devices, each with its own connection, have no such cap): attempts due beyond it wait for the
+    next bucket, which spreads a herd out.
 
     Devices are counted per (time bucket, retry number): all devices on their k-th retry in one bucket
     are alike, so the simulation costs O(buckets x retry levels + attempts) whatever the fleet size.
@@ -119,6 +123,12 @@ def simulate_storm(devices: int, capacity: float, backoff: Backoff, *, burst: fl
         tokens = min(burst, tokens + capacity * dt)
         counts = pending[b]
         n = int(counts.sum())
+        if attempt_rate is not None and n > attempt_rate * dt and b < n_buckets:
+            slots = max(1, int(attempt_rate * dt))
+            now_counts = rng.multivariate_hypergeometric(counts, slots)
+            pending[b + 1] += counts - now_counts  # not reached yet: still waiting next bucket
+            counts = now_counts
+            n = slots
         if n:
             attempts += n
             k = min(n, int(tokens))

@@ -57,9 +57,19 @@ def summarise(run_dir: Path) -> dict:
 
     points = analysis.capacity_by_workers(steps, slo) if steps else {}
     scale = analysis.scaling(points) if points else None
-    per_core = None
-    if k:
+    if scale and limit != "hub":
+        # The hub never saturated, so these rates measure the generator: no scaling law is fitted to them.
+        scale = analysis.Scaling(points, None, "no USL fit: the hub never saturated in this run, so the "
+                                 "rates per worker count measure the load generator, not the hub",
+                                 scale.predicted_from_fewer)
+    per_core, basis = None, ""
+    if limit == "hub" and k:
         per_core = k.achieved / hub_cores.get(k.workers, k.workers)
+        basis = "the knee's admissions per hub core"
+    elif hub_us:
+        per_core = analysis.CPU_LIMIT * 1e6 / hub_us
+        basis = (f"hub CPU per authentication ({hub_us:,.0f} µs) with a core {analysis.CPU_LIMIT:.0%} busy, "
+                 "because the hub never saturated")
 
     projection = config.get("projection", {"devices": 2_000_000, "window_s": 600})
     rate = projection["devices"] / projection["window_s"]
@@ -76,12 +86,13 @@ def summarise(run_dir: Path) -> dict:
         if capacity:
             from loadgen._backoff import preset  # the swarm's own presets, so both sides retry alike
             sim = simulate_storm(devices, capacity, preset(storm.get("backoff") or "none").vectorized(),
-                                 latency=(k.p50 / 1000 if k else 0.005))
+                                 latency=(k.p50 / 1000 if k else 0.005), attempt_rate=storm.get("attempt_rate"))
             predicted = {"time_to_admit": sim.time_to_admit, "peak_pending": sim.peak_pending_challenges,
                          "curve": [[float(t), int(a)] for t, a in zip(sim.curve_t[::10], sim.curve_admitted[::10])]}
         storm_out = {
             "devices": devices, "capacity": capacity, "backoff": storm.get("backoff"),
-            "retries": storm.get("retries"), "measured_time_to_admit": measured_tta,
+            "retries": storm.get("retries"), "attempt_rate": storm.get("attempt_rate"),
+            "measured_time_to_admit": measured_tta,
             "admitted": int(curve[-1, 1]) if curve.size else 0,
             "predicted": predicted,
             "error": (predicted["time_to_admit"] / measured_tta - 1)
@@ -115,7 +126,7 @@ def summarise(run_dir: Path) -> dict:
             "peak_workers": scale.usl.peak_workers if scale and scale.usl else None,
             "predicted_from_fewer": scale.predicted_from_fewer if scale else None,
         },
-        "projection": {**projection, "rate": rate, "per_core": per_core, "cores": cores,
+        "projection": {**projection, "rate": rate, "per_core": per_core, "cores": cores, "basis": basis,
                        "p99_ms": slo, "references": analysis.cloud_references(rate)},
         "config": config,
     }
@@ -226,8 +237,14 @@ def _fmt(x, unit="", digits=0):
 def _markdown(summary: dict, plots: dict[str, Path]) -> str:
     k = summary["knee"]
     lines = [f"# certstorm run {summary['run_id']}", "", f"**{summary['first_line']}**", ""]
+    reason = {
+        "hub": "the hub reached 85% CPU, or fell short of the intended rate, first",
+        "generator": "a generator process reached 85% CPU first, or the intended rate was not delivered while "
+                     "the hub still had CPU to spare",
+        "neither": "every intended rate was delivered with both sides below 85% CPU: push harder to find the knee",
+    }.get(summary["limit"], "")
     lines += ["## Verdict", "",
-              f"- Saturated side: **{summary['limit']}** (a process at ≥ 85% CPU before the other).",
+              f"- Saturated side: **{summary['limit']}** ({reason}).",
               f"- SLO: p99 ≤ {summary['slo_p99_ms']:g} ms, errors ≤ 0.1%, hub CPU ≤ 85%.", ""]
     lines += ["## Saturation knee", ""]
     if k:
@@ -283,14 +300,16 @@ def _markdown(summary: dict, plots: dict[str, Path]) -> str:
     lines += ["", "## Projections", "",
               f"To admit {pr['devices']:,} devices within {pr['window_s'] / 60:g} min at p99 ≤ {pr['p99_ms']:g} ms "
               f"({_fmt(pr['rate'])} admissions/s) you need **{_fmt(pr['cores'])} hub core(s)** of this machine "
-              f"({_fmt(pr['per_core'])}/s per core at the knee).", "",
+              f"({_fmt(pr['per_core'])}/s per core, from {pr.get('basis') or 'no measurement'}).", "",
               "| reference | units needed | possible | throttle |", "|---|---|---|---|"]
     for r in pr["references"]:
         lines.append(f"| {r['service']} | {_fmt(r['units'])} | {'yes' if r['possible'] else 'no'} | {r['note']} |")
     lines += ["", "## Predicted versus measured", ""]
     if st and st.get("predicted"):
+        cap = (f", with attempts capped at the swarm's measured {_fmt(st['attempt_rate'])}/s as its connection "
+               "slots cap them" if st.get("attempt_rate") else "")
         lines.append(f"Storm time-to-admit: simulated {_fmt(st['predicted']['time_to_admit'], ' s', 1)} from the measured "
-                     f"capacity, measured {_fmt(st['measured_time_to_admit'], ' s', 1)}: error "
+                     f"capacity{cap}, measured {_fmt(st['measured_time_to_admit'], ' s', 1)}: error "
                      f"{_fmt(100 * st['error'] if st['error'] is not None else None, '%', 1)}. Peak pending "
                      f"challenges (simulated): {_fmt(st['predicted']['peak_pending'])}.")
     pf = sc.get("predicted_from_fewer")

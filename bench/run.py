@@ -267,9 +267,15 @@ class Run:
         if curve:
             step = curve.get("bucket_s", 0.1)
             pts = [[round((i + 1) * step, 3), c] for i, c in enumerate(curve["admitted_cumulative"])]
+            attempts = sorted(curve.get("attempts", []))
+            # The swarm's connection slots cap its attempts per second; the simulation must know that cap
+            # (real devices have none). The 95th percentile of busy buckets is its sustained rate.
+            busy = [x for x in attempts if x > 0]
+            attempt_rate = busy[int(0.95 * (len(busy) - 1))] / step if busy else None
             (self.raw / "storm.json").write_text(json.dumps({
                 "devices": curve.get("devices", a.storm_devices), "capacity": a.storm_quota or None,
-                "backoff": a.backoff, "curve": pts, "retries": int(sum(curve.get("refused", [])))}))
+                "backoff": a.backoff, "curve": pts, "retries": int(sum(curve.get("refused", []))),
+                "attempt_rate": attempt_rate}))
             self.say(f"  all admitted after {curve.get('time_to_100pct_s')} s")
         if summary and summary.get("latency_us"):
             phases = {name: {k.replace("_us", "").replace("p99.9", "p999"): v for k, v in h.items()
@@ -325,8 +331,8 @@ def run_command(args) -> int:
 
 def add_run_arguments(p) -> None:
     p.add_argument("--devices", type=int, default=20000, help="fleet size (default 20000)")
-    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
-                   help="hub worker counts to measure, comma-separated (default 1,2)")
+    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3],
+                   help="hub worker counts to measure, comma-separated (default 1,2,3: three counts allow a USL fit)")
     p.add_argument("--start-rate", type=float, default=150.0, help="first step's authentications/s")
     p.add_argument("--step-rate", type=float, default=150.0, help="added per step")
     p.add_argument("--step-seconds", type=float, default=8.0, help="length of a step")

@@ -61,3 +61,11 @@ def test_storm_rejects_nonsense():
         simulate_storm(0, 10, fixed(1))
     with pytest.raises(ValueError):
         simulate_storm(10, 0, fixed(1))
+
+
+def test_an_attempt_cap_spreads_the_herd():
+    herd = simulate_storm(5000, capacity=500, backoff=fixed(1.0), burst=500)
+    capped = simulate_storm(5000, capacity=500, backoff=fixed(1.0), burst=500, attempt_rate=600)
+    assert capped.admitted == herd.admitted == 5000
+    assert capped.refusals < herd.refusals / 3
+    assert capped.time_to_admit == pytest.approx(herd.time_to_admit, rel=0.2)
