@@ -1,0 +1,297 @@
+"""The hostile corpus (tests/hostile/) against the real hub.
+
+Two hubs, one after the other:
+
+* two workers, with valid devices authenticating in the background all along: every case gets its
+  exact refusal (status and code, as JSON), nothing gets a 5xx, no worker dies, the background traffic
+  never fails, and afterwards no uploaded private key is in the database, the guard file or the logs;
+* one worker, so that its CPU time is the cost of the case alone: no case may cost more than 50 ms.
+  The costs are printed (pytest -s, or the summary in -rA); the largest is asserted.
+
+Cases the engine answers wrongly today are strict xfails here and have an in-process test at the end
+that names the fix (see ``engine_gap``/``cpu_gap`` in tests/hostile/corpus.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.httpdevice import HubError, authenticate, register_and_prove
+from hostile import corpus
+from hostile.wire import exchange
+from hubsim.service.launcher import HubProcess, cpu_seconds
+from loadgen._pki import SupplyChain
+
+CASES = corpus.cases()
+CPU_BUDGET = 0.050
+COSTS: dict[str, tuple[float, float]] = {}  # case -> (CPU seconds from /proc ticks, from schedstat)
+
+
+def _param(case: corpus.Case, gap: str | None, strict: bool = True):
+    marks = [pytest.mark.xfail(strict=strict, reason=gap)] if gap else []
+    return pytest.param(case, id=case.name, marks=marks)
+
+
+def cpu_ns(pids) -> int:
+    """On-CPU nanoseconds of every thread of ``pids`` (/proc/<pid>/task/*/schedstat), or -1."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                return -1
+    return total
+
+
+class Traffic:
+    """Valid devices authenticating over keep-alive connections while the corpus runs."""
+
+    def __init__(self, hub: HubProcess, devices: int = 16, connections: int = 3):
+        self.hub = hub
+        self.chain = SupplyChain.build(depth=2)
+        admin = hub.connect()  # an administrative connection of its own: it leaves the device fast path
+        try:
+            register_and_prove(admin, self.chain.company)
+        finally:
+            admin.close()
+        self.devices = [self.chain.device(f"steady-{i}") for i in range(devices)]
+        self.connections = connections
+        self.admitted = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="valid-traffic", daemon=True)
+
+    def start(self) -> "Traffic":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        conns = [self.hub.connect() for _ in range(self.connections)]
+        n = 0
+        while not self._stop.is_set():
+            i = n % len(conns)
+            try:
+                authenticate(conns[i], self.devices[n % len(self.devices)])
+                self.admitted += 1
+            except (HubError, OSError, ValueError) as exc:
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}")
+                conns[i].close()
+                conns[i] = self.hub.connect()
+            n += 1
+            time.sleep(0.004)
+        for conn in conns:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def kit():
+    return corpus.Kit()
+
+
+def _start(tmp_path_factory, name: str, workers: int, kit) -> HubProcess:
+    hub = HubProcess(tmp_path_factory.mktemp(name) / "hub.db", workers=workers).start()
+    kit.prepare(hub)
+    return hub
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, kit):
+    process = _start(tmp_path_factory, "hostile", 2, kit)
+    process.pids = sorted(process.healthz()["workers"])
+    process.traffic = Traffic(process).start()
+    yield process
+    process.traffic.stop()
+    process.stop()
+    process.kill()
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory, kit):
+    process = _start(tmp_path_factory, "hostile-cpu", 1, kit)
+    process.pid = process.healthz()["workers"][0]
+    yield process
+    process.stop()
+    process.kill()
+
+
+# -- every case refused with its code, on a hub with two workers and live traffic ---------------------------
+@pytest.mark.parametrize("case", [_param(c, c.engine_gap or c.hub_gap) for c in CASES])
+def test_refused_with_its_code(hub, kit, case):
+    reply = exchange(hub.host, hub.port, case.request(kit))
+    status, code = case.expect
+    assert reply.status < 500, reply
+    assert reply.status == status, reply
+    if code is not None:
+        assert reply.headers.get("content-type", "").startswith("application/json"), reply
+        doc = reply.json()
+        assert doc["error"] == code, doc
+        assert isinstance(doc.get("message"), str) and doc["message"], doc
+    if case.stream:
+        # Answered before the body was read, and the connection closed: the hub did not take 64 MiB.
+        assert reply.sent < case.stream // 4, f"the hub read {reply.sent} of {case.stream} bytes"
+        assert reply.closed, "the hub kept the connection open after refusing an oversized body"
+
+
+@pytest.mark.xfail(strict=True, reason=corpus.HUB_DUPLICATE_EXTENSION)
+def test_hub_stayed_up_and_valid_traffic_never_failed(hub):
+    traffic = hub.traffic
+    time.sleep(0.2)
+    traffic.stop()
+    assert traffic.admitted > 50, traffic.admitted
+    assert not traffic.failures, traffic.failures[:5]
+    assert sorted(hub.healthz()["workers"]) == hub.pids  # no worker died (none was replaced)
+    log = hub.log()
+    assert " ERROR " not in log, log[-3000:]  # an ERROR is a 500: a hub bug
+    escapes = log.count("engine let a parse error of uploaded data escape")
+    print(f"\nvalid authentications during the corpus: {traffic.admitted}, failures: 0; "
+          f"parse errors the engine let escape (answered 4xx, logged): {escapes}")
+
+
+def _hub_files(hub: HubProcess) -> list[Path]:
+    base = Path(hub.db)
+    return [p for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm"), Path(f"{base}.guard"),
+                        Path(f"{base}.stdout"), Path(f"{base}.stderr")) if p.exists()]
+
+
+def _assert_no_secrets(hub: HubProcess, kit) -> int:
+    assert kit.secrets, "the corpus uploaded no private key"
+    checked = 0
+    for path in _hub_files(hub):
+        data = path.read_bytes()
+        assert b"PRIVATE KEY" not in data.upper(), path
+        for secret in kit.secrets:
+            for needle in secret.needles:
+                assert needle not in data, f"{secret.label} found in {path.name}"
+                checked += 1
+    return checked
+
+
+def test_no_uploaded_private_key_is_stored_or_logged(hub, kit):
+    _assert_no_secrets(hub, kit)  # while running: the WAL holds the latest pages
+    assert hub.stop() == 0, hub.log()
+    checked = _assert_no_secrets(hub, kit)
+    names = ", ".join(p.name for p in _hub_files(hub))
+    print(f"\n{len(kit.secrets)} uploaded keys, {checked} needle/file checks over {names}: none found")
+
+
+# -- what each case costs the hub, one worker --------------------------------------------------------------
+def _cpu_param(case):
+    # The huge-exponent chain costs ~60 ms here, close enough to the budget that a faster machine may
+    # pass it: not strict. The engine test at the end is the strict one.
+    return _param(case, case.cpu_gap, strict=case.cpu_gap is not corpus.GAP_RSA_EXPONENT)
+
+
+@pytest.mark.parametrize("case", [_param(c, c.hub_gap, strict=False) if c.hub_gap else _cpu_param(c) for c in CASES])
+def test_costs_under_50ms_of_cpu(solo, kit, case):
+    request = case.request(kit)  # built first: proofs take a live challenge from the hub
+    time.sleep(0.01)
+    pids = [solo.pid]
+    ticks, ns = cpu_seconds(pids), cpu_ns(pids)
+    reply = exchange(solo.host, solo.port, request)
+    ticks, ns = cpu_seconds(pids) - ticks, cpu_ns(pids) - ns
+    COSTS[case.name] = (ticks, ns / 1e9 if ns >= 0 else float("nan"))
+    assert 0 < reply.status < 500, reply
+    assert ticks < CPU_BUDGET, f"{case.name} cost the hub {ticks * 1e3:.0f} ms of CPU"
+
+
+def test_cpu_summary(solo, kit):
+    assert solo.healthz()["workers"] == [solo.pid]
+    gaps = {c.name for c in CASES if c.cpu_gap or c.hub_gap}
+    measured = {k: v for k, v in COSTS.items() if k not in gaps}
+    assert len(measured) >= 50, len(measured)
+    worst = sorted(measured.items(), key=lambda kv: kv[1][1], reverse=True)[:8]
+    max_ticks = max(v[0] for v in measured.values())
+    print(f"\nCPU per hostile request, one worker, {len(measured)} cases (budget {CPU_BUDGET * 1e3:.0f} ms):")
+    print(f"  max by /proc ticks (10 ms resolution): {max_ticks * 1e3:.0f} ms")
+    for name, (t, precise) in worst:
+        print(f"  {name:48s} {precise * 1e3:7.2f} ms (schedstat)  {t * 1e3:4.0f} ms (ticks)")
+    for name, (t, precise) in COSTS.items():
+        if name not in measured:
+            print(f"  known gap {name}: {precise * 1e3:.1f} ms")
+    assert max_ticks < CPU_BUDGET
+    _assert_no_secrets(solo, kit)
+
+
+# -- the engine gaps, in-process --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(kit):
+    import chainkit as ck
+    from hubsim.engine import AuthEngine
+    eng = AuthEngine(secret=b"k" * 32, clock=time.time, random=os.urandom)
+    ck.trust(eng, kit.root)
+    return eng
+
+
+def _code(fn, *args):
+    from hubsim.errors import AuthError
+    try:
+        fn(*args)
+    except AuthError as exc:
+        return exc.code
+    return "accepted"
+
+
+@pytest.mark.xfail(strict=True, reason=corpus.GAP_DUPLICATE_EXTENSION)
+def test_engine_refuses_a_repeated_extension_as_malformed(engine, kit):
+    # Fix: catch x509.DuplicateExtension next to ValueError around `cert.extensions` in
+    # chain._check_leaf and engine._check_ca_certificate (and refuse as malformed_input).
+    import chainkit as ck
+    from hostile.der import TBS
+    _, leaf = kit.issue("dup-ext")
+    tbs = TBS.of(leaf)
+    tbs.extensions.append(tbs.extensions[0])
+    assert _code(engine.begin, [tbs.sign(kit.mid.key), ck.der(kit.mid.cert)]) == "malformed_input"
+    assert _code(engine.register_ca, corpus._duplicate_extension_ca(kit)) == "malformed_input"
+
+
+@pytest.mark.xfail(strict=True, reason=corpus.GAP_WEAK_INTERMEDIATE)
+def test_engine_calls_a_weak_intermediate_key_unsupported(engine, kit):
+    # Fix: in chain._explain, map the verifier's "key is too weak" (and any "public key" policy
+    # refusal) to unsupported_algorithm, as is done for "forbidden ... algorithm"; the leaf's own
+    # RSA-1024 key already gets unsupported_algorithm from _check_leaf.
+    from cryptography.x509 import load_pem_x509_certificates
+    chain = [c.public_bytes(corpus.Enc.DER) for c in load_pem_x509_certificates(corpus._intermediate_with(
+        kit, corpus._rsa(1024)))]
+    assert _code(engine.begin, chain) == "unsupported_algorithm"
+
+
+@pytest.mark.xfail(strict=True, reason=corpus.GAP_PKCS12_KDF)
+def test_pkcs12_sniffing_runs_no_key_derivation(kit):
+    # Fix: upload.looks_like_private_key must never call pkcs12.load_key_and_certificates on uploaded
+    # bytes (it verifies the MAC with the file's own iteration count: 2^31 rounds is minutes of CPU).
+    # Recognise PKCS#12 structurally instead: SEQUENCE { INTEGER, SEQUENCE { OID pkcs7-data or
+    # pkcs7-signedData, ... } ... }, whatever the version number and length encoding, with no KDF.
+    from hubsim.upload import looks_like_private_key
+    blob = corpus._pkcs12_costly_mac(kit, 1 << 20)
+    start = time.process_time()
+    found = looks_like_private_key(blob)
+    spent = time.process_time() - start
+    assert found and spent < CPU_BUDGET, (found, spent)
+
+
+@pytest.mark.xfail(strict=True, reason=corpus.GAP_RSA_EXPONENT)
+def test_engine_refuses_rsa_keys_with_huge_public_exponents(engine, kit):
+    # Fix: hubsim.algorithms.key_algorithm refuses RSA public exponents above 2^256 (the CA/Browser
+    # Forum's bound; 65537 in practice), and chain._cold runs key_algorithm over every uploaded CA
+    # certificate's key before calling the verifier, refusing with unsupported_algorithm. Then no
+    # signature check on a device path costs more than an ordinary RSA verify.
+    from cryptography.x509 import load_pem_x509_certificates
+    chain = [c.public_bytes(corpus.Enc.DER) for c in load_pem_x509_certificates(corpus._deep_chain(
+        kit, trusted=False, count=1, key_factory=lambda i: corpus._huge_exponent_rsa()))]
+    start = time.process_time()
+    code = _code(engine.begin, chain)
+    assert code == "unsupported_algorithm", (code, time.process_time() - start)
