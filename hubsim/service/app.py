@@ -31,7 +31,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.x509 import InvalidVersion
+from cryptography.x509 import DuplicateExtension, InvalidVersion, UnsupportedGeneralNameType
 
 from hubsim.engine import AuthEngine, EnginePolicy
 from hubsim.errors import AuthError
@@ -119,12 +119,14 @@ _last_parse_report = [0.0]
 def _parsing(step, *args, **kwargs):
     """Run an engine step that parses uploaded bytes. The engine is meant to turn every defect of its
     input into an AuthError; some parse errors of cryptography (a lazily parsed subject, an invalid
-    version number) escape it as ValueError or InvalidVersion. Those are the input's fault, so the
-    client gets 400 ``malformed_input`` (``unsupported_algorithm`` for UnsupportedAlgorithm) -- but each
-    is an engine gap, so it is logged with its traceback (at most every 10 s per worker)."""
+    version number, an extension given twice, a SubjectAltName with an x400Address) escape it as
+    ValueError, InvalidVersion, DuplicateExtension or UnsupportedGeneralNameType -- the last three are
+    not ValueErrors. Those are the input's fault, so the client gets 400 ``malformed_input``
+    (``unsupported_algorithm`` for UnsupportedAlgorithm) -- but each is an engine gap, so it is logged
+    with its traceback (at most every 10 s per worker)."""
     try:
         return step(*args, **kwargs)
-    except (ValueError, InvalidVersion, UnsupportedAlgorithm) as exc:
+    except (ValueError, InvalidVersion, UnsupportedAlgorithm, DuplicateExtension, UnsupportedGeneralNameType) as exc:
         now = time.monotonic()
         if now - _last_parse_report[0] > 10.0:
             _last_parse_report[0] = now
