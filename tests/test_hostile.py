@@ -15,6 +15,7 @@ that names the fix (see ``engine_gap``/``cpu_gap`` in tests/hostile/corpus.py).
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -170,7 +171,9 @@ def _assert_no_secrets(hub: HubProcess, kit) -> int:
     assert kit.secrets, "the corpus uploaded no private key"
     checked = 0
     for path in _hub_files(hub):
-        data = path.read_bytes()
+        # Long runs of zeros (the unused part of the guard file's table, free database pages) cannot
+        # hold a key; squeezing them makes the search over every needle fast.
+        data = re.sub(rb"\x00{64,}", b"\x00", path.read_bytes())
         assert b"PRIVATE KEY" not in data.upper(), path
         for secret in kit.secrets:
             for needle in secret.needles:

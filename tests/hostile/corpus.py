@@ -50,8 +50,6 @@ GAP_PARSE_ESCAPES = (
     "UnsupportedGeneralNameType for an x400Address or ediPartyName in a SubjectAltName, neither a "
     "ValueError; chain._check_leaf and engine._check_ca_certificate must catch them as malformed_input "
     "(the service answers 400 for them but logs each as an engine gap)")
-HUB_LINGERING = ("service: after a 413 for an unread body, aiohttp keeps reading (and discarding) it for up to "
-                 "10 s and keeps the connection")
 GAP_WEAK_INTERMEDIATE = (
     "engine: a weak RSA key on an intermediate comes back from the verifier as 'RSA key is too weak' and "
     "chain._explain maps it to chain_untrusted instead of unsupported_algorithm")
@@ -655,13 +653,13 @@ def _generated() -> list[Case]:
           lambda k: _leaf_validity(k, (dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc),
                                        dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc)))),
         # Bodies far over the limits, announced and streamed (the hub must not read them).
-        C("challenge-64MiB-announced", "size", (413, "upload_too_large"), stream=64 << 20, hub_gap=HUB_LINGERING),
-        C("challenge-64MiB-chunked", "size", (413, "upload_too_large"), stream=64 << 20, chunked=True, hub_gap=HUB_LINGERING),
+        C("challenge-64MiB-announced", "size", (413, "upload_too_large"), stream=64 << 20),
+        C("challenge-64MiB-chunked", "size", (413, "upload_too_large"), stream=64 << 20, chunked=True),
         C("proof-64MiB-announced", "size", (413, "upload_too_large"), path="/devices/proof", content_type=JSON,
-          stream=64 << 20, hub_gap=HUB_LINGERING),
-        C("cas-64MiB-announced", "size", (413, "upload_too_large"), path="/cas", stream=64 << 20, hub_gap=HUB_LINGERING),
+          stream=64 << 20),
+        C("cas-64MiB-announced", "size", (413, "upload_too_large"), path="/cas", stream=64 << 20),
         C("verify-64MiB-chunked", "size", (413, "upload_too_large"), path="/cas/{pending}/verify", stream=64 << 20,
-          chunked=True, hub_gap=HUB_LINGERING),
+          chunked=True),
         C("thousand-certificates", "size", (413, "upload_too_large"), _thousand_certificates),
         C("nine-certificates", "size", (400, "too_many_certificates"), _nine_certificates),
         C("forty-copies-of-one-certificate", "size", (400, "too_many_certificates"),
