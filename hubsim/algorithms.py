@@ -21,6 +21,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 MIN_RSA_BITS = 2048
+# RSA public exponents: odd, 2^16+1 .. 2^256-1 (the CA/Browser Forum bounds). A huge exponent turns each
+# signature check into the cost of a private-key operation, so it is refused, never verified.
+MIN_RSA_EXPONENT = 65537
+MAX_RSA_EXPONENT = 2**256 - 1
 
 _EC_HASHES = {
     "secp256r1": hashes.SHA256,
@@ -49,6 +53,10 @@ def key_algorithm(key) -> str:
     if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
         if key.key_size < MIN_RSA_BITS:
             raise UnsupportedKey(f"RSA keys need at least {MIN_RSA_BITS} bits, got {key.key_size}")
+        numbers = key.public_numbers() if isinstance(key, rsa.RSAPublicKey) else key.private_numbers().public_numbers
+        e = numbers.e
+        if not (MIN_RSA_EXPONENT <= e <= MAX_RSA_EXPONENT and e % 2):
+            raise UnsupportedKey("RSA public exponent outside 65537 .. 2^256-1")
         return f"rsa{key.key_size}"
     raise UnsupportedKey(f"{type(key).__name__} keys are not supported")
 

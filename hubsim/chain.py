@@ -79,6 +79,9 @@ _RSA_SIGS = {
     bytes.fromhex("300d06092a864886f70d01010d0500"): hashes.SHA512(),
 }
 _PKCS1 = padding.PKCS1v15()
+MAX_DEVICE_ID_BYTES = 1024  # a device id must fit a challenge token any hub process can open
+# What cryptography raises for extensions it cannot represent, besides ValueError.
+_EXTENSION_ERRORS = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,8 @@ class ChainValidator:
             if not _signed_by(view, issuer.public_key):
                 continue
             device_id = rawder.common_name(view.subject)
-            if device_id is None:
+            if device_id is None or len(device_id) * 4 > MAX_DEVICE_ID_BYTES \
+                    and len(device_id.encode()) > MAX_DEVICE_ID_BYTES:
                 continue
             try:
                 public_key = load_der_public_key(view.spki)
@@ -247,6 +251,7 @@ class ChainValidator:
             view = None
         device_id = _check_leaf(leaf.certificate, view, now)
         _refuse_ambiguous(chain)
+        _refuse_unsupported_keys(chain)
         if self._store is None:
             raise AuthError("chain_untrusted", "no verified CA is registered")
         verifier = (
@@ -364,6 +369,16 @@ def _subject(item: ParsedCertificate) -> bytes:
         return item.certificate.subject.public_bytes()
 
 
+def _refuse_unsupported_keys(chain: list[ParsedCertificate]) -> None:
+    """Every uploaded CA key must be one the policy allows before any signature is checked with it: an
+    RSA key with a huge public exponent makes each check cost as much as signing."""
+    for item in chain[1:]:
+        try:
+            key_algorithm(item.certificate.public_key())
+        except (UnsupportedKey, UnsupportedAlgorithm, ValueError) as exc:
+            raise AuthError("unsupported_algorithm", f"CA key in the chain: {exc}") from None
+
+
 def _text_time(second: int) -> bytes:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime(second)).encode()
 
@@ -410,7 +425,7 @@ def _check_leaf(cert: x509.Certificate, view: rawder.CertificateView | None, now
         raise AuthError("cert_expired", "the device certificate has expired")
     try:
         extensions = cert.extensions
-    except ValueError as exc:
+    except _EXTENSION_ERRORS as exc:
         raise AuthError("malformed_input", f"device certificate extensions: {exc}") from None
     for ext in extensions:
         value = ext.value
@@ -426,6 +441,8 @@ def _check_leaf(cert: x509.Certificate, view: rawder.CertificateView | None, now
         if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
             raise AuthError("device_id_missing")
         device_id = names[0].value
+    if len(device_id.encode()) > MAX_DEVICE_ID_BYTES:
+        raise AuthError("device_id_missing", f"the device id (CN) is longer than {MAX_DEVICE_ID_BYTES} bytes")
     return device_id
 
 
@@ -439,7 +456,7 @@ def _explain(exc: VerificationError, chain: list[ParsedCertificate], now: float)
                 return AuthError("cert_expired", "a CA certificate in the chain has expired")
             if now < item.certificate.not_valid_before_utc.timestamp():
                 return AuthError("cert_not_yet_valid", "a CA certificate in the chain is not valid yet")
-    if "forbidden" in lowered and "algorithm" in lowered:
+    if ("forbidden" in lowered and "algorithm" in lowered) or "too weak" in lowered:
         return AuthError("unsupported_algorithm", "a certificate on the path uses a forbidden algorithm")
     if "eku" in lowered:
         return AuthError("eku_invalid")

@@ -370,7 +370,7 @@ def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         raise AuthError("not_a_ca", "no BasicConstraints extension") from None
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         raise AuthError("malformed_input", f"CA extensions: {exc}") from None
     if not bc.ca:
         raise AuthError("not_a_ca", "BasicConstraints says CA:FALSE")

@@ -8,8 +8,9 @@ Two hubs, one after the other:
 * one worker, so that its CPU time is the cost of the case alone: no case may cost more than 50 ms.
   The costs are printed (pytest -s, or the summary in -rA); the largest is asserted.
 
-Cases the engine answers wrongly today are strict xfails here and have an in-process test at the end
-that names the fix (see ``engine_gap``/``cpu_gap`` in tests/hostile/corpus.py).
+The engine gaps the corpus found are fixed; each has an in-process regression test at the end. A
+case the hub answers wrongly would carry ``engine_gap``/``cpu_gap`` in tests/hostile/corpus.py (a strict
+xfail naming the fix); none does today.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def test_no_uploaded_private_key_is_stored_or_logged(hub, kit):
 def _cpu_param(case):
     # The huge-exponent chain costs ~60 ms here, close enough to the budget that a faster machine may
     # pass it: not strict. The engine test at the end is the strict one.
-    return _param(case, case.cpu_gap, strict=case.cpu_gap is not corpus.GAP_RSA_EXPONENT)
+    return _param(case, case.cpu_gap, strict=True)
 
 
 @pytest.mark.parametrize("case", [_param(c, c.hub_gap, strict=False) if c.hub_gap else _cpu_param(c) for c in CASES])
@@ -247,10 +248,8 @@ def _code(fn, *args):
     return "accepted"
 
 
-@pytest.mark.xfail(strict=True, reason=corpus.GAP_PARSE_ESCAPES)
 def test_engine_refuses_unparseable_extensions_as_malformed(engine, kit):
-    # Fix: catch (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) around
-    # `cert.extensions` in chain._check_leaf and engine._check_ca_certificate, as malformed_input.
+    # cryptography raises DuplicateExtension / UnsupportedGeneralNameType, not ValueError, for these.
     from cryptography.x509 import load_pem_x509_certificates
     x400 = corpus.D.extension("2.5.29.17", corpus.D.seq(corpus.D.tlv(0xA3, corpus.D.seq())))
     for body in (corpus._duplicate_extension_leaf(kit), corpus._leaf_with_extension(kit, x400)):
@@ -260,23 +259,17 @@ def test_engine_refuses_unparseable_extensions_as_malformed(engine, kit):
         assert _code(engine.register_ca, der) == "malformed_input"
 
 
-@pytest.mark.xfail(strict=True, reason=corpus.GAP_WEAK_INTERMEDIATE)
 def test_engine_calls_a_weak_intermediate_key_unsupported(engine, kit):
-    # Fix: in chain._explain, map the verifier's "key is too weak" (and any "public key" policy
-    # refusal) to unsupported_algorithm, as is done for "forbidden ... algorithm"; the leaf's own
-    # RSA-1024 key already gets unsupported_algorithm from _check_leaf.
+    # The verifier says "RSA key is too weak" for an intermediate; the engine names it precisely.
     from cryptography.x509 import load_pem_x509_certificates
     chain = [c.public_bytes(corpus.Enc.DER) for c in load_pem_x509_certificates(corpus._intermediate_with(
         kit, corpus._rsa(1024)))]
     assert _code(engine.begin, chain) == "unsupported_algorithm"
 
 
-@pytest.mark.xfail(strict=True, reason=corpus.GAP_PKCS12_KDF)
 def test_pkcs12_sniffing_runs_no_key_derivation(kit):
-    # Fix: upload.looks_like_private_key must never call pkcs12.load_key_and_certificates on uploaded
-    # bytes (it verifies the MAC with the file's own iteration count: 2^31 rounds is minutes of CPU).
-    # Recognise PKCS#12 structurally instead: SEQUENCE { INTEGER, SEQUENCE { OID pkcs7-data or
-    # pkcs7-signedData, ... } ... }, whatever the version number and length encoding, with no KDF.
+    # Parsing PKCS#12 verifies its MAC with the file's own iteration count (an attacker's choice):
+    # the upload check must recognise it by shape alone, with no key derivation.
     from hubsim.upload import looks_like_private_key
     blob = corpus._pkcs12_costly_mac(kit, 1 << 20)
     start = time.process_time()
@@ -285,12 +278,9 @@ def test_pkcs12_sniffing_runs_no_key_derivation(kit):
     assert found and spent < CPU_BUDGET, (found, spent)
 
 
-@pytest.mark.xfail(strict=True, reason=corpus.GAP_RSA_EXPONENT)
 def test_engine_refuses_rsa_keys_with_huge_public_exponents(engine, kit):
-    # Fix: hubsim.algorithms.key_algorithm refuses RSA public exponents above 2^256 (the CA/Browser
-    # Forum's bound; 65537 in practice), and chain._cold runs key_algorithm over every uploaded CA
-    # certificate's key before calling the verifier, refusing with unsupported_algorithm. Then no
-    # signature check on a device path costs more than an ordinary RSA verify.
+    # A huge RSA public exponent makes each signature check cost a private-key operation: every
+    # uploaded CA key is checked against the policy before the verifier runs.
     from cryptography.x509 import load_pem_x509_certificates
     chain = [c.public_bytes(corpus.Enc.DER) for c in load_pem_x509_certificates(corpus._deep_chain(
         kit, trusted=False, count=1, key_factory=lambda i: corpus._huge_exponent_rsa()))]

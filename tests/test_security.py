@@ -375,14 +375,9 @@ def long_id_device(chain: SupplyChain, device_id: str) -> Device:
     return Device(device_id, template._key, x509.load_der_x509_certificate(der), template.chain)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: a device id longer than ~3.8 KB makes a challenge token over challenge.MAX_TOKEN_BYTES (4096); "
-    "the issuing worker accepts its proof from its own cache, every other worker refuses it as "
-    "challenge_invalid. Fix: bound the device id (e.g. 1024 UTF-8 bytes, as POST /devices/{id}/disable "
-    "does) in chain._check_leaf and the warm path, refusing longer ones with device_id_missing"))
-def test_a_long_device_id_is_treated_alike_by_every_worker(hub):
+def test_a_device_id_too_long_for_a_portable_challenge_is_refused(hub):
+    # A device id over 1,024 bytes would make a challenge token only its issuing worker could open.
     chain = registered(hub, depth=1)
     device = long_id_device(chain, "d" * 5000)
-    body = proof_of(device, get_challenge(hub, device))
-    answers = on_every_worker(hub, "/devices/proof", body, JSON_TYPE)
-    assert not any(a.code == "challenge_invalid" for a in answers), answers
+    answers = on_every_worker(hub, "/devices/challenge", device.chain_pem(), PEM_TYPE)
+    assert {(a.status, a.code) for a in answers} == {(400, "device_id_missing")}, answers

@@ -44,23 +44,6 @@ PEM_FILE = "application/x-pem-file"
 JSON = "application/json"
 Enc, Fmt = serialization.Encoding, serialization.PrivateFormat
 
-# The engine gaps the corpus finds; tests/test_hostile.py has an in-process test for each.
-GAP_PARSE_ESCAPES = (
-    "engine: cryptography raises x509.DuplicateExtension for a repeated extension and "
-    "UnsupportedGeneralNameType for an x400Address or ediPartyName in a SubjectAltName, neither a "
-    "ValueError; chain._check_leaf and engine._check_ca_certificate must catch them as malformed_input "
-    "(the service answers 400 for them but logs each as an engine gap)")
-GAP_WEAK_INTERMEDIATE = (
-    "engine: a weak RSA key on an intermediate comes back from the verifier as 'RSA key is too weak' and "
-    "chain._explain maps it to chain_untrusted instead of unsupported_algorithm")
-GAP_PKCS12_KDF = (
-    "engine: upload.looks_like_private_key hands any unrecognised body to pkcs12.load_key_and_certificates, "
-    "which runs the PKCS#12 MAC key derivation with the attacker's iteration count")
-GAP_RSA_EXPONENT = (
-    "engine: RSA keys with huge public exponents are accepted on intermediates; each signature check then "
-    "costs a private-key operation (~9 ms at 3072 bits), and six of them exceed the CPU budget")
-
-
 @dataclass
 class Case:
     name: str
@@ -676,8 +659,7 @@ def _generated() -> list[Case]:
           lambda k: _deep_chain(k, trusted=False, count=6,
                                 key_factory=lambda i: ec.generate_private_key(ec.SECP521R1()))),
         C("six-rsa3072-huge-exponent-intermediates", "pathological", (400, "unsupported_algorithm"),
-          lambda k: _deep_chain(k, trusted=False, count=6, key_factory=lambda i: _huge_exponent_rsa()),
-          engine_gap=GAP_RSA_EXPONENT, cpu_gap=GAP_RSA_EXPONENT),
+          lambda k: _deep_chain(k, trusted=False, count=6, key_factory=lambda i: _huge_exponent_rsa())),
         C("leaf-with-1400-extensions", "numbers", (401, "chain_untrusted"), _many_extensions,
           content_type="application/pkix-cert"),
         C("extension-nested-3000-deep", "numbers", (400, "malformed_input"), _deeply_nested_extension),
@@ -695,7 +677,7 @@ def _generated() -> list[Case]:
         C("key-pkcs12-without-password", "private-key", (400, "private_key_in_upload"),
           lambda k: _pkcs12(k, None, "pkcs12 plain")),
         C("key-pkcs12-costly-mac", "private-key", (400, "private_key_in_upload"),
-          lambda k: _pkcs12_costly_mac(k, 1 << 20), engine_gap=GAP_PKCS12_KDF, cpu_gap=GAP_PKCS12_KDF),
+          lambda k: _pkcs12_costly_mac(k, 1 << 20)),
         C("key-after-a-valid-chain", "private-key", (400, "private_key_in_upload"), _key_after_chain),
         C("key-labelled-certificate-first", "private-key", (400, "private_key_in_upload"),
           lambda k: _key_in_certificate_block(k, 0)),
@@ -734,7 +716,7 @@ def _generated() -> list[Case]:
         # Algorithms outside policy.
         C("leaf-rsa1024", "algorithms", (400, "unsupported_algorithm"), lambda k: _leaf_alg(k, _rsa(1024))),
         C("intermediate-rsa1024", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _intermediate_with(k, _rsa(1024)), engine_gap=GAP_WEAK_INTERMEDIATE),
+          lambda k: _intermediate_with(k, _rsa(1024))),
         C("cas-rsa1024", "algorithms", (400, "unsupported_algorithm"), lambda k: _self_signed_ca(k, _rsa(1024)),
           path="/cas"),
         C("leaf-p192", "algorithms", (400, "unsupported_algorithm"), _p192_leaf),
