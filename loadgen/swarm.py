@@ -146,6 +146,7 @@ class Swarm:
         self.expected_workers: set[int] = set()
         self.meta: dict = {}
         self.failed_setup: str | None = None
+        self.run_active = False
 
     # -- set-up ------------------------------------------------------------------------------------------
     @property
@@ -277,6 +278,7 @@ class Swarm:
             while time.monotonic() < deadline and not self.expected_workers <= set(self.reports):
                 gevent.sleep(0.1)
         self.finished = True
+        self.run_active = False
         self.write_summary()
 
     def write_summary(self) -> None:
@@ -602,7 +604,9 @@ class SwarmShape(LoadTestShape):
         sw = SWARM
         if sw is None or sw.failed_setup:
             return None
-        if sw.shape is None:  # first tick comes before test_start builds the run's shape
+        if not sw.run_active:  # a new run (the web UI can start several): forget the last one's ending
+            sw.run_active = True
+            sw.done, sw.done_workers, sw.finished = False, set(), False
             sw.shape = _shapes.build(sw.options)
         plan = sw.shape.tick(self.get_run_time(), sw.all_done())
         if plan is None:
