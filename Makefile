@@ -45,3 +45,6 @@ differential: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks
+
+chaos: $(STAMP)
+	$(PY) tests/chaos.py $(ARGS)
