@@ -1,0 +1,87 @@
+"""Bounds: what grows with load must stop growing.
+
+* Challenges that are never answered cost a worker no memory beyond a fixed amount: the engine keeps
+  the parsed keys of its latest 4,096 challenges (a shortcut for proofs that come back to it) and the
+  pending-challenge gauge counts per second of expiry. Worker RSS is read from /proc at checkpoints
+  through 200,000 challenges (`make chaos` runs a million) and must level off.
+* The verification cache holds at most 4,096 intermediates however many distinct ones devices send.
+* The replay guard is a fixed-size table: full of live entries, it refuses proofs (429) instead of
+  growing or forgetting.
+
+Run with ``-s`` to see the figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+
+import pytest
+
+import chaos
+from bench.httpdevice import HubError, authenticate
+from hubsim.service.launcher import HubProcess
+from loadgen._pki import Custodian, Device
+
+MIB = 1024
+
+
+def _show(name: str, figures: dict) -> None:
+    print(f"\n{name}: {json.dumps(figures)}")
+
+
+def test_unanswered_challenges_do_not_grow_worker_memory(tmp_path):
+    figures = chaos.unanswered_challenges(tmp_path, total=200_000, checkpoints=4)
+    _show("200,000 unanswered challenges", figures)
+    for pid, rss in figures["rss_kib_per_worker_at_checkpoints"].items():
+        # Leaving room for allocator noise: the first quarter fills the bounded structures, after
+        # that 150,000 more challenges may not add more than a couple of MiB.
+        assert rss[-1] - rss[1] < 2 * MIB, (pid, rss)
+        assert rss[-1] - rss[0] < 16 * MIB, (pid, rss)
+    assert figures["pending_challenges_gauge"] > 50_000, figures  # they really were outstanding
+
+
+def test_the_pending_challenge_gauge_forgets_expired_challenges(tmp_path):
+    company = Custodian.root("Company-X")
+    device = Device.create("gauge", company, [])
+    with HubProcess(tmp_path / "hub.db", workers=2, args=("--challenge-ttl", "1")) as hub:
+        chaos.admin_register(hub, company)
+        out = chaos.flood_challenges((hub.host, hub.port), device.chain_der()[0], 600, connections=2, depth=50)
+        assert out["statuses"] == {200: 600}, out
+        time.sleep(0.3)
+        assert chaos.metrics(hub)["certstorm_pending_challenges"] == 600
+        time.sleep(2.2)  # the challenges expired at most 1 s ago
+        assert chaos.metrics(hub)["certstorm_pending_challenges"] == 0
+
+
+def test_the_issuer_cache_holds_at_most_4096_intermediates(tmp_path):
+    figures = chaos.cache_bound(tmp_path, intermediates=4300)
+    _show("issuer cache", figures)
+    assert figures["challenges_issued"] == 4300, figures
+    assert figures["issuer_cache_entries"] == figures["healthz_issuer_cache"] == 4096, figures
+
+
+def test_a_full_replay_guard_refuses_proofs_instead_of_growing(tmp_path):
+    company = Custodian.root("Company-X")
+    # 32 slots: two buckets of 16. Every admitted proof holds a slot for the challenge lifetime.
+    with HubProcess(tmp_path / "hub.db", workers=2, args=("--replay-slots", "32")) as hub:
+        chaos.admin_register(hub, company)
+        guard = os.path.getsize(f"{hub.db}.guard")
+        conn = hub.connect()
+        admitted, throttled = 0, []
+        for i in range(48):
+            device = Device.create(f"guarded-{i}", company, [])
+            try:
+                authenticate(conn, device)
+                admitted += 1
+            except HubError as exc:
+                throttled.append((exc.status, exc.code))
+        conn.close()
+        assert os.path.getsize(f"{hub.db}.guard") == guard
+        assert hub.healthz()["status"] == "ok"
+    _show("replay guard of 32 slots", {"proofs": 48, "admitted": admitted, "refused": len(throttled),
+                                       "guard_file_bytes": guard})
+    assert 16 <= admitted <= 32, admitted  # two-choice hashing fills at least one bucket's worth
+    assert throttled and set(throttled) == {(429, "throttled")}, throttled
