@@ -12,7 +12,6 @@ deltas to the shared values. Scrapes therefore lag by up to one flush interval.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -83,7 +82,8 @@ class Metrics:
             "Proof step inside the engine: token check, signature verification, replay claim and registry.",
             buckets=LATENCY_BUCKETS))
         self._pending = Gauge("certstorm_pending_challenges",
-                              "Challenges issued and not yet answered that have not expired (all workers).",
+                              "Challenges issued and not yet answered that have not expired (all workers; an "
+                              "expired challenge leaves the count within a second).",
                               multiprocess_mode="livesum")
         self._registry_pending = Gauge("certstorm_registry_pending_writes",
                                        "Device registry updates waiting for the write-behind flush.",
@@ -96,8 +96,10 @@ class Metrics:
         self._auth_counts: dict[tuple[str, str, str], int] = {}
         self._request_counts: dict[tuple[str, int], int] = {}
         self._throttled_count = 0
-        self._issued: deque[float] = deque()    # expiry of each challenge this worker issued
-        self._answered: deque[float] = deque()  # expiry of each challenge this worker admitted a proof for
+        # Challenges this worker issued, and admitted proofs for, counted per whole second of their expiry
+        # (rounded up): memory in proportion to the challenge lifetime, not to the number of challenges.
+        self._issued: dict[int, int] = {}
+        self._answered: dict[int, int] = {}
         self._cache_seen = (0, 0, 0)
         self.challenge_ttl = challenge_ttl
 
@@ -116,12 +118,14 @@ class Metrics:
         self._auth_counts[key] = self._auth_counts.get(key, 0) + 1
 
     def issued(self, expires_at: float) -> None:
-        self._issued.append(expires_at)
+        second = int(expires_at) + 1
+        self._issued[second] = self._issued.get(second, 0) + 1
 
     def admitted(self, expires_at: float) -> None:
         key = ("admitted", "proof", "")
         self._auth_counts[key] = self._auth_counts.get(key, 0) + 1
-        self._answered.append(expires_at)
+        second = int(expires_at) + 1
+        self._answered[second] = self._answered.get(second, 0) + 1
 
     def throttled(self) -> None:
         self._throttled_count += 1
@@ -148,10 +152,10 @@ class Metrics:
             if delta > 0:
                 self._cache.labels(result).inc(delta)
         self._cache_seen = (warm, cold, deferred)
-        for queue in (self._issued, self._answered):
-            while queue and queue[0] < now:
-                queue.popleft()
-        self._pending.set(len(self._issued) - len(self._answered))
+        for counts in (self._issued, self._answered):
+            for second in [s for s in counts if s <= now]:
+                del counts[second]  # expired (a challenge leaves the count within a second of its expiry)
+        self._pending.set(sum(self._issued.values()) - sum(self._answered.values()))
         self._registry_pending.set(registry_pending)
         self._registry_lag.set(registry_lag)
         self._cache_size.set(engine_stats["cache_size"])
