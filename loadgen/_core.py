@@ -297,23 +297,37 @@ class DeviceQueue:
         self.rng = rng or random.Random()
         self._seq = count()
         self.heap: list = []
-        for index in devices:
-            due = start + (self.rng.random() * spread if spread > 0 else 0.0)
-            # (due, tie, device, retry number, first attempt time, previous delay)
-            self.heap.append((due, next(self._seq), index, 0, None, 0.0))
-        heapq.heapify(self.heap)
-        self.total = len(self.heap)
+        self.start = start
+        self.total = len(devices)
+        if spread > 0:
+            for index in devices:
+                # (due, tie, device, retry number, first attempt time, previous delay)
+                self.heap.append((start + self.rng.random() * spread, next(self._seq), index, 0, None, 0.0))
+            heapq.heapify(self.heap)
+            self._fresh = iter(())
+            self._fresh_left = 0
+        else:
+            # all due at `start`, before any retry: hand them out in order without a heap entry each,
+            # so a storm of a million devices costs memory only for the devices actually refused
+            self._fresh = iter(devices)
+            self._fresh_left = self.total
         self.in_flight = 0
         self.admitted = 0
         self.gave_up = 0
 
     def __len__(self) -> int:
-        return len(self.heap)
+        return len(self.heap) + self._fresh_left
 
     def next_due(self) -> float | None:
+        if self._fresh_left:
+            return self.start
         return self.heap[0][0] if self.heap else None
 
     def pop_due(self, now: float):
+        if self._fresh_left and now >= self.start:
+            self._fresh_left -= 1
+            self.in_flight += 1
+            return (self.start, -1, next(self._fresh), 0, None, 0.0)
         if self.heap and self.heap[0][0] <= now:
             self.in_flight += 1
             return heapq.heappop(self.heap)
@@ -327,7 +341,7 @@ class DeviceQueue:
 
     @property
     def finished(self) -> bool:
-        return not self.heap and self.in_flight == 0
+        return not self.heap and not self._fresh_left and self.in_flight == 0
 
     def exp(self, mean: float) -> float:
         return self.rng.expovariate(1.0 / mean) if mean > 0 else 0.0

@@ -154,6 +154,18 @@ def _rates(tl: dict, t0: float | None, phases: list[dict], phase_hists: dict[int
             row["intended_rate"] = round(sum(tl["intended"][i0:i1]) / secs, 1)
             row["achieved_rate"] = round(sum(tl["admitted"][i0:i1]) / secs, 1)
             row["failed_rate"] = round(sum(tl["failed"][i0:i1]) / secs, 1)
+        elif hi > lo:
+            # a phase shorter than its whole seconds: weight each second by its overlap with the phase
+            weights = {s: min(s + 1, hi) - max(s, lo) for s in range(math.floor(lo), math.ceil(hi))}
+            total = sum(w for w in weights.values() if w > 0)
+            row["seconds"] = round(hi - lo, 3)
+
+            def rate(col):
+                n = len(tl[col])
+                return round(sum(w * tl[col][s - start] for s, w in weights.items()
+                                 if w > 0 and 0 <= s - start < n) / total, 1)
+
+            row.update(intended_rate=rate("intended"), achieved_rate=rate("admitted"), failed_rate=rate("failed"))
         h = phase_hists.get(ph["phase"])
         if h is not None and h.count:
             row["auth_p50_us"], row["auth_p99_us"] = h.percentile(50), h.percentile(99)

@@ -141,6 +141,19 @@ def test_device_queue_releases_devices_when_due():
     assert not q.finished and q.next_due() == 300.0
 
 
+def test_device_queue_without_spread_serves_fresh_devices_before_retries():
+    q = DeviceQueue(range(3), start=10.0)
+    assert len(q) == 3 and q.heap == [] and q.next_due() == 10.0 and q.pop_due(9.9) is None
+    first = q.pop_due(10.0)
+    assert first[2] == 0 and first[3] == 0
+    q.push(11.0, 0, 1, 10.0, 1.0)  # refused: retry later
+    q.settle()
+    assert [q.pop_due(12.0)[2] for _ in range(3)] == [1, 2, 0]
+    for _ in range(3):
+        q.settle()
+    assert q.finished and len(q) == 0
+
+
 def test_reports_merge_counts_devices_and_detect_duplicates():
     def report(devices, passes=0):
         r = Recorder(10, t0=1000.0)
