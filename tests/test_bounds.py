@@ -2,8 +2,8 @@
 
 * Challenges that are never answered cost a worker no memory beyond a fixed amount: the engine keeps
   the parsed keys of its latest 4,096 challenges (a shortcut for proofs that come back to it) and the
-  pending-challenge gauge counts per second of expiry. Worker RSS is read from /proc at checkpoints
-  through 200,000 challenges (`make chaos` runs a million) and must level off.
+  pending-challenge gauge counts per second of expiry. Worker RSS is read from /proc after 20,000
+  challenges and at checkpoints through 120,000 more (`make chaos` runs a million) and must stay level.
 * The verification cache holds at most 4,096 intermediates however many distinct ones devices send.
 * The replay guard is a fixed-size table: full of live entries, it refuses proofs (429) instead of
   growing or forgetting.
@@ -13,12 +13,9 @@ Run with ``-s`` to see the figures.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
-
-import pytest
 
 import chaos
 from bench.httpdevice import HubError, authenticate
@@ -33,13 +30,12 @@ def _show(name: str, figures: dict) -> None:
 
 
 def test_unanswered_challenges_do_not_grow_worker_memory(tmp_path):
-    figures = chaos.unanswered_challenges(tmp_path, total=200_000, checkpoints=4)
-    _show("200,000 unanswered challenges", figures)
+    figures = chaos.unanswered_challenges(tmp_path, total=120_000, checkpoints=3, warmup=20_000)
+    _show("120,000 unanswered challenges after 20,000", figures)
     for pid, rss in figures["rss_kib_per_worker_at_checkpoints"].items():
-        # Leaving room for allocator noise: the first quarter fills the bounded structures, after
-        # that 150,000 more challenges may not add more than a couple of MiB.
-        assert rss[-1] - rss[1] < 2 * MIB, (pid, rss)
-        assert rss[-1] - rss[0] < 16 * MIB, (pid, rss)
+        # The warm-up filled what is bounded; 120,000 more may add allocator noise, not a trend.
+        # (With 65,536 parsed keys per worker, as before the cap, P-256 devices grew each by ~185 MB.)
+        assert rss[-1] - rss[0] < 4 * MIB, (pid, rss)
     assert figures["pending_challenges_gauge"] > 50_000, figures  # they really were outstanding
 
 
