@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -98,6 +99,7 @@ def kill_whole_hub(hub: HubProcess) -> float:
     cleanly through their parent-death signal). Returns the monotonic time of the kill."""
     workers = hub.healthz()["workers"]
     supervisor = hub.proc.pid
+    rundir = _rundir(workers)
     os.kill(supervisor, signal.SIGSTOP)
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
@@ -114,7 +116,20 @@ def kill_whole_hub(hub: HubProcess) -> float:
             if state in ("Z", "X"):
                 break
             time.sleep(0.01)
+    if rundir is not None:  # a killed supervisor leaves its run directory (metrics files) behind
+        shutil.rmtree(rundir, ignore_errors=True)
     return killed
+
+
+def _rundir(workers) -> Path | None:
+    """The supervisor's private run directory: the one whose list of live workers is ``workers``."""
+    for path in Path(tempfile.gettempdir()).glob("certstorm-hub-*"):
+        try:
+            if sorted(int(p) for p in (path / "workers").read_text().split()) == sorted(workers):
+                return path
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 # -- the storm ----------------------------------------------------------------------------------------------
