@@ -141,5 +141,11 @@ def looks_like_private_key(der: bytes) -> bool:
     # PKCS#12 is recognised by its shape alone: SEQUENCE { INTEGER version, SEQUENCE { OID pkcs7-data or
     # pkcs7-signedData ... } }. Parsing it would verify its MAC with the file's own iteration count,
     # which an attacker chooses.
-    head = der[:48]
-    return head[:1] == b"\x30" and b"\x02\x01" in head[:10] and any(oid in head for oid in _PKCS7_DATA_OIDS)
+    if len(der) < 16 or der[0] != 0x30:
+        return False
+    first = der[1]
+    pos = 2 if first < 0x80 else 2 + (first & 0x7F)  # past the outer SEQUENCE's header
+    if der[pos:pos + 2] != b"\x02\x01":             # a one-byte INTEGER version
+        return False
+    window = der[pos + 3:pos + 3 + 20]                # the ContentInfo SEQUENCE header, then its OID
+    return any(oid in window for oid in _PKCS7_DATA_OIDS)

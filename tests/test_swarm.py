@@ -45,9 +45,17 @@ def swarm(hub_url: str, results: Path, cache: Path, *args: str, timeout: float =
     return proc.returncode, json.loads(runs[-1].read_text()), out
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_one_pass_over_the_fleet_with_two_processes(hub, cache, tmp_path):
+    port = _free_port()  # Locust's master/worker channel defaults to 5557: another swarm may hold it
     rc, s, out = swarm(hub.url, tmp_path, cache, "--processes", "2", "--passes", "1", "-u", "16", "-r", "100",
-                       "-t", "30")
+                       "-t", "30", "--master-bind-port", str(port), "--master-port", str(port))
     assert rc == 0, out[-4000:]
     a = s["authentications"]
     assert a["admitted"] == DEVICES and a["failed_attempts"] == 0 and not a["failures_by_code"]
