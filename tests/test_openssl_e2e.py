@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from hubsim.service.launcher import HubProcess
+from conftest import serve_hub
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
@@ -42,12 +42,7 @@ def run_shell(script: str, cwd: Path, hub_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    process = HubProcess(tmp_path_factory.mktemp("hub") / "hub.db", workers=2).start()
-    yield process
-    try:
-        assert process.stop() == 0, process.log()
-    finally:
-        process.kill()
+    yield from serve_hub(tmp_path_factory, "hub", clean_log=False)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the documented walkthrough uses curl")

@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bench.httpdevice import authenticate, register_and_prove
+from conftest import serve_hub
+
 from hubsim.service.launcher import HubProcess
 from loadgen._pki import Device, SupplyChain
 
@@ -120,13 +122,7 @@ def registered(hub, depth: int = 2) -> SupplyChain:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    process = HubProcess(tmp_path_factory.mktemp("security") / "hub.db", workers=2).start()
-    yield process
-    try:
-        assert process.stop() == 0, process.log()
-    finally:
-        process.kill()
-    assert " ERROR " not in process.log(), process.log()
+    yield from serve_hub(tmp_path_factory, "security")
 
 
 # -- proof of possession ------------------------------------------------------------------------------------

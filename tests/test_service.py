@@ -19,6 +19,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from conftest import serve_hub
+
 from hubsim.service.launcher import HubProcess
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -109,14 +111,7 @@ def eventually(check, timeout: float = 2.0):
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    process = HubProcess(tmp_path_factory.mktemp("hub") / "hub.db", workers=2).start()
-    yield process
-    try:
-        assert process.stop() == 0, process.log()
-    finally:
-        process.kill()
-    # Only the engine-gap warnings of the test above may carry a traceback: never an ERROR.
-    assert " ERROR " not in process.log(), process.log()
+    yield from serve_hub(tmp_path_factory, "hub")
 
 
 @pytest.fixture(scope="module")
