@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 
 from bench.planner import USL, fit_usl
 
@@ -178,11 +177,3 @@ def cloud_references(rate: float) -> list[dict]:
 
 def summarise_steps(steps: list[Step]) -> list[dict]:
     return [asdict(s) for s in steps]
-
-
-def percentile_table(values_us: np.ndarray) -> dict[str, float]:
-    """p50/p90/p99/p99.9 of raw µs values (for the sub-millisecond phases)."""
-    if values_us.size == 0:
-        return {}
-    q = np.percentile(values_us, [50, 90, 99, 99.9])
-    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "p999": float(q[3])}

@@ -65,6 +65,7 @@ class Admission(NamedTuple):
     device_id: str
     ca: str               # id of the CA that admitted the device
     first_connection: bool
+    challenge_expires_at: float  # when the answered challenge would have expired
 
 
 class DeviceRegistry(Protocol):
@@ -343,7 +344,7 @@ class AuthEngine:
         if registry.is_disabled(claims.device_id):
             raise AuthError("device_disabled")
         first = registry.admit(claims.device_id, anchor.id, now)
-        return Admission(claims.device_id, anchor.id, first)
+        return Admission(claims.device_id, anchor.id, first, claims.expires_at)
 
     def stats(self) -> dict:
         s = self.chains.stats

@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout and tests/ i
     sys.path[:0] = [str(_here.parent), str(_here)]
 
 from bench.httpdevice import register_and_prove
-from hubsim.service.launcher import HubProcess
+from hubsim.service.launcher import HubProcess, request_then_worker
 from loadgen._fleet import generate_fleet
 from loadgen._pki import Custodian, Device
 
@@ -501,19 +501,9 @@ def _two_technicians(per_technician: int):
 
 
 def _first_then_healthz(address, path: str, body: bytes, headers: dict) -> tuple[int, str | None, int]:
-    """A device request first on a new connection (the fast path answers it), then /healthz on the same
-    connection: (status, error code, pid of the worker that answered)."""
-    conn = http.client.HTTPConnection(*address, timeout=10)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        reply = conn.getresponse()
-        status, data = reply.status, reply.read()
-        conn.request("GET", "/healthz")
-        pid = json.loads(conn.getresponse().read())["pid"]
-        code = None if status == 200 else json.loads(data).get("error")
-        return status, code, pid
-    finally:
-        conn.close()
+    """(status, error code, pid of the worker that answered) for a device request on a new connection."""
+    status, data, pid = request_then_worker(*address, path, body, headers)
+    return status, None if status == 200 else json.loads(data).get("error"), pid
 
 
 def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int = 8, before: float = 1.0,

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from bench.httpdevice import authenticate, register_and_prove
 from conftest import serve_hub
 
-from hubsim.service.launcher import HubProcess
+from hubsim.service.launcher import HubProcess, request_then_worker
 from loadgen._pki import Device, SupplyChain
 
 PEM = serialization.Encoding.PEM
@@ -59,18 +59,8 @@ class Answer:
 
 
 def fresh(hub: HubProcess, path: str, body: bytes, headers: dict) -> Answer:
-    """One device request as the first request of a new connection (the fast path answers it), then
-    /healthz on the same connection to learn which worker that was."""
-    conn = hub.connect()
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        reply = conn.getresponse()
-        status, data = reply.status, reply.read()
-        conn.request("GET", "/healthz")
-        pid = json.loads(conn.getresponse().read())["pid"]
-        return Answer(status, data, pid)
-    finally:
-        conn.close()
+    """One device request as the first request of a new connection, and the worker that answered it."""
+    return Answer(*request_then_worker(hub.host, hub.port, path, body, headers))
 
 
 def on_every_worker(hub: HubProcess, path: str, body: bytes, headers: dict, attempts: int = 60) -> list[Answer]:

@@ -478,8 +478,7 @@ class Hub:
             return self.refusal("proof", exc, pop=took)
         took = perf_counter() - t0
         metrics.pop.observe(took)
-        # The token's expiry (big-endian ms after the version byte) keeps the pending-challenge gauge.
-        metrics.admitted(int.from_bytes(token[1:9], "big") / 1000.0)
+        metrics.admitted(admission.challenge_expires_at)  # keeps the pending-challenge gauge
         out = b"".join((
             b'{"device_id":', json.dumps(admission.device_id).encode(),
             b',"ca":"', admission.ca.encode(),

@@ -172,6 +172,21 @@ class HubProcess:
         raise RuntimeError(f"workers not ready in {timeout} s (last: {last}):\n{self.log()}")
 
 
+def request_then_worker(host: str, port: int, path: str, body: bytes, headers: dict) -> tuple[int, bytes, int]:
+    """A device request as the first request of a new connection (so the device fast path answers it),
+    then /healthz on the same connection to learn which worker that was: (status, body, worker pid)."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        reply = conn.getresponse()
+        status, data = reply.status, reply.read()
+        conn.request("GET", "/healthz")
+        pid = json.loads(conn.getresponse().read())["pid"]
+        return status, data, pid
+    finally:
+        conn.close()
+
+
 def cpu_seconds(pids) -> float:
     """User plus system CPU seconds the processes have used so far, from /proc (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
