@@ -123,3 +123,44 @@ def test_throttled_storm_retries_until_every_device_is_admitted(cache, tmp_path)
     assert curve["admitted_cumulative"][-1] == 300 and sum(curve["refused"]) == a["retries"]
     assert curve["time_to_100pct_s"] >= 1.0  # 300 devices through a 150/s bucket take over a second
     assert s["backoff"]["preset"] == "aws-crt"
+
+
+# --- the swarm's options in `locust --help` -------------------------------------------------------------------
+SWARM_OPTIONS = ("--hub-url", "--fleet", "--devices", "--alg", "--depth", "--shape", "--rate", "--step-rate",
+                 "--storm-devices", "--backoff", "--churn-stay", "--results-dir")
+
+
+@pytest.mark.parametrize("argv", [
+    [LOCUST, "-f", "loadgen", "--help"],
+    [LOCUST, "--help"],
+    [sys.executable, "-m", "locust", "-f", "loadgen", "-h"],
+])
+def test_locust_help_lists_the_swarm_options(argv, tmp_path):
+    # run from elsewhere: the options come from the installed package, not from the working directory
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "certstorm device swarm" in proc.stdout
+    missing = [o for o in SWARM_OPTIONS if f"  {o} " not in proc.stdout and f"  {o}\n" not in proc.stdout]
+    assert not missing, f"not in locust --help: {missing}"
+
+
+def test_help_hook_ignores_other_programs():
+    from loadgen._locust_help import is_locust_help
+
+    assert is_locust_help(["python", "/venv/bin/locust", "-f", "loadgen", "--help"])
+    assert is_locust_help(["python", "-m", "locust", "-h"])
+    assert not is_locust_help(["python", "/venv/bin/locust", "-f", "loadgen", "--headless"])
+    assert not is_locust_help(["python", "/venv/bin/pytest", "--help"])
+    assert not is_locust_help(["python", "-m", "pytest", "-h"])
+    # another program asked for help in the same environment does not load Locust
+    proc = subprocess.run([sys.executable, "-c", "import sys; print('locust' in sys.modules)", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_a_run_still_takes_its_options_from_the_locustfile_alone():
+    # the options are registered once by the locustfile; parsing them twice would be an argparse error
+    proc = subprocess.run([LOCUST, "-f", "loadgen", "--headless", "--shape", "nonsense"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "invalid choice: 'nonsense'" in proc.stderr
