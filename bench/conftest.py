@@ -6,29 +6,9 @@ ECDSA P-256 verify measured in the same session, so results from different machi
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
-
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 
-_ECDSA = ec.ECDSA(hashes.SHA256())
-
-
-def raw_verify_seconds(samples: int = 9, batch: int = 300) -> float:
-    """Median over ``samples`` batches of one raw P-256 verify with an already-parsed key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    pub, msg = key.public_key(), os.urandom(300)
-    sig = key.sign(msg, _ECDSA)
-    times = []
-    for _ in range(samples):
-        start = time.perf_counter()
-        for _ in range(batch):
-            pub.verify(sig, msg, _ECDSA)
-        times.append((time.perf_counter() - start) / batch)
-    return statistics.median(times)
+from bench.measure import raw_verify_seconds
 
 
 class Calibration:
