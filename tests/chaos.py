@@ -617,8 +617,8 @@ def flood_challenges(address, chain: bytes, count: int, *, connections: int = 4,
 
 def unanswered_challenges(workdir: Path, *, total: int = 200_000, checkpoints: int = 2, warmup: int = 20_000) -> dict:
     """RSS of each worker before and after ``total`` challenges that are never answered, measured at
-    ``checkpoints`` steps: memory must level off, not grow with the count. ``warmup`` challenges first
-    fill what is bounded (4,096 parsed keys per worker) and settle the allocator."""
+    ``checkpoints`` steps: memory must level off, not grow with the count. Rounds of ``warmup`` challenges
+    first fill what is bounded (4,096 parsed keys per worker) and settle the allocator."""
     # The cheapest challenge to issue: an Ed25519 device directly under an RSA CA (one RSA signature check,
     # a key that parses fast), uploaded as DER.
     company = Custodian.root("Company-X", "rsa2048")
@@ -628,10 +628,22 @@ def unanswered_challenges(workdir: Path, *, total: int = 200_000, checkpoints: i
         address = (hub.host, hub.port)
         workers = hub.healthz()["workers"]
         body = device.chain_der()[0]
-        flood_challenges(address, body, warmup)
-        time.sleep(0.5)
-        rss = [{pid: rss_kib(pid) for pid in workers}]
-        issued = [warmup]
+        # Warm up until every worker's memory stops moving: the kernel spreads connections over the
+        # workers by hash, so one warm-up round can leave a worker with few challenges. A leak never
+        # settles, and then the measurement below fails.
+        before = {pid: rss_kib(pid) for pid in workers}
+        warmed = 0
+        for _ in range(6):
+            flood_challenges(address, body, warmup, connections=16)
+            warmed += warmup
+            time.sleep(0.5)
+            after = {pid: rss_kib(pid) for pid in workers}
+            settled = all(after[pid] - before[pid] < 1024 for pid in workers)
+            before = after
+            if settled:
+                break
+        rss = [before]
+        issued = [warmed]
         seconds = 0.0
         step = total // checkpoints
         for _ in range(checkpoints):

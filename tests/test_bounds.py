@@ -2,8 +2,9 @@
 
 * Challenges that are never answered cost a worker no memory beyond a fixed amount: the engine keeps
   the parsed keys of its latest 4,096 challenges (a shortcut for proofs that come back to it) and the
-  pending-challenge gauge counts per second of expiry. Worker RSS is read from /proc after 20,000
-  challenges and at checkpoints through 120,000 more (`make chaos` runs a million) and must stay level.
+  pending-challenge gauge counts per second of expiry. Worker RSS is read from /proc once a warm-up
+  has filled that (rounds of 20,000 challenges until each worker's RSS is level), then at checkpoints
+  through 120,000 more (`make chaos` runs a million), and must stay level.
 * The verification cache holds at most 4,096 intermediates however many distinct ones devices send.
 * The replay guard is a fixed-size table: full of live entries, it refuses proofs (429) instead of
   growing or forgetting.
@@ -31,7 +32,7 @@ def _show(name: str, figures: dict) -> None:
 
 def test_unanswered_challenges_do_not_grow_worker_memory(tmp_path):
     figures = chaos.unanswered_challenges(tmp_path, total=120_000, checkpoints=3, warmup=20_000)
-    _show("120,000 unanswered challenges after 20,000", figures)
+    _show("120,000 unanswered challenges after the warm-up", figures)
     for pid, rss in figures["rss_kib_per_worker_at_checkpoints"].items():
         # The warm-up filled what is bounded; 120,000 more may add allocator noise, not a trend.
         # (With 65,536 parsed keys per worker, as before the cap, P-256 devices grew each by ~185 MB.)
