@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test bench bench-compare bench-baseline bench-smoke differential clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py certstorm-locust.pth
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "certstorm needs Python 3.11+"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
