@@ -1,12 +1,13 @@
-"""Makes ``locust --help`` list the swarm's options.
+"""Makes ``locust -f loadgen --help`` list the swarm's options.
 
 Locust answers ``--help`` before it imports any locustfile (locustio/locust#2917), so options that a
 locustfile adds through ``init_command_line_parser`` never show there. Its only earlier hook is an import
 of a package named ``locust_plugins``, which belongs to another project. So the distribution installs
 ``certstorm-locust.pth`` next to the packages; Python runs that line at start-up, and it imports this
-module only when the process was asked for help. Here, if the process is the ``locust`` command, the
-swarm's options are registered on Locust's parser hook before Locust builds its help. Nothing else
-changes: a real run still gets its options from the locustfile, ``loadgen/swarm.py``.
+module only when a process that mentions locust was asked for help. Here, if the process is the
+``locust`` command and its locustfile is ``loadgen``, the swarm's options are registered on Locust's
+parser hook before Locust builds its help. Nothing else changes: a real run still gets its options
+from the locustfile, ``loadgen/swarm.py``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,58 @@ from __future__ import annotations
 import os
 import sys
 
+# CPython options that take a value in the next argument (they are not the script's name)
+_PYTHON_OPTIONS_WITH_VALUE = {"-W", "-X", "--check-hash-based-pycs"}
+_LOCUST_NAMES = {"locust", "locust.exe", "locust-script.py", "locust.py"}
+
+
+def _program_and_args(argv: list[str]) -> tuple[str, list[str]]:
+    """``("locust", args)`` for ``locust ...`` or ``python [options] -m locust ...``; else ``("", [])``."""
+    rest = argv[1:]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")):
+            module = rest[i + 1] if arg == "-m" and i + 1 < len(rest) else arg[2:]
+            args = rest[i + 2:] if arg == "-m" else rest[i + 1:]
+            return ("locust", args) if module == "locust" else ("", [])
+        if arg == "-c" or (arg.startswith("-c") and not arg.startswith("--")):
+            return "", []
+        if arg in _PYTHON_OPTIONS_WITH_VALUE:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        name = os.path.basename(arg.replace("\\", "/")).lower()
+        return ("locust", rest[i + 1:]) if name in _LOCUST_NAMES else ("", [])
+    return "", []
+
+
+def _locustfiles(args: list[str]) -> list[str]:
+    """The values of ``-f``/``--locustfile`` (comma-separated, as Locust reads them) or LOCUST_LOCUSTFILE."""
+    value = os.environ.get("LOCUST_LOCUSTFILE", "")
+    for i, arg in enumerate(args):
+        if arg in ("-f", "--locustfile") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--locustfile="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-f") and len(arg) > 2:
+            value = arg[2:].lstrip("=")
+    return [v.strip() for v in value.split(",") if v.strip()]
+
 
 def is_locust_help(argv: list[str]) -> bool:
-    """True for ``locust ... --help`` and ``python -m locust ... --help`` (``argv`` as in ``sys.orig_argv``)."""
-    if "-h" not in argv and "--help" not in argv:
+    """True when ``argv`` (as in ``sys.orig_argv``) asks the ``locust`` command for help with the swarm
+    as its locustfile: ``-f loadgen`` (any path to this folder) or ``-f .../loadgen/swarm.py``."""
+    program, args = _program_and_args(argv)
+    if program != "locust" or ("-h" not in args and "--help" not in args):
         return False
-    if argv[1:3] == ["-m", "locust"]:
-        return True
-    script = next((a for a in argv[1:] if not a.startswith("-")), "")
-    return os.path.basename(script) in ("locust", "locust.exe", "locust-script.py")
+    for path in _locustfiles(args):
+        path = path.replace("\\", "/").rstrip("/")
+        if os.path.basename(path) == "loadgen" or path.endswith("loadgen/swarm.py"):
+            return True
+    return False
 
 
 def install() -> None:

@@ -10,7 +10,11 @@ from loadgen._pki import ALGORITHMS
 
 
 def add_arguments(parser) -> None:
-    """Add the swarm's options to Locust's parser, in a group of their own."""
+    """Add the swarm's options to Locust's parser, in a group of their own (once per parser: both the
+    locustfile and the ``--help`` hook may ask)."""
+    if getattr(parser, "certstorm_swarm_options", False):
+        return
+    parser.certstorm_swarm_options = True
     g = parser.add_argument_group("certstorm device swarm")
     g.add_argument("--hub-url", default=None, metavar="URL",
                    help="hub base URL (default: Locust's --host)")

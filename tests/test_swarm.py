@@ -130,36 +130,76 @@ SWARM_OPTIONS = ("--hub-url", "--fleet", "--devices", "--alg", "--depth", "--sha
                  "--storm-devices", "--backoff", "--churn-stay", "--results-dir")
 
 
+def _help(argv, cwd):
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 @pytest.mark.parametrize("argv", [
     [LOCUST, "-f", "loadgen", "--help"],
-    [LOCUST, "--help"],
+    [LOCUST, "--locustfile=loadgen/", "-h"],
     [sys.executable, "-m", "locust", "-f", "loadgen", "-h"],
+    [sys.executable, "-X", "utf8", "-m", "locust", "-f", "./loadgen/swarm.py", "--help"],
 ])
 def test_locust_help_lists_the_swarm_options(argv, tmp_path):
     # run from elsewhere: the options come from the installed package, not from the working directory
-    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "certstorm device swarm" in proc.stdout
-    missing = [o for o in SWARM_OPTIONS if f"  {o} " not in proc.stdout and f"  {o}\n" not in proc.stdout]
+    out = _help(argv, tmp_path)
+    assert "certstorm device swarm" in out
+    missing = [o for o in SWARM_OPTIONS if f"  {o} " not in out and f"  {o}\n" not in out]
     assert not missing, f"not in locust --help: {missing}"
 
 
-def test_help_hook_ignores_other_programs():
+@pytest.mark.parametrize("argv", [[LOCUST, "--help"], [LOCUST, "-f", "mine.py", "--help"]])
+def test_locust_help_for_other_locustfiles_leaves_the_swarm_options_out(argv, tmp_path):
+    out = _help(argv, tmp_path)
+    assert "--locustfile" in out  # Locust's own help, printed
+    assert "certstorm device swarm" not in out and "--hub-url" not in out
+
+
+def test_help_hook_recognises_only_locust_with_the_swarm():
     from loadgen._locust_help import is_locust_help
 
-    assert is_locust_help(["python", "/venv/bin/locust", "-f", "loadgen", "--help"])
-    assert is_locust_help(["python", "-m", "locust", "-h"])
-    assert not is_locust_help(["python", "/venv/bin/locust", "-f", "loadgen", "--headless"])
-    assert not is_locust_help(["python", "/venv/bin/pytest", "--help"])
-    assert not is_locust_help(["python", "-m", "pytest", "-h"])
-    # another program asked for help in the same environment does not load Locust
-    proc = subprocess.run([sys.executable, "-c", "import sys; print('locust' in sys.modules)", "--help"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == "False", proc.stderr
+    yes = [
+        ["python", "/venv/bin/locust", "-f", "loadgen", "--help"],
+        ["python", "-m", "locust", "-f", "/src/certstorm/loadgen/", "-h"],
+        ["python", "-X", "dev", "-W", "ignore", "-mlocust", "-floadgen", "--help"],
+        ["python", "C:\\venv\\Scripts\\LOCUST.EXE", "--locustfile=loadgen", "-h"],
+    ]
+    no = [
+        ["python", "/venv/bin/locust", "-f", "loadgen", "--headless"],   # not asking for help
+        ["python", "/venv/bin/locust", "-f", "mine.py", "--help"],       # another locustfile
+        ["python", "/venv/bin/pytest", "--help"],
+        ["python", "-m", "pytest", "-h", "-f", "loadgen"],
+        ["python", "-c", "print('locust')", "-f", "loadgen", "--help"],
+        ["python", "-X", "locust", "tool.py", "-f", "loadgen", "--help"],  # an option's value is not the script
+    ]
+    assert all(is_locust_help(argv) for argv in yes), [a for a in yes if not is_locust_help(a)]
+    assert not any(is_locust_help(argv) for argv in no), [a for a in no if is_locust_help(a)]
 
 
-def test_a_run_still_takes_its_options_from_the_locustfile_alone():
-    # the options are registered once by the locustfile; parsing them twice would be an argparse error
+def test_another_program_asked_for_help_imports_nothing_of_ours(tmp_path):
+    (tmp_path / "loadgen.py").write_text("NAME = 'theirs'\n")  # a program with its own loadgen module
+    code = "import sys, loadgen; print(loadgen.NAME, sorted(m for m in sys.modules if m.startswith('loadgen.')))"
+    proc = subprocess.run([sys.executable, "-c", code, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stdout.split(None, 1) == ["theirs", "[]\n"], proc.stdout + proc.stderr
+
+
+def test_the_swarm_options_are_added_once_per_parser():
+    from locust.argument_parser import get_parser
+
+    from loadgen._options import add_arguments
+
+    parser = get_parser()
+    add_arguments(parser)
+    add_arguments(parser)  # the locustfile and the --help hook may both ask; argparse refuses a second copy
+    assert parser.parse_args(["--shape", "storm"]).shape == "storm"
+
+
+def test_a_run_takes_its_options_from_the_locustfile():
+    # no --help, so only loadgen/swarm.py registers them: a bad value is argparse's "invalid choice",
+    # not "unrecognized arguments"
     proc = subprocess.run([LOCUST, "-f", "loadgen", "--headless", "--shape", "nonsense"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
