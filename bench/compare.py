@@ -29,7 +29,8 @@ def load(path: str | Path) -> dict[str, float]:
         extra = bench.get("extra_info", {})
         per = extra.get("operations_per_round", 1)
         if unit and "cpu_seconds_per_operation" in extra:  # measured from CPU accounting, not wall time
-            out[bench["fullname"]] = extra["cpu_seconds_per_operation"] / unit
+            # in verifies timed on the core that spent the CPU, where the benchmark recorded them
+            out[bench["fullname"]] = extra["cpu_seconds_per_operation"] / extra.get("cpu_verify_seconds", unit)
         elif unit and bench.get("stats"):
             out[bench["fullname"]] = bench["stats"]["min"] / per / unit
         elif bench.get("extra_info", {}).get(KEY) is not None:  # a file without the calibration benchmark

@@ -10,14 +10,15 @@ import os
 
 import pytest
 
-from bench.measure import raw_verify_seconds
+from bench.measure import bench_cores, raw_verify_seconds
+
+CORES = bench_cores()  # read before any benchmark pins this process
 
 
 class Calibration:
-    """One raw verify, measured again right after each benchmark, so every ratio compares two things
-    measured side by side; the session-start figure stands until the first benchmark ends. The
-    session runs pinned to one core (when there are two or more): the cores of a shared VM need not be
-    equally fast, and a process that migrates would compare a verify on one with a benchmark on another."""
+    """One raw verify on the benchmarks' core, measured again right after each benchmark, so that a
+    benchmark's ratio uses a verify from a moment later rather than from the session's start (the
+    session-start figure stands until the first benchmark ends)."""
 
     def __init__(self):
         self.start = raw_verify_seconds()
@@ -44,17 +45,22 @@ class Calibration:
             benchmark.extra_info["verifies_min"] = round(fastest / per / self.verify, 4)
 
 
-BENCH_CORE = 1  # bench_hub.py pins the hub to core 0 and keeps its client here
+@pytest.fixture(autouse=True)
+def _on_the_bench_core():
+    """Each benchmark runs pinned to one core, the same one its calibration verifies run on: a process
+    that migrates would compare a verify on one core with a benchmark on another. The pin is undone
+    after each test, so nothing else in the session inherits it."""
+    if CORES is None:
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CORES[1]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
 
 
 @pytest.fixture(scope="session")
 def calibration():
-    pin = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
-    old = os.sched_getaffinity(0) if pin else None
-    if pin:
-        os.sched_setaffinity(0, {BENCH_CORE})
-    try:
-        yield Calibration()
-    finally:
-        if old is not None:
-            os.sched_setaffinity(0, old)
+    return Calibration()

@@ -49,3 +49,13 @@ def raw_verify_seconds(samples: int = 9, batch: int = 300) -> float:
             pub.verify(sig, msg, _ECDSA)
         times.append((time.perf_counter() - start) / batch)
     return statistics.median(times)
+
+
+def bench_cores() -> tuple[int, int] | None:
+    """Where this process may run on two or more cores: the first of them for a hub under test, the last
+    for the benchmark itself (the cores of a shared VM need not be equally fast, so a benchmark and its
+    calibration run on the same one). None on one core or where affinity cannot be set."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[-1]) if len(allowed) >= 2 else None

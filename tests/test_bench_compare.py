@@ -50,3 +50,20 @@ def test_costs_are_normalised_by_the_runs_own_fastest_verify(tmp_path, capsys):
     assert compare.main([base, slower]) == 1
     assert compare.main([base, "--slim"]) == 0
     assert "data" not in json.loads((tmp_path / "base.json").read_text())["benchmarks"][0]["stats"]
+
+
+def test_cpu_accounted_costs_use_the_verify_timed_on_their_own_core(tmp_path):
+    def run(name, hub_cpu, hub_core_verify):
+        data = {"benchmarks": [
+            {"name": "test_calibration_raw_verify", "fullname": "b::test_calibration_raw_verify",
+             "stats": {"min": 80e-6}, "extra_info": {}},
+            {"name": "hub", "fullname": "b::hub", "stats": {"min": 1.0},
+             "extra_info": {"cpu_seconds_per_operation": hub_cpu, "cpu_verify_seconds": hub_core_verify}}]}
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        return str(path)
+    assert compare.load(run("a.json", 800e-6, 100e-6))["b::hub"] == 8.0  # not 800 / 80
+    base = run("base.json", 800e-6, 100e-6)
+    # the hub's core got a third slower, and so did its verifies: the same cost
+    assert compare.main([base, run("same.json", 1064e-6, 133e-6)]) == 0
+    assert compare.main([base, run("worse.json", 1064e-6, 100e-6)]) == 1
