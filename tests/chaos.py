@@ -633,14 +633,14 @@ def unanswered_challenges(workdir: Path, *, total: int = 200_000, checkpoints: i
         # settles, and then the measurement below fails.
         before = {pid: rss_kib(pid) for pid in workers}
         warmed = 0
-        for _ in range(6):
+        for rounds in range(1, 7):
             flood_challenges(address, body, warmup, connections=16)
             warmed += warmup
             time.sleep(0.5)
             after = {pid: rss_kib(pid) for pid in workers}
             settled = all(after[pid] - before[pid] < 1024 for pid in workers)
             before = after
-            if settled:
+            if settled and rounds >= 2:  # a worker the first round missed cannot pass for settled
                 break
         rss = [before]
         issued = [warmed]
