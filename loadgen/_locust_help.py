@@ -1,12 +1,12 @@
-"""Makes ``locust -f loadgen --help`` list the swarm's options.
+"""Makes ``locust -f loadgen --help`` (and plain ``locust --help``) list the swarm's options.
 
 Locust answers ``--help`` before it imports any locustfile (locustio/locust#2917), so options that a
 locustfile adds through ``init_command_line_parser`` never show there. Its only earlier hook is an import
 of a package named ``locust_plugins``, which belongs to another project. So the distribution installs
 ``certstorm-locust.pth`` next to the packages; Python runs that line at start-up, and it imports this
 module only when a process that mentions locust was asked for help. Here, if the process is the
-``locust`` command and its locustfile is ``loadgen``, the swarm's options are registered on Locust's
-parser hook before Locust builds its help. Nothing else changes: a real run still gets its options
+``locust`` command and its locustfile is ``loadgen`` (or none is named), the swarm's options are
+registered on Locust's parser hook before Locust builds its help. Nothing else changes: a real run still gets its options
 from the locustfile, ``loadgen/swarm.py``.
 """
 
@@ -57,12 +57,16 @@ def _locustfiles(args: list[str]) -> list[str]:
 
 
 def is_locust_help(argv: list[str]) -> bool:
-    """True when ``argv`` (as in ``sys.orig_argv``) asks the ``locust`` command for help with the swarm
-    as its locustfile: ``-f loadgen`` (any path to this folder) or ``-f .../loadgen/swarm.py``."""
+    """True when ``argv`` (as in ``sys.orig_argv``) asks the ``locust`` command for help, either with the
+    swarm as its locustfile (``-f loadgen``, any path to this folder, or ``-f .../loadgen/swarm.py``) or
+    with no locustfile named at all; not for help about some other locustfile, which would refuse them."""
     program, args = _program_and_args(argv)
     if program != "locust" or ("-h" not in args and "--help" not in args):
         return False
-    for path in _locustfiles(args):
+    paths = _locustfiles(args)
+    if not paths:
+        return True
+    for path in paths:
         path = path.replace("\\", "/").rstrip("/")
         if os.path.basename(path) == "loadgen" or path.endswith("loadgen/swarm.py"):
             return True

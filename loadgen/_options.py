@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
     if getattr(parser, "certstorm_swarm_options", False):
         return
     parser.certstorm_swarm_options = True
-    g = parser.add_argument_group("certstorm device swarm")
+    g = parser.add_argument_group("certstorm device swarm (locust -f loadgen)")
     g.add_argument("--hub-url", default=None, metavar="URL",
                    help="hub base URL (default: Locust's --host)")
     g.add_argument("--fleet", default=None, metavar="DIR",

@@ -138,6 +138,7 @@ def _help(argv, cwd):
 
 @pytest.mark.parametrize("argv", [
     [LOCUST, "-f", "loadgen", "--help"],
+    [LOCUST, "--help"],
     [LOCUST, "--locustfile=loadgen/", "-h"],
     [sys.executable, "-m", "locust", "-f", "loadgen", "-h"],
     [sys.executable, "-X", "utf8", "-m", "locust", "-f", "./loadgen/swarm.py", "--help"],
@@ -145,12 +146,12 @@ def _help(argv, cwd):
 def test_locust_help_lists_the_swarm_options(argv, tmp_path):
     # run from elsewhere: the options come from the installed package, not from the working directory
     out = _help(argv, tmp_path)
-    assert "certstorm device swarm" in out
+    assert "certstorm device swarm (locust -f loadgen)" in out
     missing = [o for o in SWARM_OPTIONS if f"  {o} " not in out and f"  {o}\n" not in out]
     assert not missing, f"not in locust --help: {missing}"
 
 
-@pytest.mark.parametrize("argv", [[LOCUST, "--help"], [LOCUST, "-f", "mine.py", "--help"]])
+@pytest.mark.parametrize("argv", [[LOCUST, "-f", "mine.py", "--help"], [LOCUST, "-f", "a.py,b.py", "-h"]])
 def test_locust_help_for_other_locustfiles_leaves_the_swarm_options_out(argv, tmp_path):
     out = _help(argv, tmp_path)
     assert "--locustfile" in out  # Locust's own help, printed
@@ -165,6 +166,7 @@ def test_help_hook_recognises_only_locust_with_the_swarm():
         ["python", "-m", "locust", "-f", "/src/certstorm/loadgen/", "-h"],
         ["python", "-X", "dev", "-W", "ignore", "-mlocust", "-floadgen", "--help"],
         ["python", "C:\\venv\\Scripts\\LOCUST.EXE", "--locustfile=loadgen", "-h"],
+        ["python", "/venv/bin/locust", "--help"],                       # no locustfile named
     ]
     no = [
         ["python", "/venv/bin/locust", "-f", "loadgen", "--headless"],   # not asking for help
