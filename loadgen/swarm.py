@@ -50,7 +50,7 @@ from loadgen._core import Authenticator, DeviceQueue, Recorder
 from loadgen._fleet import Fleet
 from loadgen._hubclient import HubClient
 from loadgen._identities import Partition, derive_fleet
-from loadgen._options import add_arguments
+from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._report import merge_reports, write_results, write_worker
 from loadgen._wire import Connection
 
@@ -141,6 +141,9 @@ class Swarm:
         if self.failed_setup:
             return
         self.plan = plan
+        for key, value in plan["options"].items():
+            setattr(self.options, key, value)
+        self.backoff = preset(self.options.backoff)
         index = 0 if self.role == "local" else self.runner.worker_index
         self.partition = Partition(index, plan["stride"], plan["limit"])
         self.recorder = Recorder(self.fleet.count, plan["t0"])
@@ -384,7 +387,9 @@ def _on_test_start(environment, **_kw):
     now = time.time()
     run_id = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{o.shape}"
     plan = {"run_id": run_id, "t0": now, "stride": stride, "limit": sw.device_limit(),
-            "results_dir": str(Path(o.results_dir).resolve())}
+            "results_dir": str(Path(o.results_dir).resolve()),
+            # the web UI may have changed these since start-up; workers take the master's
+            "options": {k: getattr(o, k) for k in RUN_OPTIONS}}
     sw.meta = {
         "run": {"run_id": run_id, "t0": now, "started_at": _iso(now), "role": sw.role, "stride": stride,
                 "workers": sorted(sw.expected_workers)},

@@ -80,6 +80,49 @@ def test_one_pass_over_the_fleet_with_two_processes(hub, cache, tmp_path):
     assert [c["status"] for c in cas] == ["verified"]
 
 
+def test_the_web_ui_offers_the_run_options_and_a_run_takes_them(hub, cache, tmp_path):
+    import re
+    import time
+    import urllib.parse
+    import urllib.request
+
+    web = _free_port()
+    given = tmp_path / "given-in-the-ui"  # a results directory set in the form, not on the command line
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([LOCUST, "-f", "loadgen", "--web-host", "127.0.0.1", "--web-port", str(web),
+                             "--host", hub.url, "--devices", str(DEVICES), "--fleet-cache", str(cache),
+                             "--results-dir", str(tmp_path / "from-the-command-line")],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{web}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the web UI did not come up"
+                time.sleep(0.3)
+        offered = json.loads(re.search(r'"extra_options": (\{.*?\}\}|\{\})', page).group(1))
+        assert {"shape", "rate", "passes", "results_dir", "backoff"} <= set(offered)
+        assert "fleet" not in offered and "devices" not in offered  # opened at start-up: not offered
+        form = {"user_count": "8", "spawn_rate": "8", "host": hub.url, "shape": "closed", "passes": "1",
+                "results_dir": str(given)}
+        reply = urllib.request.urlopen(base + "/swarm", data=urllib.parse.urlencode(form).encode(), timeout=10)
+        assert json.loads(reply.read())["success"] is True
+        while not list(given.glob("*/summary.json")):
+            assert proc.poll() is None and time.monotonic() < deadline + 60, "no summary from the UI's run"
+            time.sleep(0.5)
+        summary = json.loads(next(given.glob("*/summary.json")).read_text())
+    finally:
+        proc.terminate()
+        err = proc.communicate(timeout=30)[1]
+    assert summary["authentications"]["admitted"] == DEVICES, err[-3000:]
+    assert summary["authentications"]["failed_attempts"] == 0 and summary["devices"]["all_distinct"]
+    assert summary["options"]["passes"] == 1 and summary["options"]["results_dir"] == str(given)
+    assert not (tmp_path / "from-the-command-line").exists()
+
+
 @pytest.mark.parametrize("shape,args,seconds", [
     ("steady", ["--rate", "150", "-t", "3"], 3),
     ("step", ["--rate", "50", "--step-rate", "100", "--step-seconds", "1.5", "--steps", "2"], 3),
@@ -188,15 +231,26 @@ def test_another_program_asked_for_help_imports_nothing_of_ours(tmp_path):
     assert proc.stdout.split(None, 1) == ["theirs", "[]\n"], proc.stdout + proc.stderr
 
 
-def test_the_swarm_options_are_added_once_per_parser():
-    from locust.argument_parser import get_parser
-
-    from loadgen._options import add_arguments
-
-    parser = get_parser()
-    add_arguments(parser)
-    add_arguments(parser)  # the locustfile and the --help hook may both ask; argparse refuses a second copy
-    assert parser.parse_args(["--shape", "storm"]).shape == "storm"
+def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered_in_the_web_ui():
+    # in a subprocess: importing locust monkey-patches the process for gevent
+    code = (
+        "import json\n"
+        "from locust.argument_parser import get_parser, ui_extra_args_dict\n"
+        "from locust import events\n"
+        "from loadgen._options import add_arguments\n"
+        "parser = get_parser()\n"
+        "add_arguments(parser)\n"
+        "add_arguments(parser)\n"  # the locustfile and the --help hook may both ask
+        "events.init_command_line_parser.add_listener(add_arguments)\n"
+        "print(json.dumps([parser.parse_args(['--shape', 'storm']).shape, sorted(ui_extra_args_dict([]))]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shape, in_web_ui = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert shape == "storm"
+    from loadgen._options import RUN_OPTIONS
+    assert set(in_web_ui) == set(RUN_OPTIONS)  # the fleet, opened at start-up, is not offered
+    assert {"shape", "rate", "backoff", "storm_devices", "results_dir", "hub_url"} <= set(in_web_ui)
 
 
 def test_a_run_takes_its_options_from_the_locustfile():
