@@ -21,12 +21,7 @@ class Calibration:
     session-start figure stands until the first benchmark ends)."""
 
     def __init__(self):
-        self.start = raw_verify_seconds()
-        self.latest = self.start
-
-    @property
-    def verify(self) -> float:
-        return self.latest
+        self.verify = raw_verify_seconds()
 
     def record(self, benchmark, seconds: float | None = None, per: int = 1) -> None:
         """Store the benchmark's cost in calibration verifies (``per``: operations per timed call)."""
@@ -36,7 +31,7 @@ class Calibration:
             if stats is None:  # --benchmark-disable: nothing was timed, record nothing
                 return
             seconds, fastest = stats.stats.median, stats.stats.min
-        self.latest = raw_verify_seconds()
+        self.verify = raw_verify_seconds()
         benchmark.extra_info["verify_us"] = round(self.verify * 1e6, 2)
         benchmark.extra_info["verifies"] = round(seconds / per / self.verify, 4)
         if fastest is not None:

@@ -42,6 +42,7 @@ _FIRST = re.compile(rb'"first_connection"\s*:\s*true')
 HISTOGRAMS = ("challenge", "sign", "proof", "auth", "auth_from_intended", "hub_chain", "hub_pop")
 COSTS = ("prepare", "parse_challenge", "sign", "build_proof", "parse_proof")
 RETRIABLE_STATUS = (429, 500, 502, 503, 504)
+_HUB_STEP = {"challenge": "chain", "proof": "pop"}  # the Server-Timing entry each request reports
 
 _now = time.time
 _perf = time.perf_counter
@@ -203,20 +204,10 @@ class Authenticator:
         body = pem_certificate(identity.certificate_der) + self.intermediates
         t1 = perf()
         _add(costs["prepare"], t1 - t0)
-        try:
-            reply = conn.post(b"/devices/challenge", PEM_TYPE, body)
-        except WireError as exc:
-            return self._failed("challenge", exc.code, 0, perf() - t1, t0, retriable=True)
-        t2 = perf()
-        timing = reply.server_timing()
-        if "chain" in timing:
-            rec.hist["hub_chain"].record(timing["chain"] * 1000.0)
-        if reply.status != 200:
-            return self._failed("challenge", error_code(reply.status, reply.body), reply.status, t2 - t1, t0,
-                                retriable=reply.status in RETRIABLE_STATUS, retry_after=reply.retry_after())
-        fire(request_type="POST", name="challenge", response_time=(t2 - t1) * 1000.0,
-             response_length=len(reply.body), exception=None, context={})
-        rec.hist["challenge"].record((t2 - t1) * 1e6)
+        result = self._exchange(conn, "challenge", b"/devices/challenge", PEM_TYPE, body, t1, t0)
+        if type(result) is Outcome:
+            return result
+        reply, t2 = result
         m = _CHALLENGE.search(reply.body)
         challenge = m.group(1) if m else json.loads(reply.body)["challenge"].encode("ascii")
         raw = base64.b64decode(challenge)
@@ -231,26 +222,16 @@ class Authenticator:
         proof = b'{"challenge":"%s","signature":"%s"}' % (challenge, binascii.b2a_base64(signature, newline=False))
         t5 = perf()
         _add(costs["build_proof"], t5 - t4)
-        try:
-            reply = conn.post(b"/devices/proof", JSON_TYPE, proof)
-        except WireError as exc:
-            return self._failed("proof", exc.code, 0, perf() - t5, t0, retriable=True)
-        t6 = perf()
-        timing = reply.server_timing()
-        if "pop" in timing:
-            rec.hist["hub_pop"].record(timing["pop"] * 1000.0)
-        if reply.status != 200:
-            return self._failed("proof", error_code(reply.status, reply.body), reply.status, t6 - t5, t0,
-                                retriable=reply.status in RETRIABLE_STATUS, retry_after=reply.retry_after())
-        fire(request_type="POST", name="proof", response_time=(t6 - t5) * 1000.0,
-             response_length=len(reply.body), exception=None, context={})
+        result = self._exchange(conn, "proof", b"/devices/proof", JSON_TYPE, proof, t5, t0)
+        if type(result) is Outcome:
+            return result
+        reply, t6 = result
         first = _FIRST.search(reply.body) is not None
         t7 = perf()
         _add(costs["parse_proof"], t7 - t6)
         total = t6 - t0
         fire(request_type="AUTH", name="authentication", response_time=total * 1000.0, response_length=0,
              exception=None, context={})
-        rec.hist["proof"].record((t6 - t5) * 1e6)
         rec.hist["auth"].record(total * 1e6)
         now = _now()
         if intended is not None:
@@ -266,6 +247,29 @@ class Authenticator:
         rec.second(now)[1] += 1
         rec.admit(index, pass_number)
         return Outcome(True, first=first)
+
+    def _exchange(self, conn: Connection, step: str, path: bytes, content_type: bytes, body: bytes, sent: float,
+                  t0: float):
+        """One request of an authentication, sent at ``sent``: records the hub's Server-Timing for the
+        step and, on a 200, the Locust entry and the step's histogram. Returns ``(reply, received)``, or
+        the failed :class:`Outcome` when the connection failed or the hub refused."""
+        rec, perf = self.rec, _perf
+        try:
+            reply = conn.post(path, content_type, body)
+        except WireError as exc:
+            return self._failed(step, exc.code, 0, perf() - sent, t0, retriable=True)
+        received = perf()
+        hub_step = _HUB_STEP[step]
+        timing = reply.server_timing()
+        if hub_step in timing:
+            rec.hist["hub_" + hub_step].record(timing[hub_step] * 1000.0)
+        if reply.status != 200:
+            return self._failed(step, error_code(reply.status, reply.body), reply.status, received - sent, t0,
+                                retriable=reply.status in RETRIABLE_STATUS, retry_after=reply.retry_after())
+        self.fire(request_type="POST", name=step, response_time=(received - sent) * 1000.0,
+                  response_length=len(reply.body), exception=None, context={})
+        rec.hist[step].record((received - sent) * 1e6)
+        return reply, received
 
     def _failed(self, step: str, code: str, status: int, elapsed: float, t0: float, *, retriable: bool,
                 retry_after: float | None = None) -> Outcome:

@@ -20,18 +20,19 @@ _PYTHON_OPTIONS_WITH_VALUE = {"-W", "-X", "--check-hash-based-pycs"}
 _LOCUST_NAMES = {"locust", "locust.exe", "locust-script.py", "locust.py"}
 
 
-def _program_and_args(argv: list[str]) -> tuple[str, list[str]]:
-    """``("locust", args)`` for ``locust ...`` or ``python [options] -m locust ...``; else ``("", [])``."""
+def _locust_args(argv: list[str]) -> list[str] | None:
+    """The arguments after ``locust`` in ``locust ...`` or ``python [options] -m locust ...``; None when
+    ``argv`` runs some other program."""
     rest = argv[1:]
     i = 0
     while i < len(rest):
         arg = rest[i]
-        if arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")):
-            module = rest[i + 1] if arg == "-m" and i + 1 < len(rest) else arg[2:]
-            args = rest[i + 2:] if arg == "-m" else rest[i + 1:]
-            return ("locust", args) if module == "locust" else ("", [])
+        if arg == "-m":
+            return rest[i + 2:] if rest[i + 1:i + 2] == ["locust"] else None
+        if arg.startswith("-m") and not arg.startswith("--"):  # -mlocust
+            return rest[i + 1:] if arg[2:] == "locust" else None
         if arg == "-c" or (arg.startswith("-c") and not arg.startswith("--")):
-            return "", []
+            return None
         if arg in _PYTHON_OPTIONS_WITH_VALUE:
             i += 2
             continue
@@ -39,8 +40,8 @@ def _program_and_args(argv: list[str]) -> tuple[str, list[str]]:
             i += 1
             continue
         name = os.path.basename(arg.replace("\\", "/")).lower()
-        return ("locust", rest[i + 1:]) if name in _LOCUST_NAMES else ("", [])
-    return "", []
+        return rest[i + 1:] if name in _LOCUST_NAMES else None
+    return None
 
 
 def _locustfiles(args: list[str]) -> list[str]:
@@ -60,8 +61,8 @@ def is_locust_help(argv: list[str]) -> bool:
     """True when ``argv`` (as in ``sys.orig_argv``) asks the ``locust`` command for help, either with the
     swarm as its locustfile (``-f loadgen``, any path to this folder, or ``-f .../loadgen/swarm.py``) or
     with no locustfile named at all; not for help about some other locustfile, which would refuse them."""
-    program, args = _program_and_args(argv)
-    if program != "locust" or ("-h" not in args and "--help" not in args):
+    args = _locust_args(argv)
+    if args is None or ("-h" not in args and "--help" not in args):
         return False
     paths = _locustfiles(args)
     if not paths:

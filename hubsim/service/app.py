@@ -442,18 +442,24 @@ class Hub:
         body = json.dumps({"error": exc.code, "message": exc.message}).encode()
         return DeviceReply(exc.status, body, _timing(chain, pop), retry_after)
 
-    def challenge(self, body: bytes) -> DeviceReply:
-        metrics = self.metrics
+    @staticmethod
+    def _timed(histogram, step, *args):
+        """Run an engine step, timed into ``histogram``: ``(result, None, seconds)``, or ``(None, error,
+        seconds)`` when the engine refused."""
         t0 = perf_counter()
         try:
-            challenge = _parsing(self.engine.begin, body)
+            result, error = _parsing(step, *args), None
         except AuthError as exc:
-            took = perf_counter() - t0
-            metrics.chain.observe(took)
-            return self.refusal("challenge", exc, chain=took)
+            result, error = None, exc
         took = perf_counter() - t0
-        metrics.chain.observe(took)
-        metrics.issued(challenge.expires_at)
+        histogram.observe(took)
+        return result, error, took
+
+    def challenge(self, body: bytes) -> DeviceReply:
+        challenge, error, took = self._timed(self.metrics.chain, self.engine.begin, body)
+        if error is not None:
+            return self.refusal("challenge", error, chain=took)
+        self.metrics.issued(challenge.expires_at)
         out = b"".join((
             b'{"device_id":', json.dumps(challenge.device_id).encode(),
             b',"challenge":"', base64.b64encode(challenge.token),
@@ -468,17 +474,10 @@ class Hub:
             signature = _b64(doc.get("signature"), "signature")
         except AuthError as exc:
             return self.refusal("proof", exc)
-        metrics = self.metrics
-        t0 = perf_counter()
-        try:
-            admission = _parsing(self.engine.complete, token, signature)
-        except AuthError as exc:
-            took = perf_counter() - t0
-            metrics.pop.observe(took)
-            return self.refusal("proof", exc, pop=took)
-        took = perf_counter() - t0
-        metrics.pop.observe(took)
-        metrics.admitted(admission.challenge_expires_at)  # keeps the pending-challenge gauge
+        admission, error, took = self._timed(self.metrics.pop, self.engine.complete, token, signature)
+        if error is not None:
+            return self.refusal("proof", error, pop=took)
+        self.metrics.admitted(admission.challenge_expires_at)  # keeps the pending-challenge gauge
         out = b"".join((
             b'{"device_id":', json.dumps(admission.device_id).encode(),
             b',"ca":"', admission.ca.encode(),
