@@ -1,40 +1,58 @@
-"""Device chain validation: the full RFC 5280 cold path, and the cached warm path in front of it.
+"""Device chain validation: the full RFC 5280 cold path, and two caches in front of it.
 
-Cold path: ``cryptography.x509.verification``'s client verifier against the verified CAs, preceded by
-the engine's own leaf checks so that common refusals get specific codes. The policy:
+The verdict on a device chain is split by what it depends on.
 
-* anchors: verified CAs only; max chain depth ``ChainPolicy.max_chain_depth``;
-* every certificate: X.509 v3, inside its validity period, RSA >= 2048 or P-256/384/521 keys
-  (Ed25519 is accepted as a device key only: the WebPKI profile forbids it as a certificate
-  signature), SHA-2 signatures;
-* CAs: BasicConstraints CA:TRUE with pathLen honoured, keyCertSign, name constraints;
-* device: CA:FALSE; KeyUsage, when present, must include digitalSignature; ExtendedKeyUsage, when
-  present, must include clientAuth; subject CN is the device id. No SAN and no AuthorityKeyIdentifier
-  are required: certificates made with the openssl CLI as the common tutorials show are accepted.
+* **The path above the device** (every CA up to a verified CA: their signatures, CA constraints, path
+  length, validity, revocation, registration) is the same for every device under one issuer. The cold
+  path proves it once; the issuer cache remembers it, keyed by the SHA-256 of each CA's DER, with the
+  intersection of the validity periods up to the anchor.
+* **The device certificate itself** (version, serial, signature algorithm, issuer name, validity and
+  its encoding, key type and parameters, subject and CN, every extension, the signature by its issuer)
+  is judged for every device, on both paths, by the same code: :func:`check_device` (the engine's own
+  rules, which give refusals specific codes) and ``cryptography.x509.verification``'s client verifier.
+  On the warm path that verifier is given the cached issuer as its only trust anchor, so it checks
+  exactly the device certificate and its link to that issuer (about 1.2 raw verifies, against 3.5+ for
+  the whole path).
+* **A device seen before**: the device cache memoises the whole verdict, keyed by the SHA-256 of the
+  device certificate's DER. The verdict depends on nothing else but the rest of the upload (checked:
+  same path), the clock (checked: the intersection of the device's and the path's validity) and the
+  registry (revocation, CA removal: entries die with their issuer entry; a revoked device certificate is
+  checked before any cache).
 
-Warm path: every CA and intermediate on a path the cold verifier accepted is cached, keyed by the
-SHA-256 of its DER, with its parsed public key and the intersection of the validity periods of the
-path above it. A device whose issuer is in the cache and in its upload (or is an anchor) costs one
-signature check plus byte comparisons. The warm path never refuses: whatever it cannot vouch for
-goes to the cold path, which gives the verdict. Extension checks are not re-implemented: the warm
-path accepts a device certificate only if its extensions (all but the per-device key identifier) are
-byte-identical to those of a certificate the cold verifier already accepted under the same issuer.
+Rules both paths share, so that the verdict never depends on what was cached:
+
+* **Time** is whole seconds, rounded down, as cryptography's verifier compares it: a certificate whose
+  notAfter is 12:00:00 is valid until 12:00:00.999.
+* **Completeness:** the upload must carry every certificate of the path below the verified CA (the CA
+  itself may be included or not). The hub never fills gaps from certificates it has seen before.
+* **Bounds:** two certificates with one subject above the device are refused (``chain_ambiguous``);
+  every uploaded CA key must be one the policy allows.
+
+The warm paths never refuse: whatever they cannot vouch for goes to the cold path, which gives the
+verdict. Paths with name or policy constraints are never cached (they always go cold).
+
+Policy (``cryptography``'s client verifier with two relaxations): X.509 v3; RSA >= 2048 (exponent
+65537 .. 2^256-1) or P-256/384/521 keys, Ed25519 as a device key only; SHA-2 signatures; CAs need
+CA:TRUE, keyCertSign, pathLen and name constraints honoured; the device must not be a CA, its KeyUsage
+(if present) must include digitalSignature and its ExtendedKeyUsage (if present) clientAuth. No SAN and
+no AuthorityKeyIdentifier are required, so certificates made with the openssl CLI as the common
+tutorials show are accepted.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, SignatureAlgorithmOID
 from cryptography.x509.verification import (
+    ClientVerifier,
     Criticality,
     ExtensionPolicy,
     PolicyBuilder,
@@ -42,13 +60,11 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from hubsim import der as rawder
 from hubsim.algorithms import UnsupportedKey, key_algorithm
 from hubsim.errors import AuthError
 from hubsim.upload import ParsedCertificate
 
 _UTC = _dt.timezone.utc
-_DER = Encoding.DER
 
 _EE_POLICY = (
     ExtensionPolicy.webpki_defaults_ee()
@@ -57,7 +73,7 @@ _EE_POLICY = (
 )
 _CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
 
-_SHA2_SIGNATURES = {
+_SHA2_SIGNATURES = frozenset({
     SignatureAlgorithmOID.ECDSA_WITH_SHA256,
     SignatureAlgorithmOID.ECDSA_WITH_SHA384,
     SignatureAlgorithmOID.ECDSA_WITH_SHA512,
@@ -65,23 +81,12 @@ _SHA2_SIGNATURES = {
     SignatureAlgorithmOID.RSA_WITH_SHA384,
     SignatureAlgorithmOID.RSA_WITH_SHA512,
     SignatureAlgorithmOID.RSASSA_PSS,
-}
-
-# AlgorithmIdentifier DER -> how to check a signature of that kind with a cached issuer key.
-_EC_SIGS = {
-    bytes.fromhex("300a06082a8648ce3d040302"): ec.ECDSA(hashes.SHA256()),
-    bytes.fromhex("300a06082a8648ce3d040303"): ec.ECDSA(hashes.SHA384()),
-    bytes.fromhex("300a06082a8648ce3d040304"): ec.ECDSA(hashes.SHA512()),
-}
-_RSA_SIGS = {
-    bytes.fromhex("300d06092a864886f70d01010b0500"): hashes.SHA256(),
-    bytes.fromhex("300d06092a864886f70d01010c0500"): hashes.SHA384(),
-    bytes.fromhex("300d06092a864886f70d01010d0500"): hashes.SHA512(),
-}
-_PKCS1 = padding.PKCS1v15()
+})
+# Extensions by which a CA constrains every leaf below it by name or policy: such paths always go cold.
+_LEAF_CONSTRAINTS = (ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.POLICY_CONSTRAINTS, ExtensionOID.INHIBIT_ANY_POLICY)
 MAX_DEVICE_ID_BYTES = 1024  # a device id must fit a challenge token any hub process can open
-# What cryptography raises for extensions it cannot represent, besides ValueError.
-_EXTENSION_ERRORS = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+# What cryptography raises for extensions or names it cannot represent.
+_DECODE_ERRORS = (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class ChainPolicy:
     max_certificates: int = 8       # per upload, leaf included, after dropping duplicates
     max_chain_depth: int = 6        # cryptography's limit on the built path
     cache_size: int = 4096          # cached issuers (anchors are not counted)
-    profile_cache_size: int = 1024  # remembered accepted device-extension profiles
+    device_cache_size: int = 65_536  # admitted devices remembered for reconnects (about 2.6 KiB each)
     warm: bool = True               # False sends every chain to the full verifier (the reference)
 
 
@@ -104,58 +109,93 @@ class Validated(NamedTuple):
     spki: bytes            # its SubjectPublicKeyInfo DER
     public_key: object     # parsed once, reused for the proof in this process
     path: tuple[bytes, ...]  # fingerprints above the leaf, nearest issuer first, anchor last
-    warm: bool
+    warm: bool             # True when a cache answered (issuer or device)
 
 
 class _Issuer:
-    """A CA certificate on an already-validated path, with what a new device under it still needs."""
+    """A CA certificate on a path the cold path accepted: what any device under it still needs."""
 
-    __slots__ = ("fingerprint", "subject", "public_key", "not_before", "not_after", "path", "profiles")
+    __slots__ = ("fingerprint", "certificate", "subject", "not_before", "not_after", "path", "members",
+                 "required", "distinct", "alive", "_store", "_verifier", "_second")
 
-    def __init__(self, fingerprint, subject, public_key, not_before, not_after, path):
+    def __init__(self, fingerprint: bytes, certificate: x509.Certificate, subject: bytes,
+                 window: tuple[int, int], path: tuple[bytes, ...], subjects: tuple[bytes, ...]):
         self.fingerprint = fingerprint
-        self.subject = subject          # raw Name DER, compared byte for byte with device issuers
-        self.public_key = public_key
-        self.not_before = not_before    # latest notBefore on the path up to the anchor (POSIX)
-        self.not_after = not_after      # earliest notAfter on the path up to the anchor (POSIX)
-        self.path = path                # own fingerprint first, anchor last
-        self.profiles: set = set()      # device-extension profiles the cold verifier accepted here
+        self.certificate = certificate
+        self.subject = subject                   # raw Name DER
+        self.not_before, self.not_after = window  # latest notBefore / earliest notAfter up to the anchor
+        self.path = path                         # own fingerprint first, anchor last
+        self.members = frozenset(path)           # what an upload through this issuer may hold
+        self.required = frozenset(path[:-1])     # what it must hold (completeness)
+        self.distinct = len(set(subjects)) == len(subjects)
+        self.alive = True                        # False once revoked, removed, evicted or purged
+        self._store = Store([certificate])
+        self._verifier: ClientVerifier | None = None
+        self._second = None
+
+    def verifier(self, second: int, max_depth: int) -> ClientVerifier:
+        """cryptography's client verifier with this CA as its only anchor, for one second of time."""
+        if second != self._second:
+            self._verifier = _build_verifier(self._store, second, max_depth)
+            self._second = second
+        return self._verifier
+
+
+class _Device(NamedTuple):
+    validated: Validated
+    issuer: _Issuer
+    not_before: int   # the device's and its path's validity intersected
+    not_after: int
 
 
 class CacheStats:
-    __slots__ = ("warm", "cold", "deferred", "verifier")
+    __slots__ = ("warm", "reconnect", "cold", "verifier", "deferred", "unknown")
 
     def __init__(self):
-        self.warm = 0       # device chains admitted through the cache
-        self.cold = 0       # device chains sent to the cold path
-        self.verifier = 0   # of those, chains that reached cryptography's verifier
-        self.deferred = 0   # of those, cases where a cached issuer existed but the warm path declined
+        self.warm = 0       # first sight of a device, admitted through the issuer cache
+        self.reconnect = 0  # admitted through the device cache
+        self.cold = 0       # sent to the cold path
+        self.verifier = 0   # of those, chains that reached the full verifier
+        self.deferred = 0   # of the cold ones, those the warm path judged and could not vouch for
+        self.unknown = 0    # of the cold ones, those whose upload held a certificate never validated
+
+
+def _build_verifier(store: Store, second: int, max_depth: int) -> ClientVerifier:
+    return (
+        PolicyBuilder()
+        .store(store)
+        .time(_dt.datetime.fromtimestamp(second, _UTC))
+        .max_chain_depth(max_depth)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .build_client_verifier()
+    )
 
 
 class ChainValidator:
-    """Validates device chains against the verified CAs; owns the issuer cache."""
+    """Validates device chains against the verified CAs; owns the issuer and device caches."""
 
     def __init__(self, policy: ChainPolicy, revoked: set[bytes]):
         self.policy = policy
         self._revoked = revoked  # shared with the engine: fingerprints refused everywhere on a path
         self._anchors: dict[bytes, x509.Certificate] = {}
         self._store: Store | None = None
-        self._issuers: dict[bytes, _Issuer] = {}       # validated intermediates, bounded
-        self._anchor_entries: dict[bytes, _Issuer] = {}  # verified CAs, as many as are registered
+        self._issuers: dict[bytes, _Issuer] = {}          # validated intermediates, bounded, oldest first
+        self._anchor_entries: dict[bytes, _Issuer] = {}   # verified CAs, as many as are registered
         self._anchor_by_subject: dict[bytes, list[_Issuer]] = {}
+        self._devices: OrderedDict[bytes, _Device] = OrderedDict()
         self.stats = CacheStats()
-        self._now_second = -1
-        self._now_text = (b"", b"")
 
     # -- anchors and invalidation ------------------------------------------------------------
     def set_anchors(self, anchors: dict[bytes, x509.Certificate]) -> None:
         """Replace the trust anchors (verified CAs), dropping cached paths that led to removed ones."""
         removed = set(self._anchors) - set(anchors)
+        for fp in removed:
+            if fp in self._anchor_entries:
+                self._anchor_entries[fp].alive = False
         self._anchors = dict(anchors)
         self._store = Store(list(anchors.values())) if anchors else None
         self._anchor_entries = {
-            fp: self._anchor_entries.get(fp) or _issuer_entry(fp, cert, None, None, (fp,))
-            for fp, cert in anchors.items()
+            fp: self._anchor_entries.get(fp) or _anchor_entry(fp, cert) for fp, cert in anchors.items()
         }
         self._anchor_by_subject = {}
         for entry in self._anchor_entries.values():
@@ -164,121 +204,110 @@ class ChainValidator:
             self.purge(fp)
 
     def purge(self, fingerprint: bytes) -> None:
-        """Forget every cached intermediate whose path includes ``fingerprint`` (revoked or removed)."""
-        for fp in [fp for fp, entry in self._issuers.items() if fingerprint in entry.path]:
-            del self._issuers[fp]
+        """Forget every cached path that includes ``fingerprint`` (revoked or removed); the device cache
+        entries below them die with their issuer entry."""
+        for fp in [fp for fp, entry in self._issuers.items() if fingerprint in entry.members]:
+            self._issuers.pop(fp).alive = False
+        anchor = self._anchor_entries.get(fingerprint)
+        if anchor is not None:
+            anchor.alive = False  # a revoked CA stays registered but admits nobody
+        self._devices.pop(fingerprint, None)
 
     @property
     def cache_size(self) -> int:
         return len(self._issuers)
 
+    @property
+    def device_cache_size(self) -> int:
+        return len(self._devices)
+
     # -- validation --------------------------------------------------------------------------
     def validate(self, chain: list[ParsedCertificate], now: float) -> Validated:
-        leaf = chain[0]
-        if leaf.fingerprint in self._revoked:
+        second = int(now // 1)  # whole seconds, rounded down: the verifier's rule, on every path
+        if chain[0].fingerprint in self._revoked:
             raise AuthError("cert_revoked", "the device certificate is revoked")
-        warm = self._warm(chain, now) if self.policy.warm else None
-        if warm is not None:
-            self.stats.warm += 1
-            return warm
+        if self.policy.warm:
+            known = self._devices.get(chain[0].fingerprint)
+            if known is not None and self._still_holds(known, chain, second):
+                self.stats.reconnect += 1
+                return known.validated
+            warm = self._warm(chain, second)
+            if warm is not None:
+                self.stats.warm += 1
+                return warm
         self.stats.cold += 1
-        return self._cold(chain, now)
+        return self._cold(chain, second)
 
-    def _warm(self, chain: list[ParsedCertificate], now: float) -> Validated | None:
-        # Only chains whose every certificate above the leaf is already known (a validated
-        # intermediate or an anchor, matched by DER hash) are judged here.
-        issuers, anchors = self._issuers, self._anchor_entries
-        known = []
-        for item in chain[1:]:
-            entry = issuers.get(item.fingerprint) or anchors.get(item.fingerprint)
-            if entry is None:
-                return None
-            known.append(entry)
-        leaf = chain[0]
-        try:
-            view = rawder.view_certificate(leaf.der)
-        except rawder.DerError:
+    def _still_holds(self, known: _Device, chain: list[ParsedCertificate], second: int) -> bool:
+        return (known.issuer.alive and known.not_before <= second <= known.not_after
+                and _fits(chain, known.issuer))
+
+    def _warm(self, chain: list[ParsedCertificate], second: int) -> Validated | None:
+        """A device seen for the first time under an issuer the cold path already proved."""
+        candidates = self._candidates(chain)
+        if candidates is None:
+            self.stats.unknown += 1
             return None
-        if len(known) > 1 and len({e.subject for e in known}) != len(known):
-            return None  # ambiguous: the cold path refuses it with its reason
-        candidates = [e for e in known if e.subject == view.issuer]
-        candidates.extend(self._anchor_by_subject.get(view.issuer, ()))
-        if not candidates:
-            return None
-        floor_now, ceil_now = self._timestamps(now)
-        if not view.not_before or not (view.not_before <= floor_now and ceil_now <= view.not_after):
-            self.stats.deferred += 1
-            return None
-        profile = _profile(view)
-        revoked = self._revoked
+        leaf = chain[0].certificate
         for issuer in candidates:
-            if not issuer.not_before <= now <= issuer.not_after:
-                continue
-            if revoked and any(fp in revoked for fp in issuer.path):
-                continue
-            if profile is None or profile not in issuer.profiles:
-                continue
-            if not _signed_by(view, issuer.public_key):
-                continue
-            device_id = rawder.common_name(view.subject)
-            if device_id is None or len(device_id) * 4 > MAX_DEVICE_ID_BYTES \
-                    and len(device_id.encode()) > MAX_DEVICE_ID_BYTES:
+            if not (issuer.alive and issuer.not_before <= second <= issuer.not_after and _fits(chain, issuer)):
                 continue
             try:
-                public_key = load_der_public_key(view.spki)
-            except (ValueError, UnsupportedAlgorithm):
-                continue
-            return Validated(device_id, leaf.fingerprint, view.spki, public_key, issuer.path, True)
+                device_id, public_key = check_device(leaf, second)
+                issuer.verifier(second, self.policy.max_chain_depth).verify(leaf, [])
+            except (AuthError, VerificationError):
+                break  # the cold path gives the verdict and its code
+            validated = Validated(device_id, chain[0].fingerprint, _spki(public_key), public_key, issuer.path, True)
+            self._remember_device(validated, leaf, issuer)
+            return validated
         self.stats.deferred += 1
         return None
 
-    def _timestamps(self, now: float) -> tuple[bytes, bytes]:
-        """``now`` rounded down and up to whole seconds as YYYYMMDDHHMMSS, to compare with raw
-        certificate times (which have whole seconds): nb <= now <=> nb <= floor(now), and
-        now <= na <=> ceil(now) <= na."""
-        second = int(now)
-        if second != self._now_second:
-            self._now_second = second
-            self._now_text = (_text_time(second), _text_time(second + 1))
-        floor_now, ceil_now = self._now_text
-        return floor_now, (floor_now if now == second else ceil_now)
-
-    def _cold(self, chain: list[ParsedCertificate], now: float) -> Validated:
-        leaf = chain[0]
+    def _candidates(self, chain: list[ParsedCertificate]) -> list[_Issuer] | None:
+        """The cached issuer that may vouch for the device: the lowest uploaded CA (the one whose cached
+        path is longest; only it can carry every other upload on its path), or, when only the device
+        certificate was uploaded, the anchors it names. The verifier checks the link either way."""
+        issuers, anchors = self._issuers, self._anchor_entries
+        lowest = None
+        for item in chain[1:]:
+            entry = issuers.get(item.fingerprint) or anchors.get(item.fingerprint)
+            if entry is None:
+                return None  # something never validated is in the upload: the cold path judges it
+            if lowest is None or len(entry.path) > len(lowest.path):
+                lowest = entry
+        if lowest is not None:
+            return [lowest]
         try:
-            view = rawder.view_certificate(leaf.der)
-        except rawder.DerError:
-            view = None
-        device_id = _check_leaf(leaf.certificate, view, now)
+            issuer_name = chain[0].certificate.issuer.public_bytes()
+        except _DECODE_ERRORS:
+            return []
+        return list(self._anchor_by_subject.get(issuer_name, ()))
+
+    def _cold(self, chain: list[ParsedCertificate], second: int) -> Validated:
+        leaf = chain[0].certificate
+        device_id, public_key = check_device(leaf, second)
         _refuse_ambiguous(chain)
         _refuse_unsupported_keys(chain)
         if self._store is None:
             raise AuthError("chain_untrusted", "no verified CA is registered")
-        verifier = (
-            PolicyBuilder()
-            .store(self._store)
-            .time(_dt.datetime.fromtimestamp(now, _UTC))
-            .max_chain_depth(self.policy.max_chain_depth)
-            .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
-            .build_client_verifier()
-        )
+        verifier = _build_verifier(self._store, second, self.policy.max_chain_depth)
         intermediates = [c.certificate for c in chain[1:]]
         self.stats.verifier += 1
         try:
-            verified = verifier.verify(leaf.certificate, intermediates)
+            verified = verifier.verify(leaf, intermediates)
         except VerificationError as exc:
-            raise _explain(exc, chain, now) from None
+            raise _explain(exc, chain, second) from None
         path_certs = verified.chain[1:]
         path = tuple(self._fingerprint_on_path(cert, chain) for cert in path_certs)
         for fp in path:
             if fp in self._revoked:
                 raise AuthError("cert_revoked", "a CA certificate on the device's path is revoked")
-        if view is not None:
-            self._remember(path_certs, path, view)
-            spki = view.spki
-        else:
-            spki = _spki(leaf.certificate)
-        return Validated(device_id, leaf.fingerprint, spki, load_der_public_key(spki), path, False)
+        validated = Validated(device_id, chain[0].fingerprint, _spki(public_key), public_key, path, False)
+        if self.policy.warm:
+            issuer = self._remember_path(path_certs, path)
+            if issuer is not None:
+                self._remember_device(validated, leaf, issuer)
+        return validated
 
     def _fingerprint_on_path(self, cert: x509.Certificate, chain: list[ParsedCertificate]) -> bytes:
         """The SHA-256 of a certificate the verifier put on the path: an upload or an anchor, matched by
@@ -291,82 +320,77 @@ class ChainValidator:
                 return fp
         return _fingerprint(cert)
 
-    def _remember(self, path_certs: list[x509.Certificate], path: tuple[bytes, ...], leaf_view) -> None:
-        """Cache each CA on an accepted path, unless something on it constrains leaves per name; and
-        remember the device certificate's extension profile under its issuer."""
-        missing = [i for i, fp in enumerate(path) if fp not in self._anchor_entries and fp not in self._issuers]
-        if missing:
-            views = [rawder.view_certificate(c.public_bytes(_DER)) for c in path_certs]
-            if any(_constrains_leaves(v) for v in views):
-                return  # per-leaf constraints: this path always takes the cold verifier
-            windows = []
-            not_before, not_after = float("-inf"), float("inf")
-            for cert in reversed(path_certs):  # anchor first, so windows accumulate downwards
-                not_before = max(not_before, cert.not_valid_before_utc.timestamp())
-                not_after = min(not_after, cert.not_valid_after_utc.timestamp())
-                windows.append((not_before, not_after))
-            windows.reverse()
-            for i in missing:
+    def _remember_path(self, path_certs: list[x509.Certificate], path: tuple[bytes, ...]) -> _Issuer | None:
+        """Cache each CA on an accepted path, unless something on it constrains leaves by name or policy.
+        Returns the device's issuer entry, or None when the path is not cached."""
+        entry = self._issuers.get(path[0]) or self._anchor_entries.get(path[0])
+        if entry is not None and entry.path == path:
+            return entry
+        try:
+            if any(ext.oid in _LEAF_CONSTRAINTS for cert in path_certs for ext in cert.extensions):
+                return None
+            subjects = tuple(cert.subject.public_bytes() for cert in path_certs)
+        except _DECODE_ERRORS:
+            return None
+        anchor = self._anchor_entries.get(path[-1])
+        if anchor is None:
+            return None
+        not_before, not_after = anchor.not_before, anchor.not_after
+        made: _Issuer | None = anchor if len(path) == 1 else None
+        for i in range(len(path) - 2, -1, -1):  # downwards from the anchor, so windows accumulate
+            cert = path_certs[i]
+            not_before = max(not_before, _seconds(cert.not_valid_before_utc))
+            not_after = min(not_after, _seconds(cert.not_valid_after_utc))
+            made = self._issuers.get(path[i])
+            if made is None or made.path != path[i:]:
+                made = _Issuer(path[i], cert, subjects[i], (not_before, not_after), path[i:], subjects[i:])
                 if len(self._issuers) >= self.policy.cache_size:
-                    del self._issuers[next(iter(self._issuers))]  # oldest first
-                self._issuers[path[i]] = _Issuer(path[i], views[i].subject, path_certs[i].public_key(),
-                                                 windows[i][0], windows[i][1], path[i:])
-        entry = self._anchor_entries.get(path[0]) or self._issuers.get(path[0])
-        profile = _profile(leaf_view)
-        if entry is not None and profile is not None:
-            if len(entry.profiles) >= self.policy.profile_cache_size:
-                entry.profiles.clear()
-            entry.profiles.add(profile)
+                    oldest = next(iter(self._issuers))
+                    self._issuers.pop(oldest).alive = False
+                self._issuers[path[i]] = made
+        return made
+
+    def _remember_device(self, validated: Validated, leaf: x509.Certificate, issuer: _Issuer) -> None:
+        devices = self._devices
+        if len(devices) >= self.policy.device_cache_size:
+            devices.popitem(last=False)
+        not_before = max(issuer.not_before, _seconds(leaf.not_valid_before_utc))
+        not_after = min(issuer.not_after, _seconds(leaf.not_valid_after_utc))
+        devices[validated.leaf] = _Device(validated._replace(warm=True), issuer, not_before, not_after)
 
 
-def _issuer_entry(fp, cert, not_before, not_after, path) -> _Issuer:
-    view = rawder.view_certificate(cert.public_bytes(_DER))
-    if not_before is None:
-        not_before = cert.not_valid_before_utc.timestamp()
-        not_after = cert.not_valid_after_utc.timestamp()
-    return _Issuer(fp, view.subject, cert.public_key(), not_before, not_after, path)
+def _fits(chain: list[ParsedCertificate], issuer: _Issuer) -> bool:
+    """The upload carries the whole path below the anchor, nothing else, and (as the cold path requires)
+    no two certificates above the device with one subject."""
+    uploaded = {item.fingerprint for item in chain[1:]}
+    if not (issuer.required <= uploaded <= issuer.members):
+        return False
+    return issuer.distinct or len(chain) <= 2
 
 
+def _anchor_entry(fp: bytes, cert: x509.Certificate) -> _Issuer:
+    window = (_seconds(cert.not_valid_before_utc), _seconds(cert.not_valid_after_utc))
+    subject = cert.subject.public_bytes()
+    return _Issuer(fp, cert, subject, window, (fp,), (subject,))
+
+
+def _seconds(moment: _dt.datetime) -> int:
+    return int(moment.timestamp() // 1)
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
     return cert.fingerprint(hashes.SHA256())
 
 
-def _spki(cert: x509.Certificate) -> bytes:
-    return rawder.view_certificate(cert.public_bytes(_DER)).spki
-
-
-def _profile(view: rawder.CertificateView):
-    """What must be byte-identical to a cold-accepted device certificate for the warm path to vouch.
-
-    Everything the verifier judges about a device certificate except its validity period, its
-    signature and its own key identifier, which are checked per device.
-    """
-    if view.version != 2 or view.has_unique_ids or not view.ski_ok:
-        return None
-    if view.signature_algorithm != view.tbs_signature_algorithm:
-        return None
-    serial = view.serial
-    if not 0 < len(serial) <= 20 or serial[0] & 0x80 or serial == b"\x00":
-        return None
-    return (view.signature_algorithm, view.spki_algorithm, len(view.spki), view.extensions)
-
-
-# NameConstraints, PolicyConstraints, InhibitAnyPolicy: constraints a CA places on every leaf below it.
-_LEAF_CONSTRAINT_OIDS = (b"\x06\x03\x55\x1d\x1e", b"\x06\x03\x55\x1d\x24", b"\x06\x03\x55\x1d\x36")
-
-
-def _constrains_leaves(view: rawder.CertificateView) -> bool:
-    return any(ext.find(oid, 0, 12) != -1 for ext in view.extensions for oid in _LEAF_CONSTRAINT_OIDS)
+def _spki(public_key) -> bytes:
+    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _subject(item: ParsedCertificate) -> bytes:
-    item.certificate  # noqa: B018 - parse (and refuse) with cryptography first
     try:
-        return rawder.view_certificate(item.der).subject
-    except rawder.DerError:
         return item.certificate.subject.public_bytes()
+    except _DECODE_ERRORS:
+        raise AuthError("malformed_input", "a certificate in the chain has an unreadable subject") from None
 
 
 def _refuse_unsupported_keys(chain: list[ParsedCertificate]) -> None:
@@ -379,10 +403,6 @@ def _refuse_unsupported_keys(chain: list[ParsedCertificate]) -> None:
             raise AuthError("unsupported_algorithm", f"CA key in the chain: {exc}") from None
 
 
-def _text_time(second: int) -> bytes:
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime(second)).encode()
-
-
 def _refuse_ambiguous(chain: list[ParsedCertificate]) -> None:
     """Two certificates with one subject make path building combinatorial (the pathological chain);
     legitimate device chains never need that, so refuse before the verifier sees them."""
@@ -392,40 +412,27 @@ def _refuse_ambiguous(chain: list[ParsedCertificate]) -> None:
             raise AuthError("chain_ambiguous")
 
 
-def _signed_by(view: rawder.CertificateView, issuer_key) -> bool:
+def check_device(cert: x509.Certificate, second: int) -> tuple[str, object]:
+    """The engine's own device-certificate rules, on every path, before the verifier: they give common
+    refusals specific codes and add what the verifier does not check (RSA exponent bounds, the device
+    id). Returns the device id and the parsed public key."""
     try:
-        if isinstance(issuer_key, ec.EllipticCurvePublicKey):
-            algorithm = _EC_SIGS.get(view.signature_algorithm)
-            if algorithm is None:
-                return False
-            issuer_key.verify(view.signature, view.tbs, algorithm)
-        elif isinstance(issuer_key, rsa.RSAPublicKey):
-            digest = _RSA_SIGS.get(view.signature_algorithm)
-            if digest is None:
-                return False
-            issuer_key.verify(view.signature, view.tbs, _PKCS1, digest)
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
-
-
-def _check_leaf(cert: x509.Certificate, view: rawder.CertificateView | None, now: float) -> str:
-    """The engine's own device-certificate checks, run before the verifier so refusals are specific."""
-    try:
-        key_algorithm(cert.public_key())
+        public_key = cert.public_key()
+        key_algorithm(public_key)
     except (UnsupportedKey, UnsupportedAlgorithm, ValueError) as exc:
         raise AuthError("unsupported_algorithm", f"device key: {exc}") from None
+    if cert.serial_number <= 0:
+        raise AuthError("malformed_input", "the device certificate's serial number is not positive (RFC 5280 4.1.2.2)")
     if cert.signature_algorithm_oid not in _SHA2_SIGNATURES:
-        raise AuthError("unsupported_algorithm", f"device certificate signed with {cert.signature_algorithm_oid.dotted_string}")
-    if now < cert.not_valid_before_utc.timestamp():
+        raise AuthError("unsupported_algorithm",
+                        f"device certificate signed with {cert.signature_algorithm_oid.dotted_string}")
+    if second < _seconds(cert.not_valid_before_utc):
         raise AuthError("cert_not_yet_valid", "the device certificate is not valid yet")
-    if now > cert.not_valid_after_utc.timestamp():
+    if second > _seconds(cert.not_valid_after_utc):
         raise AuthError("cert_expired", "the device certificate has expired")
     try:
         extensions = cert.extensions
-    except _EXTENSION_ERRORS as exc:
+    except _DECODE_ERRORS as exc:
         raise AuthError("malformed_input", f"device certificate extensions: {exc}") from None
     for ext in extensions:
         value = ext.value
@@ -435,26 +442,31 @@ def _check_leaf(cert: x509.Certificate, view: rawder.CertificateView | None, now
             raise AuthError("key_usage_invalid")
         if isinstance(value, x509.ExtendedKeyUsage) and ExtendedKeyUsageOID.CLIENT_AUTH not in value:
             raise AuthError("eku_invalid")
-    device_id = rawder.common_name(view.subject) if view is not None else None
-    if device_id is None:
+    try:
         names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if len(names) != 1 or not isinstance(names[0].value, str) or not names[0].value:
-            raise AuthError("device_id_missing")
-        device_id = names[0].value
-    if len(device_id.encode()) > MAX_DEVICE_ID_BYTES:
+        device_id = names[0].value if len(names) == 1 else None
+    except _DECODE_ERRORS:
+        raise AuthError("device_id_invalid") from None
+    if not isinstance(device_id, str) or not device_id:
+        raise AuthError("device_id_missing")
+    try:
+        size = len(device_id.encode())
+    except UnicodeEncodeError:
+        raise AuthError("device_id_invalid") from None
+    if size > MAX_DEVICE_ID_BYTES:
         raise AuthError("device_id_missing", f"the device id (CN) is longer than {MAX_DEVICE_ID_BYTES} bytes")
-    return device_id
+    return device_id, public_key
 
 
-def _explain(exc: VerificationError, chain: list[ParsedCertificate], now: float) -> AuthError:
+def _explain(exc: VerificationError, chain: list[ParsedCertificate], second: int) -> AuthError:
     """Map the verifier's message to a stable code; anything unrecognised means no trusted path."""
     text = str(exc)
     lowered = text.lower()
     if "not valid at validation time" in lowered:
         for item in chain[1:]:
-            if now > item.certificate.not_valid_after_utc.timestamp():
+            if second > _seconds(item.certificate.not_valid_after_utc):
                 return AuthError("cert_expired", "a CA certificate in the chain has expired")
-            if now < item.certificate.not_valid_before_utc.timestamp():
+            if second < _seconds(item.certificate.not_valid_before_utc):
                 return AuthError("cert_not_yet_valid", "a CA certificate in the chain is not valid yet")
     if ("forbidden" in lowered and "algorithm" in lowered) or "too weak" in lowered:
         return AuthError("unsupported_algorithm", "a certificate on the path uses a forbidden algorithm")

@@ -216,7 +216,7 @@ class AuthEngine:
             presented = names[0].value if len(names) == 1 else ""
             if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), code.encode()):
                 raise AuthError("verification_code_mismatch")
-            if not proof.not_valid_before_utc.timestamp() <= now <= proof.not_valid_after_utc.timestamp():
+            if not proof.not_valid_before_utc.timestamp() <= now // 1 <= proof.not_valid_after_utc.timestamp():
                 raise AuthError("cert_expired", "the verification certificate is outside its validity period")
             try:
                 proof.verify_directly_issued_by(record.certificate)
@@ -234,7 +234,7 @@ class AuthEngine:
 
     def remove_ca(self, ca_id: str) -> CARecord:
         record = self.get_ca(ca_id)
-        del self._cas[ca_id]
+        del self._cas[record.id]
         self._refresh_anchors()
         return record
 
@@ -350,7 +350,9 @@ class AuthEngine:
         s = self.chains.stats
         return {
             "cas": len(self._cas), "revoked": len(self._revoked), "cache_size": self.chains.cache_size,
-            "warm": s.warm, "cold": s.cold, "deferred": s.deferred, "verifier": s.verifier, "pending_keys": len(self._pending),
+            "device_cache_size": self.chains.device_cache_size, "warm": s.warm, "reconnect": s.reconnect,
+            "cold": s.cold, "deferred": s.deferred, "unknown": s.unknown, "verifier": s.verifier,
+            "pending_keys": len(self._pending),
         }
 
 
@@ -371,7 +373,7 @@ def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         raise AuthError("not_a_ca", "no BasicConstraints extension") from None
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         raise AuthError("malformed_input", f"CA extensions: {exc}") from None
     if not bc.ca:
         raise AuthError("not_a_ca", "BasicConstraints says CA:FALSE")
@@ -383,9 +385,10 @@ def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:
         raise AuthError("not_a_ca", "CA certificates need a KeyUsage extension with keyCertSign") from None
     if not ku.key_cert_sign:
         raise AuthError("not_a_ca", "KeyUsage lacks keyCertSign")
-    if now < cert.not_valid_before_utc.timestamp():
+    second = now // 1  # whole seconds, rounded down, as the chain verifier compares times
+    if second < cert.not_valid_before_utc.timestamp():
         raise AuthError("cert_not_yet_valid", "the CA certificate is not valid yet")
-    if now > cert.not_valid_after_utc.timestamp():
+    if second > cert.not_valid_after_utc.timestamp():
         raise AuthError("cert_expired", "the CA certificate has expired")
 
 

@@ -32,6 +32,7 @@ CODES: dict[str, tuple[int, str]] = {
     "key_usage_invalid": (401, "The device certificate's KeyUsage lacks digitalSignature."),
     "eku_invalid": (401, "The device certificate's ExtendedKeyUsage does not allow clientAuth."),
     "device_id_missing": (400, "The device certificate's subject has no usable common name (the device id)."),
+    "device_id_invalid": (400, "The device certificate's common name is not a valid string of its declared type (e.g. bad UTF-8)."),
     "chain_untrusted": (401, "No valid path from the device certificate to a verified CA."),
     "cert_revoked": (403, "A certificate on the device's path has been revoked."),
     # devices and challenges

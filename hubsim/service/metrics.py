@@ -54,6 +54,10 @@ class _LocalHistogram:
         self.target._sum.inc(total)
 
 
+# engine statistic -> result label of certstorm_chain_cache_total
+_CACHE_RESULTS = (("reconnect", "reconnect"), ("warm", "hit"), ("cold", "miss"), ("deferred", "declined"))
+
+
 class Metrics:
     """One worker's metrics. Create it in the worker process, after the supervisor set the directory."""
 
@@ -64,9 +68,11 @@ class Metrics:
         self._requests = Counter("certstorm_http_requests_total", "HTTP requests by endpoint and status.",
                                  ["endpoint", "status"])
         self._cache = Counter("certstorm_chain_cache_total",
-                              "Device chain validations by issuer cache result: hit (warm path), miss (full "
-                              "RFC 5280 validation), declined (a cached issuer was found but the warm path "
-                              "deferred to full validation; also counted as miss).", ["result"])
+                              "Device chain validations by cache result: reconnect (device cache: a device "
+                              "admitted before), hit (issuer cache: a new device under a validated path), miss "
+                              "(full RFC 5280 validation), declined (the warm path judged the device and could "
+                              "not vouch; also counted as miss). Hit rate = (reconnect + hit) / all.",
+                              ["result"])
         self._throttled = Counter("certstorm_throttled_total", "Requests refused with 429 by the quota.")
         request = Histogram("certstorm_request_seconds",
                             "Hub time per HTTP request, from the handler's start to its response.",
@@ -93,6 +99,9 @@ class Metrics:
                                    "last flush (the largest over workers).", multiprocess_mode="livemax")
         self._cache_size = Gauge("certstorm_issuer_cache_entries", "Cached intermediate CAs (all workers).",
                                  multiprocess_mode="livesum")
+        self._device_cache_size = Gauge("certstorm_device_cache_entries",
+                                        "Admitted device certificates remembered for reconnects (all workers).",
+                                        multiprocess_mode="livesum")
         self._auth_counts: dict[tuple[str, str, str], int] = {}
         self._request_counts: dict[tuple[str, int], int] = {}
         self._throttled_count = 0
@@ -100,7 +109,7 @@ class Metrics:
         # (rounded up): memory in proportion to the challenge lifetime, not to the number of challenges.
         self._issued: dict[int, int] = {}
         self._answered: dict[int, int] = {}
-        self._cache_seen = (0, 0, 0)
+        self._cache_seen = (0,) * len(_CACHE_RESULTS)
         self.challenge_ttl = challenge_ttl
 
     # -- request path (plain Python only) --------------------------------------------------------------
@@ -145,13 +154,11 @@ class Metrics:
         self.pop.flush()
         for hist in self._request_children.values():
             hist.flush()
-        warm, cold, deferred = engine_stats["warm"], engine_stats["cold"], engine_stats["deferred"]
-        seen_warm, seen_cold, seen_deferred = self._cache_seen
-        for result, delta in (("hit", warm - seen_warm), ("miss", cold - seen_cold),
-                              ("declined", deferred - seen_deferred)):
-            if delta > 0:
-                self._cache.labels(result).inc(delta)
-        self._cache_seen = (warm, cold, deferred)
+        now_seen = tuple(engine_stats[key] for key, _ in _CACHE_RESULTS)
+        for (_, result), count, seen in zip(_CACHE_RESULTS, now_seen, self._cache_seen):
+            if count > seen:
+                self._cache.labels(result).inc(count - seen)
+        self._cache_seen = now_seen
         for counts in (self._issued, self._answered):
             for second in [s for s in counts if s <= now]:
                 del counts[second]  # expired (a challenge leaves the count within a second of its expiry)
@@ -159,6 +166,7 @@ class Metrics:
         self._registry_pending.set(registry_pending)
         self._registry_lag.set(registry_lag)
         self._cache_size.set(engine_stats["cache_size"])
+        self._device_cache_size.set(engine_stats["device_cache_size"])
 
 
 def render() -> bytes:

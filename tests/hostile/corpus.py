@@ -626,7 +626,7 @@ def _generated() -> list[Case]:
           lambda k: ck.pem(k.stranger.cert, k.pending.cert), path="/cas"),
         C("cert-impossible-version", "pem-der", (400, "malformed_input"),
           lambda k: k.with_mid(D.resign(k.issue("hostile-v26")[1], k.mid.key, version=D.tlv(0xA0, D.integer(25))))),
-        C("cert-serial-negative", "numbers", (401, "chain_untrusted"), lambda k: _leaf_serial(k, b"\xff\x01")),
+        C("cert-serial-negative", "numbers", (400, "malformed_input"), lambda k: _leaf_serial(k, b"\xff\x01")),
         C("cert-serial-64-bytes", "numbers", (401, "chain_untrusted"), lambda k: _leaf_serial(k, b"\x01" * 64)),
         C("cert-validity-inverted", "numbers", (401, "cert_not_yet_valid"), _inverted_validity),
         C("cert-validity-1950", "numbers", (401, "cert_expired"),
