@@ -1,12 +1,14 @@
 """Compare a benchmark run with the stored baseline on machine-normalised costs.
 
-Costs are in calibration verifies: each benchmark's fastest round divided by the fastest raw P-256 verify
-(``test_calibration_raw_verify``) of the same run, so a baseline made on one machine judges a run on
-another. Fastest rounds are the least disturbed by other work on a shared machine; medians move with it.
+Each benchmark's cost is ``extra_info["verifies_min"]``: its fastest round divided by a raw P-256 verify
+measured right beside it (after it, on the same core; for CPU-accounted benchmarks, on the core that spent
+the CPU). The verify is never taken from another moment of the session: on these shared machines it
+drifts by more than the threshold within minutes. Fastest rounds are the least disturbed by other work.
 
     python -m bench.compare results/baselines/bench.json results/bench-latest.json [--threshold 0.15]
 
-Prints a table and exits 1 when any benchmark got more than ``threshold`` slower, 0 otherwise.
+Prints a table; exits 1 when any benchmark got more than ``threshold`` slower or a baseline benchmark is
+missing from the run, 2 when a benchmark carries no calibrated cost, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -17,24 +19,21 @@ import sys
 from pathlib import Path
 
 KEY = "verifies_min"
-CALIBRATION = "test_calibration_raw_verify"
+
+
+class Uncalibrated(ValueError):
+    """A benchmark in the file has no cost measured against a verify beside it."""
 
 
 def load(path: str | Path) -> dict[str, float]:
     data = json.loads(Path(path).read_text())
-    benches = data.get("benchmarks", [])
-    unit = next((b["stats"]["min"] for b in benches if b.get("name") == CALIBRATION and b.get("stats")), None)
     out = {}
-    for bench in benches:
-        extra = bench.get("extra_info", {})
-        per = extra.get("operations_per_round", 1)
-        if unit and "cpu_seconds_per_operation" in extra:  # measured from CPU accounting, not wall time
-            # in verifies timed on the core that spent the CPU, where the benchmark recorded them
-            out[bench["fullname"]] = extra["cpu_seconds_per_operation"] / extra.get("cpu_verify_seconds", unit)
-        elif unit and bench.get("stats"):
-            out[bench["fullname"]] = bench["stats"]["min"] / per / unit
-        elif bench.get("extra_info", {}).get(KEY) is not None:  # a file without the calibration benchmark
-            out[bench["fullname"]] = float(bench["extra_info"][KEY])
+    for bench in data.get("benchmarks", []):
+        cost = bench.get("extra_info", {}).get(KEY)
+        if cost is None:
+            raise Uncalibrated(f"{path}: {bench.get('fullname', '?')} has no extra_info['{KEY}'] (was the "
+                               f"run made with --benchmark-disable, or without the calibration fixture?)")
+        out[bench["fullname"]] = float(cost)
     return out
 
 
@@ -54,7 +53,8 @@ def compare(baseline: dict[str, float], current: dict[str, float], threshold: fl
         if base is None:
             rows.append((name, None, cur, None, "new"))
         elif cur is None:
-            rows.append((name, base, None, None, "missing"))
+            rows.append((name, base, None, None, "MISSING"))
+            regressed = True
         else:
             change = cur / base - 1.0
             status = "REGRESSED" if change > threshold else ("faster" if change < -threshold else "ok")
@@ -73,7 +73,7 @@ def render(rows: list[tuple], threshold: float) -> str:
     for name, base, cur, change, status in rows:
         ch = "-" if change is None else f"{change:+.1%}"
         lines.append(f"{name.split('::', 1)[-1]:<{width}}  {num(base):>9}  {num(cur):>9}  {ch:>8}  {status}")
-    lines.append(f"threshold: {threshold:.0%} slower than the baseline")
+    lines.append(f"threshold: {threshold:.0%} slower than the baseline; a missing benchmark fails")
     return "\n".join(lines)
 
 
@@ -91,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the current run's JSON")
     if args.threshold < 0:
         parser.error("--threshold must be positive")
-    rows, regressed = compare(load(args.baseline), load(args.current), args.threshold)
+    try:
+        rows, regressed = compare(load(args.baseline), load(args.current), args.threshold)
+    except Uncalibrated as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return 2
     if not rows:
-        print("no comparable benchmarks: both files need extra_info['verifies_min']", file=sys.stderr)
+        print("compare: no benchmarks in either file", file=sys.stderr)
         return 2
     print(render(rows, args.threshold))
     return 1 if regressed else 0
