@@ -34,10 +34,17 @@ def pki():
     return root, factory, tech
 
 
-@pytest.fixture
-def hub(pki):
+@pytest.fixture(params=["empty-cache", "sibling-accepted"])
+def hub(request, pki):
+    """Every test runs twice: on an empty cache, and after valid siblings were accepted under the same
+    issuers (Technician-Z, Factory-Y and Company-X itself), so that a refusal cannot depend on the cache."""
     eng = engine()
     trust(eng, pki[0])
+    if request.param == "sibling-accepted":
+        root, factory, tech = pki
+        for ca in (tech, factory, root):
+            key, cert = ca.issue(f"sibling-under-{ca.cn}")
+            authenticate(eng, key, [der(cert)] + [der(c) for c in ca.chain()])
     return eng
 
 
@@ -506,15 +513,16 @@ def test_every_error_code_is_documented():
         AuthError("no_such_code")
 
 
-def test_device_admitted_once_then_warm(hub, pki):
+def test_device_admitted_once_then_warm(hub, pki, request):
     key, chain = device(pki[2])
     first = hub.begin(chain)
-    assert not first.warm
+    assert first.warm == request.node.callspec.params["hub"].startswith("sibling")  # issuer cached or not
     admitted = hub.complete(first.token, sign(key, first.token))
     assert admitted.device_id == "dev-1" and admitted.first_connection
     assert admitted.ca == hub.list_cas()[0].id
+    reconnects = hub.stats()["reconnect"]
     again = hub.begin(pem(*[x509.load_der_x509_certificate(c) for c in chain]))
-    assert again.warm
+    assert again.warm and hub.stats()["reconnect"] == reconnects + 1  # the device cache, PEM or DER alike
     assert not hub.complete(again.token, sign(key, again.token)).first_connection
     key2, chain2 = device(pki[2], "dev-2")
     assert hub.begin(chain2).warm
@@ -556,3 +564,49 @@ def test_every_error_code_is_in_the_docs():
     text = (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
     missing = [code for code in CODES if f"`{code}`" not in text]
     assert missing == []
+
+
+# ---------------------------------------------------------------- exceptions that used to escape
+
+def test_device_common_name_that_is_not_valid_text_is_refused(hub, pki):
+    from hostile import der as D
+    root, factory, tech = pki
+    key = new_key()
+    for tag, value in ((0x0C, b"dev-\xff\xfe"), (0x16, b"dev-\xe9")):
+        tbs = D.TBS.of(tech.issue("x")[1])
+        tbs.spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        tbs.subject = D.seq(D.tlv(0x31, D.seq(D.oid("2.5.4.3"), D.tlv(tag, value))))
+        refused("device_id_invalid", hub.begin, [tbs.sign(tech.key)] + [der(c) for c in tech.chain()])
+
+
+def test_ca_with_a_malformed_name_constraint_ip_range_is_refused():
+    from hostile import der as D
+    key = new_key()
+    cert = make_cert("Odd-NC", key.public_key(), "Odd-NC", key, ca=True)
+    tbs = D.TBS.of(cert)
+    bad_range = D.seq(D.tlv(0xA0, D.seq(D.tlv(0x87, b"\x0a\x00\x00\x00\xff\xff")))),  # 6 bytes: no IP/mask
+    tbs.extensions = tbs.extensions + [D.extension("2.5.29.30", bad_range[0], True)]
+    refused("malformed_input", engine().register_ca, tbs.sign(key))
+
+
+def test_remove_ca_accepts_the_id_in_upper_case(pki):
+    eng = engine()
+    ca_id = trust(eng, pki[0])
+    eng.remove_ca(ca_id.upper())
+    assert eng.list_cas() == []
+    refused("ca_not_found", eng.get_ca, ca_id)
+
+
+def test_time_is_whole_seconds_on_both_paths(pki):
+    """A millisecond past notAfter is still inside the second notAfter names, as the verifier rounds."""
+    root, factory, tech = pki
+    key, cert = tech.issue("edge", validity=(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), NOW))
+    chain = [der(cert)] + [der(c) for c in tech.chain()]
+    for warm in (False, True):
+        clock = FakeClock(NOW.timestamp() + 0.999)
+        eng = engine(clock, policy=EnginePolicy(chain=ChainPolicy(warm=warm)))
+        trust(eng, root)
+        assert authenticate(eng, key, chain).device_id == "edge"
+        clock.t = NOW.timestamp() + 1.0
+        refused("cert_expired", eng.begin, chain)
