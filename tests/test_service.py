@@ -526,7 +526,7 @@ def test_a_body_cut_short_is_the_clients_fault():
     from aiohttp.web_protocol import RequestPayloadError
 
     from hubsim.errors import AuthError
-    from hubsim.service.app import PEM_TYPES, Hub
+    from hubsim.service.httpapi import PEM_TYPES, HttpApi
 
     async def read(exc):
         payload = streams.StreamReader(mock.Mock(), 2**16, loop=asyncio.get_running_loop())
@@ -535,7 +535,7 @@ def test_a_body_cut_short_is_the_clients_fault():
         request = make_mocked_request("POST", "/devices/challenge", payload=payload,
                                       headers={"Content-Length": "1000"})
         with pytest.raises(AuthError) as info:
-            await Hub._body(None, request, 4096, PEM_TYPES)
+            await HttpApi._body(None, request, 4096, PEM_TYPES)
         return info.value.code
     for exc in (ConnectionResetError("Connection lost"), RequestPayloadError("bad chunk")):
         assert asyncio.run(read(exc)) == "malformed_input"

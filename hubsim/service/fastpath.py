@@ -12,7 +12,7 @@ single plain ``Content-Length`` within the endpoint's limit, and no ``Transfer-E
 ``data_received``: no task, no future, no per-request objects beyond the reply bytes. Anything else --
 another endpoint or method, a query string, HTTP/1.0, chunked bodies, oversized or malformed heads --
 hands the connection, with every byte not yet answered, to aiohttp's own protocol for the rest of its
-life. aiohttp then parses it properly and the same :class:`~hubsim.service.app.Hub` answers it (including
+life. aiohttp then parses it properly and the same :class:`~hubsim.service.httpapi.HttpApi` answers it (including
 the device endpoints, through the same code), so no request is ever refused for being unusual here.
 """
 
@@ -28,7 +28,8 @@ from time import monotonic, perf_counter, time
 from aiohttp import web
 
 from hubsim.errors import AuthError
-from hubsim.service.app import JSON_LIMIT, PEM_TYPES, JSON_TYPES, DeviceReply, Hub
+from hubsim.service.httpapi import JSON_LIMIT, JSON_TYPES, PEM_TYPES
+from hubsim.service.hub import DeviceReply, Hub
 
 log = logging.getLogger("certstorm.hub")
 

@@ -115,7 +115,7 @@ class Supervisor:
                                       listen=not self.reuse_port)
         self.port = self._sock.getsockname()[1]
 
-        from hubsim.service.app import WorkerConfig
+        from hubsim.service.hub import WorkerConfig
         self._worker_config = lambda index: WorkerConfig(
             db=db, guard_path=guard_path, quota_path=quota_path,
             quota_label=config.quota.label if config.quota else None,

@@ -19,7 +19,8 @@ import time
 
 from aiohttp import web
 
-from hubsim.service.app import SYNC_INTERVAL, Hub, WorkerConfig
+from hubsim.service.httpapi import HttpApi
+from hubsim.service.hub import SYNC_INTERVAL, Hub, WorkerConfig
 from hubsim.service.fastpath import DeviceProtocol
 
 log = logging.getLogger("certstorm.hub")
@@ -108,7 +109,7 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     hub = Hub(config)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    server = web.Server(hub.handle, access_log=None, auto_decompress=False, keepalive_timeout=IDLE_TIMEOUT)
+    server = web.Server(HttpApi(hub).handle, access_log=None, auto_decompress=False, keepalive_timeout=IDLE_TIMEOUT)
     fast: set = set()
     listener = await loop.create_server(lambda: DeviceProtocol(hub, server, fast), sock=sock, backlog=1024)
     if ready_fd is not None:

@@ -1,0 +1,282 @@
+"""One hub worker's core, transport-free: its engine and stores, the sync with the other workers, and
+the device path.
+
+The device steps (:meth:`Hub.challenge`, :meth:`Hub.proof`) take a complete body and return a
+:class:`DeviceReply`; the transports put it on the wire: the HTTP front (:mod:`hubsim.service.httpapi`)
+and its raw fast path (:mod:`hubsim.service.fastpath`). Nothing here logs per request, and metrics go
+through the batched accumulators of :mod:`hubsim.service.metrics`. Administrative changes made by any
+worker reach this one through the store's change log (:meth:`Hub.sync`).
+
+Errors are JSON ``{"error": code, "message": text}`` with the status of the engine's code, built in one
+place (:func:`error_reply`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from time import perf_counter
+from typing import NamedTuple
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509 import DuplicateExtension, InvalidVersion, UnsupportedGeneralNameType
+
+from hubsim.engine import AuthEngine, EnginePolicy
+from hubsim.errors import AuthError
+from hubsim.service.guard import SharedReplayGuard
+from hubsim.service.metrics import Metrics
+from hubsim.service.quota import SharedTokenBucket, retry_after_header
+from hubsim.service.store import SqlRegistry, Store
+
+log = logging.getLogger("certstorm.hub")
+
+SYNC_INTERVAL = 0.2             # seconds between change-log polls, registry and metrics flushes
+TRIM_INTERVAL = 60.0
+# Challenges whose parsed device key a worker keeps for a proof that comes back to it (the engine's
+# shortcut past re-checking the seal and re-parsing the key). A parsed key costs ~2.8 KB: the engine's
+# default of 65,536 made ~190 MB per worker of challenges nobody answers. 4,096 covers the challenge-to-
+# proof time of ~0.4 s at 10,000 challenges/s per worker; a proof beyond it is checked by its seal.
+PENDING_KEYS = 4096
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    db: str
+    guard_path: str
+    quota_path: str | None
+    quota_label: str | None
+    workers_file: str          # the supervisor keeps the live worker pids here
+    index: int                 # this worker's slot (0-based)
+    policy: EnginePolicy = EnginePolicy()
+
+
+class DeviceReply(NamedTuple):
+    """A reply, transport-free: what any front end puts on the wire."""
+
+    status: int
+    body: bytes          # JSON
+    timing: str          # the Server-Timing header value
+    retry_after: str | None
+
+
+def error_reply(exc: AuthError, timing: str = "", retry_after: str | None = None) -> DeviceReply:
+    """The one place an error body is made. A throttled client always learns when to come back."""
+    if exc.code == "throttled" and retry_after is None:
+        retry_after = "1"
+    return DeviceReply(exc.status, json.dumps(exc.to_json()).encode(), timing, retry_after)
+
+
+def _timing(chain: float, pop: float) -> str:
+    return f"chain;dur={chain * 1e3:.3f}, pop;dur={pop * 1e3:.3f}"
+
+
+def decode_b64(text, field: str) -> bytes:
+    if not isinstance(text, str) or not text:
+        raise AuthError("malformed_input", f"{field!r} must be a non-empty base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    # Line-wrapped output of `openssl base64`, or the URL-safe alphabet.
+    cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        return base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        raise AuthError("malformed_input", f"{field!r} is not valid base64") from None
+
+
+
+_last_parse_report = [0.0]
+
+
+def parsing_input(step, *args, **kwargs):
+    """Run an engine step that parses uploaded bytes. The engine is meant to turn every defect of its
+    input into an AuthError; some parse errors of cryptography (a lazily parsed subject, an invalid
+    version number, an extension given twice, a SubjectAltName with an x400Address) escape it as
+    ValueError, InvalidVersion, DuplicateExtension or UnsupportedGeneralNameType -- the last three are
+    not ValueErrors. Those are the input's fault, so the client gets 400 ``malformed_input``
+    (``unsupported_algorithm`` for UnsupportedAlgorithm) -- but each is an engine gap, so it is logged
+    with its traceback (at most every 10 s per worker)."""
+    try:
+        return step(*args, **kwargs)
+    except (ValueError, InvalidVersion, UnsupportedAlgorithm, DuplicateExtension, UnsupportedGeneralNameType) as exc:
+        now = time.monotonic()
+        if now - _last_parse_report[0] > 10.0:
+            _last_parse_report[0] = now
+            log.warning("engine let a parse error of uploaded data escape (answered 4xx)", exc_info=True)
+        code = "unsupported_algorithm" if isinstance(exc, UnsupportedAlgorithm) else "malformed_input"
+        raise AuthError(code, f"the upload could not be parsed: {type(exc).__name__}") from None
+
+
+
+def json_object(body: bytes) -> dict:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: '[[[[...' nested deeply
+        raise AuthError("malformed_input", "the body is not a JSON document") from None
+    if not isinstance(doc, dict):
+        raise AuthError("malformed_input", "the body must be a JSON object")
+    return doc
+
+
+
+class Hub:
+    """One worker's engine, stores, sync and device path."""
+
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.store = Store(config.db)
+        self.guard = SharedReplayGuard(config.guard_path)
+        self.registry = SqlRegistry(self.store)
+        policy = dataclasses.replace(config.policy, pending_keys=min(config.policy.pending_keys, PENDING_KEYS))
+        self.engine = AuthEngine(secret=self.guard.secret, clock=time.time, random=os.urandom,
+                                 policy=policy, replay_guard=self.guard, registry=self.registry)
+        self.quota = SharedTokenBucket(config.quota_path) if config.quota_path else None
+        self.metrics = Metrics(config.policy.challenge_ttl)
+        self.chain_limit = config.policy.chain.max_upload_bytes
+        self.ca_limit = config.policy.max_ca_upload_bytes
+        self.started = time.time()
+        self._generation = self.guard.generation()
+        self._seq = self._load()
+        self._last_trim = 0.0
+
+    # -- state shared with the other workers --------------------------------------------------------
+    def _load(self) -> int:
+        seq, cas, revoked, disabled = self.store.snapshot()
+        for fp in revoked:
+            self.engine.revoke(fp)
+        for row in cas:
+            self._restore(row)
+        for device_id in disabled:
+            self.engine.disable_device(device_id, True)
+        return seq
+
+    def _restore(self, row) -> None:
+        ca_id, der, status, registered_at, code, code_expires_at, verified_at = row
+        self.engine.restore_ca(der, status=status, registered_at=registered_at, verification_code=code,
+                               code_expires_at=code_expires_at, verified_at=verified_at)
+
+    def apply_ca(self, ca_id: str) -> None:
+        row = self.store.ca_row(ca_id)
+        if row is not None:
+            self._restore(row)
+            return
+        try:
+            self.engine.remove_ca(ca_id)
+        except AuthError:
+            pass
+
+    def sync(self) -> int:
+        """Apply what any worker changed since the last call; returns how many changes were applied."""
+        changes = self.store.changes_since(self._seq)
+        for seq, kind, key in changes:
+            if kind == "ca":
+                self.apply_ca(key)
+            elif kind == "revocation":
+                self.engine.revoke(key)
+            elif kind == "device":
+                self.engine.disable_device(key, self.store.is_disabled(key))
+            self._seq = seq
+        return len(changes)
+
+    def changed(self) -> None:
+        """After an administrative write committed: tell every worker to catch up before its next request."""
+        self.guard.bump_generation()
+
+    def housekeeping(self) -> None:
+        """Run every SYNC_INTERVAL by the worker: follow the change log, flush write-behind and metrics."""
+        now = time.time()
+        self.sync()
+        self.registry.flush()
+        self.metrics.flush(now, self.engine.stats(), self.registry.pending, self.registry.lag(now))
+        if self.config.index == 0 and now - self._last_trim > TRIM_INTERVAL:
+            self._last_trim = now
+            self.store.trim_changes(now)
+
+    def close(self) -> None:
+        """Clean stop: write everything still batched."""
+        now = time.time()
+        try:
+            self.registry.flush()
+        finally:
+            self.metrics.flush(now, self.engine.stats(), self.registry.pending, 0.0)
+            self.store.close()
+            self.guard.close()
+            if self.quota is not None:
+                self.quota.close()
+
+    # -- the device path ----------------------------------------------------------------------------
+    # Transport-independent: the HTTP front (httpapi.py) and its raw fast path (fastpath.py) call these
+    # with a complete body and turn the DeviceReply into bytes on the wire.
+    def catch_up(self) -> None:
+        """Apply other workers' administrative changes if the shared generation moved (0.3 µs if not)."""
+        generation = self.guard.generation()
+        if generation != self._generation:
+            self._generation = generation
+            self.sync()
+
+    def throttle(self) -> DeviceReply | None:
+        """The 429 reply when the connection quota is exhausted, else None (a token was taken)."""
+        quota = self.quota
+        if quota is None:
+            return None
+        wait = quota.take()
+        if not wait:
+            return None
+        self.metrics.throttled()
+        return self.refusal("challenge", AuthError("throttled"), retry_after=retry_after_header(wait))
+
+    def refusal(self, step: str, exc: AuthError, chain: float = 0.0, pop: float = 0.0,
+                retry_after: str | None = None) -> DeviceReply:
+        self.metrics.refused(step, exc.code)
+        return error_reply(exc, _timing(chain, pop), retry_after)
+
+    @staticmethod
+    def _timed(histogram, step, *args):
+        """Run an engine step, timed into ``histogram``: ``(result, None, seconds)``, or ``(None, error,
+        seconds)`` when the engine refused."""
+        t0 = perf_counter()
+        try:
+            result, error = parsing_input(step, *args), None
+        except AuthError as exc:
+            result, error = None, exc
+        took = perf_counter() - t0
+        histogram.observe(took)
+        return result, error, took
+
+    def challenge(self, body: bytes) -> DeviceReply:
+        challenge, error, took = self._timed(self.metrics.chain, self.engine.begin, body)
+        if error is not None:
+            return self.refusal("challenge", error, chain=took)
+        self.metrics.issued(challenge.expires_at)
+        out = b"".join((
+            b'{"device_id":', json.dumps(challenge.device_id).encode(),
+            b',"challenge":"', base64.b64encode(challenge.token),
+            b'","expires_at":', b"%.3f" % challenge.expires_at, b"}",
+        ))
+        return DeviceReply(200, out, _timing(took, 0.0), None)
+
+    def proof(self, body: bytes) -> DeviceReply:
+        try:
+            doc = json_object(body)
+            token = decode_b64(doc.get("challenge"), "challenge")
+            signature = decode_b64(doc.get("signature"), "signature")
+        except AuthError as exc:
+            return self.refusal("proof", exc)
+        admission, error, took = self._timed(self.metrics.pop, self.engine.complete, token, signature)
+        if error is not None:
+            return self.refusal("proof", error, pop=took)
+        self.metrics.admitted(admission.challenge_expires_at)  # keeps the pending-challenge gauge
+        out = b"".join((
+            b'{"device_id":', json.dumps(admission.device_id).encode(),
+            b',"ca":"', admission.ca.encode(),
+            b'","first_connection":', b"true}" if admission.first_connection else b"false}",
+        ))
+        return DeviceReply(200, out, _timing(0.0, took), None)
