@@ -15,10 +15,10 @@ _COMMANDS = {
             "run the hub simulator service (aiohttp + uvloop, several processes)"),
     "demo": ("bench.demo", "add_demo_arguments", "demo_command",
              "authenticate a fleet in-process against the engine and compare with the crypto floor"),
-    "run": ("bench.run", "add_run_arguments", "run_command",
+    "run": ("bench.capacity.run", "add_run_arguments", "run_command",
             "the main job: hub + swarm through step and storm shapes, then the report"),
-    "report": ("bench.report", None, "report_command", "rebuild a run's report from its raw data"),
-    "plan": ("bench.plan", "add_plan_arguments", "plan_command", "answer a sizing question from stored measurements"),
+    "report": ("bench.capacity.report", None, "report_command", "rebuild a run's report from its raw data"),
+    "plan": ("bench.capacity.plan", "add_plan_arguments", "plan_command", "answer a sizing question from stored measurements"),
 }
 
 

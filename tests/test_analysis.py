@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from bench import analysis
-from bench.planner import USL
+from bench.capacity import analysis
+from bench.capacity.planner import USL
 
 
 def timeline(levels, *, workers=1, seconds=10, hub_us=400.0, gen_us=300.0, p99=lambda r: 5.0, err=0.0,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.planner import USL, fit_usl, simulate_storm
+from bench.capacity.planner import USL, fit_usl, simulate_storm
 
 
 def test_usl_fit_needs_enough_points():

@@ -5,7 +5,7 @@ import json
 import pytest
 from test_analysis import timeline
 
-from bench.report import SECTIONS, build_report
+from bench.capacity.report import SECTIONS, build_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from bench.report import SECTIONS
+from bench.capacity.report import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,7 +2,7 @@
 step-to-saturation shape at each hub worker count and then a reconnect storm, samples the hub's metrics
 and the CPU of hub and generator once a second, and writes ``results/<run-id>/`` with the report.
 
-Everything measured lands in ``raw/`` first (see :mod:`bench.report`); the report is built from it at the
+Everything measured lands in ``raw/`` first (see :mod:`bench.capacity.report`); the report is built from it at the
 end, and again on Ctrl-C with whatever was measured by then.
 """
 
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.measure import FloorProbe
-from bench.report import build_report
+from bench.capacity.report import build_report
 from hubsim.service.launcher import HubProcess, cpu_seconds
 from loadgen._fleet import generate_fleet
 
@@ -108,11 +108,14 @@ class Sampler(threading.Thread):
 
 
 def _locust(args: list[str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "locust", "-f", "loadgen", "--headless", "--only-summary", "--csv-full-history",
+    """The swarm as its own process, from wherever the loadgen package is installed."""
+    import loadgen
+    swarm = Path(loadgen.__file__).resolve().parent
+    cmd = [sys.executable, "-m", "locust", "-f", str(swarm), "--headless", "--only-summary", "--csv-full-history",
            "--exit-code-on-error", "0", *args]
     out = open(log, "wb")
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+                            cwd=swarm.parent, start_new_session=True)
 
 
 def _history(csv_prefix: Path) -> list[tuple[float, dict]]:

@@ -7,8 +7,8 @@ import math
 import re
 from pathlib import Path
 
-from bench import analysis
-from bench.planner import USL, simulate_storm
+from bench.capacity import analysis
+from bench.capacity.planner import USL, simulate_storm
 
 
 def parse_duration(text: str) -> float:

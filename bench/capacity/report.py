@@ -5,7 +5,7 @@ kept that the raw files do not hold. The raw files a run writes under ``raw/``:
 
 * ``config.json`` — what was asked for (devices, shape, SLO, worker counts, backoff, quota, projection);
 * ``floor.json`` — ``{"verify_us": …}``: one raw P-256 verify measured in this run;
-* ``timeline.json`` — the samples described in :mod:`bench.analysis`;
+* ``timeline.json`` — the samples described in :mod:`bench.capacity.analysis`;
 * ``storm.json`` — the reconnect storm: ``{"devices", "capacity", "backoff", "curve": [[t, admitted], …],
   "retries"}`` (optional);
 * ``phases.json`` — per-phase latency percentiles in µs from the swarm's own histograms (optional).
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import analysis
-from bench.planner import simulate_storm
+from bench.capacity import analysis
+from bench.capacity.planner import simulate_storm
 
 SECTIONS = ("Verdict", "Saturation knee", "Cost per authentication", "Latency", "Over time",
             "Reconnect storm", "Scaling", "Projections", "Predicted versus measured")
@@ -204,7 +204,7 @@ def _plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, Path]
         n = sorted(int(k) for k in sc["points"])
         ax.plot(n, [sc["points"][k] for k in n], "o", label="measured capacity")
         if sc["usl"]:
-            from bench.planner import USL
+            from bench.capacity.planner import USL
             model = USL(**sc["usl"])
             grid = np.linspace(1, max(n) * 2, 50)
             ax.plot(grid, model.throughput(grid), "-", label="USL fit")

@@ -18,7 +18,7 @@ import math
 from dataclasses import asdict, dataclass
 
 
-from bench.planner import USL, fit_usl
+from bench.capacity.planner import USL, fit_usl
 
 CPU_LIMIT = 0.85      # a process busier than this is saturated (the CONNBURST rule)
 ERROR_LIMIT = 0.001   # at most 0.1% failed authentications at the knee
