@@ -11,7 +11,9 @@ import base64
 import hashlib
 import json
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -692,3 +694,72 @@ def test_a_killed_worker_is_replaced(tmp_path):
         values = metric_values(hub)
         assert metric(values, "certstorm_worker_restarts_total") == 1
         assert "was killed by SIGKILL" in hub.log()
+
+
+# -- generic clients stay on the device fast path ----------------------------------------------------------
+def _handoffs(hub) -> float:
+    """Device requests handed to aiohttp (reading /metrics is itself a request_line handoff: not counted)."""
+    values = metric_values(hub)
+    return sum(v for (name, labels), v in values.items()
+               if name == "certstorm_fastpath_handoffs_total" and dict(labels)["reason"] != "request_line")
+
+
+def _settled_handoffs(hub) -> float:
+    """Every worker flushes its counters within a sync interval; read until two reads agree."""
+    previous = _handoffs(hub)
+    while True:
+        time.sleep(0.5)
+        current = _handoffs(hub)
+        if current == previous:
+            return current
+        previous = current
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl command-line tool")
+@pytest.mark.parametrize("expect", [False, True], ids=["curl-defaults", "expect-100-continue"])
+def test_curl_stays_on_the_fast_path(hub, fleet, tmp_path, expect):
+    """curl as a person would use it, and a client that sends `Expect: 100-continue` (as older curl did
+    for bodies over 1 KiB): the fast path answers `100 Continue` itself instead of handing the connection
+    to aiohttp, which costs several times as much per request."""
+    device = fleet.device(f"curl-device-{expect}")
+    (tmp_path / "chain.pem").write_bytes(device.chain_pem())
+    before = _settled_handoffs(hub)
+    url = f"http://{hub.host}:{hub.port}"
+    extra = ["-H", "Expect: 100-continue"] if expect else []
+    out = subprocess.run(["curl", "-sS", "-v", *extra, "-H", "Content-Type: application/x-pem-file", "--data-binary",
+                          "@chain.pem", f"{url}/devices/challenge"], cwd=tmp_path, capture_output=True, check=True)
+    if expect:
+        assert b"HTTP/1.1 100 Continue" in out.stderr, out.stderr.decode(errors="replace")
+    issued = json.loads(out.stdout)
+    (tmp_path / "proof.json").write_text(json.dumps(proof_body(device, issued)))
+    out = subprocess.run(["curl", "-sS", *extra, "-H", "Content-Type: application/json", "--data-binary",
+                          "@proof.json", f"{url}/devices/proof"], cwd=tmp_path, capture_output=True, check=True)
+    assert json.loads(out.stdout)["device_id"] == f"curl-device-{expect}"
+    assert _settled_handoffs(hub) == before
+
+
+def test_aiohttp_client_defaults_stay_on_the_fast_path(hub, fleet):
+    import asyncio
+
+    import aiohttp
+
+    device = fleet.device("aiohttp-device")
+
+    async def run():
+        async with aiohttp.ClientSession(f"http://{hub.host}:{hub.port}") as session:
+            async with session.post("/devices/challenge", data=device.chain_pem(), headers=PEM_TYPE) as reply:
+                issued = await reply.json()
+            async with session.post("/devices/proof", json=proof_body(device, issued)) as reply:
+                return await reply.json()
+
+    before = _settled_handoffs(hub)
+    assert asyncio.run(run())["device_id"] == "aiohttp-device"
+    assert _settled_handoffs(hub) == before
+
+
+def test_a_chunked_upload_is_handed_to_aiohttp_and_counted(hub, fleet):
+    device = fleet.device("chunked-device")
+    before = _settled_handoffs(hub)
+    reply = hub.call("POST", "/devices/challenge", iter([device.chain_pem()]), headers=PEM_TYPE)
+    assert reply.status == 200, reply
+    assert _settled_handoffs(hub) == before + 1

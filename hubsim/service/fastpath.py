@@ -7,8 +7,9 @@ aiohttp's request machinery alone would cost more than the two signature verific
 
 So each new connection starts on :class:`DeviceProtocol`. It answers a request itself only when it is
 exactly ``POST /devices/challenge HTTP/1.1`` or ``POST /devices/proof HTTP/1.1`` with CRLF line ends, a
-single plain ``Content-Length`` within the endpoint's limit, and no ``Transfer-Encoding``, ``Expect``,
-``Content-Encoding`` or ``Upgrade``. The engine is synchronous, so such a request is handled inside
+single plain ``Content-Length`` within the endpoint's limit, and no ``Transfer-Encoding``,
+``Content-Encoding`` or ``Upgrade``; ``Expect: 100-continue`` (sent by some HTTP clients before a body,
+older curl among them) is answered here with ``100 Continue``. The engine is synchronous, so such a request is handled inside
 ``data_received``: no task, no future, no per-request objects beyond the reply bytes. Anything else --
 another endpoint or method, a query string, HTTP/1.0, chunked bodies, oversized or malformed heads --
 hands the connection, with every byte not yet answered, to aiohttp's own protocol for the rest of its
@@ -83,7 +84,7 @@ def encode_reply(reply: DeviceReply, close: bool) -> bytes:
 class DeviceProtocol(asyncio.Protocol):
     """One client connection, answered here until something needs aiohttp (see the module docstring)."""
 
-    __slots__ = ("hub", "server", "connections", "transport", "last_active", "_buffer", "_paused")
+    __slots__ = ("hub", "server", "connections", "transport", "last_active", "_buffer", "_paused", "_continued")
 
     def __init__(self, hub: Hub, server: web.Server, connections: set):
         self.hub = hub
@@ -93,6 +94,7 @@ class DeviceProtocol(asyncio.Protocol):
         self.last_active = 0.0
         self._buffer = b""
         self._paused = False
+        self._continued = False  # 100 Continue already sent for the request being read
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -122,7 +124,7 @@ class DeviceProtocol(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > MAX_HEAD or b"\n\n" in buf or not buf.startswith(b"POST /devices/"[: len(buf)]):
-                    return self._handoff(buf)
+                    return self._handoff(buf, "request_line")
                 break
             first = buf.find(b"\r\n")
             line = buf[:first]
@@ -131,20 +133,21 @@ class DeviceProtocol(asyncio.Protocol):
             elif line == _CHALLENGE:
                 proof = False
             else:
-                return self._handoff(buf)
+                return self._handoff(buf, "request_line")
             # Header lines, each ending CRLF: token name, colon, printable value. Anything looser
             # (obs-fold, whitespace before the colon, control bytes) is aiohttp's to judge.
             head = buf[first + 2 : end + 2]
             if not _HEADER_LINES.fullmatch(head):
-                return self._handoff(buf)
+                return self._handoff(buf, "header_syntax")
             length = None
             media = b""
             close = False
+            expect = False
             for name, value in _INTERESTING.findall(b"\r\n" + head.lower()):
                 if name == b"content-length":
                     value = value.strip()
                     if length is not None or not value.isdigit() or len(value) > 9:
-                        return self._handoff(buf)  # two lengths, or a strange one: aiohttp decides
+                        return self._handoff(buf, "content_length")  # two lengths, or a strange one
                     length = int(value)
                 elif name == b"content-type":
                     media = value
@@ -153,14 +156,20 @@ class DeviceProtocol(asyncio.Protocol):
                     if value == b"close":
                         close = True
                     elif value != b"keep-alive":
-                        return self._handoff(buf)
-                else:  # transfer-encoding, expect, content-encoding, upgrade
-                    return self._handoff(buf)
+                        return self._handoff(buf, "connection")
+                elif name == b"expect" and value.strip() == b"100-continue" and not expect:
+                    expect = True
+                else:  # transfer-encoding, content-encoding, upgrade, another expectation
+                    return self._handoff(buf, name.decode("latin-1"))
             if length is None or length > (JSON_LIMIT if proof else hub.chain_limit):
-                return self._handoff(buf)  # aiohttp answers 413 (or reads the unframed body) properly
+                return self._handoff(buf, "content_length")  # aiohttp answers 413 or frames it
             total = end + 4 + length
             if len(buf) < total:
+                if expect and not self._continued:
+                    transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self._continued = True
                 break
+            self._continued = False
             body = buf[end + 4 : total]
             buf = buf[total:]
             transport.write(self._answer(proof, body, media, close))
@@ -197,8 +206,9 @@ class DeviceProtocol(asyncio.Protocol):
             return True
         return False
 
-    def _handoff(self, pending: bytes) -> None:
+    def _handoff(self, pending: bytes, reason: str) -> None:
         """Give this connection to aiohttp from here on, with the bytes not yet answered."""
+        self.hub.metrics.handoff(reason)
         transport = self.transport
         self.connections.discard(self)
         self._buffer = b""

@@ -74,6 +74,10 @@ class Metrics:
                               "not vouch; also counted as miss). Hit rate = (reconnect + hit) / all.",
                               ["result"])
         self._throttled = Counter("certstorm_throttled_total", "Requests refused with 429 by the quota.")
+        self._handoffs = Counter("certstorm_fastpath_handoffs_total",
+                                 "Connections the device fast path gave to aiohttp for the rest of their life, by "
+                                 "what it would not take (request_line: another endpoint or method; a header; "
+                                 "content_length: missing, repeated or over the limit).", ["reason"])
         request = Histogram("certstorm_request_seconds",
                             "Hub time per HTTP request, from the handler's start to its response.",
                             ["endpoint"], buckets=LATENCY_BUCKETS)
@@ -105,6 +109,7 @@ class Metrics:
         self._auth_counts: dict[tuple[str, str, str], int] = {}
         self._request_counts: dict[tuple[str, int], int] = {}
         self._throttled_count = 0
+        self._handoff_counts: dict[str, int] = {}
         # Challenges this worker issued, and admitted proofs for, counted per whole second of their expiry
         # (rounded up): memory in proportion to the challenge lifetime, not to the number of challenges.
         self._issued: dict[int, int] = {}
@@ -139,6 +144,9 @@ class Metrics:
     def throttled(self) -> None:
         self._throttled_count += 1
 
+    def handoff(self, reason: str) -> None:
+        self._handoff_counts[reason] = self._handoff_counts.get(reason, 0) + 1
+
     # -- housekeeping -----------------------------------------------------------------------------------
     def flush(self, now: float, engine_stats: dict, registry_pending: int, registry_lag: float) -> None:
         counts, self._auth_counts = self._auth_counts, {}
@@ -150,6 +158,9 @@ class Metrics:
         if self._throttled_count:
             self._throttled.inc(self._throttled_count)
             self._throttled_count = 0
+        counts, self._handoff_counts = self._handoff_counts, {}
+        for reason, n in counts.items():
+            self._handoffs.labels(reason).inc(n)
         self.chain.flush()
         self.pop.flush()
         for hist in self._request_children.values():
