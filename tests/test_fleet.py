@@ -244,6 +244,7 @@ def test_fleet_command(tmp_path, capsys):
 def test_fleet_command_reports_bad_input(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_fleet_arguments(parser)
-    args = parser.parse_args(["--devices", "0", "--out", str(tmp_path), "--no-progress"])
-    assert fleet_command(args) == 2
-    assert "devices must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["--devices", "0", "--out", str(tmp_path), "--no-progress"])
+    assert exit.value.code == 2
+    assert "argument --devices: must be an integer of at least 1, got '0'" in capsys.readouterr().err

@@ -29,6 +29,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from hubsim.engine import EnginePolicy
+from hubsim.service import default_db
 from hubsim.service import store as sqlstore
 from hubsim.service.guard import DEFAULT_SLOTS, ensure_guard_file
 from hubsim.service.quota import Quota, create_bucket_file
@@ -43,7 +44,7 @@ class HubConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 0                 # 0: one per CPU
-    db: str = "certstorm-hub.db"
+    db: str = field(default_factory=lambda: str(default_db()))
     quota: Quota | None = None
     replay_slots: int = DEFAULT_SLOTS
     policy: EnginePolicy = field(default_factory=EnginePolicy)
