@@ -31,6 +31,7 @@ from itertools import count
 import numpy as np
 
 from hubsim.algorithms import signature_args
+from hubsim.encoding import pem_certificate
 from loadgen._histo import Histogram
 from loadgen._wire import Connection, WireError
 
@@ -46,13 +47,6 @@ _HUB_STEP = {"challenge": "chain", "proof": "pop"}  # the Server-Timing entry ea
 
 _now = time.time
 _perf = time.perf_counter
-
-
-def pem_certificate(der: bytes) -> bytes:
-    b = binascii.b2a_base64(der, newline=False)
-    return b"".join((b"-----BEGIN CERTIFICATE-----\n",
-                     b"\n".join([b[i:i + 64] for i in range(0, len(b), 64)]),
-                     b"\n-----END CERTIFICATE-----\n"))
 
 
 def error_code(status: int, body: bytes) -> str:
@@ -361,16 +355,5 @@ def summarize_timeline(timeline: dict[int, list[int]]) -> dict:
             "failed": list(cols[2]), "retries": list(cols[3])}
 
 
-def percentile_of_rates(values: list[int]) -> dict:
-    if not values:
-        return {}
-    a = np.asarray(values, dtype=float)
-    return {"mean": round(float(a.mean()), 1), "min": float(a.min()), "max": float(a.max())}
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 __all__ = ["Authenticator", "CpuMonitor", "DeviceQueue", "Outcome", "Recorder", "HISTOGRAMS", "COSTS",
-           "pem_certificate", "error_code", "summarize_timeline"]
+           "error_code", "summarize_timeline"]

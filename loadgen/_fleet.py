@@ -81,6 +81,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from hubsim.algorithms import sign as _pop_sign
 from hubsim.argtypes import integer
+from hubsim.encoding import der_header, pem_certificate, read_der_header
 from loadgen._pki import _CURVES, _ORDERS, _SEED_DIGESTS, ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, SupplyChain, generate_key
 
 MEASURED_1M = "1,000,000 P-256 devices, depth 2, 2 workers: 50.2 s wall, 87 s CPU, 170 MB devices.bin"
@@ -123,24 +124,6 @@ def record_size(alg: str) -> int:
 def device_key_label(index: int) -> bytes:
     """The HMAC label a seeded fleet derives device ``index``'s key from."""
     return b"device/" + index.to_bytes(8, "big")
-
-
-# --- tiny DER helpers -------------------------------------------------------------------------------------
-def der_header(tag: int, length: int) -> bytes:
-    """A definite-length DER header."""
-    if length < 0x80:
-        return bytes((tag, length))
-    n = (length.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | n)) + length.to_bytes(n, "big")
-
-
-def _read_header(der: bytes, pos: int) -> tuple[int, int]:
-    """(header length, content length) of the TLV at ``pos``."""
-    first = der[pos + 1]
-    if first < 0x80:
-        return 2, first
-    n = first & 0x7F
-    return 2 + n, int.from_bytes(der[pos + 2:pos + 2 + n], "big")
 
 
 def _b64(data: bytes) -> str:
@@ -215,9 +198,9 @@ class Template:
             pos = at + length
         pieces.append(tbs[pos:])
         der = cert.public_bytes(_DER)
-        hdr, _ = _read_header(der, 0)
+        hdr, _ = read_der_header(der, 0)
         start = hdr + len(tbs)
-        alg_hdr, alg_len = _read_header(der, start)
+        alg_hdr, alg_len = read_der_header(der, start)
         template = cls(pieces, {name: length for _, length, name in spots}, der[start:start + alg_hdr + alg_len])
         if template.certificate(index, digits, public, cert.signature) != der:
             raise RuntimeError("re-spliced template differs from the CertificateBuilder original")
@@ -504,8 +487,7 @@ class DeviceIdentity:
 
     def chain_pem(self) -> bytes:
         """A PEM bundle, leaf first."""
-        leaf = x509.load_der_x509_certificate(self.certificate_der).public_bytes(serialization.Encoding.PEM)
-        return leaf + self._fleet._intermediates_pem
+        return pem_certificate(self.certificate_der) + self._fleet._intermediates_pem
 
     def sign(self, challenge: bytes) -> bytes:
         """Proof of possession over ``challenge`` (:func:`hubsim.algorithms.sign`)."""
