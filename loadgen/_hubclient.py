@@ -29,6 +29,17 @@ class HubError(RuntimeError):
         self.code = code
 
 
+def _json_object(what: str, status: int, data: bytes) -> dict:
+    """A successful reply's JSON object; :class:`HubError` naming the call when the body is not one."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise HubError(f"{what}: the reply is not a JSON object", status, data)
+    return doc
+
+
 class HubClient:
     def __init__(self, url: str, timeout: float = 30.0):
         parts = urlsplit(url)
@@ -62,7 +73,7 @@ class HubClient:
         status, data = self.call(method, path, body, headers)
         if status not in ok:
             raise HubError(f"{method} {path}", status, data)
-        return json.loads(data)
+        return _json_object(f"{method} {path}", status, data)
 
     # -- CA registration and proof of possession -----------------------------------------------------------
     def ensure_ca(self, custodian) -> dict:
@@ -74,7 +85,7 @@ class HubClient:
         ca_id = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
         status, data = self.call("POST", "/cas", pem, _PEM)
         if status == 201:
-            registered = json.loads(data)
+            registered = _json_object("POST /cas", status, data)
             action = "registered"
         elif status == 409:
             registered = self.json("GET", f"/cas/{ca_id}")
