@@ -12,21 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-from pathlib import Path
 
 from hubsim.argtypes import integer, number
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_REPLAY_SLOTS = 1 << 27  # a 3 GiB guard file
-
-
-def default_db() -> Path:
-    """Where the hub keeps its state without ``--db``: a per-user state directory, never the current one
-    (the database and its side files, the 25 MB guard among them, would litter whatever folder the hub was
-    started in). ``$XDG_STATE_HOME/certstorm/hub.db``, else ``~/.local/state/certstorm/hub.db``."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base, "certstorm", "hub.db")
 
 
 def _quota(text: str):
@@ -64,7 +54,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 def hub_command(args: argparse.Namespace) -> int:
     from hubsim.engine import EnginePolicy
     from hubsim.service.guard import DEFAULT_SLOTS
-    from hubsim.service.supervisor import HubConfig, serve
+    from hubsim.service.supervisor import HubConfig, default_db, serve
 
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s certstorm-hub[%(process)d] %(levelname)s %(message)s")
@@ -80,4 +70,4 @@ def hub_command(args: argparse.Namespace) -> int:
         return 1
 
 
-__all__ = ["add_hub_arguments", "default_db", "hub_command"]
+__all__ = ["add_hub_arguments", "hub_command"]

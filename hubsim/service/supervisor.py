@@ -27,9 +27,9 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hubsim.engine import EnginePolicy
-from hubsim.service import default_db
 from hubsim.service import store as sqlstore
 from hubsim.service.guard import DEFAULT_SLOTS, ensure_guard_file
 from hubsim.service.quota import Quota, create_bucket_file
@@ -37,6 +37,14 @@ from hubsim.service.quota import Quota, create_bucket_file
 log = logging.getLogger("certstorm.hub")
 READY_TIMEOUT = 60.0
 STOP_GRACE = 15.0
+
+
+def default_db() -> Path:
+    """Where the hub keeps its state without ``--db``: a per-user state directory, never the current one
+    (the database and its side files, the 25 MB guard among them, would litter whatever folder the hub was
+    started in). ``$XDG_STATE_HOME/certstorm/hub.db``, else ``~/.local/state/certstorm/hub.db``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base, "certstorm", "hub.db")
 
 
 @dataclass
