@@ -139,6 +139,6 @@ def add_demo_arguments(parser) -> None:
                         help="fleet size, at least 1 (default 3000)")
     parser.add_argument("--depth", type=integer(0, MAX_DEPTH), default=2, metavar="K",
                         help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)")
-    parser.add_argument("--alg", default="p256", choices=ALGORITHMS,
+    parser.add_argument("--alg", default="p256", choices=ALGORITHMS, metavar="ALG",
                         help="device key algorithm: %(choices)s (default p256)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")

@@ -638,7 +638,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write into DIR even when it holds a fleet or other files (an old fleet is replaced)")
     parser.add_argument("--depth", type=integer(0, MAX_DEPTH), default=2, metavar="K",
                         help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)")
-    parser.add_argument("--alg", choices=ALGORITHMS, default="p256",
+    parser.add_argument("--alg", choices=ALGORITHMS, default="p256", metavar="ALG",
                         help="device key algorithm: %(choices)s (default p256)")
     parser.add_argument("--seed", default=None, metavar="S",
                         help="make the fleet reproducible from this text (not with --alg rsa2048)")

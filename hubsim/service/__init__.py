@@ -29,9 +29,9 @@ def _quota(text: str):
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=integer(0, 65535), default=8080,
+    parser.add_argument("--port", type=integer(0, 65535), default=8080, metavar="PORT",
                         help="TCP port 0..65535; 0 picks a free one (default 8080)")
-    parser.add_argument("--workers", type=integer(0), default=0,
+    parser.add_argument("--workers", type=integer(0), default=0, metavar="N",
                         help="worker processes sharing the port; 0 means one per CPU (the default)")
     parser.add_argument("--db", default=None, metavar="PATH",
                         help="SQLite database, created if missing, with its side files next to it (PATH-wal, "
@@ -46,7 +46,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--replay-slots", type=integer(16, MAX_REPLAY_SLOTS), default=None, metavar="N",
                         help=f"capacity of the shared replay guard, 16..{MAX_REPLAY_SLOTS} (default 1048576; keep "
                              "proofs/s x challenge lifetime under about half of it)")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL",
                         help="supervisor and worker log level: %(choices)s (default INFO)")
     return parser
 
