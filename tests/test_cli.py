@@ -81,16 +81,21 @@ BAD = [
 
 @pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a) or "nothing" for a, _ in BAD])
 def test_a_wrong_argument_gets_one_line_naming_it_and_what_is_allowed(argv, message, tmp_path):
-    proc = certstorm(*argv, cwd=tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    # a hub that started despite a wrong argument would keep its state here, and stop within the timeout
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    proc = certstorm(*argv, cwd=cwd, env=env, timeout=20)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert lines[0].startswith("certstorm")
-    assert not list(tmp_path.iterdir()), "an argument error left files behind"
+    assert list(tmp_path.iterdir()) == [cwd] and not list(cwd.iterdir()), "an argument error left files behind"
 
 
 def test_a_wrong_port_is_the_only_thing_the_error_names(tmp_path):
-    line = certstorm("hub", "--port", "99999", cwd=tmp_path).stderr
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
+    line = certstorm("hub", "--port", "99999", cwd=tmp_path, env=env, timeout=20).stderr
     assert "--port" in line and "--workers" not in line and "--challenge-ttl" not in line
 
 
