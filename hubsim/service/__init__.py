@@ -1,8 +1,10 @@
 """The hub simulator as a real HTTP service: ``certstorm hub`` (or ``python -m hubsim.service``).
 
-Supervisor and workers (:mod:`.supervisor`, :mod:`.worker`), the worker's core and its HTTP front (:mod:`.hub`, :mod:`.httpapi`), the SQLite
-store and device registry (:mod:`.store`), the shared challenge secret and replay guard (:mod:`.guard`),
-throttling (:mod:`.quota`) and Prometheus metrics (:mod:`.metrics`). docs/api.md documents the API.
+Supervisor and workers (:mod:`.supervisor`, :mod:`.worker`), a worker's core and its HTTP front
+(:mod:`.hub`, :mod:`.httpapi`), the SQLite store and device registry (:mod:`.store`), the shared challenge
+secret and replay guard (:mod:`.guard`), throttling (:mod:`.quota`) and Prometheus metrics
+(:mod:`.metrics`). docs/api.md documents the API; this module holds the ``certstorm hub`` arguments, each
+checked by its type so that a wrong one is refused before anything starts.
 
 Nothing heavy is imported here: prometheus-client must not be imported before the supervisor has set
 up its multiprocess directory.
