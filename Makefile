@@ -1,4 +1,5 @@
-# Two entry points, both self-installing into .venv: `make run` and `make test`.
+# Two entry points, both self-installing into .venv: `make run` and `make test`. The venv gets the `test`
+# extra (pytest, pytest-benchmark, Hypothesis), which make test and make bench need and certstorm itself does not.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -6,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test bench bench-compare bench-baseline bench-smoke differential clean
 
-$(STAMP): pyproject.toml setup.py certstorm-locust.pth
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "certstorm needs Python 3.11+"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -1,24 +1,42 @@
-"""The ``certstorm`` command line. Subcommands import their part lazily so that, say, ``certstorm hub``
-never loads Locust."""
+"""The ``certstorm`` command line.
+
+Each subcommand's module is imported only when that subcommand runs, so that ``certstorm hub`` never loads
+Locust and ``certstorm --help`` loads nothing but this file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
+from hubsim.argtypes import OneLineErrors
+
+DESCRIPTION = """Load testing and capacity planning for mass IoT device authentication with X.509 CA
+certificates. 'certstorm COMMAND --help' describes each command."""
+EPILOG = """examples:
+  certstorm run                                    the main job: hub + swarm + report in results/latest/
+  certstorm hub --port 8080 --quota S1             the hub alone (docs/api.md)
+  certstorm fleet --devices 1000000 --out fleets/1m
+  certstorm swarm --headless --host http://127.0.0.1:8080 --fleet fleets/1m --shape step
+  certstorm plan --devices 2000000 --window 10m --p99 500ms"""
 
 # name: (module, function that adds the arguments or None, command function, help)
 _COMMANDS = {
-    "fleet": ("loadgen._fleet", "add_fleet_arguments", "fleet_command", "make a fleet of device identities on disk"),
-    "hub": ("hubsim.service", "add_hub_arguments", "hub_command",
-            "run the hub simulator service (aiohttp + uvloop, several processes)"),
-    "demo": ("bench.demo", "add_demo_arguments", "demo_command",
-             "authenticate a fleet in-process against the engine and compare with the crypto floor"),
     "run": ("bench.capacity.run", "add_run_arguments", "run_command",
             "the main job: hub + swarm through step and storm shapes, then the report"),
     "report": ("bench.capacity.report", None, "report_command", "rebuild a run's report from its raw data"),
-    "plan": ("bench.capacity.plan", "add_plan_arguments", "plan_command", "answer a sizing question from stored measurements"),
+    "plan": ("bench.capacity.plan", "add_plan_arguments", "plan_command",
+             "answer a sizing question from stored measurements"),
+    "hub": ("hubsim.service", "add_hub_arguments", "hub_command",
+            "run the hub simulator service (aiohttp + uvloop, several processes)"),
+    "fleet": ("loadgen._fleet", "add_fleet_arguments", "fleet_command", "make a fleet of device identities on disk"),
+    "swarm": ("loadgen._launch", None, "swarm_command",
+              "run the device swarm: Locust with the installed swarm as its locustfile; every other argument "
+              "goes to Locust ('certstorm swarm --help' lists Locust's options and the swarm's)"),
+    "demo": ("bench.demo", "add_demo_arguments", "demo_command",
+             "authenticate a fleet in-process against the engine and compare with the crypto floor"),
 }
 
 
@@ -28,19 +46,37 @@ def _command(name: str):
     return getattr(importlib.import_module(module), func)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="certstorm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    chosen = next((a for a in (sys.argv[1:] if argv is None else argv) if a in _COMMANDS), None)
-    for name, (module, add, _, text) in _COMMANDS.items():
-        p = sub.add_parser(name, help=text)
-        if name == "report":
-            p.add_argument("run", help="a run folder, e.g. results/latest")
-        elif name == chosen:  # only the chosen subcommand's module is imported
-            getattr(importlib.import_module(module), add)(p)
-    args = parser.parse_args(argv)
-    return _command(args.command)(args)
+def _run_folder(text: str) -> str:
+    if not Path(text, "raw").is_dir():
+        raise argparse.ArgumentTypeError(f"{text} has no raw/ folder: name a run folder that 'certstorm run' "
+                                         "wrote, e.g. results/latest")
+    return text
 
+
+def build_parser(argv: list[str]) -> OneLineErrors:
+    """The parser, with the arguments of the subcommand ``argv`` names (only its module is imported)."""
+    parser = OneLineErrors(prog="certstorm", description=DESCRIPTION, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    chosen = next((a for a in argv if a in _COMMANDS), None)
+    for name, (module, add, _, text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text[:1].upper() + text[1:] + ".")
+        if name == "report":
+            p.add_argument("run", type=_run_folder, help="a run folder, e.g. results/latest")
+        elif add and name == chosen:
+            getattr(importlib.import_module(module), add)(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["swarm"]:  # Locust parses the rest itself
+        return _command("swarm")(argv[1:])
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error(f"a command is required, one of: {', '.join(_COMMANDS)}")
+    return _command(args.command)(args)
 
 if __name__ == "__main__":
     sys.exit(main())

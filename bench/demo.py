@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from bench.measure import FloorProbe
+from hubsim.argtypes import integer
 from hubsim.chain import ChainPolicy
 from hubsim.engine import AuthEngine, EnginePolicy
 from loadgen._fleet import Fleet, generate_fleet
+from loadgen._pki import ALGORITHMS, MAX_DEPTH
 
 
 @dataclass
@@ -133,7 +135,10 @@ def demo_command(args) -> int:
 
 
 def add_demo_arguments(parser) -> None:
-    parser.add_argument("--devices", type=int, default=3000, help="fleet size (default 3000)")
-    parser.add_argument("--depth", type=int, default=2, help="custodian intermediates below Company-X (0-5)")
-    parser.add_argument("--alg", default="p256", choices=["p256", "p384", "ed25519", "rsa2048"])
+    parser.add_argument("--devices", type=integer(1), default=3000, metavar="N",
+                        help="fleet size, at least 1 (default 3000)")
+    parser.add_argument("--depth", type=integer(0, MAX_DEPTH), default=2, metavar="K",
+                        help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)")
+    parser.add_argument("--alg", default="p256", choices=ALGORITHMS, metavar="ALG",
+                        help="device key algorithm: %(choices)s (default p256)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
+from hubsim.encoding import PEM_BEGIN, PEM_END, read_der_header
 from hubsim.errors import AuthError
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----(.*?)-----END \1-----", re.DOTALL)
@@ -88,8 +89,8 @@ def read_certificates(
     return parsed
 
 
-_BEGIN = b"-----BEGIN CERTIFICATE-----"
-_END = b"-----END CERTIFICATE-----"
+_BEGIN = PEM_BEGIN
+_END = PEM_END
 
 
 def _split_body(data: bytes, max_certificates: int) -> list[bytes]:
@@ -143,8 +144,7 @@ def looks_like_private_key(der: bytes) -> bool:
     # which an attacker chooses.
     if len(der) < 16 or der[0] != 0x30:
         return False
-    first = der[1]
-    pos = 2 if first < 0x80 else 2 + (first & 0x7F)  # past the outer SEQUENCE's header
+    pos, _ = read_der_header(der)                     # past the outer SEQUENCE's header
     if der[pos:pos + 2] != b"\x02\x01":             # a one-byte INTEGER version
         return False
     window = der[pos + 3:pos + 3 + 20]                # the ContentInfo SEQUENCE header, then its OID

@@ -10,8 +10,9 @@ One authentication (:meth:`Authenticator.authenticate`), as a device does it:
 
 Locust gets four entries: ``POST challenge``, ``CRYPTO sign``, ``POST proof`` and ``AUTH authentication``
 (the whole exchange, preparation included). Failures are named by the hub's JSON error code
-(``throttled``, ``chain_untrusted``, ...), ``http_<status>`` when the reply is not the hub's JSON, or the
-transport failure (``connection_refused``, ``connection_reset``, ``timeout`` ...).
+(``throttled``, ``chain_untrusted``, ...), ``http_<status>`` when a refusal is not the hub's JSON, the
+transport failure (``connection_refused``, ``connection_reset``, ``timeout`` ...), or what made a reply
+unreadable (``chunked_reply``, ``reply_without_length``, ``reply_not_json``, ``reply_without_challenge``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
-import json
 import os
 import random
-import re
 import resource
 import time
 from collections import Counter
@@ -31,14 +30,12 @@ from itertools import count
 import numpy as np
 
 from hubsim.algorithms import signature_args
+from hubsim.encoding import pem_certificate
 from loadgen._histo import Histogram
-from loadgen._wire import Connection, WireError
+from loadgen._wire import Connection, Reply, WireError
 
 PEM_TYPE = b"application/x-pem-file"
 JSON_TYPE = b"application/json"
-_CHALLENGE = re.compile(rb'"challenge"\s*:\s*"([A-Za-z0-9+/=_-]+)"')
-_ERROR = re.compile(rb'"error"\s*:\s*"([a-z0-9_]+)"')
-_FIRST = re.compile(rb'"first_connection"\s*:\s*true')
 HISTOGRAMS = ("challenge", "sign", "proof", "auth", "auth_from_intended", "hub_chain", "hub_pop")
 COSTS = ("prepare", "parse_challenge", "sign", "build_proof", "parse_proof")
 RETRIABLE_STATUS = (429, 500, 502, 503, 504)
@@ -48,16 +45,13 @@ _now = time.time
 _perf = time.perf_counter
 
 
-def pem_certificate(der: bytes) -> bytes:
-    b = binascii.b2a_base64(der, newline=False)
-    return b"".join((b"-----BEGIN CERTIFICATE-----\n",
-                     b"\n".join([b[i:i + 64] for i in range(0, len(b), 64)]),
-                     b"\n-----END CERTIFICATE-----\n"))
-
-
-def error_code(status: int, body: bytes) -> str:
-    m = _ERROR.search(body[:512])
-    return m.group(1).decode() if m else f"http_{status}"
+def error_code(reply: Reply) -> str:
+    """The hub's JSON error code of a refusal, or ``http_<status>`` when the reply does not carry one."""
+    try:
+        code = reply.json().get("error")
+    except WireError:
+        code = None
+    return code if isinstance(code, str) and code else f"http_{reply.status}"
 
 
 class Outcome:
@@ -207,10 +201,7 @@ class Authenticator:
         result = self._exchange(conn, "challenge", b"/devices/challenge", PEM_TYPE, body, t1, t0)
         if type(result) is Outcome:
             return result
-        reply, t2 = result
-        m = _CHALLENGE.search(reply.body)
-        challenge = m.group(1) if m else json.loads(reply.body)["challenge"].encode("ascii")
-        raw = base64.b64decode(challenge)
+        (challenge, raw), t2 = result
         t3 = perf()
         _add(costs["parse_challenge"], t3 - t2)
         signature = identity.private_key.sign(raw, *self.sign_args)
@@ -225,8 +216,7 @@ class Authenticator:
         result = self._exchange(conn, "proof", b"/devices/proof", JSON_TYPE, proof, t5, t0)
         if type(result) is Outcome:
             return result
-        reply, t6 = result
-        first = _FIRST.search(reply.body) is not None
+        first, t6 = result
         t7 = perf()
         _add(costs["parse_proof"], t7 - t6)
         total = t6 - t0
@@ -251,8 +241,9 @@ class Authenticator:
     def _exchange(self, conn: Connection, step: str, path: bytes, content_type: bytes, body: bytes, sent: float,
                   t0: float):
         """One request of an authentication, sent at ``sent``: records the hub's Server-Timing for the
-        step and, on a 200, the Locust entry and the step's histogram. Returns ``(reply, received)``, or
-        the failed :class:`Outcome` when the connection failed or the hub refused."""
+        step and, on a 200, the Locust entry and the step's histogram. Returns ``(what the step's reader
+        found in the reply, received)``, or the failed :class:`Outcome` when the connection failed, the hub
+        refused, or its 200 did not carry what the step needs (``reply_not_json``, ...)."""
         rec, perf = self.rec, _perf
         try:
             reply = conn.post(path, content_type, body)
@@ -264,12 +255,16 @@ class Authenticator:
         if hub_step in timing:
             rec.hist["hub_" + hub_step].record(timing[hub_step] * 1000.0)
         if reply.status != 200:
-            return self._failed(step, error_code(reply.status, reply.body), reply.status, received - sent, t0,
+            return self._failed(step, error_code(reply), reply.status, received - sent, t0,
                                 retriable=reply.status in RETRIABLE_STATUS, retry_after=reply.retry_after())
+        try:
+            found = _READERS[step](reply.json())
+        except WireError as exc:
+            return self._failed(step, exc.code, reply.status, received - sent, t0, retriable=False)
         self.fire(request_type="POST", name=step, response_time=(received - sent) * 1000.0,
                   response_length=len(reply.body), exception=None, context={})
         rec.hist[step].record((received - sent) * 1e6)
-        return reply, received
+        return found, received
 
     def _failed(self, step: str, code: str, status: int, elapsed: float, t0: float, *, retriable: bool,
                 retry_after: float | None = None) -> Outcome:
@@ -282,6 +277,23 @@ class Authenticator:
         rec.failures[f"{step}:{code}"] += 1
         rec.second(_now())[2] += 1
         return Outcome(False, code, step, status, retriable, retry_after)
+
+
+def _challenge_of(data: dict) -> tuple[bytes, bytes]:
+    """The challenge of a 200 reply to the challenge request: as sent back in the proof, and decoded."""
+    token = data.get("challenge")
+    try:
+        text = token.encode("ascii")
+        return text, base64.b64decode(text, validate=True)
+    except (AttributeError, UnicodeEncodeError, binascii.Error):
+        raise WireError("reply_without_challenge", "the challenge reply has no base64 challenge") from None
+
+
+def _first_connection_of(data: dict) -> bool:
+    return data.get("first_connection") is True
+
+
+_READERS = {"challenge": _challenge_of, "proof": _first_connection_of}
 
 
 def _add(slot: list, seconds: float) -> None:
@@ -361,16 +373,5 @@ def summarize_timeline(timeline: dict[int, list[int]]) -> dict:
             "failed": list(cols[2]), "retries": list(cols[3])}
 
 
-def percentile_of_rates(values: list[int]) -> dict:
-    if not values:
-        return {}
-    a = np.asarray(values, dtype=float)
-    return {"mean": round(float(a.mean()), 1), "min": float(a.min()), "max": float(a.max())}
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 __all__ = ["Authenticator", "CpuMonitor", "DeviceQueue", "Outcome", "Recorder", "HISTOGRAMS", "COSTS",
-           "pem_certificate", "error_code", "summarize_timeline"]
+           "error_code", "summarize_timeline"]

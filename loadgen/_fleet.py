@@ -80,6 +80,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from hubsim.algorithms import sign as _pop_sign
+from hubsim.argtypes import integer
+from hubsim.encoding import der_header, pem_certificate, read_der_header
 from loadgen._pki import _CURVES, _ORDERS, _SEED_DIGESTS, ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, SupplyChain, generate_key
 
 MEASURED_1M = "1,000,000 P-256 devices, depth 2, 2 workers: 50.2 s wall, 87 s CPU, 170 MB devices.bin"
@@ -122,24 +124,6 @@ def record_size(alg: str) -> int:
 def device_key_label(index: int) -> bytes:
     """The HMAC label a seeded fleet derives device ``index``'s key from."""
     return b"device/" + index.to_bytes(8, "big")
-
-
-# --- tiny DER helpers -------------------------------------------------------------------------------------
-def der_header(tag: int, length: int) -> bytes:
-    """A definite-length DER header."""
-    if length < 0x80:
-        return bytes((tag, length))
-    n = (length.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | n)) + length.to_bytes(n, "big")
-
-
-def _read_header(der: bytes, pos: int) -> tuple[int, int]:
-    """(header length, content length) of the TLV at ``pos``."""
-    first = der[pos + 1]
-    if first < 0x80:
-        return 2, first
-    n = first & 0x7F
-    return 2 + n, int.from_bytes(der[pos + 2:pos + 2 + n], "big")
 
 
 def _b64(data: bytes) -> str:
@@ -214,9 +198,9 @@ class Template:
             pos = at + length
         pieces.append(tbs[pos:])
         der = cert.public_bytes(_DER)
-        hdr, _ = _read_header(der, 0)
+        hdr, _ = read_der_header(der, 0)
         start = hdr + len(tbs)
-        alg_hdr, alg_len = _read_header(der, start)
+        alg_hdr, alg_len = read_der_header(der, start)
         template = cls(pieces, {name: length for _, length, name in spots}, der[start:start + alg_hdr + alg_len])
         if template.certificate(index, digits, public, cert.signature) != der:
             raise RuntimeError("re-spliced template differs from the CertificateBuilder original")
@@ -503,8 +487,7 @@ class DeviceIdentity:
 
     def chain_pem(self) -> bytes:
         """A PEM bundle, leaf first."""
-        leaf = x509.load_der_x509_certificate(self.certificate_der).public_bytes(serialization.Encoding.PEM)
-        return leaf + self._fleet._intermediates_pem
+        return pem_certificate(self.certificate_der) + self._fleet._intermediates_pem
 
     def sign(self, challenge: bytes) -> bytes:
         """Proof of possession over ``challenge`` (:func:`hubsim.algorithms.sign`)."""
@@ -647,24 +630,47 @@ class Fleet:
 
 # --- command line -----------------------------------------------------------------------------------------
 def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, required=True, metavar="N", help="number of device identities")
-    parser.add_argument("--out", required=True, metavar="DIR", help="fleet directory to write")
-    parser.add_argument("--depth", type=int, default=2, metavar="K",
+    parser.add_argument("--devices", type=integer(1), required=True, metavar="N",
+                        help="number of device identities, at least 1")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="fleet directory to write; it must be empty or missing unless --force")
+    parser.add_argument("--force", action="store_true",
+                        help="write into DIR even when it holds a fleet or other files (an old fleet is replaced)")
+    parser.add_argument("--depth", type=integer(0, MAX_DEPTH), default=2, metavar="K",
                         help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)")
-    parser.add_argument("--alg", choices=ALGORITHMS, default="p256", help="device key algorithm (default p256)")
-    parser.add_argument("--seed", default=None, metavar="S", help="make the fleet reproducible from this text")
-    parser.add_argument("--workers", type=int, default=None, metavar="W", help="processes (default: all CPUs)")
+    parser.add_argument("--alg", choices=ALGORITHMS, default="p256", metavar="ALG",
+                        help="device key algorithm: %(choices)s (default p256)")
+    parser.add_argument("--seed", default=None, metavar="S",
+                        help="make the fleet reproducible from this text (not with --alg rsa2048)")
+    parser.add_argument("--workers", type=integer(1), default=None, metavar="W",
+                        help="processes, at least 1 (default: all CPUs)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+def _refused(message: str) -> int:
+    print(f"certstorm fleet: error: {message}", file=sys.stderr)
+    return 2
+
+
 def fleet_command(args: argparse.Namespace) -> int:
+    """Refuses to write into a directory that holds anything without ``--force``: an old fleet there would
+    be replaced, whatever its size."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _refused(f"argument --out: {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        what = "a fleet" if (out / META_FILE).exists() else "files"
+        return _refused(f"argument --out: {out} already holds {what}; choose an empty or new directory, "
+                        "or add --force to write over it")
+    if args.seed is not None and args.alg == "rsa2048":
+        return _refused("argument --seed: rsa2048 keys cannot be derived from a seed; leave out --seed or "
+                        "choose --alg p256, p384 or ed25519")
     started = time.perf_counter()
     try:
         fleet = generate_fleet(args.out, args.devices, depth=args.depth, alg=args.alg, seed=args.seed,
                                workers=args.workers, progress=getattr(args, "progress", True))
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _refused(str(exc))
     seconds = time.perf_counter() - started
     n = len(fleet)
     on_disk = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())

@@ -67,9 +67,6 @@ class Histogram:
         if len(buf) >= _FLUSH_AT:
             self.flush()
 
-    def record_seconds(self, seconds: float) -> None:
-        self.record(seconds * 1e6)
-
     def record_many(self, values_us) -> None:
         self.flush()
         arr = np.clip(np.asarray(values_us, dtype=np.int64), 0, MAX_US)

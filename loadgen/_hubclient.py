@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 from cryptography.hazmat.primitives import serialization
 
 _PEM = {"Content-Type": "application/x-pem-file"}
@@ -28,6 +27,17 @@ class HubError(RuntimeError):
         super().__init__(f"{what}: {status} {code} {message}".rstrip())
         self.status = status
         self.code = code
+
+
+def _json_object(what: str, status: int, data: bytes) -> dict:
+    """A successful reply's JSON object; :class:`HubError` naming the call when the body is not one."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise HubError(f"{what}: the reply is not a JSON object", status, data)
+    return doc
 
 
 class HubClient:
@@ -63,7 +73,7 @@ class HubClient:
         status, data = self.call(method, path, body, headers)
         if status not in ok:
             raise HubError(f"{method} {path}", status, data)
-        return json.loads(data)
+        return _json_object(f"{method} {path}", status, data)
 
     # -- CA registration and proof of possession -----------------------------------------------------------
     def ensure_ca(self, custodian) -> dict:
@@ -75,7 +85,7 @@ class HubClient:
         ca_id = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
         status, data = self.call("POST", "/cas", pem, _PEM)
         if status == 201:
-            registered = json.loads(data)
+            registered = _json_object("POST /cas", status, data)
             action = "registered"
         elif status == 409:
             registered = self.json("GET", f"/cas/{ca_id}")
@@ -101,32 +111,26 @@ class HubClient:
         return self.json("GET", "/healthz")
 
     def memory(self) -> dict | None:
-        """RSS of the hub's supervisor and workers and the workers' CPU seconds (from /proc), when the hub
-        runs on this machine."""
+        """RSS of the hub's supervisor and workers and the workers' CPU seconds, when the hub runs on this
+        machine."""
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             return None
         try:
             info = self.healthz()
         except Exception:
             return None
-        pids = [info.get("supervisor"), *info.get("workers", [])]
-        out = {}
-        for pid in pids:
+        workers = info.get("workers", [])
+        rss, cpu = {}, {}
+        for pid in [info.get("supervisor"), *workers]:
             if pid is None:
                 continue
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        out[str(pid)] = int(line.split()[1])
-            except OSError:
+                process = psutil.Process(pid)
+                rss[str(pid)] = process.memory_info().rss // 1024
+                if pid in workers:
+                    times = process.cpu_times()
+                    cpu[str(pid)] = times.user + times.system
+            except psutil.Error:
                 continue
-        cpu = {}
-        tick = os.sysconf("SC_CLK_TCK")
-        for pid in info.get("workers", []):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu[str(pid)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-            except (OSError, IndexError, ValueError):
-                continue
-        return {"rss_kib": out, "total_rss_kib": sum(out.values()), "workers": info.get("workers"),
+        return {"rss_kib": rss, "total_rss_kib": sum(rss.values()), "workers": info.get("workers"),
                 "worker_cpu_s": cpu, "at": time.time()}

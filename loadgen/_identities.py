@@ -17,7 +17,6 @@ device exactly once. Further passes start again from the first device of the sha
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from loadgen._fleet import Fleet
 
@@ -61,14 +62,6 @@ def cache_key(seed: str | None, devices: int, alg: str, depth: int, run_token: s
     return f"{alg}-d{depth}-{devices}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _sleep(seconds: float) -> None:
-    try:
-        import gevent
-        gevent.sleep(seconds)
-    except ImportError:  # pragma: no cover - the swarm always runs under gevent
-        time.sleep(seconds)
-
-
 def derive_fleet(devices: int, *, alg: str = "p256", depth: int = 2, seed: str | None = DEFAULT_SEED,
                  cache_dir: str | None = None, run_token: str = "", log=None, timeout: float = 3600.0) -> Fleet:
     """Open the cached derived fleet, generating it first if no process has yet."""
@@ -79,38 +72,34 @@ def derive_fleet(devices: int, *, alg: str = "p256", depth: int = 2, seed: str |
     root = Path(cache_dir or Path(tempfile.gettempdir()) / "certstorm-fleets")
     root.mkdir(parents=True, exist_ok=True)
     target = root / cache_key(seed, devices, alg, depth, "" if seed is not None else run_token)
-    lock_path = target.with_suffix(".lock")
-    deadline = time.monotonic() + timeout
-    with open(lock_path, "a+") as lock:
-        while True:  # poll: a blocking flock would stall every greenlet (heartbeats included)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"waited {timeout:.0f} s for another process to derive {target}")
-                _sleep(0.2)
+    # Under Locust, time.sleep is gevent's, so FileLock's polling leaves the other greenlets (heartbeats
+    # included) running while another process derives the fleet.
+    lock = FileLock(target.with_suffix(".lock"), timeout=timeout, poll_interval=0.2)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(f"waited {timeout:.0f} s for another process to derive {target}") from None
+    try:
         try:
-            try:
-                return Fleet.open(target)
-            except ValueError:
-                pass
-            if log:
-                log(f"deriving {devices} {alg} device identities (depth {depth}, "
-                    f"seed {'random' if seed is None else repr(seed)}) into {target}")
-            started = time.monotonic()
-            code = ("import sys; from loadgen._fleet import generate_fleet; "
-                    "generate_fleet(sys.argv[1], int(sys.argv[2]), alg=sys.argv[3], depth=int(sys.argv[4]), "
-                    "seed=None if sys.argv[5] == '' else sys.argv[5], progress=False)")
-            env = dict(os.environ)
-            root_dir = str(Path(__file__).resolve().parent.parent)
-            env["PYTHONPATH"] = root_dir + os.pathsep + env.get("PYTHONPATH", "")
-            proc = subprocess.run([sys.executable, "-c", code, str(target), str(devices), alg, str(depth),
-                                   seed or ""], env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"deriving the fleet failed:\n{proc.stderr[-2000:]}")
-            if log:
-                log(f"derived {devices} identities in {time.monotonic() - started:.1f} s")
             return Fleet.open(target)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        except ValueError:
+            pass
+        if log:
+            log(f"deriving {devices} {alg} device identities (depth {depth}, "
+                f"seed {'random' if seed is None else repr(seed)}) into {target}")
+        started = time.monotonic()
+        code = ("import sys; from loadgen._fleet import generate_fleet; "
+                "generate_fleet(sys.argv[1], int(sys.argv[2]), alg=sys.argv[3], depth=int(sys.argv[4]), "
+                "seed=None if sys.argv[5] == '' else sys.argv[5], progress=False)")
+        env = dict(os.environ)
+        root_dir = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root_dir + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run([sys.executable, "-c", code, str(target), str(devices), alg, str(depth),
+                               seed or ""], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"deriving the fleet failed:\n{proc.stderr[-2000:]}")
+        if log:
+            log(f"derived {devices} identities in {time.monotonic() - started:.1f} s")
+        return Fleet.open(target)
+    finally:
+        lock.release()

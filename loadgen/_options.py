@@ -1,5 +1,5 @@
 """The swarm's command-line options, kept apart from the locustfile so that they can be added to Locust's
-parser without importing the swarm (see ``loadgen/_locust_help.py``)."""
+parser without importing the swarm (see ``loadgen/_launch.py``)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ def _offered_in_web_ui(group):
 
 def add_arguments(parser) -> None:
     """Add the swarm's options to Locust's parser, in a group of their own (once per parser: both the
-    locustfile and the ``--help`` hook may ask)."""
+    locustfile and ``certstorm swarm`` may ask)."""
     if getattr(parser, "certstorm_swarm_options", False):
         return
     parser.certstorm_swarm_options = True
-    add = _offered_in_web_ui(parser.add_argument_group("certstorm device swarm (locust -f loadgen)"))
+    add = _offered_in_web_ui(parser.add_argument_group("certstorm device swarm"))
     add("--hub-url", default=None, metavar="URL",
         help="hub base URL (default: Locust's --host)")
     add("--fleet", default=None, metavar="DIR",

@@ -41,6 +41,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 if __package__ in (None, ""):  # run as a script: make the checkout and tests/ importable
     _here = Path(__file__).resolve().parent
     sys.path[:0] = [str(_here.parent), str(_here)]
@@ -62,10 +64,7 @@ def free_port() -> int:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return psutil.Process(pid).memory_info().rss // 1024
 
 
 def metrics(hub: HubProcess) -> dict[str, float]:
@@ -110,10 +109,10 @@ def kill_whole_hub(hub: HubProcess) -> float:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
+                state = psutil.Process(pid).status()
+            except psutil.NoSuchProcess:
                 break
-            if state in ("Z", "X"):
+            if state in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
                 break
             time.sleep(0.01)
     if rundir is not None:  # a killed supervisor leaves its run directory (metrics files) behind

@@ -2,7 +2,7 @@
 
 * Challenges that are never answered cost a worker no memory beyond a fixed amount: the engine keeps
   the parsed keys of its latest 4,096 challenges (a shortcut for proofs that come back to it) and the
-  pending-challenge gauge counts per second of expiry. Worker RSS is read from /proc once a warm-up
+  pending-challenge gauge counts per second of expiry. Worker RSS is read (psutil) once a warm-up
   has filled that (rounds of 20,000 challenges until each worker's RSS is level), then at checkpoints
   through 120,000 more (`make chaos` runs a million), and must stay level.
 * The verification cache holds at most 4,096 intermediates however many distinct ones devices send.

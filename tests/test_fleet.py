@@ -244,6 +244,25 @@ def test_fleet_command(tmp_path, capsys):
 def test_fleet_command_reports_bad_input(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_fleet_arguments(parser)
-    args = parser.parse_args(["--devices", "0", "--out", str(tmp_path), "--no-progress"])
-    assert fleet_command(args) == 2
-    assert "devices must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["--devices", "0", "--out", str(tmp_path), "--no-progress"])
+    assert exit.value.code == 2
+    assert "argument --devices: must be an integer of at least 1, got '0'" in capsys.readouterr().err
+
+
+# --- the derived-fleet cache ----------------------------------------------------------------------------------
+def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp_path):
+    from filelock import FileLock
+
+    from loadgen._identities import cache_key, derive_fleet
+
+    target = tmp_path / cache_key("s", 5, "p256", 1, "")
+    with FileLock(target.with_suffix(".lock")):  # another process deriving the same fleet
+        with pytest.raises(TimeoutError, match="waited 0 s for another process"):
+            derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), timeout=0.3)
+    assert not target.exists()
+    said = []
+    fleet = derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), log=said.append)
+    assert len(fleet) == 5 and len(said) == 2
+    again = derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), log=said.append)
+    assert again.identity(4).certificate_der == fleet.identity(4).certificate_der and len(said) == 2

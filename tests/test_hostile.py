@@ -31,7 +31,7 @@ from loadgen._pki import SupplyChain
 
 CASES = corpus.cases()
 CPU_BUDGET = 0.050
-COSTS: dict[str, tuple[float, float]] = {}  # case -> (CPU seconds from /proc ticks, from schedstat)
+COSTS: dict[str, tuple[float, float]] = {}  # case -> (CPU seconds in clock ticks (psutil), from schedstat)
 
 
 def _param(case: corpus.Case, gap: str | None, strict: bool = True):
@@ -40,7 +40,8 @@ def _param(case: corpus.Case, gap: str | None, strict: bool = True):
 
 
 def cpu_ns(pids) -> int:
-    """On-CPU nanoseconds of every thread of ``pids`` (/proc/<pid>/task/*/schedstat), or -1."""
+    """On-CPU nanoseconds of every thread of ``pids`` (/proc/<pid>/task/*/schedstat), or -1. Read by hand:
+    psutil's CPU times come in 10 ms clock ticks, too coarse for one request."""
     total = 0
     for pid in pids:
         try:

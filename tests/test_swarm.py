@@ -168,69 +168,7 @@ def test_throttled_storm_retries_until_every_device_is_admitted(cache, tmp_path)
     assert s["backoff"]["preset"] == "aws-crt"
 
 
-# --- the swarm's options in `locust --help` -------------------------------------------------------------------
-SWARM_OPTIONS = ("--hub-url", "--fleet", "--devices", "--alg", "--depth", "--shape", "--rate", "--step-rate",
-                 "--storm-devices", "--backoff", "--churn-stay", "--results-dir")
-
-
-def _help(argv, cwd):
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
-@pytest.mark.parametrize("argv", [
-    [LOCUST, "-f", "loadgen", "--help"],
-    [LOCUST, "--help"],
-    [LOCUST, "--locustfile=loadgen/", "-h"],
-    [sys.executable, "-m", "locust", "-f", "loadgen", "-h"],
-    [sys.executable, "-X", "utf8", "-m", "locust", "-f", "./loadgen/swarm.py", "--help"],
-])
-def test_locust_help_lists_the_swarm_options(argv, tmp_path):
-    # run from elsewhere: the options come from the installed package, not from the working directory
-    out = _help(argv, tmp_path)
-    assert "certstorm device swarm (locust -f loadgen)" in out
-    missing = [o for o in SWARM_OPTIONS if f"  {o} " not in out and f"  {o}\n" not in out]
-    assert not missing, f"not in locust --help: {missing}"
-
-
-@pytest.mark.parametrize("argv", [[LOCUST, "-f", "mine.py", "--help"], [LOCUST, "-f", "a.py,b.py", "-h"]])
-def test_locust_help_for_other_locustfiles_leaves_the_swarm_options_out(argv, tmp_path):
-    out = _help(argv, tmp_path)
-    assert "--locustfile" in out  # Locust's own help, printed
-    assert "certstorm device swarm" not in out and "--hub-url" not in out
-
-
-def test_help_hook_recognises_only_locust_with_the_swarm():
-    from loadgen._locust_help import is_locust_help
-
-    yes = [
-        ["python", "/venv/bin/locust", "-f", "loadgen", "--help"],
-        ["python", "-m", "locust", "-f", "/src/certstorm/loadgen/", "-h"],
-        ["python", "-X", "dev", "-W", "ignore", "-mlocust", "-floadgen", "--help"],
-        ["python", "C:\\venv\\Scripts\\LOCUST.EXE", "--locustfile=loadgen", "-h"],
-        ["python", "/venv/bin/locust", "--help"],                       # no locustfile named
-    ]
-    no = [
-        ["python", "/venv/bin/locust", "-f", "loadgen", "--headless"],   # not asking for help
-        ["python", "/venv/bin/locust", "-f", "mine.py", "--help"],       # another locustfile
-        ["python", "/venv/bin/pytest", "--help"],
-        ["python", "-m", "pytest", "-h", "-f", "loadgen"],
-        ["python", "-c", "print('locust')", "-f", "loadgen", "--help"],
-        ["python", "-X", "locust", "tool.py", "-f", "loadgen", "--help"],  # an option's value is not the script
-    ]
-    assert all(is_locust_help(argv) for argv in yes), [a for a in yes if not is_locust_help(a)]
-    assert not any(is_locust_help(argv) for argv in no), [a for a in no if is_locust_help(a)]
-
-
-def test_another_program_asked_for_help_imports_nothing_of_ours(tmp_path):
-    (tmp_path / "loadgen.py").write_text("NAME = 'theirs'\n")  # a program with its own loadgen module
-    code = "import sys, loadgen; print(loadgen.NAME, sorted(m for m in sys.modules if m.startswith('loadgen.')))"
-    proc = subprocess.run([sys.executable, "-c", code, "--help"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
-    assert proc.stdout.split(None, 1) == ["theirs", "[]\n"], proc.stdout + proc.stderr
-
-
+# --- the swarm's options ------------------------------------------------------------------------------------
 def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered_in_the_web_ui():
     # in a subprocess: importing locust monkey-patches the process for gevent
     code = (
@@ -240,7 +178,7 @@ def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered
         "from loadgen._options import add_arguments\n"
         "parser = get_parser()\n"
         "add_arguments(parser)\n"
-        "add_arguments(parser)\n"  # the locustfile and the --help hook may both ask
+        "add_arguments(parser)\n"  # the locustfile and certstorm swarm may both ask
         "events.init_command_line_parser.add_listener(add_arguments)\n"
         "print(json.dumps([parser.parse_args(['--shape', 'storm']).shape, sorted(ui_extra_args_dict([]))]))\n"
     )
@@ -254,7 +192,7 @@ def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered
 
 
 def test_a_run_takes_its_options_from_the_locustfile():
-    # no --help, so only loadgen/swarm.py registers them: a bad value is argparse's "invalid choice",
+    # under plain locust only loadgen/swarm.py registers them: a bad value is argparse's "invalid choice",
     # not "unrecognized arguments"
     proc = subprocess.run([LOCUST, "-f", "loadgen", "--headless", "--shape", "nonsense"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

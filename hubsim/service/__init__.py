@@ -1,8 +1,10 @@
 """The hub simulator as a real HTTP service: ``certstorm hub`` (or ``python -m hubsim.service``).
 
-Supervisor and workers (:mod:`.supervisor`, :mod:`.worker`), the HTTP handlers (:mod:`.app`), the SQLite
-store and device registry (:mod:`.store`), the shared challenge secret and replay guard (:mod:`.guard`),
-throttling (:mod:`.quota`) and Prometheus metrics (:mod:`.metrics`). docs/api.md documents the API.
+Supervisor and workers (:mod:`.supervisor`, :mod:`.worker`), a worker's core and its HTTP front
+(:mod:`.hub`, :mod:`.httpapi`), the SQLite store and device registry (:mod:`.store`), the shared challenge
+secret and replay guard (:mod:`.guard`), throttling (:mod:`.quota`) and Prometheus metrics
+(:mod:`.metrics`). docs/api.md documents the API; this module holds the ``certstorm hub`` arguments, each
+checked by its type so that a wrong one is refused before anything starts.
 
 Nothing heavy is imported here: prometheus-client must not be imported before the supervisor has set
 up its multiprocess directory.
@@ -13,45 +15,54 @@ from __future__ import annotations
 import argparse
 import logging
 
+from hubsim.argtypes import integer, number
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_REPLAY_SLOTS = 1 << 27  # a 3 GiB guard file
+
+
+def _quota(text: str):
+    from hubsim.service.quota import parse_quota
+    try:
+        return parse_quota(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="TCP port; 0 picks a free one (default 8080)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="worker processes sharing the port (default: one per CPU)")
-    parser.add_argument("--db", default="certstorm-hub.db",
-                        help="SQLite database, created if missing (default ./certstorm-hub.db); the challenge "
-                             "secret and replay guard live next to it in DB.guard")
-    parser.add_argument("--quota", default=None, metavar="PRESET|RATE",
+    parser.add_argument("--port", type=integer(0, 65535), default=8080, metavar="PORT",
+                        help="TCP port 0..65535; 0 picks a free one (default 8080)")
+    parser.add_argument("--workers", type=integer(0), default=0, metavar="N",
+                        help="worker processes sharing the port; 0 means one per CPU (the default)")
+    parser.add_argument("--db", default=None, metavar="PATH",
+                        help="SQLite database, created if missing, with its side files next to it (PATH-wal, "
+                             "PATH-shm, PATH.lock and PATH.guard with the challenge secret and replay guard); "
+                             "default $XDG_STATE_HOME/certstorm/hub.db, else ~/.local/state/certstorm/hub.db")
+    parser.add_argument("--quota", type=_quota, default=None, metavar="PRESET|RATE",
                         help="throttle new device connections: S1, S2 or S3 with optional ':units' (IoT Hub "
                              "tiers, e.g. S2:4 = 480/s), or a rate per second; default unlimited")
-    parser.add_argument("--challenge-ttl", type=float, default=30.0, metavar="SECONDS",
-                        help="how long a device has to answer its challenge (default 30)")
-    parser.add_argument("--replay-slots", type=int, default=None, metavar="N",
-                        help="capacity of the shared replay guard (default 1048576; keep proofs/s x challenge "
-                             "lifetime under about half of it)")
-    parser.add_argument("--log-level", default="INFO", help="supervisor and worker log level (default INFO)")
+    parser.add_argument("--challenge-ttl", type=number(0, 3600, low_open=True), default=30.0, metavar="SECONDS",
+                        help="how long a device has to answer its challenge, above 0 and at most 3600 "
+                             "(default 30)")
+    parser.add_argument("--replay-slots", type=integer(16, MAX_REPLAY_SLOTS), default=None, metavar="N",
+                        help=f"capacity of the shared replay guard, 16..{MAX_REPLAY_SLOTS} (default 1048576; keep "
+                             "proofs/s x challenge lifetime under about half of it)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL",
+                        help="supervisor and worker log level: %(choices)s (default INFO)")
     return parser
 
 
 def hub_command(args: argparse.Namespace) -> int:
     from hubsim.engine import EnginePolicy
     from hubsim.service.guard import DEFAULT_SLOTS
-    from hubsim.service.quota import parse_quota
-    from hubsim.service.supervisor import HubConfig, serve
+    from hubsim.service.supervisor import HubConfig, default_db, serve
 
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+    logging.basicConfig(level=args.log_level,
                         format="%(asctime)s certstorm-hub[%(process)d] %(levelname)s %(message)s")
     log = logging.getLogger("certstorm.hub")
-    try:
-        quota = parse_quota(args.quota)
-    except ValueError as exc:
-        log.error("--quota: %s", exc)
-        return 2
-    if args.workers < 0 or not 0 <= args.port <= 65535 or not 0 < args.challenge_ttl <= 3600:
-        log.error("--workers must be >= 0, --port 0..65535 and --challenge-ttl 0..3600 seconds")
-        return 2
-    config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=args.db, quota=quota,
+    config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=str(args.db or default_db()),
+                       quota=args.quota,
                        replay_slots=args.replay_slots or DEFAULT_SLOTS,
                        policy=EnginePolicy(challenge_ttl=args.challenge_ttl))
     try:

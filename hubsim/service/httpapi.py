@@ -11,7 +11,6 @@ logged with its traceback and answered 500 ``internal_error`` (and the worker ke
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from hubsim.encoding import pem_certificate
 from hubsim.errors import AuthError
 from hubsim.service.hub import DeviceReply, Hub, decode_b64, error_reply, json_object, parsing_input
 from hubsim.service.metrics import render
@@ -273,9 +273,7 @@ class HttpApi:
             doc["verified_at"] = record.verified_at
         doc["revoked"] = self.engine.is_revoked(bytes.fromhex(record.id))
         if detail:
-            pem = base64.encodebytes(record.der).decode().replace("\n", "")
-            lines = [pem[i : i + 64] for i in range(0, len(pem), 64)]
-            doc["certificate"] = "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+            doc["certificate"] = pem_certificate(record.der).decode("ascii")
         return doc
 
     async def _register_ca(self, request) -> web.Response:

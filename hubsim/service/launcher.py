@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (hubsim/service/launcher.py)
 
 
@@ -188,13 +190,12 @@ def request_then_worker(host: str, port: int, path: str, body: bytes, headers: d
 
 
 def cpu_seconds(pids) -> float:
-    """User plus system CPU seconds the processes have used so far, from /proc (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    """User plus system CPU seconds the processes have used so far; a process that is gone counts 0."""
+    total = 0.0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        total += times.user + times.system
+    return total

@@ -22,28 +22,27 @@ LATENCY_BUCKETS = (
 
 
 class _LocalHistogram:
-    """Bucket counts kept in-process and added to a prometheus-client histogram (child) on flush."""
+    """Bucket counts kept in-process and added to a prometheus-client histogram (child) on flush.
 
-    __slots__ = ("target", "bounds", "counts", "total", "_batched")
+    prometheus-client has no public "observe n at once", so :meth:`flush` adds to the child's own bucket
+    and sum values (its private ``_upper_bounds``, ``_buckets`` and ``_sum``). pyproject.toml pins the
+    releases where they are as used here, and tests/test_metrics.py fails if a release changes them.
+    """
+
+    __slots__ = ("target", "bounds", "counts", "total")
 
     def __init__(self, target):
         self.target = target
         self.bounds = list(target._upper_bounds)
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
-        # prometheus-client has no public "observe n at once"; its per-bucket values are the documented
-        # shape of a histogram, but fall back to plain observe() if a release changes them.
-        self._batched = hasattr(target, "_buckets") and hasattr(target, "_sum")
 
     def observe(self, value: float) -> None:
-        if self._batched:
-            self.counts[bisect_left(self.bounds, value)] += 1
-            self.total += value
-        else:
-            self.target.observe(value)
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
 
     def flush(self) -> None:
-        if not self._batched or not any(self.counts):
+        if not any(self.counts):
             return
         counts, self.counts = self.counts, [0] * len(self.bounds)
         total, self.total = self.total, 0.0

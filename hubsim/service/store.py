@@ -261,9 +261,6 @@ class Store:
         return {"device_id": row[0], "first_seen": row[1], "last_authenticated": row[2], "ca": row[3],
                 "authentications": row[4], "disabled": bool(row[5]), "disabled_at": row[6]}
 
-    def device_count(self) -> int:
-        return self.admin.execute("SELECT count(*) FROM devices WHERE first_seen IS NOT NULL").fetchone()[0]
-
     def first_admission(self, device_id: str, ca: str, now: float) -> bool:
         """Record a device's authentication with its first-seen time; True if no one recorded it before."""
         cur = _retry_locked(self.hot.execute,

@@ -27,6 +27,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hubsim.engine import EnginePolicy
 from hubsim.service import store as sqlstore
@@ -38,12 +39,20 @@ READY_TIMEOUT = 60.0
 STOP_GRACE = 15.0
 
 
+def default_db() -> Path:
+    """Where the hub keeps its state without ``--db``: a per-user state directory, never the current one
+    (the database and its side files, the 25 MB guard among them, would litter whatever folder the hub was
+    started in). ``$XDG_STATE_HOME/certstorm/hub.db``, else ``~/.local/state/certstorm/hub.db``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base, "certstorm", "hub.db")
+
+
 @dataclass
 class HubConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 0                 # 0: one per CPU
-    db: str = "certstorm-hub.db"
+    db: str = field(default_factory=lambda: str(default_db()))
     quota: Quota | None = None
     replay_slots: int = DEFAULT_SLOTS
     policy: EnginePolicy = field(default_factory=EnginePolicy)
