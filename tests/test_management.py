@@ -289,7 +289,7 @@ def test_repeated_bad_tokens_from_one_address_are_slowed_down_by_every_worker(hu
         assert reply.status == 401, (n, reply)
     for conn in (first, second):
         reply = call_from(hub, source, "GET", "/audit", headers=right, conn=conn)  # even the right token
-        assert (reply.status, reply.json()["error"]) == (429, "admin_locked_out"), reply
+        assert reply.status == 429 and reply.json()["error"] == "admin_locked_out", reply
         assert 1 <= int(reply.headers["Retry-After"]) <= 1 / policy.drain_per_second + 1, reply.headers
         assert token not in reply.body.decode()
     # Another address is not affected; nor are calls without a credential counted.
@@ -426,6 +426,8 @@ def test_the_audit_log_holds_exactly_the_acknowledged_changes_after_a_kill_9(tmp
             reply = hub.admin("POST", "/cas", chain.company.certificate.public_bytes(PEM), headers=PEM_TYPE)
             assert reply.status == 201
             acknowledged.append(("ca.register", reply.json()["id"]))
+            again = hub.admin("POST", "/cas", chain.company.certificate.public_bytes(PEM), headers=PEM_TYPE)
+            assert again.status == 409  # refused: not a change
             fp = os.urandom(32).hex()
             assert hub.admin("POST", "/revocations", json_body={"fingerprint": fp}).status == 201
             acknowledged.append(("revocation.add", fp))
@@ -454,6 +456,31 @@ def test_the_audit_log_is_append_only(tmp_path):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 store.admin.execute(statement)
         assert [(e["peer"], e["action"]) for e in store.audit()] == [("127.0.0.1", "device.disable")]
+    finally:
+        store.close()
+
+
+def test_a_write_another_worker_beat_us_to_is_not_audited(tmp_path):
+    # What two workers racing on one CA leave in the store: the loser's write changes nothing, is
+    # refused, and must not appear in the audit log.
+    from hubsim.engine import AuthEngine
+    db = str(tmp_path / "hub.db")
+    initialise(db)
+    store, engine = Store(db), AuthEngine(secret=b"s" * 32, clock=time.time, random=os.urandom)
+    operator = ("127.0.0.1", "sha256:0")
+    try:
+        record = engine.register_ca(SupplyChain.build(depth=0).company.certificate.public_bytes(PEM))
+        assert store.insert_ca(record, 1.0, operator) and not store.insert_ca(record, 2.0, operator)
+        stale_code = record.verification_code
+        assert store.update_ca_code(engine.new_verification_code(record.id), 3.0, operator)
+        assert not store.mark_ca_verified(record, stale_code, 4.0, operator, None)
+        assert store.delete_ca(record.id, 5.0, operator) and not store.delete_ca(record.id, 6.0, operator)
+        assert not store.update_ca_code(record, 7.0, operator)
+        store.insert_revocation("ab" * 32, 8.0, operator)
+        store.insert_revocation("ab" * 32, 9.0, operator)  # acknowledged again, so audited again
+        assert [(e["action"], e["at"]) for e in store.audit()] == [
+            ("ca.register", 1.0), ("ca.new_code", 3.0), ("ca.remove", 5.0), ("revocation.add", 8.0),
+            ("revocation.add", 9.0)]
     finally:
         store.close()
 

@@ -116,8 +116,8 @@ class HubProcess:
     def admin_token_path(self) -> str:
         """Where the hub's management token is: --admin-token-file if given, else beside the database."""
         args = list(self.args)
-        if "--admin-token-file" in args:
-            return args[args.index("--admin-token-file") + 1]
+        if "--admin-token-file" in args:  # relative to the hub's working directory, the checkout
+            return str(ROOT / args[args.index("--admin-token-file") + 1])
         return self.db + ".admin-token"
 
     def admin_token(self) -> str:
