@@ -2,6 +2,8 @@
 device endpoints for requests the raw fast path (:mod:`hubsim.service.fastpath`) handed over.
 
 It holds no state of its own: everything is the worker's :class:`~hubsim.service.hub.Hub`.
+Management endpoints (:func:`is_management`) pass the worker's :class:`~hubsim.service.credential.AdminGate`
+first, before any body is read; the device endpoints never do.
 Administrative endpoints first bring this worker's engine up to date with the database
 (:meth:`Hub.sync`) so they always act on the latest state. A request the hub cannot make sense of is
 the client's fault and gets a 4xx; an exception that is not an :class:`AuthError` is a hub bug: it is
