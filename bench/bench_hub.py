@@ -40,9 +40,7 @@ def hub(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fleet_and_conn(hub, tmp_path_factory):
     fleet = generate_fleet(tmp_path_factory.mktemp("fleet"), DEVICES + 10, progress=False)
-    admin = http.client.HTTPConnection(hub.host, hub.port, timeout=10)
-    register_and_prove(admin, fleet.custodian())
-    admin.close()  # admin requests move a connection off the device fast path for good
+    register_and_prove(hub, fleet.custodian())
     conn = http.client.HTTPConnection(hub.host, hub.port, timeout=10)
     authenticate(conn, fleet.identity(0))  # the first sight of the intermediates
     yield fleet, conn

@@ -22,10 +22,11 @@ def _call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes,
     return json.loads(data)
 
 
-def register_and_prove(conn: http.client.HTTPConnection, company) -> str:
-    """Register ``company``'s CA and prove possession (the CA holder alone signs); returns the CA id.
-    Uses its own connection: admin calls would move ``conn`` off the hub's device fast path."""
-    return HubClient(f"http://{conn.host}:{conn.port}").ensure_ca(company)["id"]
+def register_and_prove(hub, company) -> str:
+    """Register ``company``'s CA with ``hub`` (a :class:`~hubsim.service.launcher.HubProcess`) and prove
+    possession (the CA holder alone signs), as its operator; returns the CA id. Uses connections of its
+    own: management calls would move a device connection off the hub's fast path."""
+    return HubClient(hub.url, token=hub.admin_token()).ensure_ca(company)["id"]
 
 
 def authenticate(conn: http.client.HTTPConnection, identity) -> dict:

@@ -47,6 +47,12 @@ CODES: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "The endpoint does not take this method."),
     "throttled": (429, "The configured connection quota is exceeded; retry after the time given."),
     "internal_error": (500, "The hub failed on its own account; the request may be retried. Never caused by input."),
+    # the management plane's credential (docs/api.md, "Management credential")
+    "admin_token_missing": (401, "A management endpoint was called without a credential: send 'Authorization: Bearer <token>'."),
+    "admin_token_malformed": (401, "The Authorization header is not one 'Bearer <token>' with a token of the allowed characters."),
+    "admin_token_invalid": (401, "The bearer token is not the hub's management token."),
+    "admin_locked_out": (429, "Too many bad credentials from this address; retry after the time given."),
+    "management_disabled": (403, "This hub runs with --management off: management endpoints are refused."),
     "revocation_not_found": (404, "Nothing to revoke: the fingerprint is not a valid SHA-256 hex string."),
 }
 

@@ -1,6 +1,9 @@
 """The swarm's administrative calls to the hub: register Company-X's CA and prove possession, once per run;
 read the hub's worker pids and memory for the run summary. Plain ``http.client`` (cooperative under
 Locust's gevent patching), one short-lived connection per call.
+
+Management calls carry the hub's token (``Authorization: Bearer``), from ``--admin-token-file`` or the
+``CERTSTORM_ADMIN_TOKEN`` environment variable (:func:`admin_token`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,22 @@ import psutil
 from cryptography.hazmat.primitives import serialization
 
 _PEM = {"Content-Type": "application/x-pem-file"}
+TOKEN_ENV = "CERTSTORM_ADMIN_TOKEN"
+
+
+def admin_token(token_file: str | None = None) -> str | None:
+    """The management token: the first line of ``token_file`` if given, else $CERTSTORM_ADMIN_TOKEN, else
+    None. Raises ValueError naming the file when it cannot be read or is empty."""
+    if token_file:
+        try:
+            with open(token_file, encoding="ascii") as fh:
+                token = fh.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--admin-token-file {token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not token:
+            raise ValueError(f"--admin-token-file {token_file}: the file is empty")
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 class HubError(RuntimeError):
@@ -24,6 +43,8 @@ class HubError(RuntimeError):
             code, message = data.get("error", f"http_{status}"), data.get("message", "")
         except ValueError:
             code, message = f"http_{status}", body[:200].decode("utf-8", "replace")
+        if code.startswith("admin_token"):
+            message += f" (give the hub's management token: --admin-token-file PATH or ${TOKEN_ENV})"
         super().__init__(f"{what}: {status} {code} {message}".rstrip())
         self.status = status
         self.code = code
@@ -41,7 +62,7 @@ def _json_object(what: str, status: int, data: bytes) -> dict:
 
 
 class HubClient:
-    def __init__(self, url: str, timeout: float = 30.0):
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"hub URL must be http:// or https://, got {url!r}")
@@ -51,8 +72,10 @@ class HubClient:
         self.port = parts.port or (443 if self.tls else 80)
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """One request, with the token when there is one (the hub's public endpoints ignore it)."""
         if self.tls:
             import ssl
             ctx = ssl.create_default_context()
@@ -62,7 +85,7 @@ class HubClient:
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.request(method, self.prefix + path, body=body, headers=headers or {})
+            conn.request(method, self.prefix + path, body=body, headers={**(headers or {}), **self._auth})
             reply = conn.getresponse()
             return reply.status, reply.read()
         finally:

@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
     add = _offered_in_web_ui(parser.add_argument_group("certstorm device swarm"))
     add("--hub-url", default=None, metavar="URL",
         help="hub base URL (default: Locust's --host)")
+    add("--admin-token-file", default=None, metavar="PATH",
+        help="the hub's management token, needed to register Company-X's CA (the hub prints where it is; "
+             "default: the CERTSTORM_ADMIN_TOKEN environment variable)")
     add("--fleet", default=None, metavar="DIR",
         help="device identities from a fleet made by 'certstorm fleet' (default: derive --devices)")
     add("--devices", type=int, default=None, metavar="N",

@@ -48,7 +48,7 @@ from loadgen import _shapes
 from loadgen._backoff import preset
 from loadgen._core import Authenticator, DeviceQueue, Recorder
 from loadgen._fleet import Fleet
-from loadgen._hubclient import HubClient
+from loadgen._hubclient import HubClient, admin_token
 from loadgen._identities import Partition, derive_fleet
 from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._report import merge_reports, write_results, write_worker
@@ -364,8 +364,8 @@ def _on_test_start(environment, **_kw):
         return  # workers start from the master's plan message, which arrives before any spawn message
     o = sw.options
     sw.reports, sw.done_workers = {}, set()
-    hub = HubClient(sw.hub_url)
     try:
+        hub = HubClient(sw.hub_url, token=admin_token(o.admin_token_file))
         memory_before = hub.memory()
         ca = hub.ensure_ca(sw.fleet.custodian())
     except Exception as exc:

@@ -6,8 +6,9 @@ Scenarios (each starts its own hub on a fresh database and prints its figures):
              worker keeps serving, the supervisor replaces the dead one, every device gets in.
 ``hub``      kill -9 the whole hub (supervisor and workers) during a storm while CAs are registered,
              verified and revoked and devices disabled alongside; start it again on the same database
-             and port. Every acknowledged administrative write is there, every device admission is
-             on record, the storm finishes through backoff; the recovery time is measured.
+             and port. Every acknowledged administrative write is there and in the audit log exactly
+             once (which otherwise holds only calls whose answer the kill swallowed), every device
+             admission is on record, the storm finishes through backoff; the recovery time is measured.
 ``revoke``   revoke Technician-Z's certificate while devices of Technician-Z and Technician-W (both
              under Factory-Y) authenticate: Technician-Z's devices are refused from the next request on,
              by every worker, and no other device is refused.
@@ -48,6 +49,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout and tests/ i
     sys.path[:0] = [str(_here.parent), str(_here)]
 
 from bench.httpdevice import register_and_prove
+from hubsim.service.credential import token_id
 from hubsim.service.launcher import HubProcess, request_then_worker
 from loadgen._fleet import generate_fleet
 from loadgen._pki import Custodian, Device
@@ -77,14 +79,6 @@ def metrics(hub: HubProcess) -> dict[str, float]:
             key = sample.name + "".join(f"|{k}={v}" for k, v in sorted(sample.labels.items()))
             out[key] = sample.value
     return out
-
-
-def admin_register(hub: HubProcess, custodian) -> str:
-    conn = hub.connect()  # its own connection: administrative requests leave the device fast path
-    try:
-        return register_and_prove(conn, custodian)
-    finally:
-        conn.close()
 
 
 def fingerprint(cert) -> str:
@@ -306,7 +300,7 @@ def _check_storm(result: StormResult, expected: int, rounds: int) -> None:
 def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int = 3) -> dict:
     fleet = _fleet(workdir, devices)
     with HubProcess(workdir / "worker-kill.db", workers=2) as hub:
-        admin_register(hub, fleet.custodian())
+        register_and_prove(hub, fleet.custodian())
         storm = Storm((hub.host, hub.port), _storm_devices(fleet), threads=threads, rounds=rounds).start()
         total = devices * rounds
         wait_for(lambda: storm.admitted_count() >= total * 0.3, 60, "the storm to get going")
@@ -353,14 +347,19 @@ def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: 
 
 # -- scenario: the whole hub killed and restarted ---------------------------------------------------------
 class AdminWriter:
-    """Administrative writes alongside the storm; remembers exactly what the hub acknowledged."""
+    """Administrative writes alongside the storm, as the operator (with the hub's token); remembers exactly
+    what the hub acknowledged, and which calls never got an answer (sent into the kill, or while the hub
+    was down: whether those happened only the hub knows)."""
 
-    def __init__(self, address: tuple[str, int]):
+    def __init__(self, address: tuple[str, int], token: str):
         self.address = address
+        self.auth = {"Authorization": f"Bearer {token}"}
         self.registered: dict[str, object] = {}   # CA id -> custodian
         self.verified: set[str] = set()
         self.revoked: set[str] = set()
         self.disabled: set[str] = set()
+        self.acknowledged: list[tuple[str, str]] = []   # (audit action, target), in order
+        self.unanswered: list[tuple[str, str]] = []
         self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -373,14 +372,21 @@ class AdminWriter:
         self._stop.set()
         self._thread.join(30)
 
-    def _call(self, method, path, body=b"", headers=None):
+    def _call(self, change: tuple[str, str], ok: int, method, path, body=b"", headers=None):
+        """(status, body); ``change`` is what the audit log must show once the hub answered ``ok``."""
         conn = http.client.HTTPConnection(*self.address, timeout=10)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers={**(headers or {}), **self.auth})
             reply = conn.getresponse()
-            return reply.status, reply.read()
+            status, data = reply.status, reply.read()
+        except (OSError, http.client.HTTPException):
+            self.unanswered.append(change)
+            raise
         finally:
             conn.close()
+        if status == ok:
+            self.acknowledged.append(change)
+        return status, data
 
     def _run(self) -> None:
         from cryptography.hazmat.primitives.serialization import Encoding
@@ -389,25 +395,55 @@ class AdminWriter:
             n += 1
             try:
                 custodian = Custodian.root(f"Admin-CA-{n}")
-                status, data = self._call("POST", "/cas", custodian.certificate.public_bytes(Encoding.PEM), PEM_TYPE)
+                ca_id = fingerprint(custodian.certificate)
+                status, data = self._call(("ca.register", ca_id), 201, "POST", "/cas",
+                                          custodian.certificate.public_bytes(Encoding.PEM), PEM_TYPE)
                 if status == 201:
                     doc = json.loads(data)
                     self.registered[doc["id"]] = custodian
                     proof = custodian.verification_certificate(doc["verification_code"]).public_bytes(Encoding.PEM)
-                    status, _ = self._call("POST", f"/cas/{doc['id']}/verify", proof, PEM_TYPE)
+                    status, _ = self._call(("ca.verify", ca_id), 200, "POST", f"/cas/{doc['id']}/verify", proof,
+                                           PEM_TYPE)
                     if status == 200:
                         self.verified.add(doc["id"])
                 fp = os.urandom(32).hex()
-                status, _ = self._call("POST", "/revocations", json.dumps({"fingerprint": fp}).encode(), JSON_TYPE)
+                status, _ = self._call(("revocation.add", fp), 201, "POST", "/revocations",
+                                       json.dumps({"fingerprint": fp}).encode(), JSON_TYPE)
                 if status == 201:
                     self.revoked.add(fp)
-                status, _ = self._call("POST", f"/devices/admin-disabled-{n}/disable")
+                device_id = f"admin-disabled-{n}"
+                status, _ = self._call(("device.disable", device_id), 200, "POST", f"/devices/{device_id}/disable")
                 if status == 200:
-                    self.disabled.add(f"admin-disabled-{n}")
+                    self.disabled.add(device_id)
             except (OSError, http.client.HTTPException):
                 self.errors += 1
                 self._stop.wait(0.05)
             self._stop.wait(0.01)
+
+
+def audit_log(hub: HubProcess) -> list[dict]:
+    """Every entry of the hub's audit log, page by page."""
+    entries: list[dict] = []
+    while True:
+        page = hub.admin("GET", f"/audit?after={entries[-1]['seq'] if entries else 0}").json()["entries"]
+        if not page:
+            return entries
+        entries += page
+
+
+def check_audit(entries: list[dict], acknowledged: list[tuple[str, str]], unanswered: list[tuple[str, str]],
+                token_id: str) -> int:
+    """The audit log holds each acknowledged change exactly once, and nothing else but changes whose
+    answer was lost; returns how many of those it holds."""
+    logged = [(e["action"], e["target"]) for e in entries]
+    assert len(set(logged)) == len(logged), "an audit entry is duplicated"
+    missing = set(acknowledged) - set(logged)
+    assert not missing, f"acknowledged changes missing from the audit log: {sorted(missing)[:3]}"
+    extra = set(logged) - set(acknowledged)
+    assert extra <= set(unanswered), f"audit entries nobody made: {sorted(extra - set(unanswered))[:3]}"
+    assert {e["token_id"] for e in entries} == {token_id}, {e["token_id"] for e in entries}
+    assert all(e["target"] in e["fingerprints"] for e in entries if e["action"] != "device.disable"), entries[:3]
+    return len(extra)
 
 
 def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int = 3) -> dict:
@@ -417,9 +453,9 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
     hub = HubProcess(db, workers=2, args=("--port", str(port))).start()
     storm = writer = None
     try:
-        ca_id = admin_register(hub, fleet.custodian())
+        ca_id = register_and_prove(hub, fleet.custodian())
         storm = Storm((hub.host, port), _storm_devices(fleet), threads=threads, rounds=rounds).start()
-        writer = AdminWriter((hub.host, port)).start()
+        writer = AdminWriter((hub.host, port), hub.admin_token()).start()
         wait_for(lambda: storm.admitted_count() >= devices * rounds * 0.3 and len(writer.verified) >= 3, 60,
                  "the storm and the administrative writes to get going")
         before = {d: list(t) for d, t in storm.result.admitted.items()}
@@ -438,16 +474,20 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         time.sleep(0.6)  # let both workers flush their write-behind batches (every 0.2 s)
 
         # Administrative writes: every acknowledged one survived.
-        listed = {doc["id"]: doc for doc in hub.call("GET", "/cas").json()["cas"]}
+        listed = {doc["id"]: doc for doc in hub.admin("GET", "/cas").json()["cas"]}
         missing = [i for i in writer.registered if i not in listed]
         assert not missing, f"acknowledged CA registrations lost: {missing[:3]}"
         unverified = [i for i in writer.verified if listed[i]["status"] != "verified"]
         assert not unverified, f"acknowledged verifications lost: {unverified[:3]}"
-        revocations = {r["fingerprint"] for r in hub.call("GET", "/revocations").json()["revocations"]}
+        revocations = {r["fingerprint"] for r in hub.admin("GET", "/revocations").json()["revocations"]}
         assert writer.revoked <= revocations, f"acknowledged revocations lost: {list(writer.revoked - revocations)[:3]}"
         for device_id in writer.disabled:
-            doc = hub.call("GET", f"/devices/{device_id}").json()
+            doc = hub.admin("GET", f"/devices/{device_id}").json()
             assert doc.get("disabled") is True, (device_id, doc)
+        # ... and the audit log holds exactly those changes (with the set-up's registration and proof).
+        audit_unanswered = check_audit(audit_log(hub), [("ca.register", ca_id), ("ca.verify", ca_id),
+                                                        *writer.acknowledged], writer.unanswered,
+                                       token_id(hub.admin_token()))
 
         # Device registry: every admission acknowledged before the kill has its first-seen record (written
         # before the answer); counts are written behind every 0.2 s, so the last moment before the kill
@@ -455,7 +495,7 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         margin = 1.0
         short_counts = []
         for device_id, times in result.admitted.items():
-            doc = hub.call("GET", f"/devices/{device_id}").json()
+            doc = hub.admin("GET", f"/devices/{device_id}").json()
             assert doc.get("first_seen") is not None and doc["ca"] == ca_id, (device_id, doc)
             acked_early = sum(1 for t in before.get(device_id, ()) if t < killed - margin)
             acked_after = sum(1 for t in times if t > killed)
@@ -482,6 +522,8 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         "storm_finished_after_kill_s": round(max(result.admissions()) - killed, 3),
         "acknowledged_cas": len(writer.registered), "acknowledged_verifications": len(writer.verified),
         "acknowledged_revocations": len(writer.revoked), "acknowledged_disables": len(writer.disabled),
+        "audit_entries_acknowledged": len(writer.acknowledged) + 2, "calls_unanswered": len(writer.unanswered),
+        "audit_entries_of_unanswered_calls": audit_unanswered,
         "retried_errors": result.errors(),
     }
 
@@ -509,7 +551,7 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
                       after: float = 1.5) -> dict:
     company, technicians, devices = _two_technicians(per_technician)
     with HubProcess(workdir / "revoke.db", workers=2) as hub:
-        admin_register(hub, company)
+        register_and_prove(hub, company)
         address = (hub.host, hub.port)
         everyone = [d for pair in zip(devices["Technician-Z"], devices["Technician-W"]) for d in pair]
         storm = Storm(address, everyone, threads=threads, continuous=True).start()
@@ -517,7 +559,7 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
         workers = set(hub.healthz()["workers"])
         target = devices["Technician-Z"][0]
         revoking = time.monotonic()
-        reply = hub.call("POST", "/revocations",
+        reply = hub.admin("POST", "/revocations",
                          json_body={"fingerprint": fingerprint(technicians["Technician-Z"].certificate)})
         acknowledged = time.monotonic()
         assert reply.status == 201, reply
@@ -623,7 +665,7 @@ def unanswered_challenges(workdir: Path, *, total: int = 200_000, checkpoints: i
     company = Custodian.root("Company-X", "rsa2048")
     device = Device.create("unanswered", company, [], alg="ed25519")
     with HubProcess(workdir / "bounds.db", workers=2) as hub:
-        admin_register(hub, company)
+        register_and_prove(hub, company)
         address = (hub.host, hub.port)
         workers = hub.healthz()["workers"]
         body = device.chain_der()[0]
@@ -683,7 +725,7 @@ def cache_bound(workdir: Path, *, intermediates: int = 4500) -> dict:
     validity = (now - dt.timedelta(hours=1), now + dt.timedelta(days=30))
     statuses: dict[int, int] = defaultdict(int)
     with HubProcess(workdir / "cache.db", workers=1) as hub:
-        admin_register(hub, company)
+        register_and_prove(hub, company)
         sock = socket.create_connection((hub.host, hub.port), timeout=60)
 
         def read_answers():

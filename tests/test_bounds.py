@@ -19,7 +19,7 @@ import os
 import time
 
 import chaos
-from bench.httpdevice import HubError, authenticate
+from bench.httpdevice import HubError, authenticate, register_and_prove
 from hubsim.service.launcher import HubProcess
 from loadgen._pki import Custodian, Device
 
@@ -44,7 +44,7 @@ def test_the_pending_challenge_gauge_forgets_expired_challenges(tmp_path):
     company = Custodian.root("Company-X")
     device = Device.create("gauge", company, [])
     with HubProcess(tmp_path / "hub.db", workers=2, args=("--challenge-ttl", "1")) as hub:
-        chaos.admin_register(hub, company)
+        register_and_prove(hub, company)
         out = chaos.flood_challenges((hub.host, hub.port), device.chain_der()[0], 600, connections=2, depth=50)
         assert out["statuses"] == {200: 600}, out
         time.sleep(0.3)
@@ -64,7 +64,7 @@ def test_a_full_replay_guard_refuses_proofs_instead_of_growing(tmp_path):
     company = Custodian.root("Company-X")
     # 32 slots: two buckets of 16. Every admitted proof holds a slot for the challenge lifetime.
     with HubProcess(tmp_path / "hub.db", workers=2, args=("--replay-slots", "32")) as hub:
-        chaos.admin_register(hub, company)
+        register_and_prove(hub, company)
         guard = os.path.getsize(f"{hub.db}.guard")
         conn = hub.connect()
         admitted, throttled = 0, []

@@ -3,8 +3,9 @@
 * one worker killed with SIGKILL during a storm: the other keeps serving, the supervisor replaces it,
   every device gets in;
 * the whole hub killed with SIGKILL during a storm and started again on the same database: every
-  acknowledged administrative write and every acknowledged admission is on record, the storm finishes
-  through backoff, and the recovery time is printed;
+  acknowledged administrative write and every acknowledged admission is on record, the audit log holds
+  exactly the acknowledged changes (and at most the calls whose answers were lost in the kill), the
+  storm finishes through backoff, and the recovery time is printed;
 * Technician-Z's certificate revoked mid-run: its devices are refused from the next request on, by every
   worker, and no device of Technician-W (also under Factory-Y) is refused.
 

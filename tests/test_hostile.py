@@ -62,11 +62,7 @@ class Traffic:
     def __init__(self, hub: HubProcess, devices: int = 16, connections: int = 3):
         self.hub = hub
         self.chain = SupplyChain.build(depth=2)
-        admin = hub.connect()  # an administrative connection of its own: it leaves the device fast path
-        try:
-            register_and_prove(admin, self.chain.company)
-        finally:
-            admin.close()
+        register_and_prove(hub, self.chain.company)
         self.devices = [self.chain.device(f"steady-{i}") for i in range(devices)]
         self.connections = connections
         self.admitted = 0

@@ -96,17 +96,12 @@ def refused_everywhere(hub, path, body, headers, status: int, code: str) -> list
 
 
 def admin(hub, method, path, body=None, *, json_body=None, headers=None):
-    reply = hub.call(method, path, body, json_body=json_body, headers=headers)
-    return reply
+    return hub.admin(method, path, body, json_body=json_body, headers=headers)
 
 
 def registered(hub, depth: int = 2) -> SupplyChain:
     chain = SupplyChain.build(depth=depth)
-    conn = hub.connect()
-    try:
-        register_and_prove(conn, chain.company)
-    finally:
-        conn.close()
+    register_and_prove(hub, chain.company)
     return chain
 
 
@@ -177,9 +172,7 @@ def test_a_challenge_issued_for_one_certificate_cannot_be_answered_by_another(hu
 def test_an_expired_challenge_is_refused_by_every_worker(tmp_path):
     chain = SupplyChain.build(depth=1)
     with HubProcess(tmp_path / "hub.db", workers=2, args=("--challenge-ttl", "1")) as hub:
-        conn = hub.connect()
-        register_and_prove(conn, chain.company)
-        conn.close()
+        register_and_prove(hub, chain.company)
         device = chain.device("late")
         late = proof_of(device, get_challenge(hub, device))
         on_time = proof_of(device, get_challenge(hub, device))
@@ -249,7 +242,7 @@ def test_a_verification_code_works_once_and_only_for_its_ca(hub):
     assert admin(hub, "POST", path, proof, headers=PEM_TYPE).status == 200
     # Used once: the same proof again, on both workers, is refused.
     for conn in hub.worker_connections().values():
-        reply = hub.call("POST", path, proof, headers=PEM_TYPE, conn=conn)
+        reply = hub.admin("POST", path, proof, headers=PEM_TYPE, conn=conn)
         conn.close()
         assert (reply.status, reply.json()["error"]) == (409, "ca_already_verified"), reply
     # Removed and registered again: a new code; the used one (and its certificate) is worthless.

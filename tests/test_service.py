@@ -53,12 +53,12 @@ def refused(reply, status: int, code: str):
 
 
 def register(hub, chain: SupplyChain, *, verify: bool = True) -> dict:
-    reply = hub.call("POST", "/cas", chain.company.certificate.public_bytes(PEM), headers=PEM_TYPE)
+    reply = hub.admin("POST", "/cas", chain.company.certificate.public_bytes(PEM), headers=PEM_TYPE)
     assert reply.status == 201, reply
     doc = reply.json()
     if verify:
         proof = chain.company.verification_certificate(doc["verification_code"]).public_bytes(PEM)
-        reply = hub.call("POST", f"/cas/{doc['id']}/verify", proof, headers=PEM_TYPE)
+        reply = hub.admin("POST", f"/cas/{doc['id']}/verify", proof, headers=PEM_TYPE)
         assert reply.status == 200 and reply.json()["status"] == "verified", reply
     return doc
 
@@ -134,26 +134,26 @@ def workers(hub):
 # -- refusals --------------------------------------------------------------------------------------------
 def test_unknown_endpoints_and_methods(hub):
     refused(hub.call("GET", "/nowhere"), 404, "not_found")
-    reply = hub.call("PUT", "/cas")
+    reply = hub.admin("PUT", "/cas")
     refused(reply, 405, "method_not_allowed")
     assert reply.headers["Allow"] == "GET, POST"
     refused(hub.call("PUT", "/devices/proof"), 405, "method_not_allowed")
-    refused(hub.call("GET", "/devices/proof/extra"), 404, "not_found")
+    refused(hub.admin("GET", "/devices/proof/extra"), 404, "not_found")
 
 
 def test_ca_upload_refusals(hub, fleet):
     device = fleet.device("not-a-ca")
-    refused(hub.call("POST", "/cas", device.certificate.public_bytes(PEM)), 400, "not_a_ca")
-    refused(hub.call("POST", "/cas", fleet.company.certificate.public_bytes(PEM)), 409, "ca_exists")
-    refused(hub.call("POST", "/cas", b"certainly not a certificate"), 400, "malformed_input")
-    refused(hub.call("POST", "/cas", b""), 400, "malformed_input")
+    refused(hub.admin("POST", "/cas", device.certificate.public_bytes(PEM)), 400, "not_a_ca")
+    refused(hub.admin("POST", "/cas", fleet.company.certificate.public_bytes(PEM)), 409, "ca_exists")
+    refused(hub.admin("POST", "/cas", b"certainly not a certificate"), 400, "malformed_input")
+    refused(hub.admin("POST", "/cas", b""), 400, "malformed_input")
     key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    refused(hub.call("POST", "/cas", key), 400, "private_key_in_upload")
-    refused(hub.call("POST", "/cas", b"-" * (64 * 1024)), 413, "upload_too_large")
-    refused(hub.call("POST", "/cas", b"{}", headers={"Content-Type": "application/json"}), 415,
+    refused(hub.admin("POST", "/cas", key), 400, "private_key_in_upload")
+    refused(hub.admin("POST", "/cas", b"-" * (64 * 1024)), 413, "upload_too_large")
+    refused(hub.admin("POST", "/cas", b"{}", headers={"Content-Type": "application/json"}), 415,
             "unsupported_media_type")
-    refused(hub.call("POST", "/cas", b"x", headers={"Content-Type": "multipart/form-data; boundary=x"}), 415,
+    refused(hub.admin("POST", "/cas", b"x", headers={"Content-Type": "multipart/form-data; boundary=x"}), 415,
             "unsupported_media_type")
 
 
@@ -161,21 +161,21 @@ def test_ca_verification_refusals(hub):
     chain, impostor = SupplyChain.build(depth=0), SupplyChain.build(depth=0)
     doc = register(hub, chain, verify=False)
     path = f"/cas/{doc['id']}/verify"
-    refused(hub.call("POST", "/cas/" + "0" * 64 + "/verify", b"{}"), 404, "ca_not_found")
+    refused(hub.admin("POST", "/cas/" + "0" * 64 + "/verify", b"{}"), 404, "ca_not_found")
     wrong_code = chain.company.verification_certificate("f" * 64).public_bytes(PEM)
-    refused(hub.call("POST", path, wrong_code), 400, "verification_code_mismatch")
+    refused(hub.admin("POST", path, wrong_code), 400, "verification_code_mismatch")
     forged = impostor.company.verification_certificate(doc["verification_code"]).public_bytes(PEM)
-    refused(hub.call("POST", path, forged), 401, "verification_signature_invalid")
-    refused(hub.call("POST", path, json_body={"signature": b64(impostor.company.sign_code(doc["verification_code"]))}),
+    refused(hub.admin("POST", path, forged), 401, "verification_signature_invalid")
+    refused(hub.admin("POST", path, json_body={"signature": b64(impostor.company.sign_code(doc["verification_code"]))}),
             401, "verification_signature_invalid")
-    refused(hub.call("POST", path, json_body={"signature": "%%% not base64"}), 400, "malformed_input")
-    refused(hub.call("POST", path, json_body=["signature"]), 400, "malformed_input")
-    refused(hub.call("POST", path, b"garbage"), 400, "malformed_input")
+    refused(hub.admin("POST", path, json_body={"signature": "%%% not base64"}), 400, "malformed_input")
+    refused(hub.admin("POST", path, json_body=["signature"]), 400, "malformed_input")
+    refused(hub.admin("POST", path, b"garbage"), 400, "malformed_input")
     # A refused attempt leaves the code usable.
     good = chain.company.verification_certificate(doc["verification_code"]).public_bytes(PEM)
-    assert hub.call("POST", path, good).status == 200
-    refused(hub.call("POST", path, good), 409, "ca_already_verified")
-    refused(hub.call("POST", f"/cas/{doc['id']}/verification-code"), 409, "ca_already_verified")
+    assert hub.admin("POST", path, good).status == 200
+    refused(hub.admin("POST", path, good), 409, "ca_already_verified")
+    refused(hub.admin("POST", f"/cas/{doc['id']}/verification-code"), 409, "ca_already_verified")
 
 
 def test_device_refusals(hub, fleet):
@@ -224,7 +224,7 @@ def test_certificates_cryptography_parses_only_lazily_are_refused_as_malformed(h
     bad_subject = ca_der.replace(b"\x0c\x09Company-X", b"\x0c\x09\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7")
     assert bad_version != ca_der and bad_subject != ca_der
     for body in (bad_version, bad_subject):
-        refused(hub.call("POST", "/cas", body), 400, "malformed_input")
+        refused(hub.admin("POST", "/cas", body), 400, "malformed_input")
     device_der = fleet.device("bad-version").certificate.public_bytes(DER)
     bad_leaf = device_der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x19", 1)
     refused(hub.call("POST", "/devices/challenge", bad_leaf), 400, "malformed_input")
@@ -240,43 +240,43 @@ def test_error_responses_on_the_device_path_carry_server_timing(hub):
 # -- CAs -------------------------------------------------------------------------------------------------
 def test_ca_lifecycle_with_pem_der_certificate_and_signature_proofs(hub):
     first, second = SupplyChain.build(depth=1), SupplyChain.build(depth=1)
-    reply = hub.call("POST", "/cas", first.company.certificate.public_bytes(PEM), headers=PEM_TYPE)
+    reply = hub.admin("POST", "/cas", first.company.certificate.public_bytes(PEM), headers=PEM_TYPE)
     assert reply.status == 201, reply
     doc = reply.json()
     assert doc["id"] == fingerprint(first.company.certificate)
     assert doc["subject"] == "CN=Company-X" and doc["status"] == "unverified"
     assert re.fullmatch(r"[0-9a-f]{64}", doc["verification_code"])
     assert reply.headers["Location"] == f"/cas/{doc['id']}"
-    listed = {ca["id"]: ca for ca in hub.call("GET", "/cas").json()["cas"]}
+    listed = {ca["id"]: ca for ca in hub.admin("GET", "/cas").json()["cas"]}
     assert listed[doc["id"]]["status"] == "unverified"
-    detail = hub.call("GET", f"/cas/{doc['id'].upper()}").json()
+    detail = hub.admin("GET", f"/cas/{doc['id'].upper()}").json()
     assert x509.load_pem_x509_certificate(detail["certificate"].encode()) == first.company.certificate
     assert detail["verification_code"] == doc["verification_code"]
 
     # A new code replaces the old one.
-    renewed = hub.call("POST", f"/cas/{doc['id']}/verification-code").json()["verification_code"]
+    renewed = hub.admin("POST", f"/cas/{doc['id']}/verification-code").json()["verification_code"]
     assert renewed != doc["verification_code"]
     stale = first.company.verification_certificate(doc["verification_code"]).public_bytes(PEM)
-    refused(hub.call("POST", f"/cas/{doc['id']}/verify", stale), 400, "verification_code_mismatch")
+    refused(hub.admin("POST", f"/cas/{doc['id']}/verify", stale), 400, "verification_code_mismatch")
     proof = first.company.verification_certificate(renewed).public_bytes(PEM)
-    reply = hub.call("POST", f"/cas/{doc['id']}/verify", proof, headers=PEM_TYPE)
+    reply = hub.admin("POST", f"/cas/{doc['id']}/verify", proof, headers=PEM_TYPE)
     assert reply.status == 200 and reply.json()["status"] == "verified"
-    detail = hub.call("GET", f"/cas/{doc['id']}").json()
+    detail = hub.admin("GET", f"/cas/{doc['id']}").json()
     assert detail["status"] == "verified" and "verification_code" not in detail
 
     # DER upload, proof by signature over the code.
-    reply = hub.call("POST", "/cas", second.company.certificate.public_bytes(DER),
+    reply = hub.admin("POST", "/cas", second.company.certificate.public_bytes(DER),
                      headers={"Content-Type": "application/pkix-cert"})
     assert reply.status == 201, reply
     code, ca_id = reply.json()["verification_code"], reply.json()["id"]
-    reply = hub.call("POST", f"/cas/{ca_id}/verify", json_body={"signature": b64(second.company.sign_code(code))})
+    reply = hub.admin("POST", f"/cas/{ca_id}/verify", json_body={"signature": b64(second.company.sign_code(code))})
     assert reply.status == 200, reply
     authenticate(hub, second.device("der-ca-device"))
 
-    reply = hub.call("DELETE", f"/cas/{ca_id}")
+    reply = hub.admin("DELETE", f"/cas/{ca_id}")
     assert reply.status == 200 and reply.json() == {"id": ca_id, "status": "removed"}
-    refused(hub.call("GET", f"/cas/{ca_id}"), 404, "ca_not_found")
-    refused(hub.call("DELETE", f"/cas/{ca_id}"), 404, "ca_not_found")
+    refused(hub.admin("GET", f"/cas/{ca_id}"), 404, "ca_not_found")
+    refused(hub.admin("DELETE", f"/cas/{ca_id}"), 404, "ca_not_found")
 
 
 def test_ca_removal_is_enforced_by_every_worker_at_once(hub, workers):
@@ -286,7 +286,7 @@ def test_ca_removal_is_enforced_by_every_worker_at_once(hub, workers):
     for conn in workers:
         authenticate(hub, device, conn)
     pending = [challenge(hub, device, conn) for conn in workers]
-    assert hub.call("DELETE", f"/cas/{ca_id}", conn=workers[0]).status == 200
+    assert hub.admin("DELETE", f"/cas/{ca_id}", conn=workers[0]).status == 200
     for conn, issued in zip(workers, pending):
         refused(hub.call("POST", "/devices/challenge", device.chain_pem(), conn=conn), 401, "chain_untrusted")
         refused(prove(hub, proof_body(device, issued), conn), 401, "chain_untrusted")
@@ -307,13 +307,13 @@ def test_device_authentication_and_registry(hub, fleet, workers):
     assert authenticate(hub, device, workers[1])["first_connection"] is False
 
     def registry_caught_up():
-        doc = hub.call("GET", "/devices/dev-1").json()
+        doc = hub.admin("GET", "/devices/dev-1").json()
         assert doc["authentications"] == 3, doc
         return doc
     doc = eventually(registry_caught_up)
     assert doc["ca"] == ca_id and doc["disabled"] is False
     assert doc["first_seen"] <= doc["last_authenticated"] <= time.time()
-    refused(hub.call("GET", "/devices/never-seen"), 404, "device_not_found")
+    refused(hub.admin("GET", "/devices/never-seen"), 404, "device_not_found")
 
 
 def test_first_connection_is_reported_once_when_two_workers_race(hub, fleet, workers):
@@ -351,19 +351,19 @@ def test_disable_and_enable_a_device(hub, fleet, workers):
     device = fleet.device("dev-disabled")
     authenticate(hub, device)
     pending = [challenge(hub, device, conn) for conn in workers]
-    reply = hub.call("POST", "/devices/dev-disabled/disable", conn=workers[0])
+    reply = hub.admin("POST", "/devices/dev-disabled/disable", conn=workers[0])
     assert reply.status == 200 and reply.json() == {"device_id": "dev-disabled", "disabled": True}
     for conn, issued in zip(workers, pending):
         refused(hub.call("POST", "/devices/challenge", device.chain_pem(), conn=conn), 403, "device_disabled")
         refused(prove(hub, proof_body(device, issued), conn), 403, "device_disabled")
-    assert hub.call("GET", "/devices/dev-disabled").json()["disabled"] is True
+    assert hub.admin("GET", "/devices/dev-disabled").json()["disabled"] is True
     # Disabling ahead of a device's first connection works too.
-    assert hub.call("POST", "/devices/not-yet-here/disable").status == 200
+    assert hub.admin("POST", "/devices/not-yet-here/disable").status == 200
     refused(hub.call("POST", "/devices/challenge", fleet.device("not-yet-here").chain_pem()), 403, "device_disabled")
-    assert hub.call("POST", "/devices/dev-disabled/enable", conn=workers[1]).status == 200
+    assert hub.admin("POST", "/devices/dev-disabled/enable", conn=workers[1]).status == 200
     for conn in workers:
         assert authenticate(hub, device, conn)["first_connection"] is False
-    assert hub.call("POST", "/devices/not-yet-here/enable").status == 200
+    assert hub.admin("POST", "/devices/not-yet-here/enable").status == 200
     assert authenticate(hub, fleet.device("not-yet-here"))["first_connection"] is True
 
 
@@ -378,7 +378,7 @@ def test_revocation_is_enforced_by_every_worker_within_a_second(hub, workers):
     # The format `openssl x509 -fingerprint -sha256` prints is accepted.
     colon = "sha256 Fingerprint=" + ":".join(f"{b:02X}" for b in bytes.fromhex(fingerprint(device.certificate)))
     start = time.monotonic()
-    reply = hub.call("POST", "/revocations", json_body={"fingerprint": colon}, conn=workers[0])
+    reply = hub.admin("POST", "/revocations", json_body={"fingerprint": colon}, conn=workers[0])
     assert reply.status == 201 and reply.json()["fingerprint"] == fingerprint(device.certificate), reply
     for conn, issued in zip(workers, pending):
         refused(hub.call("POST", "/devices/challenge", device.chain_pem(), conn=conn), 403, "cert_revoked")
@@ -386,14 +386,14 @@ def test_revocation_is_enforced_by_every_worker_within_a_second(hub, workers):
         authenticate(hub, sibling, conn)
     assert time.monotonic() - start < 1.0
     # Revoking the issuing intermediate refuses every device below it, on every worker.
-    assert hub.call("POST", "/revocations", json_body={"fingerprint": fingerprint(chain.issuer.certificate)},
+    assert hub.admin("POST", "/revocations", json_body={"fingerprint": fingerprint(chain.issuer.certificate)},
                     conn=workers[1]).status == 201
     for conn in workers:
         refused(hub.call("POST", "/devices/challenge", sibling.chain_pem(), conn=conn), 403, "cert_revoked")
-    listed = {r["fingerprint"] for r in hub.call("GET", "/revocations").json()["revocations"]}
+    listed = {r["fingerprint"] for r in hub.admin("GET", "/revocations").json()["revocations"]}
     assert {fingerprint(device.certificate), fingerprint(chain.issuer.certificate)} <= listed
-    refused(hub.call("POST", "/revocations", json_body={"fingerprint": "abc"}), 404, "revocation_not_found")
-    refused(hub.call("POST", "/revocations", json_body={}), 400, "malformed_input")
+    refused(hub.admin("POST", "/revocations", json_body={"fingerprint": "abc"}), 404, "revocation_not_found")
+    refused(hub.admin("POST", "/revocations", json_body={}), 400, "malformed_input")
 
 
 # -- the wire --------------------------------------------------------------------------------------------
@@ -471,10 +471,11 @@ def test_bad_input_never_yields_500_or_kills_a_worker(hub, fleet):
               b'{"challenge": null, "signature": null}', b"[]", b"1e999", b"[" * 15000, b"1" * 9000, b'"\\ud800"', "é".encode("utf-16")]
     paths = ["/devices/challenge", "/devices/proof", "/cas", "/cas/" + "a" * 64 + "/verify", "/revocations",
              "/devices/x/disable"]
+    token = hub.admin_token()  # management paths must get past the credential to the bodies
     for path in paths:
         for body in bodies:
             for ctype in ("application/json", "application/x-pem-file", None):
-                reply = hub.call("POST", path, body, headers={"Content-Type": ctype} if ctype else {})
+                reply = hub.call("POST", path, body, headers={"Content-Type": ctype} if ctype else {}, token=token)
                 assert reply.status < 500, (path, body[:40], reply)
                 assert reply.status < 400 or "error" in reply.json(), reply
     for raw in (b"GARBAGE\r\n\r\n", b"POST /devices/proof HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
@@ -660,16 +661,16 @@ def test_state_survives_a_restart(tmp_path):
         answered = proof_body(known, challenge(hub, known))
         assert prove(hub, answered).json()["first_connection"] is True
         authenticate(hub, known)
-        assert hub.call("POST", "/revocations", json_body={"fingerprint": fingerprint(revoked.certificate)}).status == 201
-        assert hub.call("POST", "/devices/disabled/disable").status == 200
+        assert hub.admin("POST", "/revocations", json_body={"fingerprint": fingerprint(revoked.certificate)}).status == 201
+        assert hub.admin("POST", "/devices/disabled/disable").status == 200
         outstanding = proof_body(waiting, challenge(hub, waiting))
         hub.stop()
         assert hub.proc.returncode == 0, hub.log()
     with HubProcess(db) as hub:
-        cas = {ca["id"]: ca["status"] for ca in hub.call("GET", "/cas").json()["cas"]}
+        cas = {ca["id"]: ca["status"] for ca in hub.admin("GET", "/cas").json()["cas"]}
         assert cas == {ca_id: "verified", unverified_id: "unverified"}
-        assert hub.call("GET", f"/cas/{unverified_id}").json()["verification_code"]
-        doc = hub.call("GET", "/devices/known").json()
+        assert hub.admin("GET", f"/cas/{unverified_id}").json()["verification_code"]
+        doc = hub.admin("GET", "/devices/known").json()
         assert doc["authentications"] == 2 and doc["ca"] == ca_id
         assert authenticate(hub, known)["first_connection"] is False
         refused(prove(hub, answered), 401, "challenge_used")  # the replay guard persisted

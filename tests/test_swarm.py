@@ -33,12 +33,21 @@ def hub(tmp_path_factory):
         yield h
 
 
-def swarm(hub_url: str, results: Path, cache: Path, *args: str, timeout: float = 60.0):
-    """Run the swarm; return (exit code, summary, output)."""
-    cmd = [LOCUST, "-f", "loadgen", "--headless", "--only-summary", "--host", hub_url,
+def run_locust(hub, results: Path, cache: Path, *args: str, token_env: str | None = None,
+               timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """The swarm against ``hub``; the operator's token comes in ``args`` or ``token_env``, nowhere else."""
+    cmd = [LOCUST, "-f", "loadgen", "--headless", "--only-summary", "--host", hub.url,
            "--devices", str(DEVICES), "--fleet-cache", str(cache), "--results-dir", str(results), *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    env.pop("CERTSTORM_ADMIN_TOKEN", None)
+    if token_env is not None:
+        env["CERTSTORM_ADMIN_TOKEN"] = token_env
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def swarm(hub, results: Path, cache: Path, *args: str, timeout: float = 60.0):
+    """Run the swarm with the hub's token file; return (exit code, summary, output)."""
+    proc = run_locust(hub, results, cache, "--admin-token-file", hub.admin_token_path, *args, timeout=timeout)
     out = proc.stdout + proc.stderr
     runs = sorted(results.glob("*/summary.json"))
     assert runs, f"no summary written (exit {proc.returncode}):\n{out[-4000:]}"
@@ -54,7 +63,7 @@ def _free_port() -> int:
 
 def test_one_pass_over_the_fleet_with_two_processes(hub, cache, tmp_path):
     port = _free_port()  # Locust's master/worker channel defaults to 5557: another swarm may hold it
-    rc, s, out = swarm(hub.url, tmp_path, cache, "--processes", "2", "--passes", "1", "-u", "16", "-r", "100",
+    rc, s, out = swarm(hub, tmp_path, cache, "--processes", "2", "--passes", "1", "-u", "16", "-r", "100",
                        "-t", "30", "--master-bind-port", str(port), "--master-port", str(port))
     assert rc == 0, out[-4000:]
     a = s["authentications"]
@@ -74,9 +83,9 @@ def test_one_pass_over_the_fleet_with_two_processes(hub, cache, tmp_path):
         ["worker-0.json", "worker-1.json"]
     # the hub's registry agrees: one authentication per device, one verified CA
     for index in (0, 1, 199, DEVICES - 1):
-        entry = hub.call("GET", f"/devices/device-{index:06d}").json()
+        entry = hub.admin("GET", f"/devices/device-{index:06d}").json()
         assert entry["authentications"] == 1, entry
-    cas = hub.call("GET", "/cas").json()["cas"]
+    cas = hub.admin("GET", "/cas").json()["cas"]
     assert [c["status"] for c in cas] == ["verified"]
 
 
@@ -88,7 +97,9 @@ def test_the_web_ui_offers_the_run_options_and_a_run_takes_them(hub, cache, tmp_
 
     web = _free_port()
     given = tmp_path / "given-in-the-ui"  # a results directory set in the form, not on the command line
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The token through the environment, as a container or CI secret would give it.
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               CERTSTORM_ADMIN_TOKEN=hub.admin_token())
     proc = subprocess.Popen([LOCUST, "-f", "loadgen", "--web-host", "127.0.0.1", "--web-port", str(web),
                              "--host", hub.url, "--devices", str(DEVICES), "--fleet-cache", str(cache),
                              "--results-dir", str(tmp_path / "from-the-command-line")],
@@ -123,6 +134,19 @@ def test_the_web_ui_offers_the_run_options_and_a_run_takes_them(hub, cache, tmp_
     assert not (tmp_path / "from-the-command-line").exists()
 
 
+def test_without_the_hubs_token_the_swarm_stops_and_says_what_it_needs(hub, cache, tmp_path):
+    proc = run_locust(hub, tmp_path, cache, "--passes", "1", "-u", "2", "-t", "20")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "401 admin_token_missing" in out and "--admin-token-file" in out, out[-3000:]
+    proc = run_locust(hub, tmp_path, cache, "--passes", "1", "-u", "2", "-t", "20", token_env="x" * 43)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "401 admin_token_invalid" in out, out[-3000:]
+    proc = run_locust(hub, tmp_path, cache, "--admin-token-file", str(tmp_path / "nowhere"), "-t", "20")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and f"--admin-token-file {tmp_path / 'nowhere'}: No such file" in out, out[-3000:]
+
+
 @pytest.mark.parametrize("shape,args,seconds", [
     ("steady", ["--rate", "150", "-t", "3"], 3),
     ("step", ["--rate", "50", "--step-rate", "100", "--step-seconds", "1.5", "--steps", "2"], 3),
@@ -130,7 +154,7 @@ def test_the_web_ui_offers_the_run_options_and_a_run_takes_them(hub, cache, tmp_
     ("churn", ["--churn-stay", "0.5", "--churn-away", "0.5", "--slots", "10", "-t", "3"], 3),
 ])
 def test_each_shape_starts_and_stops(hub, cache, tmp_path, shape, args, seconds):
-    rc, s, out = swarm(hub.url, tmp_path, cache, "--shape", shape, *args)
+    rc, s, out = swarm(hub, tmp_path, cache, "--shape", shape, *args)
     assert rc == 0, out[-4000:]
     assert "Shape test completed" in out
     a = s["authentications"]
@@ -138,7 +162,7 @@ def test_each_shape_starts_and_stops(hub, cache, tmp_path, shape, args, seconds)
     assert s["devices"]["duplicates_within_a_pass"] == 0
     # every run derives the same seeded CA: registered and proven by the first run on this hub, then reused
     assert s["hub"]["ca"]["action"] in ("registered", "already verified")
-    assert len(hub.call("GET", "/cas").json()["cas"]) == 1
+    assert len(hub.admin("GET", "/cas").json()["cas"]) == 1
     if seconds is not None:
         assert seconds - 0.5 <= s["run"]["duration_s"] <= seconds + 2.5, s["run"]
     if shape in ("steady", "step"):
@@ -155,7 +179,7 @@ def test_each_shape_starts_and_stops(hub, cache, tmp_path, shape, args, seconds)
 
 def test_throttled_storm_retries_until_every_device_is_admitted(cache, tmp_path):
     with HubProcess(tmp_path / "quota.db", workers=1, args=("--quota", "150")) as h:
-        rc, s, out = swarm(h.url, tmp_path / "res", cache, "--shape", "storm", "--storm-devices", "300",
+        rc, s, out = swarm(h, tmp_path / "res", cache, "--shape", "storm", "--storm-devices", "300",
                            "--slots", "40", "--backoff", "aws-crt", "-t", "30")
     assert rc == 1  # Locust counts the 429s as failed requests
     a = s["authentications"]

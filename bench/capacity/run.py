@@ -219,7 +219,8 @@ class Run:
             k = min(int((now - started["t"]) // a.step_seconds), a.steps - 1)
             return a.start_rate + k * a.step_rate
 
-        proc = _locust(["--host", hub.url, "--fleet", str(self.dir / "fleet"), "--shape", "step",
+        proc = _locust(["--host", hub.url, "--admin-token-file", hub.admin_token_path,
+                        "--fleet", str(self.dir / "fleet"), "--shape", "step",
                         "--rate", str(a.start_rate), "--step-rate", str(a.step_rate),
                         "--step-seconds", str(a.step_seconds), "--steps", str(a.steps),
                         "--results-dir", str(prefix) + "-swarm", "--csv", str(prefix)], prefix.with_suffix(".log"))
@@ -253,7 +254,8 @@ class Run:
         self.say(f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, "
                  f"hub quota {a.storm_quota or 'none'}/s")
         swarm_dir = self.raw / "storm-swarm"
-        proc = _locust(["--host", hub.url, "--fleet", str(self.dir / "fleet"), "--shape", "storm",
+        proc = _locust(["--host", hub.url, "--admin-token-file", hub.admin_token_path,
+                        "--fleet", str(self.dir / "fleet"), "--shape", "storm",
                         "--storm-devices", str(a.storm_devices), "--backoff", a.backoff,
                         "--results-dir", str(swarm_dir), "--csv", str(self.raw / "storm")],
                        self.raw / "storm.log")

@@ -2,9 +2,10 @@
 
 Supervisor and workers (:mod:`.supervisor`, :mod:`.worker`), a worker's core and its HTTP front
 (:mod:`.hub`, :mod:`.httpapi`), the SQLite store and device registry (:mod:`.store`), the shared challenge
-secret and replay guard (:mod:`.guard`), throttling (:mod:`.quota`) and Prometheus metrics
-(:mod:`.metrics`). docs/api.md documents the API; this module holds the ``certstorm hub`` arguments, each
-checked by its type so that a wrong one is refused before anything starts.
+secret and replay guard (:mod:`.guard`), throttling (:mod:`.quota`), the management token and its gate
+(:mod:`.credential`, :mod:`.lockout`) and Prometheus metrics (:mod:`.metrics`). docs/api.md documents the
+API; this module holds the ``certstorm hub`` arguments, each checked by its type so that a wrong one is
+refused before anything starts.
 
 Nothing heavy is imported here: prometheus-client must not be imported before the supervisor has set
 up its multiprocess directory.
@@ -48,6 +49,12 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--replay-slots", type=integer(16, MAX_REPLAY_SLOTS), default=None, metavar="N",
                         help=f"capacity of the shared replay guard, 16..{MAX_REPLAY_SLOTS} (default 1048576; keep "
                              "proofs/s x challenge lifetime under about half of it)")
+    parser.add_argument("--management", choices=("token", "open", "off"), default="token",
+                        help="how the management endpoints (CAs, revocations, devices, audit) are guarded: "
+                             "token (default: a bearer token, made in DB.admin-token on first start), open (no "
+                             "credential; loopback addresses only) or off (refused)")
+    parser.add_argument("--admin-token-file", default=None, metavar="PATH",
+                        help="read the management token from PATH (mode 600) instead of DB.admin-token")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL",
                         help="supervisor and worker log level: %(choices)s (default INFO)")
     return parser
@@ -55,6 +62,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def hub_command(args: argparse.Namespace) -> int:
     from hubsim.engine import EnginePolicy
+    from hubsim.service.credential import ConfigError
     from hubsim.service.guard import DEFAULT_SLOTS
     from hubsim.service.supervisor import HubConfig, default_db, serve
 
@@ -64,9 +72,13 @@ def hub_command(args: argparse.Namespace) -> int:
     config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=str(args.db or default_db()),
                        quota=args.quota,
                        replay_slots=args.replay_slots or DEFAULT_SLOTS,
-                       policy=EnginePolicy(challenge_ttl=args.challenge_ttl))
+                       policy=EnginePolicy(challenge_ttl=args.challenge_ttl), management=args.management,
+                       admin_token_file=args.admin_token_file)
     try:
         return serve(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     except (OSError, RuntimeError) as exc:
         log.error("cannot start the hub: %s", exc)
         return 1

@@ -2,6 +2,8 @@
 device endpoints for requests the raw fast path (:mod:`hubsim.service.fastpath`) handed over.
 
 It holds no state of its own: everything is the worker's :class:`~hubsim.service.hub.Hub`.
+Management endpoints (:func:`is_management`) pass the worker's :class:`~hubsim.service.credential.AdminGate`
+first, before any body is read; the device endpoints never do.
 Administrative endpoints first bring this worker's engine up to date with the database
 (:meth:`Hub.sync`) so they always act on the latest state. A request the hub cannot make sense of is
 the client's fault and gets a 4xx; an exception that is not an :class:`AuthError` is a hub bug: it is
@@ -24,8 +26,10 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from hubsim.encoding import pem_certificate
 from hubsim.errors import AuthError
+from hubsim.service.credential import Operator, Refusal
 from hubsim.service.hub import DeviceReply, Hub, decode_b64, error_reply, json_object, parsing_input
 from hubsim.service.metrics import render
+from hubsim.upload import read_certificates
 
 log = logging.getLogger("certstorm.hub")
 
@@ -43,6 +47,7 @@ PEM_TYPES = frozenset({
     "application/x-www-form-urlencoded",
 })
 JSON_TYPES = frozenset({"", "application/json", "text/plain", "application/x-www-form-urlencoded"})
+AUDIT_PAGE = (1000, 10000)      # GET /audit: default and largest ?limit
 _JSON = "application/json"
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -70,6 +75,29 @@ def _media_type(request: web.BaseRequest) -> str:
         return ""
     return value.split(";", 1)[0].strip().lower()
 
+
+
+# A management call refused for its credential is answered before its body is read and, like a body
+# refused for its size (413), the rest is not read: the connection is closed (HttpApi._close_after_refusal).
+_CREDENTIAL_REFUSALS = frozenset({401, 403, 429})
+
+
+def is_management(parts: list[str]) -> bool:
+    """Whether a path (split at '/') is a management endpoint, which needs the operator's credential.
+    Everything under /cas, /revocations, /audit and /devices except the two device steps."""
+    head = parts[0] if parts else ""
+    if head == "devices":
+        return not (len(parts) == 2 and parts[1] in ("challenge", "proof"))
+    return head in ("cas", "revocations", "audit")
+
+
+def _query_int(request: web.BaseRequest, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise AuthError("malformed_input", f"?{name} must be a whole number from {low} to {high}")
+    return int(text)
 
 
 def normalise_fingerprint(text) -> str:
@@ -123,7 +151,8 @@ class HttpApi:
             log.exception("unexpected error in %s %s", method, path)
             response = _json({"error": "internal_error", "message": "The hub failed; the error is in its log."},
                              status=500)
-        if response.status == 413 and not request.content.is_eof():
+        refused_unread = response.status == 413 or endpoint == "admin" and response.status in _CREDENTIAL_REFUSALS
+        if refused_unread and not request.content.is_eof():
             await self._close_after_refusal(request, response)
         self.metrics.request(endpoint, response.status, perf_counter() - start)
         return response
@@ -163,6 +192,13 @@ class HttpApi:
         n = len(parts)
         head = parts[0] if parts else ""
         allowed: tuple[str, ...] = ()
+        operator = None
+        if is_management(parts):
+            verdict = self.hub.gate.check(request.headers.getall("Authorization", []), request.remote)
+            if isinstance(verdict, Refusal):
+                self.metrics.management_refused(verdict.error.code)
+                return "admin", _error(verdict.error, verdict.headers)
+            operator = verdict
         if n == 0:
             allowed = ("GET",)
             if method == "GET":
@@ -181,27 +217,31 @@ class HttpApi:
                 if method == "GET":
                     return "admin", self._list_cas()
                 if method == "POST":
-                    return "admin", await self._register_ca(request)
+                    return "admin", await self._register_ca(request, operator)
             elif n == 2:
                 allowed = ("GET", "DELETE")
                 if method == "GET":
                     return "admin", self._get_ca(parts[1])
                 if method == "DELETE":
-                    return "admin", self._delete_ca(parts[1])
+                    return "admin", self._delete_ca(parts[1], operator)
             elif n == 3 and parts[2] == "verify":
                 allowed = ("POST",)
                 if method == "POST":
-                    return "admin", await self._verify_ca(request, parts[1])
+                    return "admin", await self._verify_ca(request, parts[1], operator)
             elif n == 3 and parts[2] == "verification-code":
                 allowed = ("POST",)
                 if method == "POST":
-                    return "admin", self._new_code(parts[1])
+                    return "admin", self._new_code(parts[1], operator)
         elif head == "revocations" and n == 1:
             allowed = ("GET", "POST")
             if method == "GET":
                 return "admin", self._list_revocations()
             if method == "POST":
-                return "admin", await self._revoke(request)
+                return "admin", await self._revoke(request, operator)
+        elif head == "audit" and n == 1:
+            allowed = ("GET",)
+            if method == "GET":
+                return "admin", self._audit(request)
         elif head == "devices":
             if n == 2 and parts[1] in ("challenge", "proof") and method != "GET":
                 allowed = ("POST", "GET")
@@ -212,7 +252,7 @@ class HttpApi:
             elif n == 3 and parts[2] in ("disable", "enable"):
                 allowed = ("POST",)
                 if method == "POST":
-                    return "admin", await self._set_disabled(request, parts[1], parts[2] == "disable")
+                    return "admin", await self._set_disabled(request, parts[1], parts[2] == "disable", operator)
         if not allowed:
             raise AuthError("not_found", f"no endpoint {path}")
         return "other", _error(AuthError("method_not_allowed", f"{path} takes {', '.join(allowed)}"),
@@ -276,11 +316,11 @@ class HttpApi:
             doc["certificate"] = pem_certificate(record.der).decode("ascii")
         return doc
 
-    async def _register_ca(self, request) -> web.Response:
+    async def _register_ca(self, request, operator: Operator) -> web.Response:
         body = await self._body(request, self.hub.ca_limit, PEM_TYPES)
         self.hub.sync()
         record = parsing_input(self.engine.register_ca, body)
-        if not self.store.insert_ca(record, time.time()):
+        if not self.store.insert_ca(record, time.time(), operator):
             self.engine.remove_ca(record.id)
             self.hub.sync()
             raise AuthError("ca_exists")
@@ -296,26 +336,26 @@ class HttpApi:
         self.hub.sync()
         return _json(self._ca_json(self.engine.get_ca(ca_id), detail=True))
 
-    def _delete_ca(self, ca_id: str) -> web.Response:
+    def _delete_ca(self, ca_id: str, operator: Operator) -> web.Response:
         self.hub.sync()
         record = self.engine.get_ca(ca_id)
-        if not self.store.delete_ca(record.id, time.time()):
+        if not self.store.delete_ca(record.id, time.time(), operator):
             self.hub.sync()
             raise AuthError("ca_not_found")
         self.engine.remove_ca(record.id)
         self.hub.changed()
         return _json({"id": record.id, "status": "removed"})
 
-    def _new_code(self, ca_id: str) -> web.Response:
+    def _new_code(self, ca_id: str, operator: Operator) -> web.Response:
         self.hub.sync()
         record = self.engine.new_verification_code(ca_id)
-        if not self.store.update_ca_code(record, time.time()):
+        if not self.store.update_ca_code(record, time.time(), operator):
             self.hub.sync()
             raise AuthError("ca_not_found")
         self.hub.changed()
         return _json(self._ca_json(record))
 
-    async def _verify_ca(self, request, ca_id: str) -> web.Response:
+    async def _verify_ca(self, request, ca_id: str, operator: Operator) -> web.Response:
         kind = _media_type(request)
         body = await self._body(request, max(self.hub.ca_limit, JSON_LIMIT), PEM_TYPES | JSON_TYPES)
         self.hub.sync()
@@ -327,7 +367,10 @@ class HttpApi:
             signature, certificate = None, body
         code = record.verification_code
         record = parsing_input(self.engine.verify_ca, record.id, certificate=certificate, signature=signature)
-        if not self.store.mark_ca_verified(record, code, time.time()):
+        proof = None
+        if certificate is not None:  # the engine read it already: one certificate within the limit
+            proof = read_certificates(certificate, max_bytes=self.hub.ca_limit, max_certificates=1)[0].fingerprint.hex()
+        if not self.store.mark_ca_verified(record, code, time.time(), operator, proof):
             # Another worker removed, verified or re-coded this CA meanwhile: take its version.
             self.hub.apply_ca(record.id)
             current = self.engine.get_ca(record.id)
@@ -339,10 +382,10 @@ class HttpApi:
                       "verified_at": record.verified_at})
 
     # -- revocations and devices --------------------------------------------------------------------
-    async def _revoke(self, request) -> web.Response:
+    async def _revoke(self, request, operator: Operator) -> web.Response:
         doc = json_object(await self._body(request, JSON_LIMIT, JSON_TYPES))
         fp = normalise_fingerprint(doc.get("fingerprint"))
-        revoked_at = self.store.insert_revocation(fp, time.time())
+        revoked_at = self.store.insert_revocation(fp, time.time(), operator)
         self.engine.revoke(fp)
         self.hub.changed()
         return _json({"fingerprint": fp, "revoked_at": revoked_at}, status=201)
@@ -350,14 +393,19 @@ class HttpApi:
     def _list_revocations(self) -> web.Response:
         return _json({"revocations": [{"fingerprint": fp, "revoked_at": at} for fp, at in self.store.revocations()]})
 
-    async def _set_disabled(self, request, device_id: str, disabled: bool) -> web.Response:
+    async def _set_disabled(self, request, device_id: str, disabled: bool, operator: Operator) -> web.Response:
         await self._body(request, JSON_LIMIT, JSON_TYPES)  # an optional body is read and ignored
         if not device_id or len(device_id.encode()) > 1024:
             raise AuthError("malformed_input", "device ids are 1 to 1024 bytes")
-        self.store.set_disabled(device_id, disabled, time.time())
+        self.store.set_disabled(device_id, disabled, time.time(), operator)
         self.engine.disable_device(device_id, disabled)
         self.hub.changed()
         return _json({"device_id": device_id, "disabled": disabled})
+
+    def _audit(self, request) -> web.Response:
+        after = _query_int(request, "after", 0, 0, 1 << 62)
+        entries = self.store.audit(after, _query_int(request, "limit", AUDIT_PAGE[0], 1, AUDIT_PAGE[1]))
+        return _json({"entries": entries, "next": entries[-1]["seq"] if entries else after})
 
     def _get_device(self, device_id: str) -> web.Response:
         doc = self.hub.registry.get(device_id)
@@ -391,5 +439,5 @@ class HttpApi:
             "POST /cas", "GET /cas", "GET /cas/{id}", "DELETE /cas/{id}", "POST /cas/{id}/verify",
             "POST /cas/{id}/verification-code", "POST /devices/challenge", "POST /devices/proof",
             "POST /revocations", "GET /revocations", "POST /devices/{id}/disable", "POST /devices/{id}/enable",
-            "GET /devices/{id}", "GET /metrics", "GET /healthz",
+            "GET /devices/{id}", "GET /audit", "GET /metrics", "GET /healthz",
         ]})

@@ -29,7 +29,9 @@ from cryptography.x509 import DuplicateExtension, InvalidVersion, UnsupportedGen
 
 from hubsim.engine import AuthEngine, EnginePolicy
 from hubsim.errors import AuthError
+from hubsim.service.credential import AdminGate, ManagementAccess
 from hubsim.service.guard import SharedReplayGuard
+from hubsim.service.lockout import SharedLockout
 from hubsim.service.metrics import Metrics
 from hubsim.service.quota import SharedTokenBucket, retry_after_header
 from hubsim.service.store import SqlRegistry, Store
@@ -54,6 +56,8 @@ class WorkerConfig:
     workers_file: str          # the supervisor keeps the live worker pids here
     index: int                 # this worker's slot (0-based)
     policy: EnginePolicy = EnginePolicy()
+    management: ManagementAccess = ManagementAccess()
+    lockout_path: str | None = None   # the shared table of bad credentials per address
 
 
 class DeviceReply(NamedTuple):
@@ -139,6 +143,8 @@ class Hub:
         self.engine = AuthEngine(secret=self.guard.secret, clock=time.time, random=os.urandom,
                                  policy=policy, replay_guard=self.guard, registry=self.registry)
         self.quota = SharedTokenBucket(config.quota_path) if config.quota_path else None
+        self.lockout = SharedLockout(config.lockout_path) if config.lockout_path else None
+        self.gate = AdminGate(config.management, self.lockout)
         self.metrics = Metrics(config.policy.challenge_ttl)
         self.chain_limit = config.policy.chain.max_upload_bytes
         self.ca_limit = config.policy.max_ca_upload_bytes
@@ -209,8 +215,9 @@ class Hub:
             self.metrics.flush(now, self.engine.stats(), self.registry.pending, 0.0)
             self.store.close()
             self.guard.close()
-            if self.quota is not None:
-                self.quota.close()
+            for shared in (self.quota, self.lockout):
+                if shared is not None:
+                    shared.close()
 
     # -- the device path ----------------------------------------------------------------------------
     # Transport-independent: the HTTP front (httpapi.py) and its raw fast path (fastpath.py) call these

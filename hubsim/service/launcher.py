@@ -4,7 +4,8 @@ benchmarks and ``certstorm run``.
 ``HubProcess(db).start()`` runs ``python -m hubsim.service --port 0`` (the supervisor picks a free port
 and prints its URL), waits until ``/healthz`` answers from every worker, and ``stop()`` sends SIGTERM
 and waits for a clean exit. Every request helper opens its own TCP connection unless given one, so
-successive calls spread over the workers the way the kernel spreads new connections.
+successive calls spread over the workers the way the kernel spreads new connections. ``call`` sends no
+credential (as a device would); ``admin`` sends the hub's management token (:meth:`HubProcess.admin_token`).
 """
 
 from __future__ import annotations
@@ -112,13 +113,32 @@ class HubProcess:
         finally:
             self.kill()
 
+    # -- the management credential -------------------------------------------------------------------------
+    @property
+    def admin_token_path(self) -> str:
+        """Where the hub's management token is: --admin-token-file if given, else beside the database."""
+        args = list(self.args)
+        if "--admin-token-file" in args:  # relative to the hub's working directory, the checkout
+            return str(ROOT / args[args.index("--admin-token-file") + 1])
+        return self.db + ".admin-token"
+
+    def admin_token(self) -> str:
+        """The management token, as an operator on this machine reads it."""
+        return Path(self.admin_token_path).read_text().strip()
+
     # -- HTTP ---------------------------------------------------------------------------------------------
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=10)
 
+    def admin(self, method: str, path: str, body=None, **kwargs) -> Reply:
+        """A management call with the hub's token (``call`` with ``token=``)."""
+        return self.call(method, path, body, token=self.admin_token(), **kwargs)
+
     def call(self, method: str, path: str, body=None, *, json_body=None, headers: dict | None = None,
-             conn: http.client.HTTPConnection | None = None) -> Reply:
+             conn: http.client.HTTPConnection | None = None, token: str | None = None) -> Reply:
         headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         if json_body is not None:
             body = json.dumps(json_body).encode()
             headers.setdefault("Content-Type", "application/json")

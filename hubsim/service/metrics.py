@@ -77,6 +77,10 @@ class Metrics:
                                  "Connections the device fast path gave to aiohttp for the rest of their life, by "
                                  "what it would not take (request_line: another endpoint or method; a header; "
                                  "content_length: missing, repeated or over the limit).", ["reason"])
+        self._management_refused = Counter(
+            "certstorm_management_refused_total",
+            "Management calls refused for their credential (401), the caller's lock-out (429) or "
+            "--management off (403), by error code.", ["code"])
         request = Histogram("certstorm_request_seconds",
                             "Hub time per HTTP request, from the handler's start to its response.",
                             ["endpoint"], buckets=LATENCY_BUCKETS)
@@ -109,6 +113,7 @@ class Metrics:
         self._request_counts: dict[tuple[str, int], int] = {}
         self._throttled_count = 0
         self._handoff_counts: dict[str, int] = {}
+        self._management_refusals: dict[str, int] = {}
         # Challenges this worker issued, and admitted proofs for, counted per whole second of their expiry
         # (rounded up): memory in proportion to the challenge lifetime, not to the number of challenges.
         self._issued: dict[int, int] = {}
@@ -146,6 +151,9 @@ class Metrics:
     def handoff(self, reason: str) -> None:
         self._handoff_counts[reason] = self._handoff_counts.get(reason, 0) + 1
 
+    def management_refused(self, code: str) -> None:
+        self._management_refusals[code] = self._management_refusals.get(code, 0) + 1
+
     # -- housekeeping -----------------------------------------------------------------------------------
     def flush(self, now: float, engine_stats: dict, registry_pending: int, registry_lag: float) -> None:
         counts, self._auth_counts = self._auth_counts, {}
@@ -154,6 +162,9 @@ class Metrics:
         counts, self._request_counts = self._request_counts, {}
         for (endpoint, status), n in counts.items():
             self._requests.labels(endpoint, str(status)).inc(n)
+        counts, self._management_refusals = self._management_refusals, {}
+        for code, n in counts.items():
+            self._management_refused.labels(code).inc(n)
         if self._throttled_count:
             self._throttled.inc(self._throttled_count)
             self._throttled_count = 0

@@ -4,7 +4,9 @@ One database file (WAL mode), opened by every worker process with two connection
 
 * ``admin`` -- ``synchronous=FULL``. CA registration, verification and removal, revocations and device
   disables are committed (and the WAL fsynced) before the HTTP response goes out. Each of those writes
-  appends a row to ``changes`` in the same transaction.
+  appends a row to ``changes`` in the same transaction, and one to ``audit``, the append-only audit log (triggers refuse
+  UPDATE and DELETE on it): so after any crash the audit log holds exactly the changes that were
+  committed, each with who made it. Nothing on the device path reads or writes it.
 * ``hot`` -- ``synchronous=NORMAL`` (no fsync per commit in WAL mode; durable across process crashes,
   not across an operating-system crash until the next fsync). It records a device's first
   authentication at once and flushes the batched registry updates.
@@ -30,10 +32,12 @@ Registry semantics (what :class:`SqlRegistry` promises):
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from hubsim.engine import DisabledDevices
 
@@ -65,8 +69,23 @@ CREATE TABLE IF NOT EXISTS changes (
     key TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    peer TEXT NOT NULL,             -- the caller's address
+    token_id TEXT,                  -- the credential's id (NULL under --management open)
+    action TEXT NOT NULL,           -- ca.register|verify|new_code|remove, revocation.add, device.disable|enable
+    target TEXT NOT NULL,           -- CA id, certificate fingerprint or device id
+    fingerprints TEXT NOT NULL,     -- JSON list: SHA-256 (hex) of every certificate involved
+    detail TEXT NOT NULL            -- JSON object
+);
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+UPGRADES = {"1": "2"}   # version -> the version it becomes by running SCHEMA (2 added the audit log)
 BUSY_WAIT_LIMIT = 10.0  # seconds a hot-path write waits for the write lock before giving up
 CHANGE_LOG_KEEP = 300.0  # seconds of change log kept; workers read it every fraction of a second
 WAL_TRUNCATE_BYTES = 32 << 20
@@ -111,6 +130,8 @@ def initialise(path: str) -> None:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
             con.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif UPGRADES.get(row[0]) == SCHEMA_VERSION:
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
         elif row[0] != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: schema version {row[0]}, this hub needs {SCHEMA_VERSION}")
         # No worker runs yet, so nobody needs the old change log: every worker loads the full state.
@@ -137,6 +158,21 @@ def _retry_locked(fn: Callable, *args):
         time.sleep(delay)
         waited += delay
         delay = min(delay * 2, 0.01)
+
+
+class AuditEntry(NamedTuple):
+    """One acknowledged management change; ``actor`` is who made it (peer address, token id)."""
+
+    actor: tuple[str, str | None]
+    action: str
+    target: str
+    fingerprints: tuple[str, ...]
+    detail: dict
+
+    def row(self, now: float) -> tuple:
+        peer, token = self.actor
+        return (now, peer, token, self.action, self.target, json.dumps(list(self.fingerprints)),
+                json.dumps(self.detail, sort_keys=True))
 
 
 class Store:
@@ -181,20 +217,27 @@ class Store:
             (ca_id,),
         ).fetchone()
 
-    def _write(self, statements: Iterable[tuple[str, tuple]], change: tuple[str, str], now: float) -> list[int]:
-        """Run ``statements`` and log ``change`` in one durable transaction; returns each rowcount."""
+    def _write(self, statements: Iterable[tuple[str, tuple]], change: tuple[str, str], now: float,
+               audit: "AuditEntry", *, always_acknowledged: bool = False) -> list[int]:
+        """Run ``statements``, log ``change`` for the other workers and ``audit`` in the audit log, in one
+        durable transaction; returns each rowcount. A first statement that changed no row means the call
+        is refused (another worker got there first), so it is not audited -- unless the call is
+        ``always_acknowledged`` (a repeated revocation or disable)."""
         con = self.admin
         con.execute("BEGIN IMMEDIATE")
         try:
             counts = [con.execute(sql, params).rowcount for sql, params in statements]
             con.execute("INSERT INTO changes (kind, key, at) VALUES (?, ?, ?)", (*change, now))
+            if always_acknowledged or counts[0] == 1:
+                con.execute("INSERT INTO audit (at, peer, token_id, action, target, fingerprints, detail)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?)", audit.row(now))
         except BaseException:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
         return counts
 
-    def insert_ca(self, record, now: float) -> bool:
+    def insert_ca(self, record, now: float, actor) -> bool:
         """False when another worker registered the same CA first."""
         try:
             self._write([(
@@ -202,50 +245,68 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, record.der, record.subject, record.status, record.registered_at,
                  record.verification_code, record.code_expires_at, record.verified_at),
-            )], ("ca", record.id), now)
+            )], ("ca", record.id), now, AuditEntry(actor, "ca.register", record.id, (record.id,),
+                                                   {"subject": record.subject}))
         except sqlite3.IntegrityError:
             return False
         return True
 
-    def update_ca_code(self, record, now: float) -> bool:
+    def update_ca_code(self, record, now: float, actor) -> bool:
         (count,) = self._write([(
             "UPDATE cas SET verification_code = ?, code_expires_at = ? WHERE id = ? AND status = 'unverified'",
             (record.verification_code, record.code_expires_at, record.id),
-        )], ("ca", record.id), now)
+        )], ("ca", record.id), now, AuditEntry(actor, "ca.new_code", record.id, (record.id,), {}))
         return count == 1
 
-    def mark_ca_verified(self, record, used_code: str, now: float) -> bool:
-        """False when the CA changed under us (removed, verified or given a new code by another worker)."""
+    def mark_ca_verified(self, record, used_code: str, now: float, actor, proof: str | None) -> bool:
+        """False when the CA changed under us (removed, verified or given a new code by another worker).
+        ``proof``: the fingerprint of the verification certificate (None for a raw signature)."""
         (count,) = self._write([(
             "UPDATE cas SET status = 'verified', verified_at = ?, verification_code = NULL, code_expires_at = NULL"
             " WHERE id = ? AND status = 'unverified' AND verification_code = ?",
             (record.verified_at, record.id, used_code),
-        )], ("ca", record.id), now)
+        )], ("ca", record.id), now, AuditEntry(
+            actor, "ca.verify", record.id, (record.id, proof) if proof else (record.id,),
+            {"proof": "certificate" if proof else "signature"}))
         return count == 1
 
-    def delete_ca(self, ca_id: str, now: float) -> bool:
-        (count,) = self._write([("DELETE FROM cas WHERE id = ?", (ca_id,))], ("ca", ca_id), now)
+    def delete_ca(self, ca_id: str, now: float, actor) -> bool:
+        (count,) = self._write([("DELETE FROM cas WHERE id = ?", (ca_id,))], ("ca", ca_id), now,
+                               AuditEntry(actor, "ca.remove", ca_id, (ca_id,), {}))
         return count == 1
 
     # -- revocations -------------------------------------------------------------------------------------
-    def insert_revocation(self, fingerprint_hex: str, now: float) -> float:
+    def insert_revocation(self, fingerprint_hex: str, now: float, actor) -> float:
         """Record the revocation; returns when it was first revoked (an earlier time if it already was)."""
         self._write([(
             "INSERT OR IGNORE INTO revocations (fingerprint, revoked_at) VALUES (?, ?)", (fingerprint_hex, now),
-        )], ("revocation", fingerprint_hex), now)
+        )], ("revocation", fingerprint_hex), now,
+            AuditEntry(actor, "revocation.add", fingerprint_hex, (fingerprint_hex,), {}), always_acknowledged=True)
         return self.admin.execute("SELECT revoked_at FROM revocations WHERE fingerprint = ?",
                                   (fingerprint_hex,)).fetchone()[0]
 
     def revocations(self) -> list[tuple[str, float]]:
         return self.admin.execute("SELECT fingerprint, revoked_at FROM revocations ORDER BY revoked_at").fetchall()
 
+    # -- the audit log -----------------------------------------------------------------------------------
+    def audit(self, after: int = 0, limit: int = 1000) -> list[dict]:
+        """Audit entries with ``seq`` above ``after``, oldest first."""
+        rows = self.admin.execute(
+            "SELECT seq, at, peer, token_id, action, target, fingerprints, detail FROM audit WHERE seq > ?"
+            " ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+        return [{"seq": seq, "at": at, "peer": peer, "token_id": token, "action": action, "target": target,
+                 "fingerprints": json.loads(fps), "detail": json.loads(detail)}
+                for seq, at, peer, token, action, target, fps, detail in rows]
+
     # -- devices -----------------------------------------------------------------------------------------
-    def set_disabled(self, device_id: str, disabled: bool, now: float) -> None:
+    def set_disabled(self, device_id: str, disabled: bool, now: float, actor) -> None:
         self._write([(
             "INSERT INTO devices (id, disabled, disabled_at) VALUES (?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET disabled = excluded.disabled, disabled_at = excluded.disabled_at",
             (device_id, 1 if disabled else 0, now if disabled else None),
-        )], ("device", device_id), now)
+        )], ("device", device_id), now,
+            AuditEntry(actor, "device.disable" if disabled else "device.enable", device_id, (), {}),
+            always_acknowledged=True)
 
     def is_disabled(self, device_id: str) -> bool:
         row = self.admin.execute("SELECT disabled FROM devices WHERE id = ?", (device_id,)).fetchone()

@@ -1,8 +1,10 @@
 """The hub's supervisor: prepares the shared state, forks the workers, replaces dead ones, stops cleanly.
 
 Start-up, in order: a private run directory (``PROMETHEUS_MULTIPROC_DIR`` for the metrics files, the
-quota bucket, the list of live worker pids); the SQLite schema; the guard file with the challenge
-secret (kept across restarts: see :mod:`hubsim.service.guard`); the port. With ``SO_REUSEPORT``
+quota bucket, the table of bad management credentials per address, the list of live worker pids); the
+SQLite schema; the guard file with the challenge secret (kept across restarts: see
+:mod:`hubsim.service.guard`); the management token, made in ``<db>.admin-token`` on first start (see
+:mod:`hubsim.service.credential`); the port. With ``SO_REUSEPORT``
 (Linux) the supervisor binds the port without listening, which reserves it and resolves ``--port 0``,
 and every worker binds and listens on its own socket; the kernel spreads connections across them.
 Elsewhere the supervisor listens once and the workers share that socket. Each worker reports ready
@@ -31,7 +33,9 @@ from pathlib import Path
 
 from hubsim.engine import EnginePolicy
 from hubsim.service import store as sqlstore
+from hubsim.service.credential import resolve_access
 from hubsim.service.guard import DEFAULT_SLOTS, ensure_guard_file
+from hubsim.service.lockout import create_lockout_file
 from hubsim.service.quota import Quota, create_bucket_file
 
 log = logging.getLogger("certstorm.hub")
@@ -56,6 +60,8 @@ class HubConfig:
     quota: Quota | None = None
     replay_slots: int = DEFAULT_SLOTS
     policy: EnginePolicy = field(default_factory=EnginePolicy)
+    management: str = "token"        # token | open | off (hubsim.service.credential)
+    admin_token_file: str | None = None
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Supervisor:
         self._stop = False
         self._worker_config = None
         self._lock = None
+        self.access = None
 
     # -- start-up ---------------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -106,10 +113,15 @@ class Supervisor:
             self._lock.close()
             self._lock = None
             raise RuntimeError(f"another hub is already using {db}") from None
+        self.access, created = resolve_access(config.management, config.admin_token_file, db, config.host)
+        if created:
+            log.info("new management token in %s", self.access.path)
         sqlstore.initialise(db)
         guard_path = db + ".guard"
         if ensure_guard_file(guard_path, slots=config.replay_slots):
             log.info("new challenge secret in %s", guard_path)
+        lockout_path = os.path.join(self.rundir, "lockout")
+        create_lockout_file(lockout_path)
         quota_path = None
         if config.quota is not None:
             quota_path = os.path.join(self.rundir, "quota")
@@ -128,7 +140,8 @@ class Supervisor:
         self._worker_config = lambda index: WorkerConfig(
             db=db, guard_path=guard_path, quota_path=quota_path,
             quota_label=config.quota.label if config.quota else None,
-            workers_file=os.path.join(self.rundir, "workers"), index=index, policy=config.policy)
+            workers_file=os.path.join(self.rundir, "workers"), index=index, policy=config.policy,
+            management=self.access, lockout_path=lockout_path)
 
     @property
     def url(self) -> str:
@@ -190,6 +203,7 @@ class Supervisor:
                 print(f"certstorm hub serving {self.url} with {self.count} worker(s); db {os.path.abspath(self.config.db)}"
                       + (f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
                          if self.config.quota else ""), file=self.out, flush=True)
+                print(self._management_line(), file=self.out, flush=True)
             last_checkpoint = time.monotonic()
             while not self._stop:
                 self._reap()
@@ -203,6 +217,16 @@ class Supervisor:
             self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _management_line(self) -> str:
+        """How to reach the management endpoints; names the token file, never the token."""
+        access = self.access
+        if access.mode == "token":
+            return (f"management endpoints need 'Authorization: Bearer <token>'; the token is in {access.path} "
+                    f"(id {access.token_id})")
+        if access.mode == "open":
+            return "management endpoints are open to anyone who reaches this loopback address (--management open)"
+        return "management endpoints are off (--management off)"
 
     def _checkpoint(self) -> None:
         try:
@@ -284,7 +308,7 @@ class Supervisor:
                 worker.pid = 0
         if self._sock is not None:
             self._sock.close()
-        if getattr(self, "_db", None):
+        if self._worker_config is not None:  # prepared in full: the database is there and was served
             self._checkpoint()
         if self.rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)

@@ -25,6 +25,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import chainkit as ck
 from hostile import der as D
 from hostile.wire import Request
+from hubsim.service.httpapi import is_management
 
 HERE = Path(__file__).resolve().parent
 PEM_FILE = "application/x-pem-file"
@@ -61,6 +63,11 @@ class Case:
     cpu_gap: str | None = None
     hub_gap: str | None = None                # a bug of the service layer (hubsim/service)
     body: bytes | None = None                 # static bodies
+    anonymous: bool = False                   # no credential even on a management path
+
+    def management(self) -> bool:
+        parts = [unquote(p) for p in self.path.split("?", 1)[0].strip("/").split("/")]
+        return is_management(parts)
 
     def request(self, kit: "Kit") -> Request:
         if self.raw is not None:
@@ -69,6 +76,8 @@ class Case:
         if self.content_type is not None:
             value = self.content_type if isinstance(self.content_type, bytes) else self.content_type.encode()
             headers.insert(0, ("Content-Type", value))
+        if self.management() and not self.anonymous and not any(n.lower() == "authorization" for n, _ in headers):
+            headers.append(("Authorization", b"Bearer " + kit.admin_token.encode()))  # as the operator
         body = self.body if self.body is not None else (self.make(kit) if self.make else b"")
         return Request(method=self.method, path=kit.expand(self.path), headers=headers, body=body,
                        stream=self.stream, chunked=self.chunked)
@@ -98,6 +107,7 @@ class Kit:
         self.secrets: list[Secret] = []
         self.device_key, self.device_cert = self.issue("hostile-good")
         self.hub = None
+        self.admin_token = ""
 
     # -- hub state -----------------------------------------------------------------------------------
     @property
@@ -111,15 +121,16 @@ class Kit:
         """Register and verify the root, register the pending CA (unverified). ``hub`` is a HubProcess."""
         from hubsim.algorithms import sign
         self.hub = hub
+        self.admin_token = hub.admin_token()
         for ca, verify in ((self.root, True), (self.pending, False)):
-            reply = hub.call("POST", "/cas", ck.pem(ca.cert), headers={"Content-Type": PEM_FILE})
+            reply = hub.admin("POST", "/cas", ck.pem(ca.cert), headers={"Content-Type": PEM_FILE})
             if reply.status == 409:
                 continue
             assert reply.status == 201, reply
             if verify:
                 doc = reply.json()
                 proof = {"signature": base64.b64encode(sign(ca.key, doc["verification_code"].encode())).decode()}
-                reply = hub.call("POST", f"/cas/{doc['id']}/verify", json_body=proof)
+                reply = hub.admin("POST", f"/cas/{doc['id']}/verify", json_body=proof)
                 assert reply.status == 200, reply
 
     def live_challenge(self, device_id: str = "hostile-good") -> tuple[str, bytes]:
@@ -643,6 +654,16 @@ def _generated() -> list[Case]:
         C("cas-64MiB-announced", "size", (413, "upload_too_large"), path="/cas", stream=64 << 20),
         C("verify-64MiB-chunked", "size", (413, "upload_too_large"), path="/cas/{pending}/verify", stream=64 << 20,
           chunked=True),
+        # The management credential: judged before any body is read. (Few cases present a bad one: each
+        # counts against 127.0.0.1, which ten of them would lock out of the management plane.)
+        C("cas-64MiB-without-credential", "credential", (401, "admin_token_missing"), path="/cas",
+          stream=64 << 20, anonymous=True),
+        C("revoke-without-credential", "credential", (401, "admin_token_missing"), lambda k: b"{}",
+          path="/revocations", content_type=JSON, anonymous=True),
+        C("disable-with-basic-auth", "credential", (401, "admin_token_malformed"), path="/devices/d/disable",
+          headers=(("Authorization", b"Basic b3BlcmF0b3I6aHVudGVyMg=="),)),
+        C("delete-ca-with-a-wrong-token", "credential", (401, "admin_token_invalid"), path="/cas/{pending}",
+          method="DELETE", headers=(("Authorization", b"Bearer " + b"A" * 43),)),
         C("thousand-certificates", "size", (413, "upload_too_large"), _thousand_certificates),
         C("nine-certificates", "size", (400, "too_many_certificates"), _nine_certificates),
         C("forty-copies-of-one-certificate", "size", (400, "too_many_certificates"),

@@ -1,0 +1,130 @@
+"""Slowing down credential guessing: refused management credentials counted per client address, shared
+by every worker process.
+
+Each address (IPv4, or the /64 prefix of an IPv6 address, since one host easily holds a whole /64) owes a
+debt: every bad credential adds one, and the debt drains at ``drain_per_second``. Once it reaches
+``burst``, management calls from that address are refused with 429 and ``Retry-After`` *before* any token
+is compared, until the debt has drained below the burst again. So an address gets ``burst`` quick tries,
+then one every ``1 / drain_per_second`` seconds, however many connections or workers it spreads over.
+
+The table lives in a small memory-mapped file in the supervisor's run directory (like the quota bucket),
+taken with ``flock`` for a few microseconds; only management calls touch it, never the device path. It is
+set-associative -- 1,024 sets of 8 entries, keyed by a BLAKE2b hash of the address under a random key made
+at start-up -- so it never grows: a new address takes the entry with the least debt in its set. An
+attacker would need eight addresses whose keyed hashes collide, unknown to it, to push its own entry out,
+and one who holds that many addresses is slowed per address anyway. There is deliberately no hub-wide
+limit: it would let anyone lock the operator out, while a 256-bit token stays out of reach of any
+number of guessers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import ipaddress
+import math
+import mmap
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    burst: float = 10.0             # bad credentials an address may send in quick succession
+    drain_per_second: float = 0.5   # then one more every 2 s
+
+
+SETS = 1024
+WAYS = 8
+_HEADER = struct.Struct("<8sdd16s")   # magic, burst, drain per second, hash key
+_ENTRY = struct.Struct("<16sdd")      # address key, debt, last update (CLOCK_MONOTONIC)
+_MAGIC = b"CSTMLCK1"
+_HEADER_BYTES = 64
+_SIZE = _HEADER_BYTES + SETS * WAYS * _ENTRY.size
+
+
+def address_key(peer: str | None) -> bytes:
+    """What an address is counted by: an IPv4 address, an IPv6 /64, or the peer text as given."""
+    text = peer or "unknown"
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text.encode()
+    if address.version == 6:
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return mapped.packed
+        return ipaddress.ip_network(f"{address}/64", strict=False).network_address.packed
+    return address.packed
+
+
+def create_lockout_file(path: str, policy: LockoutPolicy = LockoutPolicy()) -> None:
+    """Written by the supervisor before workers start: an empty table."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, _HEADER.pack(_MAGIC, policy.burst, policy.drain_per_second, os.urandom(16)).ljust(_SIZE, b"\0"))
+    finally:
+        os.close(fd)
+
+
+class SharedLockout:
+    """The failure table in a shared file; open it in each process after fork."""
+
+    def __init__(self, path: str, clock=time.monotonic):
+        self._fd = os.open(path, os.O_RDWR)
+        self._map = mmap.mmap(self._fd, _SIZE)
+        self._clock = clock
+        magic, self.burst, self.drain, self._key = _HEADER.unpack_from(self._map, 0)
+        if magic != _MAGIC:
+            raise RuntimeError(f"{path} is not a lockout table")
+
+    def _find(self, key: bytes, now: float) -> tuple[int, float]:
+        """(offset of the address's entry or of the one to take over, its debt now)."""
+        base = _HEADER_BYTES + (int.from_bytes(key[:4], "little") % SETS) * WAYS * _ENTRY.size
+        spare, spare_debt = base, math.inf
+        for way in range(WAYS):
+            offset = base + way * _ENTRY.size
+            owner, debt, updated = _ENTRY.unpack_from(self._map, offset)
+            debt = max(0.0, debt - max(0.0, now - updated) * self.drain)
+            if owner == key:
+                return offset, debt
+            if debt < spare_debt:
+                spare, spare_debt = offset, debt
+        return spare, 0.0
+
+    def _key_of(self, peer: str | None) -> bytes:
+        return hashlib.blake2b(address_key(peer), key=self._key, digest_size=16).digest()
+
+    def _wait(self, debt: float) -> float:
+        over = debt - (self.burst - 1.0)
+        return over / self.drain if over > 0 else 0.0
+
+    def wait(self, peer: str | None) -> float:
+        """Seconds before ``peer`` may try a credential again; 0.0 when it may now."""
+        key = self._key_of(peer)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            _, debt = self._find(key, self._clock())
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return self._wait(debt)
+
+    def fail(self, peer: str | None) -> float:
+        """Count a bad credential from ``peer``; returns the seconds it must now wait (0.0: none)."""
+        key = self._key_of(peer)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            now = self._clock()
+            offset, debt = self._find(key, now)
+            debt += 1.0
+            _ENTRY.pack_into(self._map, offset, key, debt, now)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return self._wait(debt)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
