@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import time
 from urllib.parse import urlsplit
 

@@ -191,6 +191,7 @@ def test_swarm_runs_headless_from_a_foreign_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with HubProcess(tmp_path / "hub.db", workers=1) as hub:
         proc = certstorm("swarm", "--headless", "--only-summary", "--host", hub.url, "--devices", "30",
+                         "--admin-token-file", hub.admin_token_path,
                          "--fleet-cache", str(tmp_path / "cache"), "--results-dir", "out", "--passes", "1",
                          "-u", "3", "-r", "10", "-t", "30", cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
