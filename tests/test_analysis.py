@@ -120,3 +120,13 @@ def test_cores_and_cloud_references():
     assert refs["Azure IoT Hub S2"]["units"] == 28
     assert refs["Azure IoT Hub S3"]["units"] == 1
     assert not refs["AWS IoT Core (default quota)"]["possible"]
+
+
+def test_a_rate_that_broke_once_and_held_when_retried_is_not_the_verdict():
+    noisy = step(1000, achieved=800, hub_cpu=0.4, gen_cpu=0.3, start=10)
+    steps = [step(500, start=5), noisy, step(1000, start=20), step(1500, start=25)]
+    search = {"workers": 1, "seconds": 80, "bound_s": 80}
+    [v] = analysis.verdicts(steps, [search], 100)
+    assert v["side"] == "neither"  # an old run's record: the first break counts
+    [v] = analysis.verdicts(steps, [dict(search, broke=None)], 100)
+    assert v["side"] == "not-found" and v["knee"]["achieved"] == 1500

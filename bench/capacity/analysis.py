@@ -156,7 +156,12 @@ def verdicts(steps: list[dict], searches: list[dict], slo_ms: float) -> list[dic
     for search in searches:
         w = search["workers"]
         ws = [s for s in steps if s["workers"] == w]
-        broken = first_break([s for s in ws if s["stage"] == "refine"], slo_ms) or first_break(ws, slo_ms)
+        # the run records the break it acted on (a rate that broke once and held when tried again does not
+        # count); older runs did not, so find the first break
+        broken = search.get("broke") if "broke" in search else \
+            first_break([s for s in ws if s["stage"] == "refine"], slo_ms) or first_break(ws, slo_ms)
+        if broken is not None:
+            broken = dict(broken, reasons=reasons(broken, slo_ms))
         out.append({"workers": w, "side": side_of(broken), "broke": broken, "knee": knee(ws, slo_ms),
                     "seconds": search.get("seconds"), "bound_s": search.get("bound_s"),
                     "highest_target": max((s["target"] for s in ws), default=None)})

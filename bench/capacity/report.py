@@ -70,7 +70,7 @@ def _headline(side: str, k: dict | None, per: list[dict], config: dict) -> str:
                 f"{broke['target']:,.0f}/s{headroom}. These figures are the generator's, not the hub's capacity.")
     if side == "neither":
         broke = next(v["broke"] for v in per if v["side"] == "neither")
-        return (f"SLO BROKEN WITH NEITHER SIDE SATURATED: {at}; at {broke['target']:,.0f}/s "
+        return (f"NEITHER SIDE SATURATED: {at}; at {broke['target']:,.0f}/s "
                 f"{', '.join(broke['reasons'])} with the hub at {broke['hub_cpu']:.0%} and the generator at "
                 f"{broke['gen_cpu']:.0%} CPU" + (
                     f", while the machine's cores were {broke['machine_cpu']:.0%} busy: other work held them."
@@ -327,8 +327,9 @@ def sections(summary: dict, plots: dict[str, Path]) -> list[dict]:
         _text(f"At the knee the hub spent {_fmt(c['hub_us_per_auth'], ' µs')} of CPU per authentication (both "
               f"requests) and the generator {_fmt(c['gen_us_per_auth'], ' µs')}; the crypto floor (two raw P-256 "
               f"verifies, measured in this run) is {_fmt(c['floor_us'], ' µs')}, so the hub spends "
-              f"{_fmt(c['floor_multiple'], '×', 2)} the floor. The cost falls as load rises (fixed per-second work "
-              "spreads over more authentications), so projections use the cost at the knee."),
+              f"{_fmt(c['floor_multiple'], '×', 2)} the floor. The table shows how the cost moves with load; projections "
+              "use the cost at the knee, where the hub's fixed per-second work is spread over the most "
+              "authentications."),
         _table("CPU per authentication by load", ("workers", "admitted/s", "hub CPU", "hub µs/auth", "generator µs/auth"),
                cost_rows)]))
     lat = []

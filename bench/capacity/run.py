@@ -292,8 +292,17 @@ class Run:
                  f"ramp from {a.start_rate:,.0f}/s by {a.step_rate:,.0f}/s every {a.step_seconds:g} s "
                  f"(bound {a.search_seconds:g} s)")
         try:
-            steps = max(2, int(a.search_seconds // a.step_seconds))
-            broke = self._stepped(hub, workers, "ramp", a.start_rate, a.step_rate, steps, deadline)
+            start, retried, broke = a.start_rate, set(), None
+            while deadline - time.time() > 2 * a.step_seconds:
+                steps = max(2, int((deadline - time.time()) // a.step_seconds))
+                broke = self._stepped(hub, workers, "ramp", start, a.step_rate, steps, deadline)
+                if broke is None or analysis.side_of(broke) != "neither" or broke["target"] in retried:
+                    break
+                # Neither side saturated: on a shared machine that is often a noisy second, not a knee.
+                # Try that rate once more before believing it.
+                retried.add(broke["target"])
+                self.say(f"  {broke['target']:,.0f}/s broke with neither side saturated; trying it again")
+                start = broke["target"]
             if broke:
                 good = max((s["target"] for s in self.steps if s["workers"] == workers and s["target"] < broke["target"]
                             and analysis.holds(s, a.slo_ms)), default=0.0)
