@@ -71,6 +71,10 @@ def test_report_has_every_section_plot_and_a_strict_schema_valid_summary(tmp_pat
     jsonschema.validate(data, SCHEMA)
     assert data == summary
     assert data["limit"] == "hub" and data["first_line"].startswith("HUB-LIMITED: knee at 2,000")
+    # shared cores are said on the first screen, before the first section
+    assert data["notes"] == ["Hub and generator shared this machine's 2 core(s): hub CPU is read against the cores "
+                             "left beside the generator's 1."]
+    assert page.index("Hub and generator shared") < page.index("<h2")
     assert data["cost"]["hub_us_per_auth"] == pytest.approx(400)
     assert data["cost"]["floor_multiple"] == pytest.approx(400 / 160)
     assert data["scaling"]["usl"] is None and "--master" in data["scaling"]["note"]

@@ -148,9 +148,17 @@ def summarise(run_dir: Path) -> dict:
     needed = analysis.cores_needed(rate, per_core, scale.usl) if per_core else None
 
     notes = []
+    gen_cores = config.get("generator_cores", 1)
     if config.get("shared_cores"):
         notes.append(f"Hub and generator shared this machine's {cores} core(s): hub CPU is read against the "
-                     "cores left beside the generator's one.")
+                     f"cores left beside the generator's {gen_cores}.")
+    elif any(c + gen_cores >= cores for c in hub_cores.values()):
+        notes.append(f"Hub and generator together took all {cores} core(s) of this machine, with nothing left for "
+                     "other work: a busy machine shows as falling behind with neither side saturated.")
+    busy = [s["machine_cpu"] for s in steps if s.get("machine_cpu") is not None]
+    if busy and max(busy) >= analysis.CPU_LIMIT:
+        notes.append(f"The machine's cores were up to {max(busy):.0%} busy during the search (every process "
+                     "counted): figures from a busy machine are lower and noisier than from an idle one.")
     return strict({
         "run_id": run_dir.name,
         "first_line": _headline(side, k, per, config),
