@@ -187,6 +187,7 @@ class Run:
         self.errors: dict[str, dict[str, int]] = {}
         self.t_origin = time.time()
         self.active: list = []
+        self.stopped_live = False  # whether the last step run was stopped because a step looked broken
 
     def say(self, text: str) -> None:
         print(f"[{time.time() - self.t_origin:6.1f}s] {text}", flush=True)
@@ -245,12 +246,15 @@ class Run:
         sampler = Sampler(hub, proc.pid, f"w{workers}", workers, self.hub_cores(workers), self.t_origin)
         sampler.start()
         try:
-            first_ok = None
-            while proc.poll() is None and time.time() < deadline:
+            first_ok, end_at = None, deadline
+            self.stopped_live = False
+            while proc.poll() is None and time.time() < end_at:
                 time.sleep(0.5)
                 rows = sampler.samples
                 if first_ok is None:
                     first_ok = next((r["wall"] for r in rows if r["ok_rate"] > 0), None)
+                    continue
+                if self.stopped_live:
                     continue
                 k = int((time.time() - first_ok) // a.step_seconds)
                 target = start + min(k, steps - 1) * add
@@ -258,8 +262,10 @@ class Run:
                 inside = [r for r in rows if first_ok + k * a.step_seconds + 1.5 <= r["wall"]]
                 why = analysis.live_break(inside[-3:], target) if len(inside) >= 2 else ""
                 if why:
-                    self.say(f"  {stage}: {target:,.0f}/s breaks ({why}); stopping")
-                    break
+                    # let the step run to its end, so that it is measured whole, then stop
+                    end_at = min(deadline, first_ok + (k + 1) * a.step_seconds)
+                    self.stopped_live = True
+                    self.say(f"  {stage}: {target:,.0f}/s looks broken ({why}); stopping after this step")
         finally:
             stopped = time.time()
             _stop(proc)
@@ -296,6 +302,11 @@ class Run:
             while deadline - time.time() > 2 * a.step_seconds:
                 steps = max(2, int((deadline - time.time()) // a.step_seconds))
                 broke = self._stepped(hub, workers, "ramp", start, a.step_rate, steps, deadline)
+                if broke is None and self.stopped_live:
+                    # what looked broken live held once measured whole: climb on from the next rate
+                    start = max((s["target"] for s in self.steps if s["workers"] == workers), default=start - a.step_rate) \
+                        + a.step_rate
+                    continue
                 if broke is None or analysis.side_of(broke) != "neither" or broke["target"] in retried:
                     break
                 # Neither side saturated: on a shared machine that is often a noisy second, not a knee.
