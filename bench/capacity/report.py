@@ -111,7 +111,8 @@ def _storm(storm: dict | None, k: dict | None) -> dict | None:
         "finished": admitted >= devices, "milestones": milestones,
         "failures_by_code": storm.get("failures_by_code", {}),
         "predicted": {"time_to_admit": _finite(sim.time_to_admit), "peak_pending": sim.peak_pending_challenges,
-                      "curve": [[float(t), int(a)] for t, a in zip(sim.curve_t[::10], sim.curve_admitted[::10])]}
+                      "curve": [[float(sim.curve_t[i]), int(sim.curve_admitted[i])]
+                                for i in sorted({*range(0, sim.curve_t.size, 10), sim.curve_t.size - 1})]}
         if sim else None,
     }
 

@@ -188,6 +188,7 @@ class Run:
         self.t_origin = time.time()
         self.active: list = []
         self.stopped_live = False  # whether the last step run was stopped because a step looked broken
+        self.swarm_runs = 0
 
     def say(self, text: str) -> None:
         print(f"[{time.time() - self.t_origin:6.1f}s] {text}", flush=True)
@@ -236,7 +237,8 @@ class Run:
         """One Locust step run against ``hub``, stopped as soon as a step breaks or at ``deadline``.
         Returns the first broken step, if any; every measured step is appended to ``self.steps``."""
         a = self.args
-        name = f"w{workers}-{stage}"
+        self.swarm_runs += 1
+        name = f"w{workers}-{stage}-{self.swarm_runs}"  # each swarm run keeps its own CSVs and log
         prefix = self.raw / name
         proc = _locust(["--host", hub.url, "--fleet", str(self.dir / "fleet"), "--shape", "step",
                         "--rate", f"{start:g}", "--step-rate", f"{add:g}", "--step-seconds", f"{a.step_seconds:g}",
