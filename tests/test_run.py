@@ -111,3 +111,15 @@ def test_bad_run_arguments_exit_2_naming_the_argument(args, named, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and f"argument {named}" in proc.stderr.splitlines()[-1], proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_hub_metrics_are_read_with_prometheus_parser():
+    from bench.capacity.run import parse_auth_metrics
+    text = ('# HELP certstorm_authentications_total Device authentications by outcome\n'
+            '# TYPE certstorm_authentications_total counter\n'
+            'certstorm_authentications_total{outcome="admitted",worker="0"} 1500.0\n'
+            'certstorm_authentications_total{outcome="admitted",worker="1"} 2.5e3\n'
+            'certstorm_authentications_total{outcome="refused",code="throttled"} 7.0\n'
+            'certstorm_authentications_created{outcome="admitted",worker="0"} 1.7e9\n'
+            '# TYPE certstorm_other_total counter\ncertstorm_other_total{outcome="admitted"} 99.0\n')
+    assert parse_auth_metrics(text) == (4000.0, 7.0)
