@@ -8,11 +8,13 @@ One authentication (:meth:`Authenticator.authenticate`), as a device does it:
 3. sign the raw challenge bytes with the device's own key (loaded from the fleet record on first use);
 4. ``POST /devices/proof`` with ``{"challenge", "signature"}``.
 
-Locust gets four entries: ``POST challenge``, ``CRYPTO sign``, ``POST proof`` and ``AUTH authentication``
-(the whole exchange, preparation included). Failures are named by the hub's JSON error code
-(``throttled``, ``chain_untrusted``, ...), ``http_<status>`` when a refusal is not the hub's JSON, the
-transport failure (``connection_refused``, ``connection_reset``, ``timeout`` ...), or what made a reply
-unreadable (``chunked_reply``, ``reply_without_length``, ``reply_not_json``, ``reply_without_challenge``).
+Locust's request statistics get the two HTTP requests only, ``POST challenge`` and ``POST proof``, so its
+requests/s and aggregated percentiles count real requests. The whole authentication and the signing step
+are timed in the swarm's own µs histograms (its summary, ``latency_us.csv`` and the end-of-run table), never
+as Locust "requests". Failures are named by the hub's JSON error code (``throttled``, ``chain_untrusted``,
+...), ``http_<status>`` when a refusal is not the hub's JSON, the transport failure (``connection_refused``,
+``connection_reset``, ``timeout`` ...), or what made a reply unreadable (``chunked_reply``,
+``reply_without_length``, ``reply_not_json``, ``reply_without_challenge``).
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ class Authenticator:
 
     def authenticate(self, conn: Connection, index: int, pass_number: int = 0, *, intended: float | None = None,
                      phase: int | None = None) -> Outcome:
-        rec, fire, perf = self.rec, self.fire, _perf
+        rec, perf = self.rec, _perf
         costs = rec.costs
         t0 = perf()
         identity = self.fleet.identity(index)
@@ -208,8 +210,6 @@ class Authenticator:
         t4 = perf()
         _add(costs["sign"], t4 - t3)
         rec.hist["sign"].record((t4 - t3) * 1e6)
-        fire(request_type="CRYPTO", name="sign", response_time=(t4 - t3) * 1000.0, response_length=len(signature),
-             exception=None, context={})
         proof = b'{"challenge":"%s","signature":"%s"}' % (challenge, binascii.b2a_base64(signature, newline=False))
         t5 = perf()
         _add(costs["build_proof"], t5 - t4)
@@ -220,8 +220,6 @@ class Authenticator:
         t7 = perf()
         _add(costs["parse_proof"], t7 - t6)
         total = t6 - t0
-        fire(request_type="AUTH", name="authentication", response_time=total * 1000.0, response_length=0,
-             exception=None, context={})
         rec.hist["auth"].record(total * 1e6)
         now = _now()
         if intended is not None:
@@ -271,8 +269,6 @@ class Authenticator:
         rec = self.rec
         self.fire(request_type="POST", name=step, response_time=elapsed * 1000.0, response_length=0,
                   exception=code, context={})
-        self.fire(request_type="AUTH", name="authentication", response_time=(_perf() - t0) * 1000.0,
-                  response_length=0, exception=f"{step}: {code}", context={})
         rec.counts["failed"] += 1
         rec.failures[f"{step}:{code}"] += 1
         rec.second(_now())[2] += 1

@@ -168,7 +168,8 @@ def _rates(tl: dict, t0: float | None, phases: list[dict], phase_hists: dict[int
             row.update(intended_rate=rate("intended"), achieved_rate=rate("admitted"), failed_rate=rate("failed"))
         h = phase_hists.get(ph["phase"])
         if h is not None and h.count:
-            row["auth_p50_us"], row["auth_p99_us"] = h.percentile(50), h.percentile(99)
+            row.update({f"auth_p{q}_us".replace(".", ""): h.percentile(q) for q in (50, 90, 99, 99.9)},
+                       auth_count=h.count)
         out.append(row)
     return {"phases": out}
 
@@ -212,7 +213,22 @@ def write_results(directory: Path, summary: dict, hists: dict[str, Histogram]) -
         arrays[name] = h.counts
         arrays[f"{name}__stats"] = np.asarray([h.count, h.total, h.min or 0, h.max or 0], dtype=np.int64)
     np.savez_compressed(directory / "histograms.npz", **arrays)
+    write_latency_csv(directory / "latency_us.csv", summary.get("latency_us", {}))
     return path
+
+
+LATENCY_COLUMNS = ("count", "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")
+
+
+def write_latency_csv(path: Path, latency: dict) -> None:
+    """The swarm's µs percentiles per step (whole authentication, signing, each request, the hub's own
+    timings) as a CSV beside Locust's, which counts HTTP requests only."""
+    import csv
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(("name", *LATENCY_COLUMNS))
+        for name, h in latency.items():
+            out.writerow((name, *(h.get(c, "") for c in LATENCY_COLUMNS)))
 
 
 def write_worker(directory: Path, index: int, report: dict) -> Path:

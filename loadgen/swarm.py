@@ -260,8 +260,19 @@ class Swarm:
         log.info("swarm summary: %d admitted, %d failed attempts, %d distinct devices, %s -> %s",
                  a["admitted"], a["failed_attempts"], summary["devices"]["distinct_admitted"],
                  summary["generator_verdict"], path)
+        log.info("swarm latency, µs (the swarm's own histograms; Locust counts HTTP requests only):\n%s",
+                 _latency_table(summary["latency_us"]))
         if summary["generator_limited"]:
             log.warning(summary["generator_verdict"])
+
+
+def _latency_table(latency: dict) -> str:
+    rows = [f"{'':<20}{'count':>10}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}"]
+    for name, h in latency.items():
+        if h.get("count"):
+            rows.append(f"{name:<20}{h['count']:>10}" + "".join(f"{h[f'p{q}_us']:>10,.0f}"
+                                                               for q in ("50", "90", "99", "99.9")))
+    return "\n".join(rows)
 
 
 def _iso(t: float) -> str:

@@ -69,3 +69,60 @@ def test_an_attempt_cap_spreads_the_herd():
     assert capped.admitted == herd.admitted == 5000
     assert capped.refusals < herd.refusals / 3
     assert capped.time_to_admit == pytest.approx(herd.time_to_admit, rel=0.2)
+
+
+# -- certstorm plan ---------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from bench.capacity.plan import plan  # noqa: E402
+
+STORED = {"run_id": "r1", "slo_p99_ms": 500, "knee": {"achieved": 2000.0, "p50": 2.0},
+          "projection": {"per_core": 2000.0}, "scaling": {"usl": None}}
+
+
+def _plan_cli(tmp_path, *args):
+    (tmp_path / "summary.json").write_text(json.dumps(STORED))
+    return subprocess.run([sys.executable, "-m", "bench.cli", "plan", "--from", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--devices", "-5"], "--devices"), (["--devices", "0"], "--devices"), (["--devices", "many"], "--devices"),
+    (["--devices", "10", "--window", "0s"], "--window"), (["--devices", "10", "--window", "soon"], "--window"),
+    (["--devices", "10", "--p99", "0ms"], "--p99"), (["--devices", "10", "--backoff", "nope"], "--backoff"),
+    (["--devices", "10", "--from", "/nonexistent/run"], "--from")])
+def test_plan_refuses_every_bad_argument_by_name(tmp_path, args, named):
+    proc = _plan_cli(tmp_path, *args)
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2 and f"argument {named}" in out[-1], proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_json_is_only_strict_json(tmp_path):
+    proc = _plan_cli(tmp_path, "--devices", "20000", "--window", "60s", "--json")
+    assert proc.returncode == 0, proc.stderr
+
+    def refuse(constant):
+        raise ValueError(constant)
+    out = json.loads(proc.stdout, parse_constant=refuse)
+    assert out["cores_even_arrival"] == 1 and out["storm_possible"]
+
+
+def test_plan_cores_let_the_storm_finish_in_the_window():
+    out = plan(200_000, 120.0, 500, STORED, "azure-c")
+    assert out["cores_storm"] >= out["cores_even_arrival"] == 1
+    # the answer is what the simulation says, and one core fewer would not do
+    assert out["storm_time_to_admit"] <= 120
+    from bench.capacity.plan import _storm
+    short = _storm(200_000, 2000.0 * (out["cores_storm"] - 1), "azure-c", 0.002, 120.0)
+    assert not short.time_to_admit <= 120
+
+
+def test_plan_says_when_no_core_count_can():
+    # azure-c retries at 1, 2, 4 ... s: a 1 s window leaves one wave, whatever the capacity per core
+    out = plan(10_000_000, 1.0, 500, dict(STORED, projection={"per_core": 1.0}), "azure-c")
+    assert out["cores_storm"] is None and not out["storm_possible"]
+    assert "no core count" in out["storm_answer"] and "spread" in out["storm_answer"]

@@ -1,27 +1,34 @@
-"""From the samples a run recorded to the answers the report gives: steps, the saturation knee, which side
-saturated, hub CPU per authentication, the USL fit and the sizing projections.
+"""From what a run measured to the answers the report gives: steps, whether each held, the saturation knee,
+which side saturated, hub CPU per authentication, the USL fit and the sizing projections.
 
 Everything here is a pure function of plain data, so the report can be rebuilt from a run's raw files at any
 time (``certstorm report``) and tested without a run.
 
-A *sample* is one row of the run's timeline, every field cumulative except the latency percentiles::
+A *sample* is one second of a segment (one hub lifetime, ``segment`` = ``"w<workers>"`` or ``"storm"``)::
 
-    {"t": seconds since start, "phase": "step"|"storm", "workers": hub workers, "target": intended auth/s,
-     "ok": authentications admitted so far, "errors": refused or failed so far,
-     "hub_cpu": hub CPU seconds so far, "gen_cpu": generator CPU seconds so far,
-     "p50": ms, "p90": ms, "p99": ms, "p999": ms}   # Locust's current percentiles (last ~10 s window)
+    {"t": seconds since the run began, "wall": epoch, "segment", "workers",
+     "ok_rate": admitted/s, "error_rate": refused/s,          # from the hub's /metrics
+     "hub_cpu": fraction of the hub's cores busy, "gen_cpu": fraction of the generator's core busy,
+     "machine_cpu": fraction of all the machine's cores busy (other work included),
+     "ok", "errors", "hub_cpu_s", "gen_cpu_s": the cumulative values those rates come from}
+
+A *step* is one constant target rate of a ramp or a refinement (see :func:`steps_from_swarm`)::
+
+    {"workers", "stage": "ramp"|"refine", "target", "start", "end", "achieved", "error_rate", "hub_cpu",
+     "gen_cpu", "machine_cpu" (every process on the machine, as a fraction of all its cores), "hub_us_per_auth", "gen_us_per_auth", "count", "p50", "p90", "p99", "p999"}  # latency in ms,
+                                                              # from the swarm's µs histogram of that step
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-
+from dataclasses import dataclass
 
 from bench.capacity.planner import USL, fit_usl
 
 CPU_LIMIT = 0.85      # a process busier than this is saturated (the CONNBURST rule)
 ERROR_LIMIT = 0.001   # at most 0.1% failed authentications at the knee
+BEHIND = 0.9          # a step delivering less than 90% of its target rate has fallen behind
 
 # Cloud reference points (new device connections per second); see the README.
 AZURE_TIERS = {  # name: (per-unit rate, minimum rate for the first unit, max units)
@@ -33,87 +40,145 @@ AWS_CONNECT_DEFAULT = 500.0      # connect requests per second per account, defa
 AWS_CONNECT_RAISED = 3000.0      # commonly granted after a quota increase
 
 
-@dataclass
-class Step:
-    workers: int
-    target: float         # intended authentications/s
-    start: float
-    end: float
-    achieved: float       # admitted/s
-    error_rate: float     # failed / attempted
-    hub_cpu: float        # fraction of the hub's cores busy
-    gen_cpu: float        # fraction of one generator core busy (max over processes is in the samples)
-    hub_us_per_auth: float | None
-    p50: float
-    p90: float
-    p99: float
-    p999: float
-
-    def within(self, slo_p99_ms: float) -> bool:
-        return (self.p99 <= slo_p99_ms and self.error_rate <= ERROR_LIMIT and self.hub_cpu <= CPU_LIMIT
-                and self.achieved > 0)
-
-
-def steps_from_samples(samples: list[dict], hub_cores: dict[int, float], gen_cores: float = 1.0) -> list[Step]:
-    """Cut the step phase of the timeline into constant-target stretches and measure each."""
-    rows = [s for s in samples if s.get("phase") == "step"]
-    out: list[Step] = []
-    i = 0
-    while i < len(rows):
-        j = i
-        while j + 1 < len(rows) and rows[j + 1]["target"] == rows[i]["target"] and \
-                rows[j + 1]["workers"] == rows[i]["workers"]:
-            j += 1
-        first, last = rows[i], rows[j]
-        # Skip the ramp into the step: measure from its second sample when there is one.
-        head = rows[i + 1] if j > i + 1 else first
-        dt = last["t"] - head["t"]
-        if dt > 0:
-            ok = last["ok"] - head["ok"]
-            err = last["errors"] - head["errors"]
-            hub = last["hub_cpu"] - head["hub_cpu"]
-            gen = last["gen_cpu"] - head["gen_cpu"]
-            tail = rows[max(i, (i + j) // 2): j + 1]  # latency: the later half, after the window refills
-            cores = hub_cores.get(first["workers"], float(first["workers"]))
-            out.append(Step(
-                workers=first["workers"], target=first["target"], start=head["t"], end=last["t"],
-                achieved=ok / dt, error_rate=err / (ok + err) if ok + err else 0.0,
-                hub_cpu=hub / dt / cores, gen_cpu=gen / dt / gen_cores,
-                hub_us_per_auth=hub / ok * 1e6 if ok else None,
-                p50=max(r["p50"] for r in tail), p90=max(r["p90"] for r in tail),
-                p99=max(r["p99"] for r in tail), p999=max(r["p999"] for r in tail),
-            ))
-        i = j + 1
+def _reasons(achieved: float, target: float, error_share: float, hub_cpu: float, gen_cpu: float,
+             p99_ms: float | None, slo_ms: float) -> list[str]:
+    out = []
+    if hub_cpu >= CPU_LIMIT:
+        out.append(f"hub CPU {hub_cpu:.0%}")
+    if gen_cpu >= CPU_LIMIT:
+        out.append(f"generator CPU {gen_cpu:.0%}")
+    if p99_ms is not None and p99_ms > slo_ms:
+        out.append(f"p99 {p99_ms:,.0f} ms > {slo_ms:g} ms")
+    if error_share > ERROR_LIMIT:
+        out.append(f"errors {error_share:.2%}")
+    if achieved < BEHIND * target:
+        out.append(f"admitted {achieved:,.0f}/s of {target:,.0f}/s")
     return out
 
 
-def knee(steps: list[Step], slo_p99_ms: float, workers: int | None = None) -> Step | None:
-    """The step with the highest achieved rate that meets the SLO, errors <= 0.1% and hub CPU <= 85%."""
-    good = [s for s in steps if s.within(slo_p99_ms) and (workers is None or s.workers == workers)]
-    return max(good, key=lambda s: s.achieved) if good else None
+def live_break(rows: list[dict], target: float) -> str:
+    """Why the last seconds' samples break the step (empty when they hold): what a run can see live, before
+    the swarm's latency histograms exist. Averages over the rows, so one noisy second does not stop a step."""
+    n = len(rows)
+    ok = sum(r["ok_rate"] for r in rows) / n
+    err = sum(r["error_rate"] for r in rows) / n
+    reasons = _reasons(ok, target, err / (ok + err) if ok + err else 0.0, sum(r["hub_cpu"] for r in rows) / n,
+                       sum(r["gen_cpu"] for r in rows) / n, None, math.inf)
+    return ", ".join(reasons)
 
 
-def limiting_side(steps: list[Step]) -> str:
-    """'generator' when a generator was saturated before the hub was, else 'hub'."""
-    for s in sorted(steps, key=lambda s: s.start):
-        if s.gen_cpu >= CPU_LIMIT and s.hub_cpu < CPU_LIMIT:
-            return "generator"
-        if s.hub_cpu >= CPU_LIMIT:
-            return "hub"
-    # Neither side busy, yet the intended rate was not delivered: the generator's pacing (too few
-    # connection slots for the latency, or its scheduler) fell short while the hub had headroom.
-    if any(s.achieved < 0.95 * s.target for s in steps):
+def reasons(step: dict, slo_ms: float) -> list[str]:
+    """Why a measured step does not hold; empty when it does."""
+    out = _reasons(step["achieved"], step["target"], step["error_rate"], step["hub_cpu"], step["gen_cpu"],
+                   step["p99"], slo_ms)
+    if step["p99"] is None:
+        out.append("no authentication completed")
+    return out
+
+
+def holds(step: dict, slo_ms: float) -> bool:
+    return step["achieved"] > 0 and not reasons(step, slo_ms)
+
+
+def first_break(steps: list[dict], slo_ms: float) -> dict | None:
+    """The earliest step that does not hold, with its reasons."""
+    for s in sorted(steps, key=lambda s: s["start"]):
+        why = reasons(s, slo_ms)
+        if why:
+            return dict(s, reasons=why)
+    return None
+
+
+def steps_from_swarm(swarm: dict, samples: list[dict], workers: int, stage: str, hub_cores: float,
+                     machine_cores: int) -> list[dict]:
+    """One step per phase of a swarm step run: rates and CPU from the run's own samples inside the phase
+    (its first second skipped as the ramp into it), latency from the swarm's histogram of that phase."""
+    run = swarm.get("run", {})
+    t0, ended = run.get("t0"), run.get("duration_s")
+    rows = {r["phase"]: r for r in swarm.get("rates", {}).get("phases", [])}
+    out = []
+    if t0 is None:
+        return out
+    for ph in swarm.get("phases", []):
+        lo = t0 + ph["start"] + 1.0
+        hi = t0 + min(ph["end"], ended if ended is not None else ph["end"])
+        inside = [s for s in samples if lo <= s["wall"] <= hi + 0.5]
+        if len(inside) < 2 or inside[-1]["wall"] - inside[0]["wall"] < 1.5:
+            continue
+        a, b = inside[0], inside[-1]
+        dt = b["wall"] - a["wall"]
+        ok, err = b["ok"] - a["ok"], b["errors"] - a["errors"]
+        hub_s, gen_s = b["hub_cpu_s"] - a["hub_cpu_s"], b["gen_cpu_s"] - a["gen_cpu_s"]
+        machine = (b["machine_cpu_s"] - a["machine_cpu_s"]) / dt / machine_cores if "machine_cpu_s" in a else None
+        row = rows.get(ph["phase"], {})
+        failed = row.get("failed_rate") or 0.0
+        swarm_share = failed / (failed + row["achieved_rate"]) if row.get("achieved_rate") else 0.0
+        count = row.get("auth_count", 0)
+
+        def ms(key):
+            return row[key] / 1000.0 if count and row.get(key) is not None else None
+
+        out.append({
+            "workers": workers, "stage": stage, "target": float(ph["rate"]),
+            "start": a["t"], "end": b["t"], "achieved": ok / dt,
+            "error_rate": max(err / (ok + err) if ok + err else 0.0, swarm_share),
+            "hub_cpu": hub_s / dt / hub_cores, "gen_cpu": gen_s / dt, "machine_cpu": machine,
+            "hub_us_per_auth": hub_s / ok * 1e6 if ok else None, "gen_us_per_auth": gen_s / ok * 1e6 if ok else None,
+            "count": count, "p50": ms("auth_p50_us"), "p90": ms("auth_p90_us"), "p99": ms("auth_p99_us"),
+            "p999": ms("auth_p999_us")})
+    return out
+
+
+def knee(steps: list[dict], slo_ms: float, workers: int | None = None) -> dict | None:
+    """The step with the highest admitted rate that holds: p99 within the SLO, errors <= 0.1%, neither side at
+    85% CPU, at least 90% of its target delivered."""
+    good = [s for s in steps if holds(s, slo_ms) and (workers is None or s["workers"] == workers)]
+    return max(good, key=lambda s: s["achieved"]) if good else None
+
+
+def side_of(broken: dict | None) -> str:
+    """Which side a broken step saturated: 'hub', 'generator', 'neither' (it broke with both below 85%), or
+    'not-found' (nothing broke)."""
+    if broken is None:
+        return "not-found"
+    if broken["hub_cpu"] >= CPU_LIMIT and broken["hub_cpu"] >= broken["gen_cpu"]:
+        return "hub"
+    if broken["gen_cpu"] >= CPU_LIMIT:
         return "generator"
+    if broken["hub_cpu"] >= CPU_LIMIT:
+        return "hub"
     return "neither"
 
 
-def capacity_by_workers(steps: list[Step], slo_p99_ms: float) -> dict[int, float]:
-    """Sustainable admission rate per hub worker count: the knee, or the best rate if no step met the SLO."""
-    out = {}
-    for w in sorted({s.workers for s in steps}):
-        k = knee(steps, slo_p99_ms, w)
-        out[w] = k.achieved if k else max(s.achieved for s in steps if s.workers == w)
+def verdicts(steps: list[dict], searches: list[dict], slo_ms: float) -> list[dict]:
+    """Per worker count: the side that saturated, the step that broke, the knee."""
+    out = []
+    for search in searches:
+        w = search["workers"]
+        ws = [s for s in steps if s["workers"] == w]
+        # the run records the break it acted on (a rate that broke once and held when tried again does not
+        # count); older runs did not, so find the first break
+        broken = search.get("broke") if "broke" in search else \
+            first_break([s for s in ws if s["stage"] == "refine"], slo_ms) or first_break(ws, slo_ms)
+        if broken is not None:
+            broken = dict(broken, reasons=reasons(broken, slo_ms))
+        out.append({"workers": w, "side": side_of(broken), "broke": broken, "knee": knee(ws, slo_ms),
+                    "seconds": search.get("seconds"), "bound_s": search.get("bound_s"),
+                    "highest_target": max((s["target"] for s in ws), default=None)})
     return out
+
+
+def overall_side(per_workers: list[dict]) -> str:
+    sides = [v["side"] for v in per_workers]
+    for side in ("hub", "generator", "neither"):
+        if side in sides:
+            return side
+    return "not-found"
+
+
+def hub_capacity_points(per_workers: list[dict]) -> dict[int, float]:
+    """Knee rate per worker count, for the counts whose search ended with the hub saturated only."""
+    return {v["workers"]: v["knee"]["achieved"] for v in per_workers if v["side"] == "hub" and v["knee"]}
 
 
 @dataclass
@@ -124,32 +189,32 @@ class Scaling:
     predicted_from_fewer: dict | None   # {"workers", "predicted", "measured", "error"}
 
 
-def scaling(points: dict[int, float]) -> Scaling:
-    """USL fit when three or more worker counts were measured; a linear prediction from fewer otherwise,
-    checked against the largest count measured."""
+def scaling(points: dict[int, float], cores: int) -> Scaling:
+    """USL fit over hub-limited points only; with too few, say which run would give them instead of
+    drawing a line."""
     counts = sorted(points)
-    usl, note = None, ""
+    usl = None
     if len(counts) >= 3 and 1 in points:
         try:
             usl = fit_usl(counts, [points[c] for c in counts])
-            note = f"USL fit over {len(counts)} worker counts"
+            note = f"USL fit over {len(counts)} hub-limited worker counts"
         except ValueError as exc:
             note = f"no USL fit: {exc}"
     else:
-        note = (f"no USL fit: {len(counts)} worker count(s) measured (it needs 1 and two more); "
-                "projections assume linear scaling per core")
+        note = (f"no USL fit: {len(counts)} hub-limited worker count(s) measured; a fit needs the 1-worker knee "
+                f"and two more. With {cores} core(s) here the generator takes one, so run the swarm on other hosts "
+                "(locust -f loadgen --master here, --worker on each other host; or certstorm run on a machine with "
+                "at least 4 cores) so that --workers 1,2,3 each saturate the hub")
     check = None
     if len(counts) >= 2:
-        fewer = [c for c in counts if c < counts[-1]]
-        if usl is not None and len(fewer) >= 3 and 1 in fewer:
-            model = fit_usl(fewer, [points[c] for c in fewer])
-            predicted = float(model.throughput(counts[-1]))
+        fewer = counts[:-1]
+        if usl is not None and len(fewer) >= 3:
+            predicted = float(fit_usl(fewer, [points[c] for c in fewer]).throughput(counts[-1]))
         else:
-            base = fewer[-1]
-            predicted = points[base] / base * counts[-1]
+            predicted = points[fewer[-1]] / fewer[-1] * counts[-1]
         measured = points[counts[-1]]
         check = {"workers": counts[-1], "predicted": predicted, "measured": measured,
-                 "error": predicted / measured - 1 if measured else None}
+                 "error": predicted / measured - 1}
     return Scaling(points, usl, note, check)
 
 
@@ -173,7 +238,3 @@ def cloud_references(rate: float) -> list[dict]:
         out.append({"service": label, "units": None, "possible": rate <= cap,
                     "note": f"{cap:g} connects/s per account"})
     return out
-
-
-def summarise_steps(steps: list[Step]) -> list[dict]:
-    return [asdict(s) for s in steps]

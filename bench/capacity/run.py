@@ -1,6 +1,7 @@
-"""``certstorm run``: the main job. Starts the hub, makes a fleet, drives Locust headless through a
-step-to-saturation shape at each hub worker count and then a reconnect storm, samples the hub's metrics
-and the CPU of hub and generator once a second, and writes ``results/<run-id>/`` with the report.
+"""``certstorm run``: the main job. Starts the hub, makes a fleet, searches the saturation knee at each hub
+worker count (ramp until the SLO breaks or a side saturates, then refine inside the bracket, bounded in
+time), runs a reconnect storm until every device is admitted or a bound derived from the simulation, and
+writes ``results/<run-id>/`` with the report.
 
 Everything measured lands in ``raw/`` first (see :mod:`bench.capacity.report`); the report is built from it at the
 end, and again on Ctrl-C with whatever was measured by then.
@@ -8,10 +9,10 @@ end, and again on Ctrl-C with whatever was measured by then.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,63 +21,80 @@ import threading
 import time
 from pathlib import Path
 
-from bench.measure import FloorProbe
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.capacity import analysis
 from bench.capacity.report import build_report
-from hubsim.service.launcher import HubProcess, cpu_seconds
+from bench.capacity.requirements import check_requirements, parse_requirement
+from bench.measure import FloorProbe
+from hubsim.service.launcher import HubProcess
+from loadgen._backoff import PRESETS
 from loadgen._fleet import generate_fleet
 
-_METRIC = re.compile(r'^certstorm_authentications_total\{([^}]*)\}\s+([0-9.eE+-]+)$', re.M)
+GEN_CORES = 1  # the swarm runs as one Locust process: at most one core
 
 
 def parse_auth_metrics(text: str) -> tuple[float, float]:
     """(admitted, refused) totals from the hub's Prometheus text."""
     ok = bad = 0.0
-    for labels, value in _METRIC.findall(text):
-        if 'outcome="admitted"' in labels:
-            ok += float(value)
-        else:
-            bad += float(value)
+    for family in text_string_to_metric_families(text):
+        if family.name != "certstorm_authentications":
+            continue
+        for sample in family.samples:
+            if sample.name != "certstorm_authentications_total":
+                continue
+            if sample.labels.get("outcome") == "admitted":
+                ok += sample.value
+            else:
+                bad += sample.value
     return ok, bad
 
 
-def _children(pid: int) -> list[int]:
-    """``pid`` and all its descendants, from /proc."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
+class CpuMeter:
+    """Cumulative CPU seconds of a process tree, summed from each process's own increase, so processes
+    that exit or are replaced (a restarted worker) never make the total go backwards."""
+
+    def __init__(self, pid: int):
+        self.root = pid
+        self._seen: dict[int, float] = {}
+        self.total = 0.0
+
+    def read(self) -> float:
+        try:
+            root = psutil.Process(self.root)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return self.total
+        for proc in procs:
             try:
-                todo.extend(int(c) for c in task.read_text().split())
-            except OSError:
-                pass
-    return out
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            now = times.user + times.system
+            last = self._seen.get(proc.pid, 0.0)
+            if now > last:
+                self.total += now - last
+                self._seen[proc.pid] = now
+        return self.total
 
 
 class Sampler(threading.Thread):
-    """Once a second: hub admissions/refusals from /metrics, CPU seconds of hub and generator."""
+    """Once a second, for one segment (one hub lifetime): the hub's admissions and refusals from /metrics and
+    the CPU of hub and generator, as per-second rates within the segment (so never negative)."""
 
-    def __init__(self, hub: HubProcess, gen_pid: int, phase: str, workers: int, target_of, t_origin: float):
+    def __init__(self, hub: HubProcess, gen_pid: int, segment: str, workers: int, hub_cores: float,
+                 t_origin: float):
         super().__init__(daemon=True)
-        self.hub, self.gen_pid, self.phase, self.workers = hub, gen_pid, phase, workers
-        self.target_of, self.t_origin = target_of, t_origin
+        self.hub, self.segment, self.workers, self.hub_cores = hub, segment, workers, hub_cores
+        self.t_origin = t_origin
+        self.hub_cpu, self.gen_cpu = CpuMeter(hub.proc.pid), CpuMeter(gen_pid)
+        self.cores = psutil.cpu_count() or 1
         self.samples: list[dict] = []
         self.stop_event = threading.Event()
-        self._seen: dict[int, float] = {}    # pid -> CPU seconds last read
-        self._spent = {"hub": 0.0, "gen": 0.0}
+        self._last: dict | None = None
 
-    def _cpu(self, side: str, pids: list[int]) -> float:
-        """Cumulative CPU of a side, summed from each process's own increase, so processes that exit
-        or are replaced (a restarted worker) never make the total go backwards."""
-        for pid in pids:
-            now = cpu_seconds([pid])
-            last = self._seen.get(pid, 0.0)
-            if now > last:
-                self._spent[side] += now - last
-                self._seen[pid] = now
-        return self._spent[side]
-
-    def sample(self) -> dict | None:
+    def _read(self) -> dict | None:
         try:
             conn = http.client.HTTPConnection(self.hub.host, self.hub.port, timeout=5)
             conn.request("GET", "/metrics")
@@ -85,67 +103,48 @@ class Sampler(threading.Thread):
         except (OSError, http.client.HTTPException):
             return None
         ok, bad = parse_auth_metrics(text)
-        now = time.time()
-        hub_pids = _children(self.hub.proc.pid) if self.hub.proc else []
-        return {"t": now - self.t_origin, "wall": now, "phase": self.phase, "workers": self.workers,
-                "target": self.target_of(now), "ok": ok, "errors": bad, "hub_cpu": self._cpu("hub", hub_pids),
-                "gen_cpu": self._cpu("gen", _children(self.gen_pid)), "p50": 0.0, "p90": 0.0, "p99": 0.0,
-                "p999": 0.0}
+        busy = psutil.cpu_times()
+        return {"wall": time.time(), "ok": ok, "errors": bad, "hub": self.hub_cpu.read(), "gen": self.gen_cpu.read(),
+                "machine": busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0)}
+
+    def sample(self) -> None:
+        now = self._read()
+        if now is None:
+            return
+        last, self._last = self._last, now
+        if last is None:
+            return
+        dt = now["wall"] - last["wall"]
+        if dt <= 0:
+            return
+        self.samples.append({
+            "t": now["wall"] - self.t_origin, "wall": now["wall"], "segment": self.segment, "workers": self.workers,
+            "ok_rate": max(0.0, now["ok"] - last["ok"]) / dt, "error_rate": max(0.0, now["errors"] - last["errors"]) / dt,
+            "hub_cpu": (now["hub"] - last["hub"]) / dt / self.hub_cores, "gen_cpu": (now["gen"] - last["gen"]) / dt / GEN_CORES,
+            "machine_cpu": (now["machine"] - last["machine"]) / dt / self.cores,
+            "ok": now["ok"], "errors": now["errors"], "hub_cpu_s": now["hub"], "gen_cpu_s": now["gen"],
+            "machine_cpu_s": now["machine"]})
 
     def run(self):
         while not self.stop_event.is_set():
-            row = self.sample()
-            if row:
-                self.samples.append(row)
+            self.sample()
             self.stop_event.wait(1.0)
 
     def stop(self):
         self.stop_event.set()
         self.join(5)
-        row = self.sample()
-        if row:
-            self.samples.append(row)
+        self.sample()
 
 
 def _locust(args: list[str], log: Path) -> subprocess.Popen:
     """The swarm as its own process, from wherever the loadgen package is installed."""
     import loadgen
     swarm = Path(loadgen.__file__).resolve().parent
-    cmd = [sys.executable, "-m", "locust", "-f", str(swarm), "--headless", "--only-summary", "--csv-full-history",
+    cmd = [sys.executable, "-m", "locust", "-f", str(swarm), "--headless", "--only-summary",
            "--exit-code-on-error", "0", *args]
     out = open(log, "wb")
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             cwd=swarm.parent, start_new_session=True)
-
-
-def _history(csv_prefix: Path) -> list[tuple[float, dict]]:
-    """Locust's per-second 'current' percentiles of the whole authentication, as (epoch, ms values)."""
-    import csv
-    path = Path(f"{csv_prefix}_stats_history.csv")
-    if not path.exists():
-        return []
-    out = []
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            if row.get("Name") != "authentication":
-                continue
-            try:
-                out.append((float(row["Timestamp"]), {k: float(row[c] or 0) for k, c in
-                            (("p50", "50%"), ("p90", "90%"), ("p99", "99%"), ("p999", "99.9%"))}))
-            except (KeyError, ValueError):
-                continue
-    return out
-
-
-def _attach_latency(samples: list[dict], history: list[tuple[float, dict]]) -> None:
-    if not history:
-        return
-    times = [t for t, _ in history]
-    import bisect
-    for s in samples:
-        i = bisect.bisect_right(times, s["wall"]) - 1
-        if i >= 0:
-            s.update(history[i][1])
 
 
 def _stop(proc: subprocess.Popen | None, timeout: float = 30) -> None:
@@ -162,6 +161,17 @@ def _stop(proc: subprocess.Popen | None, timeout: float = 30) -> None:
         proc.wait()
 
 
+def _newest_summary(directory: Path) -> dict | None:
+    found = sorted(directory.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def default_workers(cores: int) -> list[int]:
+    """Hub worker counts that fit beside the generator: never more than the cores left after its one core."""
+    top = max(1, cores - GEN_CORES)
+    return sorted({1, min(2, top), min(3, top), top})
+
+
 class Run:
     def __init__(self, args):
         self.args = args
@@ -169,25 +179,42 @@ class Run:
         self.dir = Path(args.out) / self.run_id
         self.raw = self.dir / "raw"
         self.raw.mkdir(parents=True, exist_ok=True)
+        self.cores = psutil.cpu_count() or 1
+        self.workers = args.workers or default_workers(self.cores)
         self.samples: list[dict] = []
+        self.steps: list[dict] = []
+        self.searches: list[dict] = []
+        self.errors: dict[str, dict[str, int]] = {}
         self.t_origin = time.time()
         self.active: list = []
+        self.stopped_live = False  # whether the last step run was stopped because a step looked broken
+        self.swarm_runs = 0
 
     def say(self, text: str) -> None:
         print(f"[{time.time() - self.t_origin:6.1f}s] {text}", flush=True)
 
+    def hub_cores(self, workers: int) -> float:
+        """The cores a hub of ``workers`` processes can have beside the generator's."""
+        return float(max(1, min(workers, self.cores - GEN_CORES)))
+
     def config(self) -> dict:
         a = self.args
-        cores = os.cpu_count() or 1
-        return {"devices": a.devices, "workers": a.workers, "step": {"start": a.start_rate, "add": a.step_rate,
-                "seconds": a.step_seconds, "steps": a.steps}, "storm": {"devices": a.storm_devices,
-                "backoff": a.backoff, "quota": a.storm_quota}, "slo_p99_ms": a.slo_ms,
-                "hub_cores": {str(w): float(min(w, cores)) for w in a.workers},
-                "projection": {"devices": a.plan_devices, "window_s": a.plan_window}, "machine_cores": cores}
+        return {"devices": a.devices, "workers": self.workers, "workers_from": "argument" if a.workers else "machine",
+                "search": {"start": a.start_rate, "add": a.step_rate, "seconds": a.step_seconds,
+                           "bound_s": a.search_seconds},
+                "storm": {"devices": a.storm_devices, "backoff": a.backoff, "quota": a.storm_quota,
+                          "cap_s": a.storm_timeout},
+                "slo_p99_ms": a.slo_ms, "hub_cores": {str(w): self.hub_cores(w) for w in self.workers},
+                "generator_cores": GEN_CORES, "machine_cores": self.cores,
+                "shared_cores": any(w + GEN_CORES > self.cores for w in self.workers),
+                "projection": {"devices": a.plan_devices, "window_s": a.plan_window},
+                "requires": [r.text for r in a.require]}
 
     def save(self) -> None:
         (self.raw / "config.json").write_text(json.dumps(self.config(), indent=1))
-        (self.raw / "timeline.json").write_text(json.dumps(self.samples))
+        for name, data in (("timeline", self.samples), ("steps", self.steps), ("search", self.searches),
+                           ("errors", self.errors)):
+            (self.raw / f"{name}.json").write_text(json.dumps(data, indent=None))
 
     # -- phases ---------------------------------------------------------------------------------------
     def floor(self) -> None:
@@ -205,87 +232,171 @@ class Run:
         self.active.append(hub)
         return hub
 
-    def step_phase(self, workers: int) -> None:
+    def _stepped(self, hub: HubProcess, workers: int, stage: str, start: float, add: float, steps: int,
+                 deadline: float) -> dict | None:
+        """One Locust step run against ``hub``, stopped as soon as a step breaks or at ``deadline``.
+        Returns the first broken step, if any; every measured step is appended to ``self.steps``."""
         a = self.args
-        hub = self._hub(workers, f"step-w{workers}")
-        self.say(f"hub with {workers} worker(s) at {hub.url}; step shape {a.start_rate:g}/s + {a.step_rate:g}/s "
-                 f"every {a.step_seconds:g} s, {a.steps} steps")
-        prefix = self.raw / f"step-w{workers}"
-        started = {"t": None}
-
-        def target(now: float) -> float:
-            if started["t"] is None:
-                return 0.0
-            k = min(int((now - started["t"]) // a.step_seconds), a.steps - 1)
-            return a.start_rate + k * a.step_rate
-
+        self.swarm_runs += 1
+        name = f"w{workers}-{stage}-{self.swarm_runs}"  # each swarm run keeps its own CSVs and log
+        prefix = self.raw / name
         proc = _locust(["--host", hub.url, "--admin-token-file", hub.admin_token_path,
                         "--fleet", str(self.dir / "fleet"), "--shape", "step",
-                        "--rate", str(a.start_rate), "--step-rate", str(a.step_rate),
-                        "--step-seconds", str(a.step_seconds), "--steps", str(a.steps),
-                        "--results-dir", str(prefix) + "-swarm", "--csv", str(prefix)], prefix.with_suffix(".log"))
+                        "--rate", f"{start:g}", "--step-rate", f"{add:g}", "--step-seconds", f"{a.step_seconds:g}",
+                        "--steps", str(steps), "--results-dir", f"{prefix}-swarm", "--csv", str(prefix)],
+                       prefix.with_suffix(".log"))
         self.active.append(proc)
-        sampler = Sampler(hub, proc.pid, "step", workers, target, self.t_origin)
+        sampler = Sampler(hub, proc.pid, f"w{workers}", workers, self.hub_cores(workers), self.t_origin)
         sampler.start()
         try:
-            deadline = time.time() + a.steps * a.step_seconds + 90
-            while proc.poll() is None and time.time() < deadline:
-                if started["t"] is None and sampler.samples and sampler.samples[-1]["ok"] > 0:
-                    started["t"] = sampler.samples[-1]["wall"] - 1.0
-                time.sleep(0.2)
+            first_ok, end_at = None, deadline
+            self.stopped_live = False
+            while proc.poll() is None and time.time() < end_at:
+                time.sleep(0.5)
+                rows = sampler.samples
+                if first_ok is None:
+                    first_ok = next((r["wall"] for r in rows if r["ok_rate"] > 0), None)
+                    continue
+                if self.stopped_live:
+                    continue
+                k = int((time.time() - first_ok) // a.step_seconds)
+                target = start + min(k, steps - 1) * add
+                # judge a step on its samples after the ramp into it, two seconds at least
+                inside = [r for r in rows if first_ok + k * a.step_seconds + 1.5 <= r["wall"]]
+                why = analysis.live_break(inside[-3:], target) if len(inside) >= 2 else ""
+                if why:
+                    # let the step run to its end, so that it is measured whole, then stop
+                    end_at = min(deadline, first_ok + (k + 1) * a.step_seconds)
+                    self.stopped_live = True
+                    self.say(f"  {stage}: {target:,.0f}/s looks broken ({why}); stopping after this step")
         finally:
-            sampler.stop()
+            stopped = time.time()
             _stop(proc)
-            rows = [s for s in sampler.samples if started["t"] is not None and s["wall"] >= started["t"]]
-            for s in rows:
-                s["target"] = target(s["wall"] - 0.001)
-            _attach_latency(rows, _history(prefix))
-            self.samples.extend(rows)
-            hub.stop()
-            self.save()
-        last = rows[-1] if rows else None
-        if last:
-            self.say(f"  admitted {last['ok']:,.0f}, refused {last['errors']:,.0f}")
+            sampler.stop()
+            # seconds after the swarm was told to stop measure its exit, not the load
+            sampler.samples = [r for r in sampler.samples if r["wall"] <= stopped + 0.2]
+            self.samples.extend(sampler.samples)
+        summary = _newest_summary(Path(f"{prefix}-swarm"))
+        if not summary:
+            self.say(f"  {stage}: the swarm wrote no summary (see {prefix.with_suffix('.log')})")
+            return None
+        for code, n in summary["authentications"]["failures_by_code"].items():
+            seg = self.errors.setdefault(f"{workers} worker(s), {stage}", {})
+            seg[code] = seg.get(code, 0) + n
+        measured = analysis.steps_from_swarm(summary, sampler.samples, workers, stage, self.hub_cores(workers),
+                                             self.cores)
+        self.steps.extend(measured)
+        for s in measured:
+            self.say(f"  {stage} {s['target']:>7,.0f}/s: admitted {s['achieved']:,.0f}/s, p99 {s['p99']:.1f} ms, "
+                     f"hub CPU {s['hub_cpu']:.0%}, generator CPU {s['gen_cpu']:.0%}")
+        return analysis.first_break(measured, a.slo_ms)
 
-    def storm_phase(self, workers: int) -> None:
+    def search(self, workers: int) -> None:
+        """Ramp until a step breaks, then refine between the last step that held and the first that broke."""
         a = self.args
-        extra = ("--quota", str(a.storm_quota)) if a.storm_quota else ()
+        hub = self._hub(workers, f"w{workers}")
+        began = time.time()
+        deadline = began + a.search_seconds
+        self.say(f"hub with {workers} worker(s) on {self.hub_cores(workers):g} core(s) at {hub.url}: "
+                 f"ramp from {a.start_rate:,.0f}/s by {a.step_rate:,.0f}/s every {a.step_seconds:g} s "
+                 f"(bound {a.search_seconds:g} s)")
+        try:
+            start, retried, broke = a.start_rate, set(), None
+            while deadline - time.time() > 2 * a.step_seconds:
+                steps = max(2, int((deadline - time.time()) // a.step_seconds))
+                broke = self._stepped(hub, workers, "ramp", start, a.step_rate, steps, deadline)
+                if broke is None and self.stopped_live:
+                    # what looked broken live held once measured whole: climb on from the next rate
+                    start = max((s["target"] for s in self.steps if s["workers"] == workers), default=start - a.step_rate) \
+                        + a.step_rate
+                    continue
+                if broke is None or analysis.side_of(broke) != "neither" or broke["target"] in retried:
+                    break
+                # Neither side saturated: on a shared machine that is often a noisy second, not a knee.
+                # Try that rate once more before believing it.
+                retried.add(broke["target"])
+                self.say(f"  {broke['target']:,.0f}/s broke with neither side saturated; trying it again")
+                start = broke["target"]
+            if broke:
+                good = max((s["target"] for s in self.steps if s["workers"] == workers and s["target"] < broke["target"]
+                            and analysis.holds(s, a.slo_ms)), default=0.0)
+                gap = broke["target"] - good
+                if gap > 0 and deadline - time.time() > 2 * a.step_seconds:
+                    self.say(f"  refining between {good:,.0f}/s and {broke['target']:,.0f}/s")
+                    again = self._stepped(hub, workers, "refine", good + gap / 4, gap / 4, 3, deadline)
+                    broke = again or broke
+        finally:
+            hub.stop()
+            self._drop_guard(hub)
+        self.searches.append({"workers": workers, "seconds": round(time.time() - began, 1), "bound_s": a.search_seconds,
+                              "broke": broke})
+        self.save()
+
+    def storm(self, workers: int, expected_rate: float | None) -> None:
+        """All devices at once against a throttled hub, until every one is admitted or twice the simulated
+        time to admit them (at least 20 s, at most ``--storm-timeout``)."""
+        from bench.capacity.planner import simulate_storm
+        from loadgen._backoff import preset
+        a = self.args
+        backoff = preset(a.backoff).vectorized()
+        capacity = a.storm_quota or expected_rate or 1000.0
+        sims = [simulate_storm(a.storm_devices, capacity, backoff, attempt_rate=r, horizon=a.storm_timeout * 2)
+                for r in (None, expected_rate)]
+        simulated = max(s.time_to_admit for s in sims)
+        bound = min(a.storm_timeout, max(20.0, 2 * simulated))
+        extra = ("--quota", f"{a.storm_quota:g}") if a.storm_quota else ()
         hub = self._hub(workers, "storm", extra)
-        self.say(f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, "
-                 f"hub quota {a.storm_quota or 'none'}/s")
+        self.say(f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, hub quota "
+                 f"{a.storm_quota or 'none'}/s; simulated time to admit all {simulated:.1f} s, so run until all are "
+                 f"admitted or {bound:.0f} s")
         swarm_dir = self.raw / "storm-swarm"
         proc = _locust(["--host", hub.url, "--admin-token-file", hub.admin_token_path,
                         "--fleet", str(self.dir / "fleet"), "--shape", "storm",
-                        "--storm-devices", str(a.storm_devices), "--backoff", a.backoff,
-                        "--results-dir", str(swarm_dir), "--csv", str(self.raw / "storm")],
-                       self.raw / "storm.log")
+                        "--storm-devices", str(a.storm_devices), "--backoff", a.backoff, "-t", f"{bound:.0f}s",
+                        "--results-dir", str(swarm_dir), "--csv", str(self.raw / "storm")], self.raw / "storm.log")
         self.active.append(proc)
         try:
-            proc.wait(a.storm_timeout)
+            proc.wait(bound + 40)
         except subprocess.TimeoutExpired:
-            self.say("  the storm did not finish in time; stopping it")
+            self.say("  the swarm did not end in time; stopping it")
         finally:
             _stop(proc)
             hub.stop()
+            self._drop_guard(hub)
         summary = _newest_summary(swarm_dir)
         curve = (summary or {}).get("admission_curve")
-        if curve:
-            step = curve.get("bucket_s", 0.1)
-            pts = [[round((i + 1) * step, 3), c] for i, c in enumerate(curve["admitted_cumulative"])]
-            attempts = sorted(curve.get("attempts", []))
-            # The swarm's connection slots cap its attempts per second; the simulation must know that cap
-            # (real devices have none). The 95th percentile of busy buckets is its sustained rate.
-            busy = [x for x in attempts if x > 0]
-            attempt_rate = busy[int(0.95 * (len(busy) - 1))] / step if busy else None
-            (self.raw / "storm.json").write_text(json.dumps({
-                "devices": curve.get("devices", a.storm_devices), "capacity": a.storm_quota or None,
-                "backoff": a.backoff, "curve": pts, "retries": int(sum(curve.get("refused", []))),
-                "attempt_rate": attempt_rate}))
-            self.say(f"  all admitted after {curve.get('time_to_100pct_s')} s")
-        if summary and summary.get("latency_us"):
-            phases = {name: {k.replace("_us", "").replace("p99.9", "p999"): v for k, v in h.items()
-                             if k.startswith("p")} for name, h in summary["latency_us"].items() if h.get("count")}
-            (self.raw / "phases.json").write_text(json.dumps(phases))
+        if not curve:
+            self.say("  the storm admitted nobody or wrote no summary")
+            return
+        step = curve.get("bucket_s", 0.1)
+        pts = [[round((i + 1) * step, 3), c] for i, c in enumerate(curve["admitted_cumulative"])]
+        busy = sorted(x for x in curve.get("attempts", []) if x > 0)
+        # The swarm's connection slots cap its attempts per second; the simulation must know that cap
+        # (real devices have none). The 95th percentile of busy buckets is its sustained rate.
+        attempt_rate = busy[int(0.95 * (len(busy) - 1))] / step if busy else None
+        (self.raw / "storm.json").write_text(json.dumps({
+            "devices": curve.get("devices", a.storm_devices), "capacity": a.storm_quota or None,
+            "backoff": a.backoff, "curve": pts, "retries": int(sum(curve.get("refused", []))),
+            "attempt_rate": attempt_rate, "bound_s": bound, "simulated_before_s": simulated,
+            "failures_by_code": summary["authentications"]["failures_by_code"]}))
+        admitted = pts[-1][1] if pts else 0
+        self.say(f"  admitted {admitted:,} of {a.storm_devices:,} in {pts[-1][0] if pts else 0:.1f} s")
+
+    def _drop_guard(self, hub: HubProcess) -> None:
+        """The replay guard is sized for millions of live nonces (tens of MB); it holds nothing the report
+        needs once the hub has stopped."""
+        for path in Path(hub.db).parent.glob(Path(hub.db).name + ".guard*"):
+            path.unlink(missing_ok=True)
+
+    def compress_raw(self) -> None:
+        """Locust's CSVs, the logs and the hubs' databases, gzipped: run folders stay small."""
+        for lock in self.dir.glob("hub-*.lock"):
+            lock.unlink()
+        for path in [*self.raw.glob("*.csv"), *self.raw.glob("*.log"), *self.dir.glob("*.std*"),
+                     *self.dir.glob("hub-*.db")]:
+            with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            path.unlink()
 
     def cleanup(self) -> None:
         for item in reversed(self.active):
@@ -294,60 +405,111 @@ class Run:
                     item.stop(10)
                 except Exception:  # noqa: BLE001 - stopping on the way out: kill what does not stop
                     item.kill()
+                self._drop_guard(item)
             else:
                 _stop(item, 10)
-
-
-def _newest_summary(directory: Path) -> dict | None:
-    found = sorted(directory.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(found[-1].read_text()) if found else None
 
 
 def run_command(args) -> int:
     run = Run(args)
     run.say(f"certstorm run {run.run_id} → {run.dir}")
+    if run.config()["shared_cores"]:
+        run.say(f"note: {run.cores} core(s) here; hub and generator share cores for worker counts above "
+                f"{run.cores - GEN_CORES}")
     interrupted = False
     try:
         run.floor()
         run.fleet()
-        for w in args.workers:
-            run.step_phase(w)
+        for w in run.workers:
+            run.search(w)
         if args.storm_devices:
-            run.storm_phase(max(args.workers))
+            top = max(run.workers)
+            rates = [s["achieved"] for s in run.steps if s["workers"] == top and analysis.holds(s, args.slo_ms)]
+            run.storm(top, max(rates, default=None))
     except KeyboardInterrupt:
         interrupted = True
         run.say("interrupted: stopping the hub and the swarm, writing what was measured")
     finally:
         run.cleanup()
         run.save()
+    shutil.rmtree(run.dir / "fleet", ignore_errors=True)  # identities are re-creatable; keep results small
+    run.compress_raw()
     summary = build_report(run.dir)
     latest = Path(args.out) / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink() if latest.is_symlink() else shutil.rmtree(latest)
     latest.symlink_to(run.run_id)
-    shutil.rmtree(run.dir / "fleet", ignore_errors=True)  # identities are re-creatable; keep results small
     print()
     print(summary["first_line"])
-    print(f"hub CPU per authentication: {summary['hub_us_per_auth'] or 0:.0f} µs = "
-          f"{summary['floor_multiple'] or 0:.2f}× the crypto floor")
+    cost = summary["cost"]
+    if cost["hub_us_per_auth"]:
+        print(f"hub CPU per authentication at the knee: {cost['hub_us_per_auth']:.0f} µs = "
+              f"{cost['floor_multiple']:.2f}× the crypto floor")
     print(f"report: {run.dir / 'report.html'}  (results/latest)")
-    return 130 if interrupted else 0
+    failed = check_requirements(args.require, summary)
+    for line in failed:
+        print(f"requirement not met: {line}")
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+def _workers(text: str) -> list[int]:
+    import argparse
+    try:
+        out = [int(x) for x in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError("give positive worker counts, comma-separated, e.g. 1,2")
+    return sorted(set(out))
+
+
+def _number(kind, *, zero_allowed: bool = False):
+    """An argparse type: a number of ``kind`` above zero (or at least zero), else a one-line error."""
+    import argparse
+    allowed = "zero or a positive number" if zero_allowed else "a positive number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < 0 or (value == 0 and not zero_allowed):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {text!r}")
+        return value
+    return parse
+
+
+def _positive(kind):
+    return _number(kind)
+
+
+def _non_negative(kind):
+    return _number(kind, zero_allowed=True)
 
 
 def add_run_arguments(p) -> None:
-    p.add_argument("--devices", type=int, default=20000, help="fleet size (default 20000)")
-    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3],
-                   help="hub worker counts to measure, comma-separated (default 1,2,3: three counts allow a USL fit)")
-    p.add_argument("--start-rate", type=float, default=150.0, help="first step's authentications/s")
-    p.add_argument("--step-rate", type=float, default=150.0, help="added per step")
-    p.add_argument("--step-seconds", type=float, default=8.0, help="length of a step")
-    p.add_argument("--steps", type=int, default=6, help="number of steps")
-    p.add_argument("--storm-devices", type=int, default=3000, help="devices in the reconnect storm (0: none)")
-    p.add_argument("--storm-quota", type=float, default=300.0,
+    p.add_argument("--devices", type=_positive(int), default=20000, help="fleet size (default 20000)")
+    p.add_argument("--workers", type=_workers, default=None,
+                   help="hub worker counts to measure, comma-separated (default: from the machine, never more "
+                        "than the cores left beside the generator's one)")
+    p.add_argument("--start-rate", type=_positive(float), default=500.0, help="the ramp's first authentications/s")
+    p.add_argument("--step-rate", type=_positive(float), default=500.0, help="added per ramp step")
+    p.add_argument("--step-seconds", type=_positive(float), default=5.0, help="length of a step (ramp and refine)")
+    p.add_argument("--search-seconds", type=_positive(float), default=80.0,
+                   help="time bound of the knee search per worker count (default 80)")
+    p.add_argument("--storm-devices", type=_non_negative(int), default=2000,
+                   help="devices in the reconnect storm (0: none)")
+    p.add_argument("--storm-quota", type=_non_negative(float), default=500.0,
                    help="hub admission quota during the storm, per second (0: unlimited)")
-    p.add_argument("--storm-timeout", type=float, default=90.0, help="seconds before a storm is cut short")
-    p.add_argument("--backoff", default="azure-c", help="reconnect backoff preset for the storm")
-    p.add_argument("--slo-ms", type=float, default=500.0, help="p99 latency objective for the knee (ms)")
-    p.add_argument("--plan-devices", type=int, default=2_000_000, help="projection: devices to admit")
-    p.add_argument("--plan-window", type=float, default=600.0, help="projection: within this many seconds")
+    p.add_argument("--storm-timeout", type=_positive(float), default=120.0,
+                   help="cap on the storm's duration; it otherwise runs to twice its simulated time to admit all")
+    p.add_argument("--backoff", default="azure-c", choices=sorted(PRESETS), help="reconnect backoff preset for the storm")
+    p.add_argument("--slo-ms", type=_positive(float), default=500.0, help="p99 latency objective for the knee (ms)")
+    p.add_argument("--plan-devices", type=_positive(int), default=2_000_000, help="projection: devices to admit")
+    p.add_argument("--plan-window", type=_positive(float), default=600.0, help="projection: within this many seconds")
+    p.add_argument("--require", type=parse_requirement, action="append", default=[], metavar="EXPR",
+                   help="a threshold the run must meet, else it exits 1: knee>=2000/s, p99<=50ms, errors<=0.1%%, "
+                        "storm_admitted>=99%% (repeatable)")
     p.add_argument("--out", default="results", help="where run folders go (default results/)")
