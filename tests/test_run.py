@@ -44,8 +44,10 @@ def test_the_verdict_follows_the_measured_cpu(short_run):
     jsonschema.validate(summary, SCHEMA)
     [w1] = summary["per_workers"]
     broke = w1["broke"]
-    assert broke is not None, "the ramp to 3,600/s on a 2-core machine must break"
-    if max(broke["hub_cpu"], broke["gen_cpu"]) >= analysis.CPU_LIMIT:
+    if broke is None:  # every step held within the time bound: the verdict says so and what to change
+        assert summary["limit"] == "not-found" and summary["first_line"].startswith("KNEE NOT FOUND"), summary
+        assert "--search-seconds" in summary["first_line"]
+    elif max(broke["hub_cpu"], broke["gen_cpu"]) >= analysis.CPU_LIMIT:
         assert summary["limit"] in ("hub", "generator")
         assert summary["limit"] == ("hub" if broke["hub_cpu"] >= broke["gen_cpu"] else "generator")
     else:  # a busy machine can stall both: the report must then say neither, never blame a side
