@@ -30,6 +30,14 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--replay-slots", type=int, default=None, metavar="N",
                         help="capacity of the shared replay guard (default 1048576; keep proofs/s x challenge "
                              "lifetime under about half of it)")
+    parser.add_argument("--mqtts-port", type=int, default=None, metavar="PORT",
+                        help="also serve devices over MQTT 3.1.1 with mutual TLS on PORT (8883 is usual; 0 picks "
+                             "a free one); the hub CA and server certificate are made on first start in DB.tls/")
+    parser.add_argument("--mqtts-validation", choices=("cached", "full"), default="cached",
+                        help="cached: the handshake proves possession and the engine's cached path validates "
+                             "the chain; full: OpenSSL validates the whole chain in every handshake (default cached)")
+    parser.add_argument("--mqtts-connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="seconds a TLS client has from accept to its MQTT CONNECT (default 10)")
     parser.add_argument("--log-level", default="INFO", help="supervisor and worker log level (default INFO)")
     return parser
 
@@ -51,9 +59,20 @@ def hub_command(args: argparse.Namespace) -> int:
     if args.workers < 0 or not 0 <= args.port <= 65535 or not 0 < args.challenge_ttl <= 3600:
         log.error("--workers must be >= 0, --port 0..65535 and --challenge-ttl 0..3600 seconds")
         return 2
+    if args.mqtts_port is not None and not 0 <= args.mqtts_port <= 65535:
+        log.error("--mqtts-port must be 0..65535")
+        return 2
+    if not 0 < args.mqtts_connect_timeout <= 600:
+        log.error("--mqtts-connect-timeout must be above 0 and at most 600 seconds")
+        return 2
+    mqtts = None
+    if args.mqtts_port is not None:
+        from hubsim.service.mqtts import MqttsSettings
+        mqtts = MqttsSettings(port=args.mqtts_port, mode=args.mqtts_validation,
+                              connect_timeout=args.mqtts_connect_timeout)
     config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=args.db, quota=quota,
                        replay_slots=args.replay_slots or DEFAULT_SLOTS,
-                       policy=EnginePolicy(challenge_ttl=args.challenge_ttl))
+                       policy=EnginePolicy(challenge_ttl=args.challenge_ttl), mqtts=mqtts)
     try:
         return serve(config)
     except (OSError, RuntimeError) as exc:
