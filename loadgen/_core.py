@@ -39,7 +39,8 @@ JSON_TYPE = b"application/json"
 _CHALLENGE = re.compile(rb'"challenge"\s*:\s*"([A-Za-z0-9+/=_-]+)"')
 _ERROR = re.compile(rb'"error"\s*:\s*"([a-z0-9_]+)"')
 _FIRST = re.compile(rb'"first_connection"\s*:\s*true')
-HISTOGRAMS = ("challenge", "sign", "proof", "auth", "auth_from_intended", "hub_chain", "hub_pop")
+HISTOGRAMS = ("challenge", "sign", "proof", "auth", "auth_from_intended", "hub_chain", "hub_pop",
+              "tcp_connect", "tls_handshake", "connack")  # the last three: the mqtts transport (_mqtt.py)
 COSTS = ("prepare", "parse_challenge", "sign", "build_proof", "parse_proof")
 RETRIABLE_STATUS = (429, 500, 502, 503, 504)
 _HUB_STEP = {"challenge": "chain", "proof": "pop"}  # the Server-Timing entry each request reports
