@@ -23,18 +23,18 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs t
 DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
-def doc_blocks(marker: str) -> str:
-    """The ```sh blocks between <!-- e2e:marker --> and <!-- /e2e:marker --> in docs/api.md."""
-    text = DOC.read_text()
+def doc_blocks(marker: str, doc: Path = DOC) -> str:
+    """The ```sh blocks between <!-- e2e:marker --> and <!-- /e2e:marker --> in ``doc`` (docs/api.md)."""
+    text = doc.read_text()
     section = text.split(f"<!-- e2e:{marker} -->", 1)[1].split(f"<!-- /e2e:{marker} -->", 1)[0]
     blocks = re.findall(r"^```sh\n(.*?)^```$", section, flags=re.DOTALL | re.MULTILINE)
     assert blocks, f"no sh blocks under e2e:{marker}"
     return "\n".join(blocks)
 
 
-def run_shell(script: str, cwd: Path, hub_url: str) -> str:
+def run_shell(script: str, cwd: Path, hub_url: str, **env: str) -> str:
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env={
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "HUB": hub_url, "HOME": str(cwd), "LC_ALL": "C",
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "HUB": hub_url, "HOME": str(cwd), "LC_ALL": "C", **env,
     }, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     return done.stdout
