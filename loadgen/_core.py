@@ -156,6 +156,25 @@ class Recorder:
             row = self.curve[b] = [0, 0, 0]
         return row
 
+    def admission(self, index: int, pass_number: int, seconds: float, *, intended: float | None = None,
+                  phase: int | None = None, first: bool = False) -> None:
+        """One admitted device, whatever the transport: its latency (whole, from its intended start, and
+        in its load phase), the counts and the timeline."""
+        self.hist["auth"].record(seconds * 1e6)
+        now = _now()
+        if intended is not None:
+            self.hist["auth_from_intended"].record((now - intended) * 1e6)
+        if phase is not None:
+            h = self.phase_hist.get(phase)
+            if h is None:
+                h = self.phase_hist[phase] = Histogram()
+            h.record(seconds * 1e6)
+        self.counts["admitted"] += 1
+        if first:
+            self.counts["first_connection"] += 1
+        self.second(now)[1] += 1
+        self.admit(index, pass_number)
+
     def admit(self, index: int, pass_number: int) -> None:
         if pass_number == 0:
             if self.admitted[index]:
@@ -233,20 +252,7 @@ class Authenticator:
         total = t6 - t0
         fire(request_type="AUTH", name="authentication", response_time=total * 1000.0, response_length=0,
              exception=None, context={})
-        rec.hist["auth"].record(total * 1e6)
-        now = _now()
-        if intended is not None:
-            rec.hist["auth_from_intended"].record((now - intended) * 1e6)
-        if phase is not None:
-            h = rec.phase_hist.get(phase)
-            if h is None:
-                h = rec.phase_hist[phase] = Histogram()
-            h.record(total * 1e6)
-        rec.counts["admitted"] += 1
-        if first:
-            rec.counts["first_connection"] += 1
-        rec.second(now)[1] += 1
-        rec.admit(index, pass_number)
+        rec.admission(index, pass_number, total, intended=intended, phase=phase, first=first)
         return Outcome(True, first=first)
 
     def _exchange(self, conn: Connection, step: str, path: bytes, content_type: bytes, body: bytes, sent: float,

@@ -25,7 +25,6 @@ import time
 from urllib.parse import urlsplit
 
 from loadgen._core import Outcome, Recorder
-from loadgen._histo import Histogram
 from loadgen._tls import TLS_VERSIONS, MqttsClient, MqttsFailure, MqttsTarget
 
 SCHEME = "mqtts"
@@ -132,18 +131,7 @@ class MqttsAuthenticator:
                  exception=None, context={})
         fire(request_type="AUTH", name="authentication", response_time=total * 1000.0, response_length=0,
              exception=None, context={})
-        rec.hist["auth"].record(total * 1e6)
-        now = time.time()
-        if intended is not None:
-            rec.hist["auth_from_intended"].record((now - intended) * 1e6)
-        if phase is not None:
-            histogram = rec.phase_hist.get(phase)
-            if histogram is None:
-                histogram = rec.phase_hist[phase] = Histogram()
-            histogram.record(total * 1e6)
-        rec.counts["admitted"] += 1
-        rec.second(now)[1] += 1
-        rec.admit(index, pass_number)
+        rec.admission(index, pass_number, total, intended=intended, phase=phase)
         if self.resume:
             self.sessions[index] = connection.session()
         if self.hold > 0:

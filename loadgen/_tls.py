@@ -23,6 +23,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from hubsim import mqtt
+from hubsim.tlsbio import outgoing
 
 TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 DEFAULT_PORT = 8883
@@ -126,7 +127,7 @@ class MqttsClient:
             if self._sni:
                 tls.set_tlsext_host_name(self._sni)
             if session is not None:
-                tls.set_session(session)
+                tls.set_session(session)  # ValueError for a session of another client: a caller's bug
             tls.set_connect_state()
             connection = MqttsConnection(sock, tls, timings)
             connection.handshake()
@@ -169,17 +170,9 @@ class MqttsConnection:
         self._buffer = bytearray()
 
     def _flush(self) -> None:
-        out = []
-        while True:
-            try:
-                chunk = self.tls.bio_read(65536)
-            except SSL.WantReadError:
-                break
-            if not chunk:
-                break
-            out.append(chunk)
-        if out:
-            self.sock.sendall(b"".join(out))
+        data = outgoing(self.tls)
+        if data:
+            self.sock.sendall(data)
 
     def _receive(self, step: str) -> None:
         try:
