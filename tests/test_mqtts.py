@@ -217,6 +217,23 @@ def test_connect_that_never_comes_is_closed(hub, client, fleet):
     counted(hub, "connect_timeout", before)
 
 
+def test_silence_beyond_the_keepalive_is_closed(hub, client, fleet):
+    """A connected device that announced a 1 s keepalive and then says nothing is closed after 1.5 s."""
+    device = fleet.device("dev-keepalive")
+    before = refused(hub, "keepalive_expired")
+    connection = client.open(device.chain_der(), device.private_key)
+    try:
+        connection.send(mqtt.encode_connect(device.device_id, keepalive=1))
+        assert mqtt.parse_connack(connection.read_packet("connack")) == mqtt.ACCEPTED
+        connection.ping()  # keepalive traffic is answered ...
+        with pytest.raises(MqttsFailure) as caught:  # ... and silence is not
+            connection.read_packet("idle")
+        assert caught.value.code in ("closed_by_server", "connection_reset")
+    finally:
+        connection.close(disconnect=False)
+    counted(hub, "keepalive_expired", before)
+
+
 @pytest.mark.parametrize("packet,code", [
     (b"\x10\xff\xff\xff\xff\x01", "mqtt_malformed"),           # remaining length of five bytes
     (b"\x10\x80\x80\x40", "mqtt_oversized"),                     # announces a 1 MiB CONNECT
