@@ -31,3 +31,17 @@ def test_short_run_writes_a_complete_report(tmp_path):
     assert summary["projection"]["cores"] >= 1
     assert summary["first_line"] == page.split("<strong>")[1].split("</strong>")[0]
     assert not (run / "fleet").exists()
+
+
+def test_short_run_over_mqtts_says_so(tmp_path):
+    """The same job with devices over MQTT with mutual TLS: the hub's TLS listener, the swarm's mqtts
+    transport, and a report whose first line says which transport it measured."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--transport", "mqtts", "--devices", "600", "--workers", "1",
+         "--steps", "1", "--step-seconds", "4", "--start-rate", "80", "--storm-devices", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "latest" / "summary.json").read_text())
+    assert summary["transport"] == "mqtts" and summary["first_line"].endswith("devices over MQTT with mutual TLS")
+    assert summary["hub_us_per_auth"] > 0 and summary["knee"] and summary["knee"]["achieved"] > 0

@@ -105,11 +105,15 @@ def summarise(run_dir: Path) -> dict:
         + (f"knee at {k.achieved:,.0f} authentications/s with {k.workers} hub worker(s)" if k
            else "no load level met the SLO")
     )
+    transport = config.get("transport", "http")
+    if transport == "mqtts":  # a plan must say how devices connected: a TLS handshake costs far more
+        first_line += "; devices over MQTT with mutual TLS"
     if limit == "generator":
         first_line = "GENERATOR-LIMITED RUN: " + first_line
     return {
         "run_id": run_dir.name,
         "first_line": first_line,
+        "transport": transport,
         "limit": limit,
         "slo_p99_ms": slo,
         "knee": asdict(k) if k else None,

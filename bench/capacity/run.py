@@ -183,7 +183,8 @@ class Run:
                 "seconds": a.step_seconds, "steps": a.steps}, "storm": {"devices": a.storm_devices,
                 "backoff": a.backoff, "quota": a.storm_quota}, "slo_p99_ms": a.slo_ms,
                 "hub_cores": {str(w): float(min(w, cores)) for w in a.workers},
-                "projection": {"devices": a.plan_devices, "window_s": a.plan_window}, "machine_cores": cores}
+                "projection": {"devices": a.plan_devices, "window_s": a.plan_window}, "machine_cores": cores,
+                "transport": a.transport}
 
     def save(self) -> None:
         (self.raw / "config.json").write_text(json.dumps(self.config(), indent=1))
@@ -201,9 +202,17 @@ class Run:
         return generate_fleet(self.dir / "fleet", self.args.devices, progress=sys.stderr.isatty())
 
     def _hub(self, workers: int, name: str, extra=()) -> HubProcess:
+        if self.args.transport == "mqtts":
+            extra = (*extra, "--mqtts-port", "0")
         hub = HubProcess(self.dir / f"hub-{name}.db", workers=workers, args=tuple(extra)).start()
         self.active.append(hub)
         return hub
+
+    def _target(self, hub: HubProcess) -> list[str]:
+        """The swarm's options that point it at the hub, over the transport under test."""
+        if self.args.transport == "mqtts":
+            return ["--host", hub.mqtts_url, "--hub-url", hub.url, "--tls-ca", hub.tls_ca]
+        return ["--host", hub.url]
 
     def step_phase(self, workers: int) -> None:
         a = self.args
@@ -219,7 +228,7 @@ class Run:
             k = min(int((now - started["t"]) // a.step_seconds), a.steps - 1)
             return a.start_rate + k * a.step_rate
 
-        proc = _locust(["--host", hub.url, "--fleet", str(self.dir / "fleet"), "--shape", "step",
+        proc = _locust([*self._target(hub), "--fleet", str(self.dir / "fleet"), "--shape", "step",
                         "--rate", str(a.start_rate), "--step-rate", str(a.step_rate),
                         "--step-seconds", str(a.step_seconds), "--steps", str(a.steps),
                         "--results-dir", str(prefix) + "-swarm", "--csv", str(prefix)], prefix.with_suffix(".log"))
@@ -253,7 +262,7 @@ class Run:
         self.say(f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, "
                  f"hub quota {a.storm_quota or 'none'}/s")
         swarm_dir = self.raw / "storm-swarm"
-        proc = _locust(["--host", hub.url, "--fleet", str(self.dir / "fleet"), "--shape", "storm",
+        proc = _locust([*self._target(hub), "--fleet", str(self.dir / "fleet"), "--shape", "storm",
                         "--storm-devices", str(a.storm_devices), "--backoff", a.backoff,
                         "--results-dir", str(swarm_dir), "--csv", str(self.raw / "storm")],
                        self.raw / "storm.log")
@@ -303,7 +312,7 @@ def _newest_summary(directory: Path) -> dict | None:
 
 def run_command(args) -> int:
     run = Run(args)
-    run.say(f"certstorm run {run.run_id} → {run.dir}")
+    run.say(f"certstorm run {run.run_id} → {run.dir} (devices over {args.transport})")
     interrupted = False
     try:
         run.floor()
@@ -349,3 +358,6 @@ def add_run_arguments(p) -> None:
     p.add_argument("--plan-devices", type=int, default=2_000_000, help="projection: devices to admit")
     p.add_argument("--plan-window", type=float, default=600.0, help="projection: within this many seconds")
     p.add_argument("--out", default="results", help="where run folders go (default results/)")
+    p.add_argument("--transport", choices=("http", "mqtts"), default="http",
+                   help="how devices reach the hub: the HTTP two-step exchange (default) or MQTT over mutual "
+                        "TLS (the hub's --mqtts-port listener, cached validation, no session resumption)")
