@@ -85,3 +85,16 @@ def test_bad_transport_options_are_named(args, message, cache, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("shape,args", [
+    ("steady", ["--rate", "40", "-t", "3"]),
+    ("churn", ["--churn-stay", "0.5", "--churn-away", "0.5", "--slots", "4", "-t", "3", "--resume"]),
+])
+def test_paced_and_churn_shapes_run_over_mqtts(hub, cache, tmp_path, shape, args):
+    rc, s, out = mqtts_swarm(hub, tmp_path, cache, "--shape", shape, *args)
+    assert rc == 0, out[-4000:]
+    a = s["authentications"]
+    assert a["admitted"] > 0 and a["failed_attempts"] == 0, a
+    if shape == "churn":
+        assert a["reconnects"] > 0 and a["resumed_offers"] > 0, a
