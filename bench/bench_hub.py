@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import http.client
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bench.httpdevice import authenticate, register_and_prove
-from bench.measure import bench_cores, raw_verify_seconds
+from bench.httpdevice import authenticate, authenticate_all, register_and_prove
+from bench.measure import bench_cores, raw_verify_on_core
 from cryptography.hazmat.primitives.serialization import Encoding
 from hubsim.algorithms import sign
 from hubsim.service.launcher import HubProcess, cpu_seconds
@@ -59,19 +58,6 @@ def test_http_authentication_round_trip(benchmark, calibration, fleet_and_conn):
     calibration.record(benchmark)
 
 
-def _floor_on_core(core: int | None) -> float:
-    """One raw verify measured on ``core`` (the hub's, while it is idle): the two cores of a shared VM
-    need not be equally fast, so the hub's CPU is compared with verifies on the core it ran on."""
-    if core is None:
-        return raw_verify_seconds()
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    try:
-        return raw_verify_seconds()
-    finally:
-        os.sched_setaffinity(0, old)
-
-
 class SanDevice:
     """A device whose certificate carries its own SubjectAlternativeName (DNS name and URI), the common
     shape of real fleets, made with cryptography's builder under the fleet's issuing custodian: nothing
@@ -111,24 +97,6 @@ class SanDevice:
         return sign(self.key, challenge)
 
 
-CONNECTIONS = 4  # concurrent keep-alive connections: enough to keep one worker busy between requests
-
-
-def _drive(hub, identities) -> None:
-    """Authenticate ``identities`` over CONNECTIONS concurrent connections (a plain http.client each)."""
-    slices = [identities[i::CONNECTIONS] for i in range(CONNECTIONS)]
-
-    def run(part):
-        conn = http.client.HTTPConnection(hub.host, hub.port, timeout=30)
-        try:
-            for ident in part:
-                authenticate(conn, ident)
-        finally:
-            conn.close()
-    with ThreadPoolExecutor(CONNECTIONS) as pool:
-        list(pool.map(run, slices))
-
-
 @pytest.mark.parametrize("shape", ["cn-only", "per-device-san", "reconnect"])
 def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn, shape):
     """Hub worker CPU over a fixed number of authentications, from the worker's own accounting: first
@@ -142,21 +110,21 @@ def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn,
     elif shape == "per-device-san":
         issuer_key = fleet.custodian_key(fleet.issuer_certificate.subject.rfc4514_string()[3:])
         identities = [SanDevice(fleet, issuer_key, i) for i in range(count)]
-        _drive(hub, identities[:1])  # first sight of this shape: no different from any other device
+        authenticate_all(hub.host, hub.port, identities[:1])  # first sight of this shape: no different from any other device
         identities = identities[1:] + [SanDevice(fleet, issuer_key, count)]
     else:
         identities = [fleet.identity(i) for i in range(1, 1 + count)]
-        _drive(hub, identities)  # admitted once (some already were), so every timed one is a reconnect
+        authenticate_all(hub.host, hub.port, identities)  # admitted once (some already were), so every timed one is a reconnect
     hub_core = CORES[0] if CORES is not None else None
-    floors = [_floor_on_core(hub_core)]
+    floors = [raw_verify_on_core(hub_core)]
 
     def run():
         before = cpu_seconds(pids)
-        _drive(hub, identities)
+        authenticate_all(hub.host, hub.port, identities)
         return cpu_seconds(pids) - before
 
     spent = benchmark.pedantic(run, rounds=1, iterations=1)
-    floors.append(_floor_on_core(hub_core))
+    floors.append(raw_verify_on_core(hub_core))
     per_auth = spent / count
     verify = sum(floors) / 2  # before and after, on the hub's core
     floor = 2 * verify

@@ -7,10 +7,11 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from loadgen._hubclient import HubClient, HubError
 
-__all__ = ["HubError", "authenticate", "register_and_prove"]
+__all__ = ["HubError", "authenticate", "authenticate_all", "register_and_prove"]
 
 
 def _call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes, content_type: str) -> dict:
@@ -36,3 +37,19 @@ def authenticate(conn: http.client.HTTPConnection, identity) -> dict:
     proof = json.dumps({"challenge": issued["challenge"],
                         "signature": base64.b64encode(identity.sign(challenge)).decode()}).encode()
     return _call(conn, "POST", "/devices/proof", proof, "application/json")
+
+
+def authenticate_all(host: str, port: int, identities, connections: int = 4) -> None:
+    """Authenticate ``identities`` over ``connections`` concurrent keep-alive connections (enough to keep
+    one hub worker busy between requests), a plain http.client each."""
+    slices = [identities[i::connections] for i in range(connections)]
+
+    def run(part):
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            for ident in part:
+                authenticate(conn, ident)
+        finally:
+            conn.close()
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(run, slices))

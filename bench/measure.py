@@ -59,3 +59,16 @@ def bench_cores() -> tuple[int, int] | None:
         return None
     allowed = sorted(os.sched_getaffinity(0))
     return (allowed[0], allowed[-1]) if len(allowed) >= 2 else None
+
+
+def raw_verify_on_core(core: int | None) -> float:
+    """One raw verify measured on ``core`` (a server's, while it is idle): the two cores of a shared VM
+    need not be equally fast, so a server's CPU is compared with verifies on the core it ran on."""
+    if core is None:
+        return raw_verify_seconds()
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        return raw_verify_seconds()
+    finally:
+        os.sched_setaffinity(0, old)

@@ -66,6 +66,8 @@ class Admission(NamedTuple):
     ca: str               # id of the CA that admitted the device
     first_connection: bool
     challenge_expires_at: float  # when the answered challenge would have expired
+    leaf: bytes = b""             # SHA-256 fingerprint of the device certificate
+    path: tuple[bytes, ...] = ()  # fingerprints above it, anchor last
 
 
 class DeviceRegistry(Protocol):
@@ -334,17 +336,45 @@ class AuthEngine:
             raise AuthError("pop_invalid")
         if not self.replay_guard.claim(claims.nonce, claims.expires_at, now):
             raise AuthError("challenge_used")
+        return self._admit(claims.device_id, claims.leaf, claims.path, now, claims.expires_at)
+
+    def admit_proven(self, chain: bytes | Sequence[bytes], client_id: str) -> Admission:
+        """A chain whose key possession the transport already proved (a TLS handshake's
+        CertificateVerify): validate it exactly as :meth:`begin` does -- caches included -- and admit
+        it as :meth:`complete` does, with no challenge. ``client_id`` is the id the device claims (an
+        MQTT client id); it must be the certificate's device id."""
+        policy = self.policy.chain
+        parsed = read_certificates(chain, max_bytes=policy.max_upload_bytes, max_certificates=policy.max_certificates)
+        now = self._clock()
+        validated = self.chains.validate(parsed, now)
+        _check_claimed(client_id, validated.device_id)
+        return self._admit(validated.device_id, validated.leaf, validated.path, now, now)
+
+    def admit_verified(self, device_id: str, client_id: str, leaf: bytes, path: Sequence[bytes]) -> Admission:
+        """A device whose chain the transport validated itself against :meth:`anchors` (leaf and path
+        as SHA-256 fingerprints, anchor last): the registry, revocation and disable checks alone."""
+        _check_claimed(client_id, device_id)
+        now = self._clock()
+        return self._admit(device_id, leaf, tuple(path), now, now)
+
+    def anchors(self) -> list[bytes]:
+        """DER of the verified CAs: what a transport that validates chains itself must trust."""
+        return [r.der for r in self._cas.values() if r.status == "verified"]
+
+    def _admit(self, device_id: str, leaf: bytes, path: Sequence[bytes], now: float, expires_at: float) -> Admission:
+        """The checks every admission makes last, whatever proved the key: revocation, a CA still
+        verified, the device not disabled; then the registry records it."""
         revoked = self._revoked
-        if claims.leaf in revoked or any(fp in revoked for fp in claims.path):
+        if leaf in revoked or any(fp in revoked for fp in path):
             raise AuthError("cert_revoked")
-        anchor = self._cas.get(claims.path[-1].hex()) if claims.path else None
+        anchor = self._cas.get(path[-1].hex()) if path else None
         if anchor is None or anchor.status != "verified":
             raise AuthError("chain_untrusted", "the CA that admitted this device is no longer registered")
         registry = self.registry
-        if registry.is_disabled(claims.device_id):
+        if registry.is_disabled(device_id):
             raise AuthError("device_disabled")
-        first = registry.admit(claims.device_id, anchor.id, now)
-        return Admission(claims.device_id, anchor.id, first, claims.expires_at)
+        first = registry.admit(device_id, anchor.id, now)
+        return Admission(device_id, anchor.id, first, expires_at, leaf, tuple(path))
 
     def stats(self) -> dict:
         s = self.chains.stats
@@ -354,6 +384,11 @@ class AuthEngine:
             "cold": s.cold, "deferred": s.deferred, "unknown": s.unknown, "verifier": s.verifier,
             "pending_keys": len(self._pending),
         }
+
+
+def _check_claimed(client_id: str, device_id: str) -> None:
+    if not hmac.compare_digest(client_id.encode("utf-8", "surrogatepass"), device_id.encode("utf-8", "surrogatepass")):
+        raise AuthError("device_id_mismatch")
 
 
 def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:

@@ -38,7 +38,8 @@ from loadgen._wire import Connection, Reply, WireError
 
 PEM_TYPE = b"application/x-pem-file"
 JSON_TYPE = b"application/json"
-HISTOGRAMS = ("challenge", "sign", "proof", "auth", "auth_from_intended", "hub_chain", "hub_pop")
+HISTOGRAMS = ("challenge", "sign", "proof", "auth", "auth_from_intended", "hub_chain", "hub_pop",
+              "tcp_connect", "tls_handshake", "connack")  # the last three: the mqtts transport (_mqtt.py)
 COSTS = ("prepare", "parse_challenge", "sign", "build_proof", "parse_proof")
 RETRIABLE_STATUS = (429, 500, 502, 503, 504)
 _HUB_STEP = {"challenge": "chain", "proof": "pop"}  # the Server-Timing entry each request reports
@@ -151,6 +152,25 @@ class Recorder:
             row = self.curve[b] = [0, 0, 0]
         return row
 
+    def admission(self, index: int, pass_number: int, seconds: float, *, intended: float | None = None,
+                  phase: int | None = None, first: bool = False) -> None:
+        """One admitted device, whatever the transport: its latency (whole, from its intended start, and
+        in its load phase), the counts and the timeline."""
+        self.hist["auth"].record(seconds * 1e6)
+        now = _now()
+        if intended is not None:
+            self.hist["auth_from_intended"].record((now - intended) * 1e6)
+        if phase is not None:
+            h = self.phase_hist.get(phase)
+            if h is None:
+                h = self.phase_hist[phase] = Histogram()
+            h.record(seconds * 1e6)
+        self.counts["admitted"] += 1
+        if first:
+            self.counts["first_connection"] += 1
+        self.second(now)[1] += 1
+        self.admit(index, pass_number)
+
     def admit(self, index: int, pass_number: int) -> None:
         if pass_number == 0:
             if self.admitted[index]:
@@ -220,20 +240,7 @@ class Authenticator:
         t7 = perf()
         _add(costs["parse_proof"], t7 - t6)
         total = t6 - t0
-        rec.hist["auth"].record(total * 1e6)
-        now = _now()
-        if intended is not None:
-            rec.hist["auth_from_intended"].record((now - intended) * 1e6)
-        if phase is not None:
-            h = rec.phase_hist.get(phase)
-            if h is None:
-                h = rec.phase_hist[phase] = Histogram()
-            h.record(total * 1e6)
-        rec.counts["admitted"] += 1
-        if first:
-            rec.counts["first_connection"] += 1
-        rec.second(now)[1] += 1
-        rec.admit(index, pass_number)
+        rec.admission(index, pass_number, total, intended=intended, phase=phase, first=first)
         return Outcome(True, first=first)
 
     def _exchange(self, conn: Connection, step: str, path: bytes, content_type: bytes, body: bytes, sent: float,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from loadgen import _shapes
 from loadgen._backoff import PRESETS
 from loadgen._identities import DEFAULT_SEED
+from loadgen._mqtt import add_arguments as _mqtt_arguments
 from loadgen._pki import ALGORITHMS
 
 # What the web UI may change between runs: everything read when a run starts. The fleet (--fleet,
@@ -78,5 +79,6 @@ def add_arguments(parser) -> None:
     add("--request-timeout", type=float, default=30.0, metavar="S", help="per-request socket timeout")
     add("--results-dir", default="swarm-results", metavar="DIR",
         help="where each run writes summary.json, histograms.npz and worker reports")
+    _mqtt_arguments(add)
     add("--finish-timeout", type=float, default=20.0, metavar="S",
         help="how long the master waits for workers' final reports (default 20)")

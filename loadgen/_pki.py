@@ -360,6 +360,11 @@ class Device:
         return self._key.public_key()
 
     @property
+    def private_key(self):
+        """The device's own key (a TLS client presents it; a fleet identity has the same property)."""
+        return self._key
+
+    @property
     def algorithm(self) -> str:
         return key_algorithm(self._key)
 

@@ -85,6 +85,8 @@ def merge_reports(reports: dict, meta: dict) -> tuple[dict, dict[str, Histogram]
         "retries": counts.get("retries", 0), "gave_up": counts.get("gave_up", 0),
         "reconnects": counts.get("reconnects", 0),
         "failures_by_code": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
+        # the mqtts transport's own counts (loadgen/_mqtt.py), when it ran
+        **{k: counts[k] for k in ("resumed_offers", "held", "hold_dropped") if k in counts},
     }
     summary["devices"] = {
         "distinct_admitted": distinct,

@@ -48,6 +48,7 @@ from loadgen import _shapes
 from loadgen._backoff import preset
 from loadgen._core import Authenticator, DeviceQueue, Recorder
 from loadgen._fleet import Fleet
+from loadgen import _mqtt
 from loadgen._hubclient import HubClient, admin_token
 from loadgen._identities import Partition, derive_fleet
 from loadgen._options import RUN_OPTIONS, add_arguments
@@ -104,7 +105,15 @@ class Swarm:
 
     # -- set-up ------------------------------------------------------------------------------------------
     @property
-    def hub_url(self) -> str:
+    def target_url(self) -> str:
+        return self.env.host or self.options.host or ""
+
+    @property
+    def hub_url(self) -> str | None:
+        """The hub's HTTP URL. With an ``mqtts://`` --host it serves administration only and is --hub-url,
+        or None (a broker that trusts the fleet's CA by its own configuration)."""
+        if _mqtt.is_mqtts(self.target_url):
+            return self.options.hub_url.rstrip("/") if self.options.hub_url else None
         url = self.options.hub_url or self.env.host or self.options.host
         if not url:
             raise ValueError("no hub URL: give --host or --hub-url")
@@ -147,7 +156,11 @@ class Swarm:
         index = 0 if self.role == "local" else self.runner.worker_index
         self.partition = Partition(index, plan["stride"], plan["limit"])
         self.recorder = Recorder(self.fleet.count, plan["t0"])
-        self.auth = Authenticator(self.fleet, self.recorder, self.env.events.request.fire)
+        fire = self.env.events.request.fire
+        if _mqtt.is_mqtts(self.target_url):
+            self.auth = _mqtt.MqttsAuthenticator(self.target_url, self.options, self.fleet, self.recorder, fire)
+        else:
+            self.auth = Authenticator(self.fleet, self.recorder, fire)
         self.k = 0
         self.finishing = self.finished = self.report_sent = self.done_sent = self.done = False
         self.in_flight = 0
@@ -245,7 +258,7 @@ class Swarm:
         missing = sorted(self.expected_workers - set(self.reports)) if self.role == "master" else []
         meta["reports"] = {"received": sorted(self.reports), "missing": missing, "complete": not missing}
         try:
-            meta["hub_memory_after"] = HubClient(self.hub_url).memory()
+            meta["hub_memory_after"] = HubClient(self.hub_url).memory() if self.hub_url else None
         except Exception:
             meta["hub_memory_after"] = None
         meta["hub_cpu"] = _hub_cpu(meta.get("hub_memory_before"), meta.get("hub_memory_after"))
@@ -335,6 +348,8 @@ def _on_init(environment, **_kw):
         runner.register_message(MSG_DONE, lambda environment, msg, **kw: sw.done_workers.add(msg.data["index"]))
     try:
         sw.load_fleet()
+        if _mqtt.is_mqtts(sw.target_url):
+            _mqtt.configure(sw.target_url, sw.options)
     except (ValueError, OSError, RuntimeError, TimeoutError) as exc:
         sw.failed_setup = str(exc)
         log.error("swarm set-up failed: %s", exc)
@@ -376,16 +391,19 @@ def _on_test_start(environment, **_kw):
     o = sw.options
     sw.reports, sw.done_workers = {}, set()
     try:
-        hub = HubClient(sw.hub_url, token=admin_token(o.admin_token_file))
-        memory_before = hub.memory()
-        ca = hub.ensure_ca(sw.fleet.custodian())
+        if sw.hub_url is None:  # a broker configured with the fleet's CA: nothing to register
+            memory_before, ca = None, {"id": None, "action": "not registered (broker)", "seconds": 0.0}
+        else:
+            hub = HubClient(sw.hub_url, token=admin_token(o.admin_token_file))
+            memory_before = hub.memory()
+            ca = hub.ensure_ca(sw.fleet.custodian())
     except Exception as exc:
         sw.failed_setup = f"CA registration at {sw.hub_url} failed: {exc}"
         log.error(sw.failed_setup)
         environment.process_exit_code = 2
         gevent.spawn_later(0.1, environment.runner.quit)
         return
-    log.info("CA %s on %s: %s in %.3f s", ca["id"][:16], sw.hub_url, ca["action"], ca["seconds"])
+    log.info("CA %s on %s: %s in %.3f s", (ca["id"] or "-")[:16], sw.hub_url, ca["action"], ca["seconds"])
     sw.shape = _shapes.build(o)
     if sw.role == "master":
         runner = environment.runner
@@ -404,7 +422,7 @@ def _on_test_start(environment, **_kw):
     sw.meta = {
         "run": {"run_id": run_id, "t0": now, "started_at": _iso(now), "role": sw.role, "stride": stride,
                 "workers": sorted(sw.expected_workers)},
-        "hub": {"url": sw.hub_url, "ca": ca},
+        "hub": {"url": sw.hub_url, "target": sw.target_url, "ca": ca},
         "hub_memory_before": memory_before,
         "fleet": {"path": str(sw.fleet.path), "count": sw.fleet.count, "used": plan["limit"],
                   "alg": sw.fleet.alg, "depth": sw.fleet.depth, "derived": not o.fleet},
@@ -424,7 +442,9 @@ def _on_test_start(environment, **_kw):
 _OPTION_KEYS = {"hub_url", "host", "fleet", "devices", "alg", "depth", "seed", "shape", "rate", "step_rate",
                 "step_seconds", "steps", "slots", "latency_budget", "arrivals", "storm_devices", "storm_spread",
                 "backoff", "churn_devices", "churn_stay", "churn_away", "passes", "num_users", "spawn_rate",
-                "run_time", "processes", "expect_workers", "request_timeout", "results_dir"}
+                "run_time", "processes", "expect_workers", "request_timeout", "results_dir",
+                "tls_ca", "tls_server_name", "tls_version", "mqtt_username", "mqtt_keepalive", "resume", "hold",
+                "source_addresses"}
 
 
 @events.test_stop.add_listener
@@ -453,7 +473,8 @@ class DeviceSlot(User):
             if sw.failed_setup:
                 self.stop(force=False)
                 return
-        self.conn = Connection(sw.hub_url, timeout=sw.options.request_timeout)
+        self.conn = (sw.auth.connection() if getattr(sw.auth, "transport", "http") == _mqtt.SCHEME
+                     else Connection(sw.hub_url, timeout=sw.options.request_timeout))
         self.rng = random.Random()
         sw.recorder.cpu.start()
 

@@ -24,20 +24,20 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs t
 DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 
 
-def doc_blocks(marker: str) -> str:
-    """The ```sh blocks between <!-- e2e:marker --> and <!-- /e2e:marker --> in docs/api.md."""
-    text = DOC.read_text()
+def doc_blocks(marker: str, doc: Path = DOC) -> str:
+    """The ```sh blocks between <!-- e2e:marker --> and <!-- /e2e:marker --> in ``doc`` (docs/api.md)."""
+    text = doc.read_text()
     section = text.split(f"<!-- e2e:{marker} -->", 1)[1].split(f"<!-- /e2e:{marker} -->", 1)[0]
     blocks = re.findall(r"^```sh\n(.*?)^```$", section, flags=re.DOTALL | re.MULTILINE)
     assert blocks, f"no sh blocks under e2e:{marker}"
     return "\n".join(blocks)
 
 
-def run_shell(script: str, cwd: Path, hub) -> str:
+def run_shell(script: str, cwd: Path, hub, **env: str) -> str:
     """Run ``script`` as the walkthrough's reader would: told where the hub and its token file are."""
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env={
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HUB": hub.url, "ADMIN_TOKEN_FILE": hub.admin_token_path,
-        "HOME": str(cwd), "LC_ALL": "C",
+        "HOME": str(cwd), "LC_ALL": "C", **env,
     }, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     return done.stdout

@@ -125,3 +125,19 @@ def test_hub_metrics_are_read_with_prometheus_parser():
             'certstorm_authentications_created{outcome="admitted",worker="0"} 1.7e9\n'
             '# TYPE certstorm_other_total counter\ncertstorm_other_total{outcome="admitted"} 99.0\n')
     assert parse_auth_metrics(text) == (4000.0, 7.0)
+
+
+def test_short_run_over_mqtts_says_so(tmp_path):
+    """The same job with devices over MQTT with mutual TLS: the hub's TLS listener, the swarm's mqtts
+    transport, and a report whose first line says which transport it measured."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--transport", "mqtts", "--devices", "600", "--workers", "1",
+         "--search-seconds", "8", "--step-seconds", "4", "--start-rate", "80", "--step-rate", "80",
+         "--storm-devices", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = strict_load((out / "latest" / "summary.json").read_text())
+    jsonschema.validate(summary, SCHEMA)
+    assert summary["transport"] == "mqtts" and summary["first_line"].endswith("Devices over MQTT with mutual TLS.")
+    assert summary["knee"] and summary["knee"]["achieved"] > 0 and summary["cost"]["hub_us_per_auth"] > 0

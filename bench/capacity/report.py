@@ -162,7 +162,10 @@ def summarise(run_dir: Path) -> dict:
                      "counted): figures from a busy machine are lower and noisier than from an idle one.")
     return strict({
         "run_id": run_dir.name,
-        "first_line": _headline(side, k, per, config),
+        # a plan must say how devices connected: a TLS handshake costs far more than the HTTP exchange
+        "first_line": _headline(side, k, per, config) + (
+            " Devices over MQTT with mutual TLS." if config.get("transport") == "mqtts" else ""),
+        "transport": config.get("transport", "http"),
         "notes": notes,
         "limit": side,
         "slo_p99_ms": slo,

@@ -208,7 +208,7 @@ class Run:
                 "generator_cores": GEN_CORES, "machine_cores": self.cores,
                 "shared_cores": any(w + GEN_CORES > self.cores for w in self.workers),
                 "projection": {"devices": a.plan_devices, "window_s": a.plan_window},
-                "requires": [r.text for r in a.require]}
+                "requires": [r.text for r in a.require], "transport": a.transport}
 
     def save(self) -> None:
         (self.raw / "config.json").write_text(json.dumps(self.config(), indent=1))
@@ -228,9 +228,19 @@ class Run:
         return generate_fleet(self.dir / "fleet", self.args.devices, progress=sys.stderr.isatty())
 
     def _hub(self, workers: int, name: str, extra=()) -> HubProcess:
+        if self.args.transport == "mqtts":
+            extra = (*extra, "--mqtts-port", "0")
         hub = HubProcess(self.dir / f"hub-{name}.db", workers=workers, args=tuple(extra)).start()
         self.active.append(hub)
         return hub
+
+    def _target(self, hub: HubProcess) -> list[str]:
+        """The swarm's options that point it at the hub, over the transport under test, with the token it
+        registers the fleet's CA with."""
+        token = ["--admin-token-file", hub.admin_token_path]
+        if self.args.transport == "mqtts":
+            return ["--host", hub.mqtts_url, "--hub-url", hub.url, "--tls-ca", hub.tls_ca, *token]
+        return ["--host", hub.url, *token]
 
     def _stepped(self, hub: HubProcess, workers: int, stage: str, start: float, add: float, steps: int,
                  deadline: float) -> dict | None:
@@ -240,7 +250,7 @@ class Run:
         self.swarm_runs += 1
         name = f"w{workers}-{stage}-{self.swarm_runs}"  # each swarm run keeps its own CSVs and log
         prefix = self.raw / name
-        proc = _locust(["--host", hub.url, "--admin-token-file", hub.admin_token_path,
+        proc = _locust([*self._target(hub),
                         "--fleet", str(self.dir / "fleet"), "--shape", "step",
                         "--rate", f"{start:g}", "--step-rate", f"{add:g}", "--step-seconds", f"{a.step_seconds:g}",
                         "--steps", str(steps), "--results-dir", f"{prefix}-swarm", "--csv", str(prefix)],
@@ -350,7 +360,7 @@ class Run:
                  f"{a.storm_quota or 'none'}/s; simulated time to admit all {simulated:.1f} s, so run until all are "
                  f"admitted or {bound:.0f} s")
         swarm_dir = self.raw / "storm-swarm"
-        proc = _locust(["--host", hub.url, "--admin-token-file", hub.admin_token_path,
+        proc = _locust([*self._target(hub),
                         "--fleet", str(self.dir / "fleet"), "--shape", "storm",
                         "--storm-devices", str(a.storm_devices), "--backoff", a.backoff, "-t", f"{bound:.0f}s",
                         "--results-dir", str(swarm_dir), "--csv", str(self.raw / "storm")], self.raw / "storm.log")
@@ -412,7 +422,7 @@ class Run:
 
 def run_command(args) -> int:
     run = Run(args)
-    run.say(f"certstorm run {run.run_id} → {run.dir}")
+    run.say(f"certstorm run {run.run_id} → {run.dir} (devices over {args.transport})")
     if run.config()["shared_cores"]:
         run.say(f"note: {run.cores} core(s) here; hub and generator share cores for worker counts above "
                 f"{run.cores - GEN_CORES}")
@@ -513,3 +523,6 @@ def add_run_arguments(p) -> None:
                    help="a threshold the run must meet, else it exits 1: knee>=2000/s, p99<=50ms, errors<=0.1%%, "
                         "storm_admitted>=99%% (repeatable)")
     p.add_argument("--out", default="results", help="where run folders go (default results/)")
+    p.add_argument("--transport", choices=("http", "mqtts"), default="http",
+                   help="how devices reach the hub: the HTTP two-step exchange (default) or MQTT over mutual "
+                        "TLS (the hub's --mqtts-port listener, cached validation, no session resumption)")

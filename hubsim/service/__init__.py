@@ -55,6 +55,17 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                              "credential; loopback addresses only) or off (refused)")
     parser.add_argument("--admin-token-file", default=None, metavar="PATH",
                         help="read the management token from PATH (mode 600) instead of DB.admin-token")
+    parser.add_argument("--mqtts-port", type=integer(0, 65535), default=None, metavar="PORT",
+                        help="also serve devices over MQTT 3.1.1 with mutual TLS on PORT 0..65535 (8883 is usual; "
+                             "0 picks a free one); the hub CA and server certificate are made on first start in "
+                             "DB.tls/")
+    parser.add_argument("--mqtts-validation", choices=("cached", "full"), default="cached",
+                        help="cached: the handshake proves possession and the engine's cached path validates "
+                             "the chain; full: OpenSSL validates the whole chain in every handshake (default cached)")
+    parser.add_argument("--mqtts-connect-timeout", type=number(0, 600, low_open=True), default=10.0,
+                        metavar="SECONDS",
+                        help="seconds a TLS client has from accept to its MQTT CONNECT, above 0 and at most 600 "
+                             "(default 10)")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL",
                         help="supervisor and worker log level: %(choices)s (default INFO)")
     return parser
@@ -69,11 +80,16 @@ def hub_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s certstorm-hub[%(process)d] %(levelname)s %(message)s")
     log = logging.getLogger("certstorm.hub")
+    mqtts = None
+    if args.mqtts_port is not None:
+        from hubsim.service.mqtts import MqttsSettings
+        mqtts = MqttsSettings(port=args.mqtts_port, mode=args.mqtts_validation,
+                              connect_timeout=args.mqtts_connect_timeout)
     config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=str(args.db or default_db()),
                        quota=args.quota,
                        replay_slots=args.replay_slots or DEFAULT_SLOTS,
                        policy=EnginePolicy(challenge_ttl=args.challenge_ttl), management=args.management,
-                       admin_token_file=args.admin_token_file)
+                       admin_token_file=args.admin_token_file, mqtts=mqtts)
     try:
         return serve(config)
     except ConfigError as exc:

@@ -229,15 +229,19 @@ class Hub:
             self._generation = generation
             self.sync()
 
+    def _throttled(self) -> float:
+        """Seconds to wait when the connection quota is exhausted (counted), else 0.0 (a token was taken)."""
+        quota = self.quota
+        wait = quota.take() if quota is not None else 0.0
+        if wait:
+            self.metrics.throttled()
+        return wait
+
     def throttle(self) -> DeviceReply | None:
         """The 429 reply when the connection quota is exhausted, else None (a token was taken)."""
-        quota = self.quota
-        if quota is None:
-            return None
-        wait = quota.take()
+        wait = self._throttled()
         if not wait:
             return None
-        self.metrics.throttled()
         return self.refusal("challenge", AuthError("throttled"), retry_after=retry_after_header(wait))
 
     def refusal(self, step: str, exc: AuthError, chain: float = 0.0, pop: float = 0.0,
@@ -287,3 +291,28 @@ class Hub:
             b'","first_connection":', b"true}" if admission.first_connection else b"false}",
         ))
         return DeviceReply(200, out, _timing(0.0, took), None)
+
+    # -- the device path over TLS (mqtts.py): the handshake proved possession -----------------------
+    def admit_proven(self, client_id: str, chain: list[bytes]):
+        """``cached`` mode: the engine validates the presented chain (its caches included)."""
+        return self._admit_tls("mqtts", self.engine.admit_proven, chain, client_id)
+
+    def admit_verified(self, client_id: str, device_id: str, leaf: bytes, path: tuple[bytes, ...],
+                       resumed: bool = False):
+        """``full`` mode and resumed sessions: the chain was validated by the TLS layer (in this
+        handshake, or in the one that made the resumed session)."""
+        return self._admit_tls("mqtts_resumed" if resumed else "mqtts", self.engine.admit_verified,
+                               device_id, client_id, leaf, path)
+
+    def _admit_tls(self, label: str, step, *args):
+        """The :class:`~hubsim.engine.Admission`, or the refusal code (counted under step ``label``)."""
+        self.catch_up()
+        if self._throttled():
+            self.metrics.refused(label, "throttled")
+            return "throttled"
+        admission, error, _ = self._timed(self.metrics.tls, step, *args)
+        if error is not None:
+            self.metrics.refused(label, error.code)
+            return error.code
+        self.metrics.connected(label)
+        return admission

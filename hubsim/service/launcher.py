@@ -51,6 +51,9 @@ class HubProcess:
         self.url = ""
         self.host = ""
         self.port = 0
+        self.mqtts_url = ""      # with --mqtts-port: the listener, and the CA file devices must trust
+        self.mqtts_port = 0
+        self.tls_ca = ""
         self._out = Path(f"{self.db}.stdout")
         self._err = Path(f"{self.db}.stderr")
 
@@ -77,6 +80,14 @@ class HubProcess:
                 time.sleep(0.05)
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname, parts.port
+        if "--mqtts-port" in self.args:
+            while not (match := re.search(r"on (mqtts://\S+) .*trust the hub CA (\S+)", self._out.read_text())):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"hub did not print its MQTT listener:\n{self.log()}")
+                time.sleep(0.05)
+            self.mqtts_url, self.tls_ca = match.group(1), match.group(2)
+            self.mqtts_port = urlsplit(self.mqtts_url).port
         self.wait_workers(self.workers, timeout=max(1.0, deadline - time.monotonic()))
         return self
 

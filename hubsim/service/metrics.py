@@ -94,6 +94,10 @@ class Metrics:
             "certstorm_pop_verification_seconds",
             "Proof step inside the engine: token check, signature verification, replay claim and registry.",
             buckets=LATENCY_BUCKETS))
+        self.tls = _LocalHistogram(Histogram(
+            "certstorm_mqtts_admission_seconds",
+            "MQTT-over-TLS admission inside the engine, after the handshake proved possession: chain "
+            "validation (cached mode), revocation, registry.", buckets=LATENCY_BUCKETS))
         self._pending = Gauge("certstorm_pending_challenges",
                               "Challenges issued and not yet answered that have not expired (all workers; an "
                               "expired challenge leaves the count within a second).",
@@ -145,6 +149,11 @@ class Metrics:
         second = int(expires_at) + 1
         self._answered[second] = self._answered.get(second, 0) + 1
 
+    def connected(self, step: str) -> None:
+        """An admission that answered no challenge (a TLS handshake proved possession)."""
+        key = ("admitted", step, "")
+        self._auth_counts[key] = self._auth_counts.get(key, 0) + 1
+
     def throttled(self) -> None:
         self._throttled_count += 1
 
@@ -173,6 +182,7 @@ class Metrics:
             self._handoffs.labels(reason).inc(n)
         self.chain.flush()
         self.pop.flush()
+        self.tls.flush()
         for hist in self._request_children.values():
             hist.flush()
         now_seen = tuple(engine_stats[key] for key, _ in _CACHE_RESULTS)

@@ -30,6 +30,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hubsim.engine import EnginePolicy
 from hubsim.service import store as sqlstore
@@ -37,6 +38,9 @@ from hubsim.service.credential import resolve_access
 from hubsim.service.guard import DEFAULT_SLOTS, ensure_guard_file
 from hubsim.service.lockout import create_lockout_file
 from hubsim.service.quota import Quota, create_bucket_file
+
+if TYPE_CHECKING:
+    from hubsim.service.mqtts import MqttsSettings
 
 log = logging.getLogger("certstorm.hub")
 READY_TIMEOUT = 60.0
@@ -62,6 +66,7 @@ class HubConfig:
     policy: EnginePolicy = field(default_factory=EnginePolicy)
     management: str = "token"        # token | open | off (hubsim.service.credential)
     admin_token_file: str | None = None
+    mqtts: "MqttsSettings | None" = None   # the MQTT-over-TLS listener, off when None
 
 
 @dataclass
@@ -83,6 +88,9 @@ class Supervisor:
         self.rundir = ""
         self.port = config.port
         self._sock = None
+        self._mqtts_sock = None
+        self.mqtts_port = 0
+        self.tls_files = None
         self._stop = False
         self._worker_config = None
         self._lock = None
@@ -127,14 +135,13 @@ class Supervisor:
             quota_path = os.path.join(self.rundir, "quota")
             create_bucket_file(quota_path, config.quota)
 
-        from hubsim.service.worker import listening_socket
-        if self.reuse_port and config.port:
-            # SO_REUSEPORT would let us share a port another hub of this user already serves, and
-            # split its clients with it: make sure the port is free first.
-            listening_socket(config.host, config.port, reuse_port=False, listen=False).close()
-        self._sock = listening_socket(config.host, config.port, reuse_port=self.reuse_port,
-                                      listen=not self.reuse_port)
+        self._sock = self._bind(config.port)
         self.port = self._sock.getsockname()[1]
+        if config.mqtts is not None:
+            from hubsim.service.tlsfiles import ensure_hub_tls
+            self.tls_files = ensure_hub_tls(db, config.host)
+            self._mqtts_sock = self._bind(config.mqtts.port)
+            self.mqtts_port = self._mqtts_sock.getsockname()[1]
 
         from hubsim.service.hub import WorkerConfig
         self._worker_config = lambda index: WorkerConfig(
@@ -142,6 +149,14 @@ class Supervisor:
             quota_label=config.quota.label if config.quota else None,
             workers_file=os.path.join(self.rundir, "workers"), index=index, policy=config.policy,
             management=self.access, lockout_path=lockout_path)
+
+    def _bind(self, port: int):
+        from hubsim.service.worker import listening_socket
+        if self.reuse_port and port:
+            # SO_REUSEPORT would let us share a port another hub of this user already serves, and
+            # split its clients with it: make sure the port is free first.
+            listening_socket(self.config.host, port, reuse_port=False, listen=False).close()
+        return listening_socket(self.config.host, port, reuse_port=self.reuse_port, listen=not self.reuse_port)
 
     @property
     def url(self) -> str:
@@ -157,12 +172,17 @@ class Supervisor:
             code = 1
             try:
                 from hubsim.service.worker import listening_socket, run_worker
+                mqtts = None
                 if self.reuse_port:
                     self._sock.close()
                     sock = listening_socket(self.config.host, self.port, reuse_port=True)
+                    if self._mqtts_sock is not None:
+                        self._mqtts_sock.close()
+                        mqtts = listening_socket(self.config.host, self.mqtts_port, reuse_port=True)
                 else:
-                    sock = self._sock
-                code = run_worker(self._worker_config(worker.index), sock, write_fd, supervisor_pid)
+                    sock, mqtts = self._sock, self._mqtts_sock
+                listener = None if mqtts is None else (mqtts, self.tls_files, self.config.mqtts)
+                code = run_worker(self._worker_config(worker.index), sock, write_fd, supervisor_pid, listener)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -204,6 +224,11 @@ class Supervisor:
                       + (f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
                          if self.config.quota else ""), file=self.out, flush=True)
                 print(self._management_line(), file=self.out, flush=True)
+                if self.config.mqtts is not None:
+                    host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+                    print(f"certstorm hub MQTT over TLS on mqtts://{host}:{self.mqtts_port} "
+                          f"({self.config.mqtts.mode} validation); devices trust the hub CA "
+                          f"{self.tls_files.ca}", file=self.out, flush=True)
             last_checkpoint = time.monotonic()
             while not self._stop:
                 self._reap()
@@ -306,8 +331,9 @@ class Supervisor:
                 except (ProcessLookupError, ChildProcessError):
                     pass
                 worker.pid = 0
-        if self._sock is not None:
-            self._sock.close()
+        for sock in (self._sock, self._mqtts_sock):
+            if sock is not None:
+                sock.close()
         if self._worker_config is not None:  # prepared in full: the database is there and was served
             self._checkpoint()
         if self.rundir:

@@ -80,8 +80,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, supervisor_pid: int) -> int:
-    """The worker's whole life; returns its exit status."""
+def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, supervisor_pid: int,
+               mqtts=None) -> int:
+    """The worker's whole life; returns its exit status. ``mqtts``: (listening socket, TlsFiles,
+    MqttsSettings) for the MQTT-over-TLS listener, or None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
@@ -96,7 +98,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, 
         profiler = cProfile.Profile()
         profiler.enable()
     try:
-        return loop.run_until_complete(_serve(config, sock, ready_fd))
+        return loop.run_until_complete(_serve(config, sock, ready_fd, mqtts))
     finally:
         loop.close()
         if profile_dir:
@@ -104,7 +106,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, 
             profiler.dump_stats(os.path.join(profile_dir, f"worker-{os.getpid()}.prof"))
 
 
-async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None) -> int:
+async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, mqtts=None) -> int:
     loop = asyncio.get_running_loop()
     hub = Hub(config)
     stop = asyncio.Event()
@@ -112,6 +114,12 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     server = web.Server(HttpApi(hub).handle, access_log=None, auto_decompress=False, keepalive_timeout=IDLE_TIMEOUT)
     fast: set = set()
     listener = await loop.create_server(lambda: DeviceProtocol(hub, server, fast), sock=sock, backlog=1024)
+    front = tls_listener = None
+    if mqtts is not None:
+        from hubsim.service.mqtts import MqttsFront
+        tls_sock, files, settings = mqtts
+        front = MqttsFront(hub, files, settings)
+        tls_listener = await loop.create_server(front.protocol, sock=tls_sock, backlog=1024)
     if ready_fd is not None:
         try:
             os.write(ready_fd, b"1")
@@ -122,6 +130,9 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     await stop.wait()
     try:
         listener.close()  # stop accepting
+        if tls_listener is not None:
+            tls_listener.close()
+            front.close_all()
         for protocol in list(fast):  # device connections never hold a request across callbacks
             if protocol.transport is not None:
                 protocol.transport.close()
