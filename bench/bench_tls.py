@@ -98,7 +98,7 @@ def test_server_cpu_per_admission_by_transport(benchmark, tmp_path):
                             args=("--mqtts-port", "0", "--mqtts-validation", mode)) as hub:
                 pids = hub.healthz()["workers"]
                 _pin([hub.proc.pid, *pids])
-                HubClient(hub.url).ensure_ca(fleet.custodian())
+                HubClient(hub.url, token=hub.admin_token()).ensure_ca(fleet.custodian())
                 if mode == "cached":
                     authenticate_all(hub.host, hub.port, warm[:1], connections=1)
                     cases.measure("http two-step (cached)", pids,

@@ -37,7 +37,7 @@ def hub(request, tmp_path_factory, fleet):
     args = ("--mqtts-port", "0", "--mqtts-validation", request.param,
             "--mqtts-connect-timeout", str(CONNECT_TIMEOUT))
     for process in serve_hub(tmp_path_factory, f"mqtts-{request.param}", workers=1, args=args):
-        HubClient(process.url).ensure_ca(fleet.company)
+        HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.company)
         process.mode = request.param
         yield process
 
@@ -260,16 +260,16 @@ def test_client_id_that_is_not_the_cn_is_refused(hub, client, fleet):
     before = refused(hub, "device_id_mismatch")
     expect_refusal(client, device, ("connack_5",), client_id="dev-someone-else")
     counted(hub, "device_id_mismatch", before)
-    assert hub.call("GET", "/devices/dev-someone-else").status == 404
+    assert hub.call("GET", "/devices/dev-someone-else", token=hub.admin_token()).status == 404
 
 
 def test_disabled_device_is_refused(hub, client, fleet):
     device = fleet.device("dev-disabled")
-    assert hub.call("POST", "/devices/dev-disabled/disable").status == 200
+    assert hub.call("POST", "/devices/dev-disabled/disable", token=hub.admin_token()).status == 200
     before = refused(hub, "device_disabled")
     eventually(lambda: expect_refusal(client, device, ("connack_5",)), timeout=5.0)
     counted(hub, "device_disabled", before)
-    assert hub.call("POST", "/devices/dev-disabled/enable").status == 200
+    assert hub.call("POST", "/devices/dev-disabled/enable", token=hub.admin_token()).status == 200
     eventually(lambda: client.connect(device.device_id, device.chain_der(), device.private_key).close(), 5.0)
 
 
@@ -279,7 +279,7 @@ def test_revoked_device_is_refused_also_on_resumption(hub, client, fleet):
     session = connection.session()
     connection.close()
     fingerprint = hashlib.sha256(device.chain_der()[0]).hexdigest()
-    assert hub.call("POST", "/revocations", json_body={"fingerprint": fingerprint}).status == 201
+    assert hub.call("POST", "/revocations", json_body={"fingerprint": fingerprint}, token=hub.admin_token()).status == 201
     before = refused(hub, "cert_revoked", "mqtts_resumed")
     expect_refusal(client, device, ("connack_5",), session=session)  # a resumed session skips no revocation
     counted(hub, "cert_revoked", before, "mqtts_resumed")
@@ -291,7 +291,7 @@ def test_revoked_device_is_refused_also_on_resumption(hub, client, fleet):
 def test_quota_answers_connack_3(tmp_path_factory, fleet):
     args = ("--mqtts-port", "0", "--quota", "0.1")
     for process in serve_hub(tmp_path_factory, "mqtts-quota", workers=1, args=args):
-        HubClient(process.url).ensure_ca(fleet.company)
+        HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.company)
         quota_client = MqttsClient(MqttsTarget.from_url(process.mqtts_url, ca_file=process.tls_ca))
         codes = []
         for i in range(3):  # the bucket holds one token and refills one per 10 s
@@ -317,12 +317,12 @@ def test_admission_records_the_first_connection(hub, client, fleet):
     connection.close()
     entry = eventually(lambda: _registered(hub, device.device_id), timeout=5.0)
     assert entry["authentications"] == 1
-    assert entry["ca"] == HubClient(hub.url).ensure_ca(fleet.company)["id"]
+    assert entry["ca"] == HubClient(hub.url, token=hub.admin_token()).ensure_ca(fleet.company)["id"]
     eventually(lambda: _at_least(admitted(hub), before + 1), timeout=5.0)
 
 
 def _registered(hub, device_id: str) -> dict:
-    reply = hub.call("GET", f"/devices/{device_id}")
+    reply = hub.call("GET", f"/devices/{device_id}", token=hub.admin_token())
     assert reply.status == 200, reply
     return reply.json()
 

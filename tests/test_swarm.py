@@ -34,10 +34,11 @@ def hub(tmp_path_factory):
         yield h
 
 
-def run_locust(hub, results: Path, cache: Path, *args: str, token_env: str | None = None,
+def run_locust(hub, results: Path, cache: Path, *args: str, token_env: str | None = None, host: str | None = None,
                timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """The swarm against ``hub``; the operator's token comes in ``args`` or ``token_env``, nowhere else."""
-    cmd = [LOCUST, "-f", "loadgen", "--headless", "--only-summary", "--host", hub.url,
+    """The swarm against ``hub`` (or ``host``, another URL such as a broker's or the hub's mqtts:// one); the
+    operator's token comes in ``args`` or ``token_env``, nowhere else."""
+    cmd = [LOCUST, "-f", "loadgen", "--headless", "--only-summary", "--host", host or hub.url,
            "--devices", str(DEVICES), "--fleet-cache", str(cache), "--results-dir", str(results), *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("CERTSTORM_ADMIN_TOKEN", None)
@@ -46,9 +47,11 @@ def run_locust(hub, results: Path, cache: Path, *args: str, token_env: str | Non
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def swarm(hub, results: Path, cache: Path, *args: str, timeout: float = 60.0):
-    """Run the swarm with the hub's token file; return (exit code, summary, output)."""
-    proc = run_locust(hub, results, cache, "--admin-token-file", hub.admin_token_path, *args, timeout=timeout)
+def swarm(hub, results: Path, cache: Path, *args: str, host: str | None = None, timeout: float = 60.0):
+    """Run the swarm with the hub's token file (none without a hub: a broker, or a fleet nobody registers);
+    return (exit code, summary, output)."""
+    token = ("--admin-token-file", hub.admin_token_path) if hub is not None else ()
+    proc = run_locust(hub, results, cache, *token, *args, host=host, timeout=timeout)
     out = proc.stdout + proc.stderr
     runs = sorted(results.glob("*/summary.json"))
     assert runs, f"no summary written (exit {proc.returncode}):\n{out[-4000:]}"

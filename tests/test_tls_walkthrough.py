@@ -35,7 +35,7 @@ def test_the_documented_tls_walkthrough_works_as_written(hub, tmp_path):
     assert "Verification: OK" in (tmp_path / "handshake.txt").read_text()
     for refusal in ("refused-id.txt", "refused-disabled.txt"):
         assert "not authorised" in (tmp_path / refusal).read_text(), refusal
-    entry = json.loads(hub.call("GET", "/devices/dev-1").body)
+    entry = json.loads(hub.call("GET", "/devices/dev-1", token=hub.admin_token()).body)
     assert entry["authentications"] == 1 and entry["disabled"] is True
     assert 'code="device_id_mismatch",outcome="refused",step="mqtts"' in out
     assert 'code="device_disabled",outcome="refused",step="mqtts"' in out

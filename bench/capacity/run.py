@@ -455,7 +455,7 @@ def run_command(args) -> int:
     if cost["hub_us_per_auth"]:
         print(f"hub CPU per authentication at the knee: {cost['hub_us_per_auth']:.0f} µs = "
               f"{cost['floor_multiple']:.2f}× the crypto floor")
-    print(f"report: {run.dir / 'report.html'}  (results/latest)")
+    print(f"report: {run.dir / 'report.html'}  (also {latest}/report.html)")
     failed = check_requirements(args.require, summary)
     for line in failed:
         print(f"requirement not met: {line}")
