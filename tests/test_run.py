@@ -133,9 +133,9 @@ def test_short_run_over_mqtts_says_so(tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", "--transport", "mqtts", "--devices", "600", "--workers", "1",
-         "--search-seconds", "8", "--step-seconds", "4", "--start-rate", "80", "--step-rate", "80",
+         "--search-seconds", "45", "--step-seconds", "4", "--start-rate", "80", "--step-rate", "80",
          "--storm-devices", "0", "--out", str(out)],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = strict_load((out / "latest" / "summary.json").read_text())
     jsonschema.validate(summary, SCHEMA)
