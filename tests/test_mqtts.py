@@ -6,6 +6,7 @@ connection record, keepalive, PUBLISH, DISCONNECT and session resumption."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import socket
@@ -36,10 +37,11 @@ def fleet():
 def hub(request, tmp_path_factory, fleet):
     args = ("--mqtts-port", "0", "--mqtts-validation", request.param,
             "--mqtts-connect-timeout", str(CONNECT_TIMEOUT))
-    for process in serve_hub(tmp_path_factory, f"mqtts-{request.param}", workers=1, args=args):
-        HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.company)
-        process.mode = request.param
-        yield process
+    with contextlib.closing(serve_hub(tmp_path_factory, f"mqtts-{request.param}", workers=1, args=args)) as hubs:
+        for process in hubs:  # closing: a failure before the yield still stops the hub
+            HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.company)
+            process.mode = request.param
+            yield process
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +292,8 @@ def test_revoked_device_is_refused_also_on_resumption(hub, client, fleet):
 
 def test_quota_answers_connack_3(tmp_path_factory, fleet):
     args = ("--mqtts-port", "0", "--quota", "0.1")
-    for process in serve_hub(tmp_path_factory, "mqtts-quota", workers=1, args=args):
+    with contextlib.closing(serve_hub(tmp_path_factory, "mqtts-quota", workers=1, args=args)) as hubs:
+        process = next(hubs)  # closing: a failure below still stops the hub
         HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.company)
         quota_client = MqttsClient(MqttsTarget.from_url(process.mqtts_url, ca_file=process.tls_ca))
         codes = []
