@@ -383,7 +383,7 @@ def test_disable_and_enable_a_device(hub, fleet, workers):
     assert authenticate(hub, fleet.device("not-yet-here"))["first_connection"] is True
 
 
-def test_revocation_is_enforced_by_every_worker_within_a_second(hub, workers):
+def test_revocation_is_enforced_by_every_worker_from_the_next_request(hub, workers):
     chain = SupplyChain.build(depth=2)
     register(hub, chain)
     device, sibling = chain.device("rev-leaf"), chain.device("rev-sibling")
@@ -393,14 +393,13 @@ def test_revocation_is_enforced_by_every_worker_within_a_second(hub, workers):
     pending = [challenge(hub, device, conn) for conn in workers]
     # The format `openssl x509 -fingerprint -sha256` prints is accepted.
     colon = "sha256 Fingerprint=" + ":".join(f"{b:02X}" for b in bytes.fromhex(fingerprint(device.certificate)))
-    start = time.monotonic()
     reply = hub.admin("POST", "/revocations", json_body={"fingerprint": colon}, conn=workers[0])
     assert reply.status == 201 and reply.json()["fingerprint"] == fingerprint(device.certificate), reply
+    # The first requests each worker sees after the acknowledgement are refused: an order of events.
     for conn, issued in zip(workers, pending):
         refused(hub.call("POST", "/devices/challenge", device.chain_pem(), conn=conn), 403, "cert_revoked")
         refused(prove(hub, proof_body(device, issued), conn), 403, "cert_revoked")
         authenticate(hub, sibling, conn)
-    assert time.monotonic() - start < 1.0
     # Revoking the issuing intermediate refuses every device below it, on every worker.
     assert hub.admin("POST", "/revocations", json_body={"fingerprint": fingerprint(chain.issuer.certificate)},
                     conn=workers[1]).status == 201
