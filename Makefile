@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench bench-compare bench-baseline bench-smoke differential clean
+.PHONY: run test bench bench-compare bench-baseline bench-smoke bench-gate differential clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "certstorm needs Python 3.11+"'
@@ -41,6 +41,11 @@ bench-baseline: bench
 # Every benchmark once, untimed, so none can rot (CI runs this after the tests).
 bench-smoke: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-disable
+
+# CI's gate for gross regressions: the warm and reconnect authentications and the hub's CPU per
+# authentication, best of at most 3 runs, fail past 1.5x their baseline cost (docs/benchmarks.md).
+bench-gate: $(STAMP)
+	$(PY) -m bench.gate
 
 # The warm-versus-cold differential with a long randomised run (make test runs 150 fixed-seed examples).
 differential: $(STAMP)

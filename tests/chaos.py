@@ -3,7 +3,8 @@
 Scenarios (each starts its own hub on a fresh database and prints its figures):
 
 ``worker``   kill -9 one worker during a storm of devices authenticating from several threads: the other
-             worker keeps serving, the supervisor replaces the dead one, every device gets in.
+             worker admits devices alone (the supervisor is held meanwhile), the supervisor replaces
+             the dead one, every device gets in and the registry counts its admissions.
 ``hub``      kill -9 the whole hub (supervisor and workers) during a storm while CAs are registered,
              verified and revoked and devices disabled alongside; start it again on the same database
              and port. Every acknowledged administrative write is there and in the audit log exactly
@@ -11,7 +12,8 @@ Scenarios (each starts its own hub on a fresh database and prints its figures):
              admission is on record, the storm finishes through backoff; the recovery time is measured.
 ``revoke``   revoke Technician-Z's certificate while devices of Technician-Z and Technician-W (both
              under Factory-Y) authenticate: Technician-Z's devices are refused from the next request on,
-             by every worker, and no other device is refused.
+             by every worker, and no other device is refused; the registry holds no admission of
+             theirs after the revocation, and the revocation is the only one stored.
 ``bounds``   a flood of challenges that are never answered: worker memory before and after, the
              pending-challenge gauge, and the verification cache filled past its bound.
 
@@ -296,20 +298,59 @@ def _check_storm(result: StormResult, expected: int, rounds: int) -> None:
     assert not short, short[:5]
 
 
+def check_registry(hub: HubProcess, admitted: dict[str, list[float]], ca_id: str, killed: float | None = None,
+                   in_flight: int = 1) -> None:
+    """Every admitted device is on record under ``ca_id`` with as many authentications as were acknowledged
+    (``admitted``: device -> monotonic acknowledgement times). With a kill at ``killed``, counts written
+    behind (every 0.2 s) may lack the acknowledgements of the second before it, never more; up to
+    ``in_flight`` proofs per device may have been counted and never answered."""
+    margin = 1.0
+    short_counts = []
+    for device_id, times in admitted.items():
+        doc = hub.admin("GET", f"/devices/{device_id}").json()
+        assert doc.get("first_seen") is not None and doc["ca"] == ca_id, (device_id, doc)
+        lost = 0 if killed is None else sum(1 for t in times if killed - margin <= t <= killed)
+        if doc["authentications"] < len(times) - lost:
+            short_counts.append((device_id, doc["authentications"], len(times) - lost))
+        assert doc["authentications"] <= len(times) + in_flight, (device_id, doc, len(times))
+    assert not short_counts, f"registry counts lost beyond the write-behind window: {short_counts[:5]}"
+
+
+def check_trust(hub: HubProcess, cas: list[str], revoked: set[str] = frozenset()) -> None:
+    """The stored trust configuration is exactly ``cas`` (all verified, oldest first) and ``revoked``."""
+    listed = hub.admin("GET", "/cas").json()["cas"]
+    assert [(c["id"], c["status"]) for c in listed] == [(i, "verified") for i in cas], listed
+    fingerprints = [r["fingerprint"] for r in hub.admin("GET", "/revocations").json()["revocations"]]
+    assert sorted(fingerprints) == sorted(revoked), fingerprints
+
+
 # -- scenario: one worker killed --------------------------------------------------------------------------
+SERVED_ALONE = 20  # admissions the survivor must make alone before the supervisor may replace the victim
+
+
 def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int = 3) -> dict:
     fleet = _fleet(workdir, devices)
     with HubProcess(workdir / "worker-kill.db", workers=2) as hub:
-        register_and_prove(hub, fleet.custodian())
+        ca_id = register_and_prove(hub, fleet.custodian())
         storm = Storm((hub.host, hub.port), _storm_devices(fleet), threads=threads, rounds=rounds).start()
         total = devices * rounds
         wait_for(lambda: storm.admitted_count() >= total * 0.3, 60, "the storm to get going")
         workers = hub.healthz()["workers"]
         victim, survivor = workers[0], workers[1]
-        killed = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
+        # The supervisor is held while the victim dies, so the survivor is the only worker until it has
+        # admitted devices alone: "the other keeps serving" is an order of events, not a time bound.
+        os.kill(hub.proc.pid, signal.SIGSTOP)
+        try:
+            killed = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            alone_from = storm.admitted_count()
+            wait_for(lambda: storm.admitted_count() >= alone_from + SERVED_ALONE, 30,
+                     f"the surviving worker to admit {SERVED_ALONE} devices alone")
+        finally:
+            os.kill(hub.proc.pid, signal.SIGCONT)
+        released = time.monotonic()
         replacement = None
-        while replacement is None and time.monotonic() - killed < 30:
+        while replacement is None and time.monotonic() - released < 30:
             try:
                 listed = hub.healthz()["workers"]
             except (OSError, http.client.HTTPException, RuntimeError):
@@ -324,6 +365,11 @@ def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: 
         assert survivor in pids and victim not in pids, pids
         result = storm.join(timeout=120)
         _check_storm(result, devices, rounds)
+        time.sleep(0.6)  # let both workers flush their write-behind batches (every 0.2 s)
+        # The stored state: the one CA, no revocation, every admission on record (but what the killed
+        # worker had not yet written behind).
+        check_trust(hub, [ca_id])
+        check_registry(hub, result.admitted, ca_id, killed)
         admissions = result.admissions()
         during = [t for t in admissions if killed <= t <= ready]
         after_kill = [t for t in admissions if t >= killed]
@@ -332,16 +378,15 @@ def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: 
         log = hub.log()
     assert "was killed by SIGKILL" in log
     assert restarts == 1, restarts
-    assert during or ready - killed < 0.05, "nothing was admitted while the replacement started"
     figures = {
         "devices": devices, "rounds": rounds, "threads": threads, "admissions": len(admissions),
-        "replacement_forked_after_s": round(respawned - killed, 3),
-        "replacement_answering_after_s": round(ready - killed, 3),
+        "survivor_alone_s": round(released - killed, 3),
+        "replacement_forked_after_release_s": round(respawned - released, 3),
+        "replacement_answering_after_release_s": round(ready - released, 3),
         "admitted_while_one_worker_down": len(during),
         "longest_pause_in_admissions_after_kill_s": round(max(gaps) if gaps else 0.0, 3),
         "retried_errors": result.errors(),
     }
-    assert figures["longest_pause_in_admissions_after_kill_s"] < 1.0, figures
     return figures
 
 
@@ -471,6 +516,10 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         # an answer the old hub wrote just before dying may still be read after the kill).
         first_after = min(a.answered for a in result.attempts if a.step == "proof" and a.status == 200
                           and a.sent > killed)
+        # Recovered once the new hub answered: no device request sent after that failed (an order of
+        # events; how long the recovery took depends on the machine and is only reported).
+        failed_after_up = [a for a in result.attempts if a.sent > up and (a.status == 0 or a.status >= 500)]
+        assert not failed_after_up, f"device requests failed after the hub was up again: {failed_after_up[:3]}"
         time.sleep(0.6)  # let both workers flush their write-behind batches (every 0.2 s)
 
         # Administrative writes: every acknowledged one survived.
@@ -492,19 +541,7 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         # Device registry: every admission acknowledged before the kill has its first-seen record (written
         # before the answer); counts are written behind every 0.2 s, so the last moment before the kill
         # may be missing from them, never more.
-        margin = 1.0
-        short_counts = []
-        for device_id, times in result.admitted.items():
-            doc = hub.admin("GET", f"/devices/{device_id}").json()
-            assert doc.get("first_seen") is not None and doc["ca"] == ca_id, (device_id, doc)
-            acked_early = sum(1 for t in before.get(device_id, ()) if t < killed - margin)
-            acked_after = sum(1 for t in times if t > killed)
-            floor = acked_early + acked_after
-            if doc["authentications"] < floor:
-                short_counts.append((device_id, doc["authentications"], floor))
-            # at most one proof per device can have been in flight, counted but never answered
-            assert doc["authentications"] <= len(times) + 1, (device_id, doc, len(times))
-        assert not short_counts, f"registry counts lost beyond the write-behind window: {short_counts[:5]}"
+        check_registry(hub, result.admitted, ca_id, killed)
         on_record = sum(1 for times in before.values() if times)  # each checked above
     finally:
         if writer is not None:
@@ -551,7 +588,7 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
                       after: float = 1.5) -> dict:
     company, technicians, devices = _two_technicians(per_technician)
     with HubProcess(workdir / "revoke.db", workers=2) as hub:
-        register_and_prove(hub, company)
+        ca_id = register_and_prove(hub, company)
         address = (hub.host, hub.port)
         everyone = [d for pair in zip(devices["Technician-Z"], devices["Technician-W"]) for d in pair]
         storm = Storm(address, everyone, threads=threads, continuous=True).start()
@@ -559,9 +596,9 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
         workers = set(hub.healthz()["workers"])
         target = devices["Technician-Z"][0]
         revoking = time.monotonic()
-        reply = hub.admin("POST", "/revocations",
-                         json_body={"fingerprint": fingerprint(technicians["Technician-Z"].certificate)})
-        acknowledged = time.monotonic()
+        revoked = fingerprint(technicians["Technician-Z"].certificate)
+        reply = hub.admin("POST", "/revocations", json_body={"fingerprint": revoked})
+        acknowledged, acknowledged_wall = time.monotonic(), time.time()
         assert reply.status == 201, reply
         # Probe every worker through the fast path, from the acknowledgement on: (sent, answered) of the
         # first refusal from each, relative to the acknowledgement. Under the storm's load the answer
@@ -577,6 +614,16 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
         time.sleep(after)
         storm.stop()
         result = storm.join(timeout=30)
+        time.sleep(0.6)  # let both workers flush their write-behind batches (every 0.2 s)
+        # The stored state: the revocation and nothing else; every acknowledged admission counted, no other
+        # (the storm finished each authentication it began); no Technician-Z device admitted after it.
+        check_trust(hub, [ca_id], {revoked})
+        check_registry(hub, result.admitted, ca_id, in_flight=0)
+        z_on_record = {d.device_id: hub.admin("GET", f"/devices/{d.device_id}").json()
+                       for d in devices["Technician-Z"] if d.device_id in result.admitted}
+    late = {d: doc["last_authenticated"] for d, doc in z_on_record.items()
+            if doc["last_authenticated"] > acknowledged_wall}
+    assert not late, f"Technician-Z devices on record as admitted after the revocation: {list(late.items())[:3]}"
     z_ids = {d.device_id for d in devices["Technician-Z"]}
     z_after = [a for a in result.attempts if a.device in z_ids and a.sent > acknowledged]
     z_admitted_late = [a for a in z_after if a.step == "proof" and a.status == 200]
@@ -590,8 +637,9 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
     assert not z_wrong, f"Technician-Z requests after the revocation not refused as revoked: {z_wrong[:3]}"
     assert not others_refused, f"other devices refused: {others_refused[:3]}"
     assert set(first_refusal) == workers, (first_refusal, workers)
+    # Every probe sent after the acknowledgement, to whichever worker, was refused: an order of events.
+    # How soon each worker was reached depends on the machine and is only reported.
     assert all(s == 403 for _, s, _, _ in probes), probes[:5]
-    assert max(sent for sent, _ in first_refusal.values()) < 1.0, first_refusal
     w_admissions = sum(len(result.admitted.get(d.device_id, ())) for d in devices["Technician-W"])
     return {
         "devices": 2 * per_technician, "threads": threads,
@@ -602,7 +650,7 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
         "z_proofs_sent_after_ack_admitted": 0,
         "per_worker_first_refusal_ms_after_ack_sent_answered": {
             str(p): [round(v * 1e3, 1) for v in times] for p, times in first_refusal.items()},
-        "probes": len(probes),
+        "probes": len(probes), "z_devices_on_record": len(z_on_record),
     }
 
 

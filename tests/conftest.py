@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
+from bench.httpdevice import authenticate, register_and_prove
 from hubsim.service.launcher import HubProcess
+from loadgen._pki import SupplyChain
 
 
 def serve_hub(tmp_path_factory, name: str = "hub", *, workers: int = 2, args=(), clean_log: bool = True):
@@ -24,3 +30,30 @@ def serve_hub(tmp_path_factory, name: str = "hub", *, workers: int = 2, args=(),
         process.kill()
     if clean_log:
         assert " ERROR " not in process.log(), process.log()
+
+
+def admit_a_sibling_on_every_worker(hub: HubProcess, chain: SupplyChain) -> None:
+    """One device under ``chain``'s issuer admitted through each worker, which caches its intermediates."""
+    tag = os.urandom(4).hex()  # device ids are global: a sibling of another chain must not be this one
+    for pid, conn in hub.worker_connections().items():
+        try:
+            before = hub.healthz(conn)["issuer_cache"]
+            assert authenticate(conn, chain.device(f"sibling-{tag}-on-{pid}"))["first_connection"]
+            after = hub.healthz(conn)
+            assert after["pid"] == pid and (after["issuer_cache"] > before or not chain.custodians), (before, after)
+        finally:
+            conn.close()
+
+
+@pytest.fixture(params=["empty-cache", "sibling-accepted"])
+def issuers(request, hub):
+    """Fresh supply chains, registered and proven on the module's ``hub``, for a refusal test that runs
+    twice: with nothing under the chain seen before, and after a sibling device under the same issuer was
+    admitted by every worker, so that no refusal can depend on what the workers have cached."""
+    def issue(depth: int = 2) -> SupplyChain:
+        chain = SupplyChain.build(depth=depth)
+        register_and_prove(hub, chain.company)
+        if request.param == "sibling-accepted":
+            admit_a_sibling_on_every_worker(hub, chain)
+        return chain
+    return issue

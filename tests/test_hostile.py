@@ -5,8 +5,9 @@ Two hubs, one after the other:
 * two workers, with valid devices authenticating in the background all along: every case gets its
   exact refusal (status and code, as JSON), nothing gets a 5xx, no worker dies, the background traffic
   never fails, and afterwards no uploaded private key is in the database, the guard file or the logs;
-* one worker, so that its CPU time is the cost of the case alone: no case may cost more than 50 ms.
-  The costs are printed (pytest -s, or the summary in -rA); the largest is asserted.
+* one worker, so that its CPU time is the cost of the case alone: no case may cost more than 50 ms of
+  the worker's CPU, read in nanoseconds from the scheduler (psutil's 10 ms clock ticks only where
+  that is unreadable). The costs are printed (pytest -s, or the summary in -rA); the largest is asserted.
 
 The engine gaps the corpus found are fixed; each has an in-process regression test at the end. A
 case the hub answers wrongly would carry ``engine_gap``/``cpu_gap`` in tests/hostile/corpus.py (a strict
@@ -15,6 +16,7 @@ xfail naming the fix); none does today.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -34,8 +36,9 @@ CPU_BUDGET = 0.050
 COSTS: dict[str, tuple[float, float]] = {}  # case -> (CPU seconds in clock ticks (psutil), from schedstat)
 
 
-def _param(case: corpus.Case, gap: str | None, strict: bool = True):
-    marks = [pytest.mark.xfail(strict=strict, reason=gap)] if gap else []
+def _param(case: corpus.Case, gap: str | None):
+    # Strict: a gap that stops failing is fixed, and its mark must go.
+    marks = [pytest.mark.xfail(strict=True, reason=gap)] if gap else []
     return pytest.param(case, id=case.name, marks=marks)
 
 
@@ -189,23 +192,23 @@ def test_no_uploaded_private_key_is_stored_or_logged(hub, kit):
 
 
 # -- what each case costs the hub, one worker --------------------------------------------------------------
-def _cpu_param(case):
-    # The huge-exponent chain costs ~60 ms here, close enough to the budget that a faster machine may
-    # pass it: not strict. The engine test at the end is the strict one.
-    return _param(case, case.cpu_gap, strict=True)
+def _cost(ticks: float, precise: float) -> float:
+    """The case's CPU: the scheduler's nanoseconds, or the clock ticks where /proc has no schedstat."""
+    return ticks if math.isnan(precise) else precise
 
 
-@pytest.mark.parametrize("case", [_param(c, c.hub_gap, strict=False) if c.hub_gap else _cpu_param(c) for c in CASES])
+@pytest.mark.parametrize("case", [_param(c, c.hub_gap or c.cpu_gap) for c in CASES])
 def test_costs_under_50ms_of_cpu(solo, kit, case):
     request = case.request(kit)  # built first: proofs take a live challenge from the hub
     time.sleep(0.01)
     pids = [solo.pid]
     ticks, ns = cpu_seconds(pids), cpu_ns(pids)
     reply = exchange(solo.host, solo.port, request)
-    ticks, ns = cpu_seconds(pids) - ticks, cpu_ns(pids) - ns
-    COSTS[case.name] = (ticks, ns / 1e9 if ns >= 0 else float("nan"))
+    ticks, after = cpu_seconds(pids) - ticks, cpu_ns(pids)
+    COSTS[case.name] = (ticks, (after - ns) / 1e9 if min(ns, after) >= 0 else float("nan"))
     assert 0 < reply.status < 500, reply
-    assert ticks < CPU_BUDGET, f"{case.name} cost the hub {ticks * 1e3:.0f} ms of CPU"
+    spent = _cost(*COSTS[case.name])
+    assert spent < CPU_BUDGET, f"{case.name} cost the hub {spent * 1e3:.2f} ms of CPU"
 
 
 def test_cpu_summary(solo, kit):
@@ -215,14 +218,16 @@ def test_cpu_summary(solo, kit):
     assert len(measured) >= 50, len(measured)
     worst = sorted(measured.items(), key=lambda kv: kv[1][1], reverse=True)[:8]
     max_ticks = max(v[0] for v in measured.values())
+    worst_cost = max(_cost(*v) for v in measured.values())
     print(f"\nCPU per hostile request, one worker, {len(measured)} cases (budget {CPU_BUDGET * 1e3:.0f} ms):")
-    print(f"  max by /proc ticks (10 ms resolution): {max_ticks * 1e3:.0f} ms")
+    print(f"  max {worst_cost * 1e3:.2f} ms ({CPU_BUDGET / worst_cost:.0f}x under the budget); "
+          f"by /proc ticks (10 ms resolution): {max_ticks * 1e3:.0f} ms")
     for name, (t, precise) in worst:
         print(f"  {name:48s} {precise * 1e3:7.2f} ms (schedstat)  {t * 1e3:4.0f} ms (ticks)")
     for name, (t, precise) in COSTS.items():
         if name not in measured:
             print(f"  known gap {name}: {precise * 1e3:.1f} ms")
-    assert max_ticks < CPU_BUDGET
+    assert worst_cost < CPU_BUDGET, worst_cost
     _assert_no_secrets(solo, kit)
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 
 import pytest
 from cryptography import x509
@@ -105,19 +106,38 @@ def registered(hub, depth: int = 2) -> SupplyChain:
     return chain
 
 
+def settled_entry(hub: HubProcess, device_id: str) -> dict:
+    """The device's registry entry once no worker holds counts still to write behind (they flush every
+    0.2 s): from then on it is exact."""
+    conns = hub.worker_connections()
+    try:
+        deadline = time.monotonic() + 10
+        while any(hub.healthz(c)["registry_pending"] for c in conns.values()):
+            assert time.monotonic() < deadline, "the workers never flushed their registry writes"
+            time.sleep(0.05)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    reply = admin(hub, "GET", f"/devices/{device_id}")
+    assert reply.status == 200, reply
+    return reply.json()
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     yield from serve_hub(tmp_path_factory, "security")
 
 
 # -- proof of possession ------------------------------------------------------------------------------------
-def test_a_replayed_proof_is_refused_by_every_worker_even_racing_and_after_a_worker_restart(hub):
-    chain = registered(hub)
-    device = chain.device("replayed")
+def test_a_replayed_proof_is_refused_by_every_worker_even_racing_and_after_a_worker_restart(hub, issuers):
+    chain = issuers()
+    name = f"replayed-{os.urandom(4).hex()}"
+    device = chain.device(name)
     body = proof_of(device, get_challenge(hub, device))
     first = fresh(hub, "/devices/proof", body, JSON_TYPE)
-    assert first.status == 200 and first.json()["device_id"] == "replayed", first
+    assert first.status == 200 and first.json()["device_id"] == name, first
     refused_everywhere(hub, "/devices/proof", body, JSON_TYPE, 401, "challenge_used")
+    assert settled_entry(hub, name)["authentications"] == 1  # the refused replays were not counted
 
     # Eight copies of one fresh proof sent at once, over fresh connections: exactly one is admitted.
     body = proof_of(device, get_challenge(hub, device))
@@ -140,6 +160,7 @@ def test_a_replayed_proof_is_refused_by_every_worker_even_racing_and_after_a_wor
         t.join()
     assert sorted(a.status for a in answers) == [200] + [401] * 7, answers
     assert {a.code for a in answers if a.status == 401} == {"challenge_used"}
+    assert settled_entry(hub, name)["authentications"] == 2  # one of the eight, on record once
 
     # The worker that admitted a proof dies; its replacement still refuses the replay (the record of
     # used nonces lives in the shared guard file, not in the worker).
@@ -149,10 +170,12 @@ def test_a_replayed_proof_is_refused_by_every_worker_even_racing_and_after_a_wor
     os.kill(admitted.pid, signal.SIGKILL)
     hub.wait_workers(2, timeout=15, exclude={admitted.pid})
     refused_everywhere(hub, "/devices/proof", body, JSON_TYPE, 401, "challenge_used")
+    # The killed worker may have lost its unwritten count of the third admission, never more; no replay counted.
+    assert settled_entry(hub, name)["authentications"] in (2, 3)
 
 
-def test_a_challenge_issued_for_one_certificate_cannot_be_answered_by_another(hub):
-    chain = registered(hub)
+def test_a_challenge_issued_for_one_certificate_cannot_be_answered_by_another(hub, issuers):
+    chain = issuers()
     owner, thief = chain.device("owner"), chain.device("thief")
     challenge = get_challenge(hub, owner)
     # The thief signs the owner's challenge with its own key: the token carries the owner's key.
@@ -255,8 +278,8 @@ def test_a_verification_code_works_once_and_only_for_its_ca(hub):
 
 
 # -- revocation, disabling, removal ---------------------------------------------------------------------------
-def test_a_revoked_intermediate_refuses_every_device_below_it_on_every_worker(hub):
-    chain = registered(hub, depth=2)
+def test_a_revoked_intermediate_refuses_every_device_below_it_on_every_worker(hub, issuers):
+    chain = issuers(depth=2)
     factory = chain.custodians[0]
     below, unrelated = chain.device("below-factory"), registered(hub, depth=2).device("elsewhere")
     for answer in on_every_worker(hub, "/devices/challenge", below.chain_pem(), PEM_TYPE):
@@ -264,6 +287,8 @@ def test_a_revoked_intermediate_refuses_every_device_below_it_on_every_worker(hu
     pending = [proof_of(below, get_challenge(hub, below)) for _ in range(6)]
     reply = admin(hub, "POST", "/revocations", json_body={"fingerprint": fingerprint(factory.certificate)})
     assert reply.status == 201, reply
+    stored = [r["fingerprint"] for r in admin(hub, "GET", "/revocations").json()["revocations"]]
+    assert stored.count(fingerprint(factory.certificate)) == 1, stored
     refused_everywhere(hub, "/devices/challenge", below.chain_pem(), PEM_TYPE, 403, "cert_revoked")
     refused_everywhere(hub, "/devices/challenge", chain.device("new-below").chain_pem(), PEM_TYPE, 403,
                        "cert_revoked")
@@ -275,8 +300,8 @@ def test_a_revoked_intermediate_refuses_every_device_below_it_on_every_worker(hu
     conn.close()
 
 
-def test_a_disabled_device_is_refused_at_both_steps_on_every_worker(hub):
-    chain = registered(hub, depth=1)
+def test_a_disabled_device_is_refused_at_both_steps_on_every_worker(hub, issuers):
+    chain = issuers(depth=1)
     device, sibling = chain.device("switched-off"), chain.device("sibling")
     pending = [proof_of(device, get_challenge(hub, device)) for _ in range(6)]
     assert admin(hub, "POST", "/devices/switched-off/disable").status == 200
@@ -294,7 +319,7 @@ def test_a_disabled_device_is_refused_at_both_steps_on_every_worker(hub):
 def test_a_ca_removed_mid_run_admits_nothing_after_the_removal_is_acknowledged(hub):
     doomed, survivor = registered(hub, depth=1), registered(hub, depth=1)
     doomed_id = fingerprint(doomed.company.certificate)
-    log: list[tuple[str, float, float, int, str | None]] = []  # (who, sent, answered, status, code)
+    log: list[tuple[str, float, float, int, str | None, str]] = []  # (who, sent, answered, status, code, device)
     stop = threading.Event()
 
     def storm(who: str, chain: SupplyChain, offset: int):
@@ -309,7 +334,7 @@ def test_a_ca_removed_mid_run_admits_nothing_after_the_removal_is_acknowledged(h
             reply = conn.getresponse()
             data = reply.read()
             if reply.status != 200:
-                log.append((who, sent, time.monotonic(), reply.status, json.loads(data)["error"]))
+                log.append((who, sent, time.monotonic(), reply.status, json.loads(data)["error"], device.device_id))
                 continue
             body = proof_of(device, json.loads(data)["challenge"])
             sent = time.monotonic()
@@ -317,7 +342,7 @@ def test_a_ca_removed_mid_run_admits_nothing_after_the_removal_is_acknowledged(h
             reply = conn.getresponse()
             data = reply.read()
             code = None if reply.status == 200 else json.loads(data)["error"]
-            log.append((who, sent, time.monotonic(), reply.status, code))
+            log.append((who, sent, time.monotonic(), reply.status, code, device.device_id))
         for conn in conns:
             conn.close()
     threads = [threading.Thread(target=storm, args=(who, chain, i)) for i in range(2)
@@ -326,7 +351,7 @@ def test_a_ca_removed_mid_run_admits_nothing_after_the_removal_is_acknowledged(h
         t.start()
     time.sleep(0.8)
     reply = admin(hub, "DELETE", f"/cas/{doomed_id}")
-    acknowledged = time.monotonic()
+    acknowledged, acknowledged_wall = time.monotonic(), time.time()
     assert reply.status == 200, reply
     time.sleep(0.8)
     stop.set()
@@ -339,6 +364,17 @@ def test_a_ca_removed_mid_run_admits_nothing_after_the_removal_is_acknowledged(h
     assert all((e[3], e[4]) == (401, "chain_untrusted") for e in after), [e for e in after if e[3] != 401][:5]
     survivors = [e for e in log if e[0] == "survivor"]
     assert survivors and all(e[3] == 200 for e in survivors), [e for e in survivors if e[3] != 200][:5]
+    # The stored state: the CA is gone, the other is not; each doomed device is on record with exactly
+    # the admissions it was told of, the last of them before the removal was acknowledged.
+    listed = {c["id"]: c["status"] for c in admin(hub, "GET", "/cas").json()["cas"]}
+    assert doomed_id not in listed and listed[fingerprint(survivor.company.certificate)] == "verified", listed
+    assert admin(hub, "GET", f"/cas/{doomed_id}").status == 404
+    admitted = Counter(e[5] for e in log if e[0] == "doomed" and e[3] == 200)  # proofs: challenges log only refusals
+    assert admitted
+    for device_id, count in admitted.items():
+        entry = settled_entry(hub, device_id)
+        assert entry["authentications"] == count and entry["last_authenticated"] <= acknowledged_wall, \
+            (device_id, count, entry)
 
 
 # -- identities the engine cannot carry across workers ---------------------------------------------------------
@@ -354,9 +390,9 @@ def long_id_device(chain: SupplyChain, device_id: str) -> Device:
     return Device(device_id, template._key, x509.load_der_x509_certificate(der), template.chain)
 
 
-def test_a_device_id_too_long_for_a_portable_challenge_is_refused(hub):
+def test_a_device_id_too_long_for_a_portable_challenge_is_refused(hub, issuers):
     # A device id over 1,024 bytes would make a challenge token only its issuing worker could open.
-    chain = registered(hub, depth=1)
+    chain = issuers(depth=1)
     device = long_id_device(chain, "d" * 5000)
     answers = on_every_worker(hub, "/devices/challenge", device.chain_pem(), PEM_TYPE)
     assert {(a.status, a.code) for a in answers} == {(400, "device_id_missing")}, answers

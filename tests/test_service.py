@@ -141,10 +141,18 @@ def test_unknown_endpoints_and_methods(hub):
     refused(hub.admin("GET", "/devices/proof/extra"), 404, "not_found")
 
 
-def test_ca_upload_refusals(hub, fleet):
-    device = fleet.device("not-a-ca")
+def stored_cas(hub) -> list[dict]:
+    reply = hub.admin("GET", "/cas")
+    assert reply.status == 200, reply
+    return reply.json()["cas"]
+
+
+def test_ca_upload_refusals(hub, issuers):
+    chain = issuers()
+    before = stored_cas(hub)
+    device = chain.device("not-a-ca")
     refused(hub.admin("POST", "/cas", device.certificate.public_bytes(PEM)), 400, "not_a_ca")
-    refused(hub.admin("POST", "/cas", fleet.company.certificate.public_bytes(PEM)), 409, "ca_exists")
+    refused(hub.admin("POST", "/cas", chain.company.certificate.public_bytes(PEM)), 409, "ca_exists")
     refused(hub.admin("POST", "/cas", b"certainly not a certificate"), 400, "malformed_input")
     refused(hub.admin("POST", "/cas", b""), 400, "malformed_input")
     key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -155,6 +163,7 @@ def test_ca_upload_refusals(hub, fleet):
             "unsupported_media_type")
     refused(hub.admin("POST", "/cas", b"x", headers={"Content-Type": "multipart/form-data; boundary=x"}), 415,
             "unsupported_media_type")
+    assert stored_cas(hub) == before  # no refused upload left a CA row or changed one
 
 
 def test_ca_verification_refusals(hub):
@@ -178,13 +187,17 @@ def test_ca_verification_refusals(hub):
     refused(hub.admin("POST", f"/cas/{doc['id']}/verification-code"), 409, "ca_already_verified")
 
 
-def test_device_refusals(hub, fleet):
+def test_device_refusals(hub, issuers):
+    fleet = issuers()
     unverified = SupplyChain.build(depth=1)
     register(hub, unverified, verify=False)
     refused(hub.call("POST", "/devices/challenge", unverified.device("u-1").chain_pem()), 401, "chain_untrusted")
     stranger = SupplyChain.build(depth=1).device("s-1")
     refused(hub.call("POST", "/devices/challenge", stranger.chain_pem()), 401, "chain_untrusted")
     refused(hub.call("POST", "/devices/challenge", fleet.company.certificate.public_bytes(PEM)), 401, "leaf_is_ca")
+    # The issuing custodian's own certificate as a device, with the rest of its path (cached after a sibling)
+    custodian = b"".join(c.public_bytes(PEM) for c in fleet.intermediates())
+    refused(hub.call("POST", "/devices/challenge", custodian), 401, "leaf_is_ca")
     refused(hub.call("POST", "/devices/challenge", b"junk"), 400, "malformed_input")
     refused(hub.call("POST", "/devices/challenge", b""), 400, "malformed_input")
     refused(hub.call("POST", "/devices/challenge", b"A" * (40 * 1024)), 413, "upload_too_large")
@@ -215,7 +228,9 @@ def test_device_refusals(hub, fleet):
     refused(prove(hub, body), 401, "challenge_used")
 
 
-def test_certificates_cryptography_parses_only_lazily_are_refused_as_malformed(hub, fleet):
+def test_certificates_cryptography_parses_only_lazily_are_refused_as_malformed(hub, issuers):
+    fleet = issuers()
+    before = stored_cas(hub)
     # An impossible version number, and a subject whose UTF8String is not UTF-8: cryptography accepts
     # both at load time or at first access with errors the engine does not expect; they are the
     # upload's fault all the same.
@@ -225,6 +240,7 @@ def test_certificates_cryptography_parses_only_lazily_are_refused_as_malformed(h
     assert bad_version != ca_der and bad_subject != ca_der
     for body in (bad_version, bad_subject):
         refused(hub.admin("POST", "/cas", body), 400, "malformed_input")
+    assert stored_cas(hub) == before
     device_der = fleet.device("bad-version").certificate.public_bytes(DER)
     bad_leaf = device_der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x19", 1)
     refused(hub.call("POST", "/devices/challenge", bad_leaf), 400, "malformed_input")
@@ -367,7 +383,7 @@ def test_disable_and_enable_a_device(hub, fleet, workers):
     assert authenticate(hub, fleet.device("not-yet-here"))["first_connection"] is True
 
 
-def test_revocation_is_enforced_by_every_worker_within_a_second(hub, workers):
+def test_revocation_is_enforced_by_every_worker_from_the_next_request(hub, workers):
     chain = SupplyChain.build(depth=2)
     register(hub, chain)
     device, sibling = chain.device("rev-leaf"), chain.device("rev-sibling")
@@ -377,14 +393,13 @@ def test_revocation_is_enforced_by_every_worker_within_a_second(hub, workers):
     pending = [challenge(hub, device, conn) for conn in workers]
     # The format `openssl x509 -fingerprint -sha256` prints is accepted.
     colon = "sha256 Fingerprint=" + ":".join(f"{b:02X}" for b in bytes.fromhex(fingerprint(device.certificate)))
-    start = time.monotonic()
     reply = hub.admin("POST", "/revocations", json_body={"fingerprint": colon}, conn=workers[0])
     assert reply.status == 201 and reply.json()["fingerprint"] == fingerprint(device.certificate), reply
+    # The first requests each worker sees after the acknowledgement are refused: an order of events.
     for conn, issued in zip(workers, pending):
         refused(hub.call("POST", "/devices/challenge", device.chain_pem(), conn=conn), 403, "cert_revoked")
         refused(prove(hub, proof_body(device, issued), conn), 403, "cert_revoked")
         authenticate(hub, sibling, conn)
-    assert time.monotonic() - start < 1.0
     # Revoking the issuing intermediate refuses every device below it, on every worker.
     assert hub.admin("POST", "/revocations", json_body={"fingerprint": fingerprint(chain.issuer.certificate)},
                     conn=workers[1]).status == 201
@@ -459,8 +474,9 @@ def test_pipelined_split_and_mixed_requests_on_one_connection(hub, fleet):
     assert big.startswith(b"HTTP/1.1 413") and b"upload_too_large" in big
 
 
-def test_bad_input_never_yields_500_or_kills_a_worker(hub, fleet):
-    before = sorted(hub.healthz()["workers"])
+def test_bad_input_never_yields_500_or_kills_a_worker(hub, issuers):
+    fleet = issuers()
+    before, cas = sorted(hub.healthz()["workers"]), stored_cas(hub)
     device = fleet.device("fuzz")
     chain = device.chain_pem()
     issued = challenge(hub, device)
@@ -488,6 +504,7 @@ def test_bad_input_never_yields_500_or_kills_a_worker(hub, fleet):
         reply = _raw(hub, raw)  # not HTTP at all: the HTTP parser's own plain-text 400 (or 431, 413)
         assert reply == b"" or re.match(rb"HTTP/1\.[01] 4\d\d ", reply), reply[:200]
     assert sorted(hub.healthz()["workers"]) == before
+    assert stored_cas(hub) == cas
     assert authenticate(hub, fleet.device("after-fuzz"))["device_id"] == "after-fuzz"
 
 
