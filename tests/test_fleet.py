@@ -349,3 +349,14 @@ def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp
     assert len(fleet) == 5 and len(said) == 2
     again = derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), log=said.append)
     assert again.identity(4).certificate_der == fleet.identity(4).certificate_der and len(said) == 2
+
+
+def test_derived_fleet_with_san_is_its_own_fleet(tmp_path):
+    from loadgen._identities import derive_fleet
+
+    plain = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path))
+    named = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path), san="uri")
+    assert plain.path != named.path and (plain.san, named.san) == (None, "uri")
+    uri = named.identity(3).certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [n.value for n in uri] == [f"urn:certstorm:device:{named.identity(3).device_id}"]
+    assert derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path), san="uri").path == named.path  # cached
