@@ -9,7 +9,6 @@ the worker.
 from __future__ import annotations
 
 import http.client
-import os
 
 import pytest
 
@@ -17,7 +16,7 @@ from bench.httpdevice import authenticate, authenticate_all, register_and_prove
 from bench.measure import bench_cores, raw_verify_on_core
 from cryptography.hazmat.primitives.serialization import Encoding
 from hubsim.algorithms import sign
-from hubsim.service.launcher import HubProcess, cpu_seconds
+from hubsim.service.launcher import cpu_seconds
 from loadgen._fleet import generate_fleet
 
 DEVICES = 1800
@@ -25,15 +24,8 @@ CORES = bench_cores()  # (hub's core, client's core), or None on one core
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    proc = HubProcess(tmp_path_factory.mktemp("hub") / "hub.db", workers=1).start()
-    if CORES is not None:  # the supervisor too: a worker it restarts inherits its core
-        for pid in (proc.proc.pid, *proc.healthz()["workers"]):
-            os.sched_setaffinity(pid, {CORES[0]})
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def hub(pinned_hub):
+    return pinned_hub
 
 
 @pytest.fixture(scope="module")

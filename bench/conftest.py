@@ -11,6 +11,7 @@ import os
 import pytest
 
 from bench.measure import bench_cores, raw_verify_seconds
+from hubsim.service.launcher import HubProcess
 
 CORES = bench_cores()  # read before any benchmark pins this process
 
@@ -59,3 +60,17 @@ def _on_the_bench_core():
 @pytest.fixture(scope="session")
 def calibration():
     return Calibration()
+
+
+@pytest.fixture(scope="module")
+def pinned_hub(tmp_path_factory):
+    """A one-worker hub on the first bench core (the benchmarks' client runs on the other), with a
+    database of its own for the module."""
+    proc = HubProcess(tmp_path_factory.mktemp("hub") / "hub.db", workers=1).start()
+    if CORES is not None:  # the supervisor too: a worker it restarts inherits its core
+        for pid in (proc.proc.pid, *proc.healthz()["workers"]):
+            os.sched_setaffinity(pid, {CORES[0]})
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -83,6 +83,8 @@ _SHA2_SIGNATURES = frozenset({
     SignatureAlgorithmOID.RSASSA_PSS,
 })
 # Extensions by which a CA constrains every leaf below it by name or policy: such paths always go cold.
+_BASIC_CONSTRAINTS, _KEY_USAGE = ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE
+_EXTENDED_KEY_USAGE = ExtensionOID.EXTENDED_KEY_USAGE
 _LEAF_CONSTRAINTS = (ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.POLICY_CONSTRAINTS, ExtensionOID.INHIBIT_ANY_POLICY)
 MAX_DEVICE_ID_BYTES = 1024  # a device id must fit a challenge token any hub process can open
 # What cryptography raises for extensions or names it cannot represent.
@@ -253,12 +255,12 @@ class ChainValidator:
             if not (issuer.alive and issuer.not_before <= second <= issuer.not_after and _fits(chain, issuer)):
                 continue
             try:
-                device_id, public_key = check_device(leaf, second)
+                device_id, public_key, window = check_device(leaf, second)
                 issuer.verifier(second, self.policy.max_chain_depth).verify(leaf, [])
             except (AuthError, VerificationError):
                 break  # the cold path gives the verdict and its code
             validated = Validated(device_id, chain[0].fingerprint, _spki(public_key), public_key, issuer.path, True)
-            self._remember_device(validated, leaf, issuer)
+            self._remember_device(validated, window, issuer)
             return validated
         self.stats.deferred += 1
         return None
@@ -285,7 +287,7 @@ class ChainValidator:
 
     def _cold(self, chain: list[ParsedCertificate], second: int) -> Validated:
         leaf = chain[0].certificate
-        device_id, public_key = check_device(leaf, second)
+        device_id, public_key, window = check_device(leaf, second)
         _refuse_ambiguous(chain)
         _refuse_unsupported_keys(chain)
         if self._store is None:
@@ -306,7 +308,7 @@ class ChainValidator:
         if self.policy.warm:
             issuer = self._remember_path(path_certs, path)
             if issuer is not None:
-                self._remember_device(validated, leaf, issuer)
+                self._remember_device(validated, window, issuer)
         return validated
 
     def _fingerprint_on_path(self, cert: x509.Certificate, chain: list[ParsedCertificate]) -> bytes:
@@ -350,12 +352,12 @@ class ChainValidator:
                 self._issuers[path[i]] = made
         return made
 
-    def _remember_device(self, validated: Validated, leaf: x509.Certificate, issuer: _Issuer) -> None:
+    def _remember_device(self, validated: Validated, window: tuple[int, int], issuer: _Issuer) -> None:
+        """``window``: the device certificate's own validity in whole seconds, as check_device read it."""
         devices = self._devices
         if len(devices) >= self.policy.device_cache_size:
             devices.popitem(last=False)
-        not_before = max(issuer.not_before, _seconds(leaf.not_valid_before_utc))
-        not_after = min(issuer.not_after, _seconds(leaf.not_valid_after_utc))
+        not_before, not_after = max(issuer.not_before, window[0]), min(issuer.not_after, window[1])
         devices[validated.leaf] = _Device(validated._replace(warm=True), issuer, not_before, not_after)
 
 
@@ -412,10 +414,10 @@ def _refuse_ambiguous(chain: list[ParsedCertificate]) -> None:
             raise AuthError("chain_ambiguous")
 
 
-def check_device(cert: x509.Certificate, second: int) -> tuple[str, object]:
+def check_device(cert: x509.Certificate, second: int) -> tuple[str, object, tuple[int, int]]:
     """The engine's own device-certificate rules, on every path, before the verifier: they give common
     refusals specific codes and add what the verifier does not check (RSA exponent bounds, the device
-    id). Returns the device id and the parsed public key."""
+    id). Returns the device id, the parsed public key and the validity window in whole seconds."""
     try:
         public_key = cert.public_key()
         key_algorithm(public_key)
@@ -426,21 +428,24 @@ def check_device(cert: x509.Certificate, second: int) -> tuple[str, object]:
     if cert.signature_algorithm_oid not in _SHA2_SIGNATURES:
         raise AuthError("unsupported_algorithm",
                         f"device certificate signed with {cert.signature_algorithm_oid.dotted_string}")
-    if second < _seconds(cert.not_valid_before_utc):
+    not_before, not_after = _seconds(cert.not_valid_before_utc), _seconds(cert.not_valid_after_utc)
+    if second < not_before:
         raise AuthError("cert_not_yet_valid", "the device certificate is not valid yet")
-    if second > _seconds(cert.not_valid_after_utc):
+    if second > not_after:
         raise AuthError("cert_expired", "the device certificate has expired")
     try:
         extensions = cert.extensions
     except _DECODE_ERRORS as exc:
         raise AuthError("malformed_input", f"device certificate extensions: {exc}") from None
-    for ext in extensions:
-        value = ext.value
-        if isinstance(value, x509.BasicConstraints) and value.ca:
-            raise AuthError("leaf_is_ca")
-        if isinstance(value, x509.KeyUsage) and not value.digital_signature:
-            raise AuthError("key_usage_invalid")
-        if isinstance(value, x509.ExtendedKeyUsage) and ExtendedKeyUsageOID.CLIENT_AUTH not in value:
+    for ext in extensions:  # by OID, which fixes the value's type: cheaper than isinstance on ABCs
+        oid = ext.oid
+        if oid == _BASIC_CONSTRAINTS:
+            if ext.value.ca:
+                raise AuthError("leaf_is_ca")
+        elif oid == _KEY_USAGE:
+            if not ext.value.digital_signature:
+                raise AuthError("key_usage_invalid")
+        elif oid == _EXTENDED_KEY_USAGE and ExtendedKeyUsageOID.CLIENT_AUTH not in ext.value:
             raise AuthError("eku_invalid")
     try:
         names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -455,7 +460,7 @@ def check_device(cert: x509.Certificate, second: int) -> tuple[str, object]:
         raise AuthError("device_id_invalid") from None
     if size > MAX_DEVICE_ID_BYTES:
         raise AuthError("device_id_missing", f"the device id (CN) is longer than {MAX_DEVICE_ID_BYTES} bytes")
-    return device_id, public_key
+    return device_id, public_key, (not_before, not_after)
 
 
 def _explain(exc: VerificationError, chain: list[ParsedCertificate], second: int) -> AuthError:

@@ -7,7 +7,8 @@ together. So the generator builds ONE template device certificate with ``Certifi
 per-device fields all have a fixed length -- the device id ``f"{prefix}{index:0{width}d}"``, a 16-byte
 serial (8-byte fleet id + 8-byte big-endian index, first byte 0x40..0x7f), the subject public key (fixed
 length per algorithm) and the SubjectKeyIdentifier (SHA-1 of the public key bit string) -- finds those
-fields' byte offsets in the template's TBSCertificate, and splices each device's values in. The lengths do
+fields' byte offsets in the template's TBSCertificate, and splices each device's values in (with a
+per-device SubjectAlternativeName, ``--san``, the id digits once more inside each SAN name). The lengths do
 not change, so no DER is re-encoded; the issuing custodian signs the spliced TBS
 (:meth:`~loadgen._pki.Custodian.sign_tbs`) and the certificate is
 ``SEQUENCE { tbs, signatureAlgorithm (from the template), BIT STRING (0x00 + signature) }``.
@@ -149,29 +150,61 @@ def _public_bits(alg: str, public_key) -> bytes:
     return public_key.public_bytes(_DER, serialization.PublicFormat.PKCS1)
 
 
+SAN_KINDS = ("dns", "uri", "both")
+SAN_DNS_SUFFIX = ".devices.example"  # a reserved name (RFC 6761): no real host is ever named
+SAN_URI_PREFIX = "urn:certstorm:device:"
+
+
+def _check_san(kind: str | None) -> str | None:
+    if kind is not None and kind not in SAN_KINDS:
+        raise ValueError(f"unknown SAN kind {kind!r}; choose one of {', '.join(SAN_KINDS)}")
+    return kind
+
+
+def san_names(kind: str | None, device_id: str) -> list[x509.GeneralName]:
+    """The per-device SubjectAlternativeName of a ``--san`` fleet: the device's own DNS name and/or URI,
+    each holding the device id (so the id digits are spliced there too)."""
+    if _check_san(kind) is None:
+        return []
+    names: list[x509.GeneralName] = []
+    if kind in ("dns", "both"):
+        names.append(x509.DNSName(device_id + SAN_DNS_SUFFIX))
+    if kind in ("uri", "both"):
+        names.append(x509.UniformResourceIdentifier(SAN_URI_PREFIX + device_id))
+    return names
+
+
 class Template:
-    """A device certificate cut at its per-device fields: index (serial tail), id digits, public key, SKI."""
+    """A device certificate cut at its per-device fields: index (serial tail), id digits (in the CN and in
+    every SAN name), public key, SKI. ``fields`` names them in TBS order; "digits" may occur more than once."""
 
-    FIELDS = ("serial", "digits", "public", "ski")
+    FIELDS = ("serial", "digits", "public", "ski")  # a fleet without SAN (and every fleet.json without "fields")
 
-    def __init__(self, pieces: list[bytes], lengths: dict[str, int], signature_algorithm: bytes):
-        if len(pieces) != 5:
-            raise ValueError("a fleet template has five fixed pieces")
+    def __init__(self, pieces: list[bytes], lengths: dict[str, int], signature_algorithm: bytes,
+                 fields: tuple[str, ...] = FIELDS):
+        fields = tuple(fields)
+        if sorted(set(fields)) != sorted(self.FIELDS) or any(fields.count(f) != 1 for f in ("serial", "public", "ski")):
+            raise ValueError(f"a fleet template splices {', '.join(self.FIELDS)} (digits possibly more than once), "
+                             f"got {list(fields)}")
+        if len(pieces) != len(fields) + 1:
+            raise ValueError("a fleet template has one fixed piece more than it has fields")
         self.pieces = pieces
         self.lengths = lengths
         self.signature_algorithm = signature_algorithm
-        self.tbs_length = sum(map(len, pieces)) + sum(lengths.values())
+        self.fields = fields
+        self.tbs_length = sum(map(len, pieces)) + sum(lengths[f] for f in fields)
 
     @classmethod
-    def build(cls, issuer, alg: str, fleet_id: bytes, prefix: str, width: int) -> "Template":
+    def build(cls, issuer, alg: str, fleet_id: bytes, prefix: str, width: int, san: str | None = None) -> "Template":
         sample = generate_key(alg)
         public = _public_bits(alg, sample.public_key())
         index = 10 ** width - 1
         digits = f"{index:0{width}d}".encode("ascii")
         device_id = prefix.encode("utf-8") + digits
         serial = fleet_id + index.to_bytes(8, "big")
+        names = san_names(san, device_id.decode("utf-8"))
         cert = issuer.sign_device(device_id.decode("utf-8"), sample.public_key(),
-                                  serial=int.from_bytes(serial, "big"))
+                                  serial=int.from_bytes(serial, "big"), san=names)
         tbs = cert.tbs_certificate_bytes
         cn_tlv = der_header(0x0C, len(device_id)) + device_id
 
@@ -187,9 +220,11 @@ class Template:
             (locate(public, "public key"), len(public), "public"),
             (locate(hashlib.sha1(public).digest(), "SKI"), 20, "ski"),
         ]
+        for name in names:  # the id digits inside each SAN name, found by the whole name around them
+            text = name.value.encode("ascii")
+            end = text.index(device_id) + len(device_id)
+            spots.append((locate(text, "SAN name") + end - width, width, "digits"))
         spots.sort()
-        if tuple(s[2] for s in spots) != cls.FIELDS:
-            raise RuntimeError(f"unexpected field order in the template TBS: {[s[2] for s in spots]}")
         pieces, pos = [], 0
         for at, length, _ in spots:
             if at < pos:
@@ -201,15 +236,23 @@ class Template:
         hdr, _ = read_der_header(der, 0)
         start = hdr + len(tbs)
         alg_hdr, alg_len = read_der_header(der, start)
-        template = cls(pieces, {name: length for _, length, name in spots}, der[start:start + alg_hdr + alg_len])
+        template = cls(pieces, {name: length for _, length, name in spots}, der[start:start + alg_hdr + alg_len],
+                       tuple(name for _, _, name in spots))
         if template.certificate(index, digits, public, cert.signature) != der:
             raise RuntimeError("re-spliced template differs from the CertificateBuilder original")
         return template
 
     def tbs(self, index: int, digits: bytes, public: bytes) -> bytes:
         p = self.pieces
-        return b"".join((p[0], index.to_bytes(8, "big"), p[1], digits, p[2], public, p[3],
-                         hashlib.sha1(public).digest(), p[4]))
+        if self.fields == self.FIELDS:  # the common shape, without the general loop below
+            return b"".join((p[0], index.to_bytes(8, "big"), p[1], digits, p[2], public, p[3],
+                             hashlib.sha1(public).digest(), p[4]))
+        values = {"serial": index.to_bytes(8, "big"), "digits": digits, "public": public,
+                  "ski": hashlib.sha1(public).digest()}
+        parts = [p[0]]
+        for field, piece in zip(self.fields, p[1:]):
+            parts += (values[field], piece)
+        return b"".join(parts)
 
     def wrap(self, tbs: bytes, signature: bytes) -> bytes:
         """Certificate ::= SEQUENCE { tbs, signatureAlgorithm, BIT STRING (0 unused bits + signature) }."""
@@ -222,12 +265,12 @@ class Template:
 
     def to_json(self) -> dict:
         return {"pieces": [_b64(p) for p in self.pieces], "lengths": self.lengths,
-                "signature_algorithm": _b64(self.signature_algorithm)}
+                "signature_algorithm": _b64(self.signature_algorithm), "fields": list(self.fields)}
 
     @classmethod
     def from_json(cls, data: dict) -> "Template":
         return cls([_unb64(p) for p in data["pieces"]], {k: int(v) for k, v in data["lengths"].items()},
-                   _unb64(data["signature_algorithm"]))
+                   _unb64(data["signature_algorithm"]), tuple(data.get("fields", cls.FIELDS)))
 
 
 class RecordMaker:
@@ -268,7 +311,9 @@ class RecordMaker:
         # one join, one signature. Everything is bound to locals; see bench/bench_fleet.py.
         gen, curve = ec.generate_private_key, _CURVES[self.alg]
         der, p8, noenc = _DER, _PKCS8, _NOENC
-        p0, p1, p2, p3, p4 = self.template.pieces
+        tmpl = self.template
+        plain = tmpl.fields == Template.FIELDS  # no SAN: the pieces are joined inline, the hottest shape
+        p0, p1, p2, p3, p4 = tmpl.pieces if plain else (b"",) * 5
         sign = self.issuer.tbs_signer()
         sha1, join, pack, width = _sha1, b"".join, _INDEX.pack, self.width
         s_at, s_end, pt_at, p8_len = self._scalar_at, self._scalar_at + self.priv_len, self._point_at, self._p8_len
@@ -278,7 +323,10 @@ class RecordMaker:
         for i in range(start, stop):
             d = gen(curve).private_bytes(der, p8, noenc)
             pub = d[pt_at:]
-            sig = sign(join((p0, pack(i), p1, b"%0*d" % (width, i), p2, pub, p3, sha1(pub).digest(), p4)))
+            if plain:
+                sig = sign(join((p0, pack(i), p1, b"%0*d" % (width, i), p2, pub, p3, sha1(pub).digest(), p4)))
+            else:
+                sig = sign(tmpl.tbs(i, b"%0*d" % (width, i), pub))
             n = len(sig)
             add((d[s_at:s_end], pub, siglen[n], sig, pad[n]))
             if len(d) != p8_len:
@@ -347,10 +395,12 @@ def _check_count(devices) -> int:
 
 
 def generate_fleet(out_dir, devices: int, *, depth: int = 2, alg: str = "p256", seed: bytes | None = None,
-                   workers: int | None = None, progress: bool = True, prefix: str = DEFAULT_PREFIX) -> "Fleet":
+                   workers: int | None = None, progress: bool = True, prefix: str = DEFAULT_PREFIX,
+                   san: str | None = None) -> "Fleet":
     """Generate ``devices`` identities under a fresh supply chain into ``out_dir`` and open the fleet.
 
     ``seed`` (bytes or str) makes the whole fleet reproducible. ``workers`` defaults to the usable CPUs.
+    ``san`` ("dns", "uri" or "both") gives every device a SubjectAlternativeName with its own names.
     An existing fleet in ``out_dir`` is replaced.
     """
     devices = _check_count(devices)
@@ -358,6 +408,7 @@ def generate_fleet(out_dir, devices: int, *, depth: int = 2, alg: str = "p256", 
         raise ValueError(f"unknown algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}")
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
         raise ValueError(f"depth must be an integer from 0 to {MAX_DEPTH}, got {depth!r}")
+    san = _check_san(san)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -368,7 +419,7 @@ def generate_fleet(out_dir, devices: int, *, depth: int = 2, alg: str = "p256", 
     chain = SupplyChain.build(depth, alg, seed=seed)  # refuses rsa2048 + seed with an explanation
     width = max(MIN_WIDTH, len(str(devices - 1)))
     fleet_id = _fleet_id(seed)
-    template = Template.build(chain.issuer, alg, fleet_id, prefix, width)
+    template = Template.build(chain.issuer, alg, fleet_id, prefix, width, san)
     maker = RecordMaker(chain.issuer, alg, template, width, seed)
 
     out = Path(out_dir)
@@ -426,6 +477,7 @@ def generate_fleet(out_dir, devices: int, *, depth: int = 2, alg: str = "p256", 
         "fleet_id": fleet_id.hex(),
         "id_prefix": prefix,
         "id_width": width,
+        "san": san,
         "record_size": maker.record_size,
         "layout": dict(zip(("private", "public", "signature", "signature_length"), _LAYOUTS[alg])),
         "template": template.to_json(),
@@ -509,6 +561,7 @@ class Fleet:
         self.seed = None if meta["seed"] is None else bytes.fromhex(meta["seed"])
         self.id_prefix: str = meta["id_prefix"]
         self.id_width: int = meta["id_width"]
+        self.san: str | None = meta.get("san")
         self.record_size: int = meta["record_size"]
         self.custodian_names: list[str] = list(meta["custodians"])
         self._file, self._mm = fd_file, mm
@@ -640,6 +693,10 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)")
     parser.add_argument("--alg", choices=ALGORITHMS, default="p256", metavar="ALG",
                         help="device key algorithm: %(choices)s (default p256)")
+    parser.add_argument("--san", choices=SAN_KINDS, default=None, metavar="KIND",
+                        help="give each device a SubjectAlternativeName with its own DNS name "
+                             f"(<id>{SAN_DNS_SUFFIX}), URI ({SAN_URI_PREFIX}<id>) or both: %(choices)s "
+                             "(default: none, the device id is only the CN)")
     parser.add_argument("--seed", default=None, metavar="S",
                         help="make the fleet reproducible from this text (not with --alg rsa2048)")
     parser.add_argument("--workers", type=integer(1), default=None, metavar="W",
@@ -668,7 +725,8 @@ def fleet_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         fleet = generate_fleet(args.out, args.devices, depth=args.depth, alg=args.alg, seed=args.seed,
-                               workers=args.workers, progress=getattr(args, "progress", True))
+                               workers=args.workers, progress=getattr(args, "progress", True),
+                               san=getattr(args, "san", None))
     except ValueError as exc:
         return _refused(str(exc))
     seconds = time.perf_counter() - started

@@ -57,21 +57,23 @@ class Partition:
         return f"Partition(worker {self.index} of {self.stride}, {self.size} of {self.limit} devices)"
 
 
-def cache_key(seed: str | None, devices: int, alg: str, depth: int, run_token: str = "") -> str:
-    text = f"{seed!r}/{devices}/{alg}/{depth}/{run_token}"
-    return f"{alg}-d{depth}-{devices}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+def cache_key(seed: str | None, devices: int, alg: str, depth: int, run_token: str = "", san: str | None = None) -> str:
+    text = f"{seed!r}/{devices}/{alg}/{depth}/{run_token}" + (f"/san={san}" if san else "")
+    return f"{alg}-d{depth}-{devices}-" + (f"san-{san}-" if san else "") + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def derive_fleet(devices: int, *, alg: str = "p256", depth: int = 2, seed: str | None = DEFAULT_SEED,
-                 cache_dir: str | None = None, run_token: str = "", log=None, timeout: float = 3600.0) -> Fleet:
-    """Open the cached derived fleet, generating it first if no process has yet."""
+                 cache_dir: str | None = None, run_token: str = "", log=None, timeout: float = 3600.0,
+                 san: str | None = None) -> Fleet:
+    """Open the cached derived fleet, generating it first if no process has yet (``san``: as ``certstorm
+    fleet --san``)."""
     if seed is not None and seed.lower() in ("random", "none", ""):
         seed = None
     if alg == "rsa2048":
         seed = None  # RSA keys cannot be derived from a seed
     root = Path(cache_dir or Path(tempfile.gettempdir()) / "certstorm-fleets")
     root.mkdir(parents=True, exist_ok=True)
-    target = root / cache_key(seed, devices, alg, depth, "" if seed is not None else run_token)
+    target = root / cache_key(seed, devices, alg, depth, "" if seed is not None else run_token, san)
     # Under Locust, time.sleep is gevent's, so FileLock's polling leaves the other greenlets (heartbeats
     # included) running while another process derives the fleet.
     lock = FileLock(target.with_suffix(".lock"), timeout=timeout, poll_interval=0.2)
@@ -90,12 +92,12 @@ def derive_fleet(devices: int, *, alg: str = "p256", depth: int = 2, seed: str |
         started = time.monotonic()
         code = ("import sys; from loadgen._fleet import generate_fleet; "
                 "generate_fleet(sys.argv[1], int(sys.argv[2]), alg=sys.argv[3], depth=int(sys.argv[4]), "
-                "seed=None if sys.argv[5] == '' else sys.argv[5], progress=False)")
+                "seed=None if sys.argv[5] == '' else sys.argv[5], san=sys.argv[6] or None, progress=False)")
         env = dict(os.environ)
         root_dir = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root_dir + os.pathsep + env.get("PYTHONPATH", "")
         proc = subprocess.run([sys.executable, "-c", code, str(target), str(devices), alg, str(depth),
-                               seed or ""], env=env, capture_output=True, text=True)
+                               seed or "", san or ""], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"deriving the fleet failed:\n{proc.stderr[-2000:]}")
         if log:

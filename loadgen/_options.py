@@ -7,10 +7,11 @@ from loadgen import _shapes
 from loadgen._backoff import PRESETS
 from loadgen._identities import DEFAULT_SEED
 from loadgen._mqtt import add_arguments as _mqtt_arguments
+from loadgen._fleet import SAN_KINDS
 from loadgen._pki import ALGORITHMS
 
 # What the web UI may change between runs: everything read when a run starts. The fleet (--fleet,
-# --devices, --alg, --depth, --seed) is opened at start-up, so the UI does not offer it.
+# --devices, --alg, --depth, --san, --seed) is opened at start-up, so the UI does not offer it.
 RUN_OPTIONS = ("hub_url", "shape", "rate", "step_rate", "step_seconds", "steps", "slots", "latency_budget",
                "arrivals", "storm_devices", "storm_spread", "backoff", "churn_devices", "churn_stay",
                "churn_away", "passes", "request_timeout", "results_dir")
@@ -46,6 +47,9 @@ def add_arguments(parser) -> None:
              "only the first N (default: all)")
     add("--alg", choices=ALGORITHMS, default="p256", help="device key algorithm of derived fleets")
     add("--depth", type=int, default=2, metavar="K", help="intermediates below Company-X (derived)")
+    add("--san", choices=SAN_KINDS, default=None, metavar="KIND",
+        help="derived fleets: a per-device SubjectAlternativeName with the device's DNS name, URI or both "
+             "(%(choices)s; default none)")
     add("--seed", default=DEFAULT_SEED, metavar="TEXT",
         help="seed of derived fleets, so every process and host derives the same devices and CA "
              "('random' for a fresh fleet; default %(default)s)")

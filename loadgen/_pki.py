@@ -262,9 +262,10 @@ class Custodian:
                               aki=self._aki())
 
     def device_builder(self, device_id: str, public_key, *, serial: int | None = None, not_before=None,
-                       not_after=None) -> x509.CertificateBuilder:
-        """The unsigned device certificate (the fleet template and tests use it)."""
-        return (
+                       not_after=None, san: list[x509.GeneralName] | None = None) -> x509.CertificateBuilder:
+        """The unsigned device certificate (the fleet template and tests use it); ``san``: the names of a
+        SubjectAlternativeName placed after ExtendedKeyUsage, none by default."""
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_cn(device_id))
             .issuer_name(self.certificate.subject)
@@ -275,15 +276,17 @@ class Custodian:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_LEAF_KEY_USAGE, critical=True)
             .add_extension(_CLIENT_AUTH, critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(self._aki(), critical=False)
         )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return (builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+                .add_extension(self._aki(), critical=False))
 
     def sign_device(self, device_id: str, public_key, *, serial: int | None = None, not_before=None,
-                    not_after=None) -> x509.Certificate:
-        """A device certificate: CN = device id, no SAN, clientAuth, CA:FALSE."""
+                    not_after=None, san: list[x509.GeneralName] | None = None) -> x509.Certificate:
+        """A device certificate: CN = device id, clientAuth, CA:FALSE; no SAN unless ``san`` names one."""
         return self._sign_builder(self.device_builder(device_id, public_key, serial=serial,
-                                                      not_before=not_before, not_after=not_after))
+                                                      not_before=not_before, not_after=not_after, san=san))
 
     def sign_tbs(self, tbs: bytes) -> bytes:
         """The certificate signature over DER ``tbs`` bytes (the fleet generator splices TBS by hand)."""

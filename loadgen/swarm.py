@@ -131,7 +131,7 @@ class Swarm:
                 raise ValueError("--devices must be at least 1")
             token = str(os.getppid() if self.role == "worker" else os.getpid())
             self.fleet = derive_fleet(o.devices, alg=o.alg, depth=o.depth, seed=o.seed, cache_dir=o.fleet_cache,
-                                      run_token=token, log=log.info)
+                                      run_token=token, log=log.info, san=o.san)
             self.limit = self.fleet.count
         o.storm_devices = min(o.storm_devices or self.limit, self.limit)
         o.churn_devices = min(o.churn_devices or self.limit, self.limit)
@@ -439,7 +439,7 @@ def _on_test_start(environment, **_kw):
         sw.start_run(plan)
 
 
-_OPTION_KEYS = {"hub_url", "host", "fleet", "devices", "alg", "depth", "seed", "shape", "rate", "step_rate",
+_OPTION_KEYS = {"hub_url", "host", "fleet", "devices", "alg", "depth", "san", "seed", "shape", "rate", "step_rate",
                 "step_seconds", "steps", "slots", "latency_budget", "arrivals", "storm_devices", "storm_spread",
                 "backoff", "churn_devices", "churn_stay", "churn_away", "passes", "num_users", "spawn_rate",
                 "run_time", "processes", "expect_workers", "request_timeout", "results_dir",

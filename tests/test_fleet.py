@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
 
 import pytest
 from cryptography import x509
@@ -12,8 +14,8 @@ from cryptography.x509.oid import NameOID
 
 from hubsim.algorithms import verify_signature
 from loadgen._fleet import (
-    DATA_FILE, META_FILE, Fleet, RecordMaker, Template, _fleet_id, add_fleet_arguments, device_key_label,
-    fleet_command, generate_fleet, record_size,
+    DATA_FILE, META_FILE, SAN_KINDS, Fleet, RecordMaker, Template, _fleet_id, add_fleet_arguments,
+    device_key_label, fleet_command, generate_fleet, record_size, san_names,
 )
 from loadgen._pki import SupplyChain, generate_key
 
@@ -109,6 +111,86 @@ def test_spliced_certificate_equals_certificate_builder(alg):
         cert = x509.load_der_x509_certificate(spliced)
         cert.verify_directly_issued_by(chain.issuer.certificate)
         assert cert.public_key() == public
+
+
+@pytest.mark.parametrize("alg,san", [("p256", "dns"), ("p256", "uri"), ("p256", "both"), ("ed25519", "both"),
+                                     ("p384", "dns")])
+def test_spliced_san_certificate_equals_certificate_builder(alg, san):
+    """A per-device SAN holds the id digits a second (and third) time; splicing them there keeps every DER
+    length, so the certificate is still exactly what CertificateBuilder makes for the same fields."""
+    seed = b"splice-san"
+    chain = SupplyChain.build(1, alg, seed=seed)
+    fleet_id, width = _fleet_id(seed), 6
+    template = Template.build(chain.issuer, alg, fleet_id, "device-", width, san)
+    assert template.fields.count("digits") == 1 + len(san_names(san, "x"))
+    maker = RecordMaker(chain.issuer, alg, template, width, seed)
+    raw = maker.records(7, 10)
+    for n, index in enumerate(range(7, 10)):
+        rec = raw[n * maker.record_size:(n + 1) * maker.record_size]
+        public = generate_key(alg, seed=seed, label=device_key_label(index)).public_key()
+        device_id = f"device-{index:06d}"
+        reference = chain.issuer.sign_device(device_id, public, san=san_names(san, device_id),
+                                             serial=int.from_bytes(fleet_id + index.to_bytes(8, "big"), "big"))
+        p, q = maker.priv_len, maker.priv_len + maker.pub_len
+        spliced = template.certificate(index, f"{index:06d}".encode(), rec[p:q], rec[q + 1:q + 1 + rec[q]])
+        assert spliced == reference.public_bytes(DER)
+        names = x509.load_der_x509_certificate(spliced).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        assert [name.value for name in names] == [name.value for name in san_names(san, device_id)]
+        assert device_id in names[0].value
+
+
+def test_san_fleet_identities_carry_their_own_names(tmp_path):
+    f = generate_fleet(tmp_path, 30, depth=1, workers=2, san="both", progress=False)  # unseeded: the hot loop
+    reopened = Fleet.open(tmp_path)
+    assert reopened.san == "both"
+    for index in (0, 13, 29):
+        ident = reopened.identity(index)
+        cert = ident.certificate
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert [n.value for n in san] == [f"{ident.device_id}.devices.example", f"urn:certstorm:device:{ident.device_id}"]
+        cert.verify_directly_issued_by(f.issuer_certificate)
+        assert cert.public_key() == ident.private_key.public_key()
+
+
+def test_unknown_san_kind_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown SAN kind 'ip'; choose one of dns, uri, both"):
+        generate_fleet(tmp_path, 3, san="ip", progress=False)
+    assert not (tmp_path / META_FILE).exists()
+    parser = argparse.ArgumentParser()
+    add_fleet_arguments(parser)
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["--devices", "3", "--out", str(tmp_path), "--san", "ip"])
+    assert exit.value.code == 2
+    assert "argument --san: invalid choice: 'ip'" in capsys.readouterr().err
+
+
+def test_a_template_with_unknown_fields_is_refused():
+    with pytest.raises(ValueError, match="a fleet template splices"):
+        Template([b""] * 5, {}, b"", ("serial", "digits", "public", "colour"))
+
+
+def test_san_fleet_devices_take_the_warm_path(tmp_path):
+    """The hub judges each device certificate itself and caches only the path above it: devices whose
+    SAN differs per device are admitted warm after the first sight of their issuer."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from hubsim.algorithms import sign
+    from hubsim.engine import AuthEngine
+
+    f = generate_fleet(tmp_path, 6, depth=2, san="both", workers=1, progress=False)
+    engine = AuthEngine(secret=b"s" * 32, clock=time.time, random=os.urandom)
+    company = f.custodian()
+    record = engine.register_ca(company.certificate.public_bytes(Encoding.DER))
+    engine.verify_ca(record.id, signature=company.sign_code(record.verification_code))
+    warm = []
+    for index in range(6):
+        ident = f.identity(index)
+        challenge = engine.begin(ident.chain_der())
+        warm.append(challenge.warm)
+        assert engine.complete(challenge.token, sign(ident.private_key, challenge.token)).device_id == ident.device_id
+    assert warm == [False] + [True] * 5
+    assert engine.stats()["warm"] == 5
 
 
 def test_unseeded_splice_matches_builder_tbs(tmp_path_factory):
@@ -222,6 +304,7 @@ def test_regeneration_replaces_the_fleet(tmp_path):
 def test_metadata_is_self_describing(tmp_path_factory):
     f = fleet(tmp_path_factory, "p256")
     meta = json.loads((f.path / META_FILE).read_text())
+    assert meta["template"]["fields"] == list(Template.FIELDS) and meta["san"] is None
     for field in ("alg", "depth", "count", "seed", "id_prefix", "id_width", "record_size", "template",
                   "intermediates", "ca_certificate", "created", "key_files"):
         assert field in meta
@@ -266,3 +349,14 @@ def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp
     assert len(fleet) == 5 and len(said) == 2
     again = derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), log=said.append)
     assert again.identity(4).certificate_der == fleet.identity(4).certificate_der and len(said) == 2
+
+
+def test_derived_fleet_with_san_is_its_own_fleet(tmp_path):
+    from loadgen._identities import derive_fleet
+
+    plain = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path))
+    named = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path), san="uri")
+    assert plain.path != named.path and (plain.san, named.san) == (None, "uri")
+    uri = named.identity(3).certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [n.value for n in uri] == [f"urn:certstorm:device:{named.identity(3).device_id}"]
+    assert derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path), san="uri").path == named.path  # cached

@@ -136,7 +136,7 @@ class Sampler(threading.Thread):
         self.sample()
 
 
-def _locust(args: list[str], log: Path) -> subprocess.Popen:
+def start_swarm(args: list[str], log: Path) -> subprocess.Popen:
     """The swarm as its own process, from wherever the loadgen package is installed."""
     import loadgen
     swarm = Path(loadgen.__file__).resolve().parent
@@ -147,7 +147,7 @@ def _locust(args: list[str], log: Path) -> subprocess.Popen:
                             cwd=swarm.parent, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen | None, timeout: float = 30) -> None:
+def stop_swarm(proc: subprocess.Popen | None, timeout: float = 30) -> None:
     if proc is None or proc.poll() is not None:
         return
     try:
@@ -161,7 +161,7 @@ def _stop(proc: subprocess.Popen | None, timeout: float = 30) -> None:
         proc.wait()
 
 
-def _newest_summary(directory: Path) -> dict | None:
+def newest_summary(directory: Path) -> dict | None:
     found = sorted(directory.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(found[-1].read_text()) if found else None
 
@@ -250,7 +250,7 @@ class Run:
         self.swarm_runs += 1
         name = f"w{workers}-{stage}-{self.swarm_runs}"  # each swarm run keeps its own CSVs and log
         prefix = self.raw / name
-        proc = _locust([*self._target(hub),
+        proc = start_swarm([*self._target(hub),
                         "--fleet", str(self.dir / "fleet"), "--shape", "step",
                         "--rate", f"{start:g}", "--step-rate", f"{add:g}", "--step-seconds", f"{a.step_seconds:g}",
                         "--steps", str(steps), "--results-dir", f"{prefix}-swarm", "--csv", str(prefix)],
@@ -281,12 +281,12 @@ class Run:
                     self.say(f"  {stage}: {target:,.0f}/s looks broken ({why}); stopping after this step")
         finally:
             stopped = time.time()
-            _stop(proc)
+            stop_swarm(proc)
             sampler.stop()
             # seconds after the swarm was told to stop measure its exit, not the load
             sampler.samples = [r for r in sampler.samples if r["wall"] <= stopped + 0.2]
             self.samples.extend(sampler.samples)
-        summary = _newest_summary(Path(f"{prefix}-swarm"))
+        summary = newest_summary(Path(f"{prefix}-swarm"))
         if not summary:
             self.say(f"  {stage}: the swarm wrote no summary (see {prefix.with_suffix('.log')})")
             return None
@@ -360,7 +360,7 @@ class Run:
                  f"{a.storm_quota or 'none'}/s; simulated time to admit all {simulated:.1f} s, so run until all are "
                  f"admitted or {bound:.0f} s")
         swarm_dir = self.raw / "storm-swarm"
-        proc = _locust([*self._target(hub),
+        proc = start_swarm([*self._target(hub),
                         "--fleet", str(self.dir / "fleet"), "--shape", "storm",
                         "--storm-devices", str(a.storm_devices), "--backoff", a.backoff, "-t", f"{bound:.0f}s",
                         "--results-dir", str(swarm_dir), "--csv", str(self.raw / "storm")], self.raw / "storm.log")
@@ -370,10 +370,10 @@ class Run:
         except subprocess.TimeoutExpired:
             self.say("  the swarm did not end in time; stopping it")
         finally:
-            _stop(proc)
+            stop_swarm(proc)
             hub.stop()
             self._drop_guard(hub)
-        summary = _newest_summary(swarm_dir)
+        summary = newest_summary(swarm_dir)
         curve = (summary or {}).get("admission_curve")
         if not curve:
             self.say("  the storm admitted nobody or wrote no summary")
@@ -417,7 +417,7 @@ class Run:
                     item.kill()
                 self._drop_guard(item)
             else:
-                _stop(item, 10)
+                stop_swarm(item, 10)
 
 
 def run_command(args) -> int:
