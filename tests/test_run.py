@@ -149,3 +149,24 @@ def test_short_run_over_mqtts_says_so(tmp_path):
     jsonschema.validate(summary, SCHEMA)
     assert summary["transport"] == "mqtts" and summary["first_line"].endswith("Devices over MQTT with mutual TLS.")
     assert_knee_and_cost(summary)
+
+
+def test_reconnects_are_read_from_the_hubs_cache_counter():
+    from bench.capacity.run import parse_cache_metrics
+    text = ('# HELP certstorm_chain_cache_total Device chain validations by cache result\n'
+            '# TYPE certstorm_chain_cache_total counter\n'
+            'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'
+            'certstorm_chain_cache_total{result="hit"} 300.0\n'
+            'certstorm_chain_cache_total{result="miss"} 2.0\n')
+    assert parse_cache_metrics(text) == 1200.0
+
+
+def test_each_step_says_how_many_admissions_were_reconnects():
+    samples = [{"wall": 100.0 + i, "t": float(i), "ok": 1000.0 * i, "errors": 0.0, "reconnects": 250.0 * i,
+                "hub_cpu_s": 0.3 * i, "gen_cpu_s": 0.4 * i, "machine_cpu_s": 1.0 * i} for i in range(8)]
+    swarm = {"run": {"t0": 100.0, "duration_s": 7.0}, "phases": [{"phase": 0, "rate": 1000, "start": 0.0, "end": 7.0}],
+             "rates": {"phases": [{"phase": 0, "achieved_rate": 1000.0, "failed_rate": 0.0, "auth_count": 7000,
+                                   "auth_p50_us": 1000, "auth_p90_us": 2000, "auth_p99_us": 3000,
+                                   "auth_p999_us": 4000}]}}
+    [step] = analysis.steps_from_swarm(swarm, samples, 1, "ramp", 1.0, 2)
+    assert step["reconnect_share"] == 0.25 and step["hub_us_per_auth"] == pytest.approx(300.0)

@@ -108,6 +108,9 @@ def steps_from_swarm(swarm: dict, samples: list[dict], workers: int, stage: str,
         a, b = inside[0], inside[-1]
         dt = b["wall"] - a["wall"]
         ok, err = b["ok"] - a["ok"], b["errors"] - a["errors"]
+        # what the hub's CPU per authentication is of: first connections cost a full device judgement and a
+        # registry insert, reconnects (the device cache) a hash, a lookup and the proof
+        again = b.get("reconnects", 0.0) - a.get("reconnects", 0.0)
         hub_s, gen_s = b["hub_cpu_s"] - a["hub_cpu_s"], b["gen_cpu_s"] - a["gen_cpu_s"]
         machine = (b["machine_cpu_s"] - a["machine_cpu_s"]) / dt / machine_cores if "machine_cpu_s" in a else None
         row = rows.get(ph["phase"], {})
@@ -124,6 +127,7 @@ def steps_from_swarm(swarm: dict, samples: list[dict], workers: int, stage: str,
             "error_rate": max(err / (ok + err) if ok + err else 0.0, swarm_share),
             "hub_cpu": hub_s / dt / hub_cores, "gen_cpu": gen_s / dt, "machine_cpu": machine,
             "hub_us_per_auth": hub_s / ok * 1e6 if ok else None, "gen_us_per_auth": gen_s / ok * 1e6 if ok else None,
+            "reconnect_share": min(1.0, max(0.0, again / ok)) if ok else None,
             "count": count, "p50": ms("auth_p50_us"), "p90": ms("auth_p90_us"), "p99": ms("auth_p99_us"),
             "p999": ms("auth_p999_us")})
     return out

@@ -172,6 +172,7 @@ def summarise(run_dir: Path) -> dict:
         "knee": k,
         "per_workers": per,
         "cost": {"hub_us_per_auth": hub_us, "gen_us_per_auth": k["gen_us_per_auth"] if k else None,
+                 "reconnect_share": k.get("reconnect_share") if k else None,
                  "floor_us": floor_us, "floor_multiple": hub_us / floor_us if hub_us and floor_us else None,
                  "reason": None if k else "no step held"},
         "steps": steps,
@@ -333,17 +334,25 @@ def sections(summary: dict, plots: dict[str, Path]) -> list[dict]:
                "histogram of that step)", ("workers", "stage", "intended/s", "admitted/s", "errors", "hub CPU",
                                            "gen CPU", "machine CPU", "p50 ms", "p99 ms", "verdict"), rows)]))
     c = summary["cost"]
-    cost_rows = [(s["workers"], _fmt(s["achieved"]), f"{s['hub_cpu']:.0%}", _fmt(s["hub_us_per_auth"]),
+    def share(s):
+        return _fmt(None if s.get("reconnect_share") is None else 100 * s["reconnect_share"], "%")
+
+    cost_rows = [(s["workers"], _fmt(s["achieved"]), share(s), f"{s['hub_cpu']:.0%}", _fmt(s["hub_us_per_auth"]),
                   _fmt(s["gen_us_per_auth"])) for s in sorted(summary["steps"], key=lambda s: (s["workers"], s["achieved"]))]
+    mix = ("" if not k or k.get("reconnect_share") is None else
+           f" At the knee {k['reconnect_share']:.0%} of the admissions were reconnects of devices the hub had "
+           "admitted before (its device cache: a hash, a lookup and the proof's verify), the rest first connections "
+           "(a full device judgement and a registry insert); a fleet larger than the devices a step admits "
+           "measures first connections only (--devices).")
     out.append(("Cost per authentication", [
         _text(f"At the knee the hub spent {_fmt(c['hub_us_per_auth'], ' µs')} of CPU per authentication (both "
               f"requests) and the generator {_fmt(c['gen_us_per_auth'], ' µs')}; the crypto floor (two raw P-256 "
               f"verifies, measured in this run) is {_fmt(c['floor_us'], ' µs')}, so the hub spends "
               f"{_fmt(c['floor_multiple'], '×', 2)} the floor. The table shows how the cost moves with load; projections "
               "use the cost at the knee, where the hub's fixed per-second work is spread over the most "
-              "authentications."),
-        _table("CPU per authentication by load", ("workers", "admitted/s", "hub CPU", "hub µs/auth", "generator µs/auth"),
-               cost_rows)]))
+              "authentications." + mix),
+        _table("CPU per authentication by load", ("workers", "admitted/s", "reconnects", "hub CPU", "hub µs/auth",
+                                                  "generator µs/auth"), cost_rows)]))
     lat = []
     if k:
         lat.append(_table(f"At the knee ({k['workers']} worker(s), {k['stage']} step at {_fmt(k['target'])}/s): whole "

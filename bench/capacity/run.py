@@ -35,6 +35,17 @@ from loadgen._fleet import generate_fleet
 GEN_CORES = 1  # the swarm runs as one Locust process: at most one core
 
 
+def parse_cache_metrics(text: str) -> float:
+    """Device chains answered by the hub's device cache (reconnects of devices admitted before), from the
+    hub's Prometheus text: the rest of the admissions were first connections."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "certstorm_chain_cache":
+            total += sum(s.value for s in family.samples
+                         if s.name == "certstorm_chain_cache_total" and s.labels.get("result") == "reconnect")
+    return total
+
+
 def parse_auth_metrics(text: str) -> tuple[float, float]:
     """(admitted, refused) totals from the hub's Prometheus text."""
     ok = bad = 0.0
@@ -104,7 +115,8 @@ class Sampler(threading.Thread):
             return None
         ok, bad = parse_auth_metrics(text)
         busy = psutil.cpu_times()
-        return {"wall": time.time(), "ok": ok, "errors": bad, "hub": self.hub_cpu.read(), "gen": self.gen_cpu.read(),
+        return {"wall": time.time(), "ok": ok, "errors": bad, "reconnects": parse_cache_metrics(text),
+                "hub": self.hub_cpu.read(), "gen": self.gen_cpu.read(),
                 "machine": busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0)}
 
     def sample(self) -> None:
@@ -122,7 +134,8 @@ class Sampler(threading.Thread):
             "ok_rate": max(0.0, now["ok"] - last["ok"]) / dt, "error_rate": max(0.0, now["errors"] - last["errors"]) / dt,
             "hub_cpu": (now["hub"] - last["hub"]) / dt / self.hub_cores, "gen_cpu": (now["gen"] - last["gen"]) / dt / GEN_CORES,
             "machine_cpu": (now["machine"] - last["machine"]) / dt / self.cores,
-            "ok": now["ok"], "errors": now["errors"], "hub_cpu_s": now["hub"], "gen_cpu_s": now["gen"],
+            "ok": now["ok"], "errors": now["errors"], "reconnects": now["reconnects"],
+            "hub_cpu_s": now["hub"], "gen_cpu_s": now["gen"],
             "machine_cpu_s": now["machine"]})
 
     def run(self):
@@ -453,8 +466,10 @@ def run_command(args) -> int:
     print(summary["first_line"])
     cost = summary["cost"]
     if cost["hub_us_per_auth"]:
+        mix = "" if cost.get("reconnect_share") is None else \
+            f" ({cost['reconnect_share']:.0%} of the admissions there were reconnects through the device cache)"
         print(f"hub CPU per authentication at the knee: {cost['hub_us_per_auth']:.0f} µs = "
-              f"{cost['floor_multiple']:.2f}× the crypto floor")
+              f"{cost['floor_multiple']:.2f}× the crypto floor{mix}")
     print(f"report: {run.dir / 'report.html'}  (also {latest}/report.html)")
     failed = check_requirements(args.require, summary)
     for line in failed:
