@@ -80,6 +80,9 @@ def add_arguments(parser) -> None:
     add("--churn-away", type=float, default=5.0, metavar="S", help="churn: mean seconds offline")
     add("--passes", type=int, default=0, metavar="P",
         help="closed/steady/step: stop after P passes over the devices (default 0: no limit)")
+    add("--first-device", type=int, default=0, metavar="N",
+        help="closed/steady/step: start at device N of the fleet and wrap around (default 0), so that runs one "
+             "after another against one hub can bring devices it has not seen yet")
     add("--request-timeout", type=float, default=30.0, metavar="S", help="per-request socket timeout")
     add("--results-dir", default="swarm-results", metavar="DIR",
         help="where each run writes summary.json, histograms.npz and worker reports")

@@ -193,7 +193,9 @@ class Swarm:
             self.mark_done()
             return None
         self.k = k + 1
-        return p.device(k)
+        index, pass_number = p.device(k)
+        first = self.options.first_device
+        return ((index + first) % p.limit if first else index), pass_number
 
     def mark_done(self) -> None:
         if self.done:

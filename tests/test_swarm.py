@@ -230,3 +230,18 @@ def test_a_run_takes_its_options_from_the_locustfile():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "invalid choice: 'nonsense'" in proc.stderr
+
+
+def test_first_device_starts_the_run_there_and_wraps_around(tmp_path):
+    """One slot, one pass over 30 devices from device 25: device 25 is the hub's first sight, device 24 its
+    last, and every device is admitted once (what lets runs one after another bring devices the hub has not
+    seen yet)."""
+    with HubProcess(tmp_path / "hub.db", workers=1) as hub:
+        rc, s, out = swarm(hub, tmp_path / "results", tmp_path / "cache", "--devices", "30", "--first-device", "25",
+                           "--passes", "1", "-u", "1", "-r", "10", "-t", "60")
+        assert rc == 0, out[-3000:]
+        assert s["devices"]["distinct_admitted"] == 30 and s["devices"]["duplicates_within_a_pass"] == 0
+        token = hub.admin_token()
+        seen = {i: hub.call("GET", f"/devices/device-{i:06d}", token=token).json()["first_seen"] for i in range(30)}
+    order = sorted(seen, key=seen.get)
+    assert order[0] == 25 and order[-1] == 24 and order[:5] == [25, 26, 27, 28, 29], order

@@ -202,6 +202,7 @@ class Run:
         self.active: list = []
         self.stopped_live = False  # whether the last step run was stopped because a step looked broken
         self.swarm_runs = 0
+        self.next_device = 0  # each swarm run starts where the previous ones stopped: first connections
 
     def say(self, text: str) -> None:
         print(f"[{time.time() - self.t_origin:6.1f}s] {text}", flush=True)
@@ -265,6 +266,7 @@ class Run:
         prefix = self.raw / name
         proc = start_swarm([*self._target(hub),
                         "--fleet", str(self.dir / "fleet"), "--shape", "step",
+                        "--first-device", str(self.next_device % a.devices),
                         "--rate", f"{start:g}", "--step-rate", f"{add:g}", "--step-seconds", f"{a.step_seconds:g}",
                         "--steps", str(steps), "--results-dir", f"{prefix}-swarm", "--csv", str(prefix)],
                        prefix.with_suffix(".log"))
@@ -303,6 +305,8 @@ class Run:
         if not summary:
             self.say(f"  {stage}: the swarm wrote no summary (see {prefix.with_suffix('.log')})")
             return None
+        auth = summary["authentications"]
+        self.next_device += int(auth["admitted"]) + sum(auth["failures_by_code"].values())
         for code, n in summary["authentications"]["failures_by_code"].items():
             seg = self.errors.setdefault(f"{workers} worker(s), {stage}", {})
             seg[code] = seg.get(code, 0) + n
@@ -515,7 +519,9 @@ def _non_negative(kind):
 
 
 def add_run_arguments(p) -> None:
-    p.add_argument("--devices", type=_positive(int), default=20000, help="fleet size (default 20000)")
+    p.add_argument("--devices", type=_positive(int), default=250_000,
+                   help="fleet size (default 250000: more than a default search admits, so the knee is of first "
+                        "connections; a smaller fleet makes later steps reconnects, which the report counts)")
     p.add_argument("--workers", type=_workers, default=None,
                    help="hub worker counts to measure, comma-separated (default: from the machine, never more "
                         "than the cores left beside the generator's one)")
