@@ -51,7 +51,8 @@ def add_arguments(add) -> None:
     add("--mqtt-keepalive", type=int, default=60, metavar="S", help="mqtts: MQTT keepalive seconds (default 60)")
     add("--resume", action="store_true", help="mqtts: reconnects offer the device's previous TLS session")
     add("--hold", type=float, default=0.0, metavar="SECONDS",
-        help="mqtts: keep each admitted device connected this long, with PINGREQ keepalive (default 0)")
+        help="mqtts: keep each admitted device connected this long, with PINGREQ keepalive (default 0); with "
+             "--passes the run then goes on until -t, holding what the passes admitted")
     add("--source-addresses", type=int, default=1, metavar="N",
         help="mqtts: spread connections over 127.0.0.1..127.0.0.N (loopback targets; default 1)")
 

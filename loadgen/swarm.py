@@ -601,7 +601,9 @@ class SwarmShape(LoadTestShape):
             sw.run_active = True
             sw.done, sw.done_workers, sw.finished = False, set(), False
             sw.shape = _shapes.build(sw.options)
-        plan = sw.shape.tick(self.get_run_time(), sw.all_done())
+        # with --hold, devices admitted in the passes stay connected until -t ends the run
+        done = sw.all_done() and not getattr(sw.options, "hold", 0.0)
+        plan = sw.shape.tick(self.get_run_time(), done)
         if plan is None:
             sw.finish_run()
             return None

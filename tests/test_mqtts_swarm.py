@@ -57,6 +57,19 @@ def _delta(hub, before, expected):
     assert got == expected, got
 
 
+def test_a_held_population_outlives_its_single_pass(hub, cache, tmp_path):
+    """With --passes 1 and --hold, the run goes on until -t holding what the pass admitted: each device is
+    admitted once, and keepalives flow after the pass is done (the pass takes 0.2 s at 50/s; the first
+    PINGREQ is due a second after each admission)."""
+    rc, s, out = mqtts_swarm(hub, tmp_path, cache, "--shape", "steady", "--rate", "50", "-t", "4", "--devices", "10",
+                             "--passes", "1", "--hold", "10", "--mqtt-keepalive", "1")
+    assert rc == 0, out[-4000:]
+    a = s["authentications"]
+    assert a["admitted"] == 10 and a["held"] == 10 and "hold_dropped" not in a, a
+    assert s["devices"]["distinct_admitted"] == 10 and s["devices"]["duplicates_within_a_pass"] == 0
+    assert s["locust"]["MQTTS ping"]["requests"] >= 20 and s["locust"]["MQTTS ping"]["failures"] == 0
+
+
 def test_held_connections_send_keepalives(hub, cache, tmp_path):
     rc, s, out = mqtts_swarm(hub, tmp_path, cache, "-u", "1", "-r", "100", "-t", "6", "--devices", "10",
                              "--hold", "2.5", "--mqtt-keepalive", "1")
