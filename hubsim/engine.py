@@ -286,10 +286,7 @@ class AuthEngine:
     # -- device authentication -----------------------------------------------------------------
     def begin(self, chain: bytes | Sequence[bytes]) -> Challenge:
         """Step 1: validate the device's chain (leaf first) and issue a challenge bound to it."""
-        policy = self.policy.chain
-        parsed = read_certificates(chain, max_bytes=policy.max_upload_bytes, max_certificates=policy.max_certificates)
-        now = self._clock()
-        validated = self.chains.validate(parsed, now)
+        validated, now = self._validate(chain)
         if self.registry.is_disabled(validated.device_id):
             raise AuthError("device_disabled")
         nonce = self._nonce()
@@ -301,6 +298,13 @@ class AuthEngine:
             del pending[next(iter(pending))]
         pending[token] = (claims, validated.public_key)
         return Challenge(validated.device_id, token, expires_at, validated.warm)
+
+    def _validate(self, chain: bytes | Sequence[bytes]) -> tuple[Validated, float]:
+        """The upload read within its bounds and judged (caches included), with the time it was judged at."""
+        policy = self.policy.chain
+        parsed = read_certificates(chain, max_bytes=policy.max_upload_bytes, max_certificates=policy.max_certificates)
+        now = self._clock()
+        return self.chains.validate(parsed, now), now
 
     def _nonce(self) -> bytes:
         """A fresh 128-bit nonce, cut from a buffer of the injected randomness (one call per 256)."""
@@ -343,10 +347,7 @@ class AuthEngine:
         CertificateVerify): validate it exactly as :meth:`begin` does -- caches included -- and admit
         it as :meth:`complete` does, with no challenge. ``client_id`` is the id the device claims (an
         MQTT client id); it must be the certificate's device id."""
-        policy = self.policy.chain
-        parsed = read_certificates(chain, max_bytes=policy.max_upload_bytes, max_certificates=policy.max_certificates)
-        now = self._clock()
-        validated = self.chains.validate(parsed, now)
+        validated, now = self._validate(chain)
         _check_claimed(client_id, validated.device_id)
         return self._admit(validated.device_id, validated.leaf, validated.path, now, now)
 

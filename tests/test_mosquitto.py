@@ -9,7 +9,7 @@ import os
 import time
 
 import pytest
-from test_swarm import swarm
+from test_swarm import cache, swarm  # noqa: F401 - cache: the shared fleet-cache fixture
 
 from bench.broker import INSTALL_HINT, Mosquitto, mosquitto_binary
 from loadgen._identities import derive_fleet
@@ -24,11 +24,6 @@ def require_mosquitto() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"mosquitto is missing in CI: {INSTALL_HINT}")
         pytest.skip(INSTALL_HINT)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("fleet-cache")
 
 
 @pytest.fixture(scope="module")

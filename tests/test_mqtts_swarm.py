@@ -8,14 +8,9 @@ import subprocess
 import pytest
 from conftest import serve_hub
 from test_service import eventually, metric, metric_values
-from test_swarm import LOCUST, ROOT, swarm
+from test_swarm import LOCUST, ROOT, cache, swarm  # noqa: F401 - cache: the shared fleet-cache fixture
 
 DEVICES = 60
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("fleet-cache")
 
 
 @pytest.fixture(scope="module")
