@@ -1,1 +1,1 @@
-"""Benchmarks, the in-process demo, the capacity planner and the ``certstorm`` command line."""
+"""The pytest-benchmark suites with their measurement helpers and the regression gate; not installed."""

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from bench.measure import FloorProbe
+from certstorm.floor import FloorProbe
 from hubsim.algorithms import sign, verify_signature
 from hubsim.chain import ChainPolicy
 from hubsim.engine import AuthEngine, EnginePolicy

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.capacity.run import newest_summary, parse_auth_metrics, start_swarm, stop_swarm
+from certstorm.capacity.run import newest_summary, parse_auth_metrics, start_swarm, stop_swarm
 from bench.httpdevice import register_and_prove
 from bench.measure import bench_cores, raw_verify_on_core
 from hubsim.service.launcher import cpu_seconds

@@ -1,9 +1,5 @@
-"""The crypto floor every in-process figure is compared with (the demo and ``certstorm run`` use it).
-
-Figures are reported as ratios to this floor measured in the same run, because these machines are
-shared and noisy: an absolute time from one moment means little, a ratio of two things measured side
-by side means a lot.
-"""
+"""Benchmark measurement helpers: one raw P-256 verify (the unit every benchmark is expressed in), measured
+on a chosen core, and the cores a benchmark and the hub under test run on."""
 
 from __future__ import annotations
 
@@ -11,42 +7,23 @@ import os
 import statistics
 import time
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-_ECDSA = ec.ECDSA(hashes.SHA256())
+from certstorm.floor import ECDSA_P256
 
-
-class FloorProbe:
-    """Two raw P-256 verifies with already-parsed keys: the least any device authentication can cost
-    the hub (one check of the device certificate's signature, one of the proof)."""
-
-    def __init__(self):
-        key = ec.generate_private_key(ec.SECP256R1())
-        self.public_key = key.public_key()
-        self.message = os.urandom(300)
-        self.signature = key.sign(self.message, _ECDSA)
-
-    def run(self, n: int) -> float:
-        """Seconds for ``n`` floors (2n verifies)."""
-        verify, sig, msg = self.public_key.verify, self.signature, self.message
-        start = time.perf_counter()
-        for _ in range(n):
-            verify(sig, msg, _ECDSA)
-            verify(sig, msg, _ECDSA)
-        return time.perf_counter() - start
+__all__ = ["bench_cores", "raw_verify_on_core", "raw_verify_seconds"]
 
 
 def raw_verify_seconds(samples: int = 9, batch: int = 300) -> float:
     """Median over ``samples`` batches of one raw P-256 verify with an already-parsed key."""
     key = ec.generate_private_key(ec.SECP256R1())
     pub, msg = key.public_key(), os.urandom(300)
-    sig = key.sign(msg, _ECDSA)
+    sig = key.sign(msg, ECDSA_P256)
     times = []
     for _ in range(samples):
         start = time.perf_counter()
         for _ in range(batch):
-            pub.verify(sig, msg, _ECDSA)
+            pub.verify(sig, msg, ECDSA_P256)
         times.append((time.perf_counter() - start) / batch)
     return statistics.median(times)
 

@@ -5,7 +5,7 @@ how long until it tries again?" in two forms that share one formula:
 
 * :meth:`Backoff.delay` -- one device, one refusal, at wall-clock time ``now`` (the swarm);
 * :meth:`Backoff.vectorized` -- a callable ``(retry_numbers, previous_delays, rng) -> delays`` over numpy
-  arrays, the ``Backoff`` signature of :func:`bench.capacity.planner.simulate_storm`.
+  arrays, the ``Backoff`` signature of :func:`certstorm.capacity.planner.simulate_storm`.
 
 ``retry`` counts from 1: the first retry follows the first refusal.
 
@@ -86,7 +86,7 @@ class Backoff:
     def gives_up(self, first_attempt: float, now: float) -> bool:
         return self.give_up_after is not None and now - first_attempt >= self.give_up_after
 
-    # -- many devices at once (bench.capacity.planner.simulate_storm) ----------------------------------------
+    # -- many devices at once (certstorm.capacity.planner.simulate_storm) ----------------------------------------
     def vectorized(self, *, throttled: bool = True):
         """``(retry_numbers, previous_delays, rng) -> delays`` over arrays; refusals count as throttling.
 

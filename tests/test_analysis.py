@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from bench.capacity import analysis
-from bench.capacity.planner import USL
+from certstorm.capacity import analysis
+from certstorm.capacity.planner import USL
 
 
 def step(target, *, achieved=None, workers=1, stage="ramp", hub_cpu=0.5, gen_cpu=0.5, p99=5.0, errors=0.0,

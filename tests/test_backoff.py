@@ -84,7 +84,7 @@ def test_none_retries_at_once_and_exponential_has_no_jitter():
 
 
 def test_vectorised_preset_drives_the_storm_simulator():
-    from bench.capacity.planner import simulate_storm
+    from certstorm.capacity.planner import simulate_storm
 
     fast = simulate_storm(5000, 1000.0, preset("aws-crt").vectorized(), seed=1)
     herd = simulate_storm(5000, 1000.0, preset("azure-c").vectorized(), seed=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import _COMMANDS, build_parser
+from certstorm.cli import _COMMANDS, build_parser
 from hubsim.service.supervisor import default_db
 from hubsim.service.launcher import HubProcess
 from loadgen._fleet import Fleet, generate_fleet

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.capacity.planner import USL, fit_usl, simulate_storm
+from certstorm.capacity.planner import USL, fit_usl, simulate_storm
 
 
 def test_usl_fit_needs_enough_points():
@@ -77,7 +77,7 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from bench.capacity.plan import plan  # noqa: E402
+from certstorm.capacity.plan import plan  # noqa: E402
 
 STORED = {"run_id": "r1", "slo_p99_ms": 500, "knee": {"achieved": 2000.0, "p50": 2.0},
           "projection": {"per_core": 2000.0}, "scaling": {"usl": None}}
@@ -85,7 +85,7 @@ STORED = {"run_id": "r1", "slo_p99_ms": 500, "knee": {"achieved": 2000.0, "p50":
 
 def _plan_cli(tmp_path, *args):
     (tmp_path / "summary.json").write_text(json.dumps(STORED))
-    return subprocess.run([sys.executable, "-m", "bench.cli", "plan", "--from", str(tmp_path), *args],
+    return subprocess.run([sys.executable, "-m", "certstorm.cli", "plan", "--from", str(tmp_path), *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -116,7 +116,7 @@ def test_plan_cores_let_the_storm_finish_in_the_window():
     assert out["cores_storm"] >= out["cores_even_arrival"] == 1
     # the answer is what the simulation says, and one core fewer would not do
     assert out["storm_time_to_admit"] <= 120
-    from bench.capacity.plan import _storm
+    from certstorm.capacity.plan import _storm
     short = _storm(200_000, 2000.0 * (out["cores_storm"] - 1), "azure-c", 0.002, 120.0)
     assert not short.time_to_admit <= 120
 

@@ -12,9 +12,9 @@ import pytest
 from browser import render, visible_problems
 from test_report import SCHEMA, strict_load
 
-from bench.capacity import analysis
-from bench.capacity.report import SECTIONS
-from bench.capacity.requirements import check_requirements, parse_requirement
+from certstorm.capacity import analysis
+from certstorm.capacity.report import SECTIONS
+from certstorm.capacity.requirements import check_requirements, parse_requirement
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +31,7 @@ def assert_knee_and_cost(summary: dict) -> None:
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", "--devices", "2000", "--workers", "1", "--search-seconds", "24",
+        [sys.executable, "-m", "certstorm.cli", "run", "--devices", "2000", "--workers", "1", "--search-seconds", "24",
          "--step-seconds", "4", "--start-rate", "400", "--step-rate", "800", "--storm-devices", "300",
          "--storm-quota", "150", "--storm-timeout", "30", "--require", "knee>=1000000/s", "--require", "p99<=60000ms",
          "--out", str(out)],
@@ -117,14 +117,14 @@ def test_a_malformed_requirement_is_refused(text):
                                         (["--require", "knee"], "--require"), (["--backoff", "nope"], "--backoff"),
                                         (["--storm-devices", "-3"], "--storm-devices")])
 def test_bad_run_arguments_exit_2_naming_the_argument(args, named, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", *args, "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "certstorm.cli", "run", *args, "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and f"argument {named}" in proc.stderr.splitlines()[-1], proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
 
 
 def test_hub_metrics_are_read_with_prometheus_parser():
-    from bench.capacity.run import parse_auth_metrics
+    from certstorm.capacity.run import parse_auth_metrics
     text = ('# HELP certstorm_authentications_total Device authentications by outcome\n'
             '# TYPE certstorm_authentications_total counter\n'
             'certstorm_authentications_total{outcome="admitted",worker="0"} 1500.0\n'
@@ -140,7 +140,7 @@ def test_short_run_over_mqtts_says_so(tmp_path):
     transport, and a report whose first line says which transport it measured."""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", "--transport", "mqtts", "--devices", "600", "--workers", "1",
+        [sys.executable, "-m", "certstorm.cli", "run", "--transport", "mqtts", "--devices", "600", "--workers", "1",
          "--search-seconds", "45", "--step-seconds", "4", "--start-rate", "80", "--step-rate", "80",
          "--storm-devices", "0", "--out", str(out)],
         capture_output=True, text=True, timeout=240)
@@ -152,7 +152,7 @@ def test_short_run_over_mqtts_says_so(tmp_path):
 
 
 def test_reconnects_are_read_from_the_hubs_cache_counter():
-    from bench.capacity.run import parse_cache_metrics
+    from certstorm.capacity.run import parse_cache_metrics
     text = ('# HELP certstorm_chain_cache_total Device chain validations by cache result\n'
             '# TYPE certstorm_chain_cache_total counter\n'
             'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from bench.measure import FloorProbe
+from certstorm.floor import FloorProbe
 from hubsim.argtypes import integer
 from hubsim.chain import ChainPolicy
 from hubsim.engine import AuthEngine, EnginePolicy

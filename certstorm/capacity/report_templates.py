@@ -1,4 +1,4 @@
-"""The report's two renderings of one list of sections (see :func:`bench.capacity.report.sections`):
+"""The report's two renderings of one list of sections (see :func:`certstorm.capacity.report.sections`):
 ``report.html`` (autoescaped, plots inlined) and ``report.md``."""
 
 from __future__ import annotations

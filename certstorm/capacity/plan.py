@@ -14,9 +14,9 @@ import math
 import re
 from pathlib import Path
 
-from bench.capacity import analysis
-from bench.capacity.planner import USL, simulate_storm
-from bench.capacity.report import strict
+from certstorm.capacity import analysis
+from certstorm.capacity.planner import USL, simulate_storm
+from certstorm.capacity.report import strict
 from loadgen._backoff import PRESETS, preset
 
 MAX_CORES = 4096

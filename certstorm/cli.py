@@ -24,10 +24,10 @@ EPILOG = """examples:
 
 # name: (module, function that adds the arguments or None, command function, help)
 _COMMANDS = {
-    "run": ("bench.capacity.run", "add_run_arguments", "run_command",
+    "run": ("certstorm.capacity.run", "add_run_arguments", "run_command",
             "the main job: hub + swarm through step and storm shapes, then the report"),
-    "report": ("bench.capacity.report", None, "report_command", "rebuild a run's report from its raw data"),
-    "plan": ("bench.capacity.plan", "add_plan_arguments", "plan_command",
+    "report": ("certstorm.capacity.report", None, "report_command", "rebuild a run's report from its raw data"),
+    "plan": ("certstorm.capacity.plan", "add_plan_arguments", "plan_command",
              "answer a sizing question from stored measurements"),
     "hub": ("hubsim.service", "add_hub_arguments", "hub_command",
             "run the hub simulator service (aiohttp + uvloop, several processes)"),
@@ -35,7 +35,7 @@ _COMMANDS = {
     "swarm": ("loadgen._launch", None, "swarm_command",
               "run the device swarm: Locust with the installed swarm as its locustfile; every other argument "
               "goes to Locust ('certstorm swarm --help' lists Locust's options and the swarm's)"),
-    "demo": ("bench.demo", "add_demo_arguments", "demo_command",
+    "demo": ("certstorm.demo", "add_demo_arguments", "demo_command",
              "authenticate a fleet in-process against the engine and compare with the crypto floor"),
 }
 

@@ -6,7 +6,7 @@ kept that the raw files do not hold. The raw files a run writes under ``raw/``:
 * ``config.json`` — what was asked for (devices, search, SLO, worker counts and their cores, storm, projection);
 * ``floor.json`` — ``{"verify_us": …}``: one raw P-256 verify measured in this run;
 * ``timeline.json`` — the per-second samples, and ``steps.json`` the measured steps, both described in
-  :mod:`bench.capacity.analysis`; ``search.json`` — one entry per worker count searched;
+  :mod:`certstorm.capacity.analysis`; ``search.json`` — one entry per worker count searched;
 * ``errors.json`` — failed authentications by error code, per search;
 * ``storm.json`` — the reconnect storm: ``{"devices", "capacity", "backoff", "curve": [[t, admitted], …],
   "retries", "attempt_rate", "bound_s", "failures_by_code"}`` (optional).
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.capacity import analysis
-from bench.capacity.planner import USL, simulate_storm
-from bench.capacity.report_templates import html_template, markdown_template
+from certstorm.capacity import analysis
+from certstorm.capacity.planner import USL, simulate_storm
+from certstorm.capacity.report_templates import html_template, markdown_template
 
 SECTIONS = ("Verdict", "Saturation knee", "Cost per authentication", "Latency", "Errors", "Over time",
             "Reconnect storm", "Scaling", "Projections")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.capacity.planner import USL, fit_usl
+from certstorm.capacity.planner import USL, fit_usl
 
 CPU_LIMIT = 0.85      # a process busier than this is saturated (the CONNBURST rule)
 ERROR_LIMIT = 0.001   # at most 0.1% failed authentications at the knee

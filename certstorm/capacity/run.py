@@ -3,7 +3,7 @@ worker count (ramp until the SLO breaks or a side saturates, then refine inside 
 time), runs a reconnect storm until every device is admitted or a bound derived from the simulation, and
 writes ``results/<run-id>/`` with the report.
 
-Everything measured lands in ``raw/`` first (see :mod:`bench.capacity.report`); the report is built from it at the
+Everything measured lands in ``raw/`` first (see :mod:`certstorm.capacity.report`); the report is built from it at the
 end, and again on Ctrl-C with whatever was measured by then.
 """
 
@@ -24,10 +24,10 @@ from pathlib import Path
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.capacity import analysis
-from bench.capacity.report import build_report
-from bench.capacity.requirements import check_requirements, parse_requirement
-from bench.measure import FloorProbe
+from certstorm.capacity import analysis
+from certstorm.capacity.report import build_report
+from certstorm.capacity.requirements import check_requirements, parse_requirement
+from certstorm.floor import FloorProbe
 from hubsim.service.launcher import HubProcess
 from loadgen._backoff import PRESETS
 from loadgen._fleet import generate_fleet
@@ -362,7 +362,7 @@ class Run:
     def storm(self, workers: int, expected_rate: float | None) -> None:
         """All devices at once against a throttled hub, until every one is admitted or twice the simulated
         time to admit them (at least 20 s, at most ``--storm-timeout``)."""
-        from bench.capacity.planner import simulate_storm
+        from certstorm.capacity.planner import simulate_storm
         from loadgen._backoff import preset
         a = self.args
         backoff = preset(a.backoff).vectorized()
