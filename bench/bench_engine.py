@@ -22,7 +22,7 @@ from certstorm.floor import FloorProbe
 from hubsim.algorithms import sign, verify_signature
 from hubsim.chain import ChainPolicy
 from hubsim.engine import AuthEngine, EnginePolicy
-from loadgen._fleet import generate_fleet
+from devicekit.fleet import generate_fleet
 
 ROUNDS = 300
 _ECDSA = ec.ECDSA(hashes.SHA256())

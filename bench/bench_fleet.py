@@ -21,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from loadgen._fleet import RecordMaker, Template, _fleet_id
-from loadgen._pki import SupplyChain
+from devicekit.fleet import RecordMaker, Template, new_fleet_id
+from devicekit.pki import SupplyChain
 
 CURVE = ec.SECP256R1()
 ECDSA = ec.ECDSA(hashes.SHA256())
@@ -49,7 +49,7 @@ def _floor_batch(n: int) -> float:
 def _maker(seed):
     chain = SupplyChain.build(2, "p256", seed=seed)
     width = 7
-    template = Template.build(chain.issuer, "p256", _fleet_id(seed), "device-", width)
+    template = Template.build(chain.issuer, "p256", new_fleet_id(seed), "device-", width)
     return RecordMaker(chain.issuer, "p256", template, width, seed)
 
 

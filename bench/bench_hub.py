@@ -12,12 +12,12 @@ import http.client
 
 import pytest
 
-from bench.httpdevice import authenticate, authenticate_all, register_and_prove
+from devicekit.httpdevice import authenticate, authenticate_all, register_and_prove
 from bench.measure import bench_cores, raw_verify_on_core
 from cryptography.hazmat.primitives.serialization import Encoding
 from hubsim.algorithms import sign
 from hubsim.service.launcher import cpu_seconds
-from loadgen._fleet import generate_fleet
+from devicekit.fleet import generate_fleet
 
 DEVICES = 1800
 CORES = bench_cores()  # (hub's core, client's core), or None on one core

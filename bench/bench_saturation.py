@@ -34,10 +34,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from certstorm.capacity.run import newest_summary, parse_auth_metrics, start_swarm, stop_swarm
-from bench.httpdevice import register_and_prove
+from devicekit.httpdevice import register_and_prove
 from bench.measure import bench_cores, raw_verify_on_core
 from hubsim.service.launcher import cpu_seconds
-from loadgen._fleet import Fleet, generate_fleet
+from devicekit.fleet import Fleet, generate_fleet
 
 CASES = ("cn-only", "per-device-san", "reconnect", "aiohttp")
 TARGETS = {"cn-only": 2.5, "per-device-san": 2.5, "reconnect": 1.6, "aiohttp": 2.5}  # x the two-verify floor

@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bench.broker import INSTALL_HINT, Mosquitto, mosquitto_binary
-from bench.httpdevice import authenticate_all
+from devicekit.httpdevice import authenticate_all
 from bench.measure import bench_cores, raw_verify_on_core
 from hubsim.service.launcher import HubProcess, cpu_seconds
-from loadgen._fleet import generate_fleet
-from loadgen._hubclient import HubClient
-from loadgen._tls import MqttsClient, MqttsTarget
+from devicekit.fleet import generate_fleet
+from devicekit.hubclient import HubClient
+from devicekit.mqtts import MqttsClient, MqttsTarget
 
 COUNT = 400        # admissions per case
 CLIENTS = 4        # concurrent clients: enough to keep one server core busy

@@ -12,7 +12,7 @@ import base64
 import os
 
 from loadgen._core import _READERS
-from loadgen._wire import Connection
+from devicekit.httpclient import Connection
 
 
 def _reply(body: bytes) -> bytes:

@@ -20,7 +20,7 @@ import time
 import aiohttp
 
 from hubsim.argtypes import integer
-from loadgen._fleet import Fleet
+from devicekit.fleet import Fleet
 
 
 async def authenticate_range(url: str, fleet: Fleet, indices, concurrency: int) -> dict:

@@ -19,8 +19,8 @@ from certstorm.floor import FloorProbe
 from hubsim.argtypes import integer
 from hubsim.chain import ChainPolicy
 from hubsim.engine import AuthEngine, EnginePolicy
-from loadgen._fleet import Fleet, generate_fleet
-from loadgen._pki import ALGORITHMS, MAX_DEPTH
+from devicekit.fleet import Fleet, generate_fleet
+from devicekit.pki import ALGORITHMS, MAX_DEPTH
 
 
 @dataclass

@@ -34,7 +34,7 @@ import numpy as np
 from hubsim.algorithms import signature_args
 from hubsim.encoding import pem_certificate
 from loadgen._histo import Histogram
-from loadgen._wire import Connection, Reply, WireError
+from devicekit.httpclient import Connection, Reply, WireError
 
 PEM_TYPE = b"application/x-pem-file"
 JSON_TYPE = b"application/json"

@@ -1,6 +1,6 @@
 """The swarm's ``mqtts`` transport: with ``--host mqtts://host:8883`` every device connection is a TCP
 connect, a mutual-TLS handshake with the device's own certificate, chain and key, and an MQTT CONNECT
-answered by CONNACK (:mod:`loadgen._tls`), against the hub's TLS listener or any broker.
+answered by CONNACK (:mod:`devicekit.mqtts`), against the hub's TLS listener or any broker.
 
 :class:`MqttsAuthenticator` has the HTTP authenticator's interface (``authenticate(conn, index, ...)``
 returning an :class:`~loadgen._core.Outcome`), so every shape drives it unchanged. Locust gets
@@ -25,7 +25,7 @@ import time
 from urllib.parse import urlsplit
 
 from loadgen._core import Outcome, Recorder
-from loadgen._tls import TLS_VERSIONS, MqttsClient, MqttsFailure, MqttsTarget
+from devicekit.mqtts import TLS_VERSIONS, MqttsClient, MqttsFailure, MqttsTarget
 
 SCHEME = "mqtts"
 _PHASES = (("tcp", "tcp_connect", "tcp connect"), ("tls", "tls_handshake", "tls handshake"),

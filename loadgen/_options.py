@@ -4,11 +4,11 @@ parser without importing the swarm (see ``loadgen/_launch.py``)."""
 from __future__ import annotations
 
 from loadgen import _shapes
-from loadgen._backoff import PRESETS
-from loadgen._identities import DEFAULT_SEED
+from devicekit.backoff import PRESETS
+from devicekit.derived import DEFAULT_SEED
 from loadgen._mqtt import add_arguments as _mqtt_arguments
-from loadgen._fleet import SAN_KINDS
-from loadgen._pki import ALGORITHMS
+from devicekit.fleet import SAN_KINDS
+from devicekit.pki import ALGORITHMS
 
 # What the web UI may change between runs: everything read when a run starts. The fleet (--fleet,
 # --devices, --alg, --depth, --san, --seed) is opened at start-up, so the UI does not offer it.

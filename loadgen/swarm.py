@@ -45,15 +45,16 @@ from locust import LoadTestShape, User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import _shapes
-from loadgen._backoff import preset
+from devicekit.backoff import preset
 from loadgen._core import Authenticator, DeviceQueue, Recorder
-from loadgen._fleet import Fleet
+from devicekit.fleet import Fleet
 from loadgen import _mqtt
-from loadgen._hubclient import HubClient, admin_token
-from loadgen._identities import Partition, derive_fleet
+from devicekit.hubclient import HubClient, admin_token
+from devicekit.derived import derive_fleet
+from loadgen._partition import Partition
 from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._report import merge_reports, write_results, write_worker
-from loadgen._wire import Connection
+from devicekit.httpclient import Connection
 
 log = logging.getLogger("certstorm.swarm")
 

@@ -50,11 +50,11 @@ if __package__ in (None, ""):  # run as a script: make the checkout and tests/ i
     _here = Path(__file__).resolve().parent
     sys.path[:0] = [str(_here.parent), str(_here)]
 
-from bench.httpdevice import register_and_prove
+from devicekit.httpdevice import register_and_prove
 from hubsim.service.credential import token_id
 from hubsim.service.launcher import HubProcess, request_then_worker
-from loadgen._fleet import generate_fleet
-from loadgen._pki import Custodian, Device
+from devicekit.fleet import generate_fleet
+from devicekit.pki import Custodian, Device
 
 PEM_TYPE = {"Content-Type": "application/x-pem-file"}
 JSON_TYPE = {"Content-Type": "application/json"}

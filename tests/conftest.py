@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from bench.httpdevice import authenticate, register_and_prove
+from devicekit.httpdevice import authenticate, register_and_prove
 from hubsim.service.launcher import HubProcess
-from loadgen._pki import SupplyChain
+from devicekit.pki import SupplyChain
 
 
 def serve_hub(tmp_path_factory, name: str = "hub", *, workers: int = 2, args=(), clean_log: bool = True):

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from loadgen._backoff import PRESETS, preset
+from devicekit.backoff import PRESETS, preset
 
 
 def test_unknown_preset_is_refused():

@@ -18,9 +18,9 @@ import json
 import os
 
 import chaos
-from bench.httpdevice import HubError, authenticate, register_and_prove
+from devicekit.httpdevice import HubError, authenticate, register_and_prove
 from hubsim.service.launcher import HubProcess
-from loadgen._pki import Custodian, Device
+from devicekit.pki import Custodian, Device
 
 MIB = 1024
 

@@ -18,7 +18,7 @@ import pytest
 from certstorm.cli import _COMMANDS, build_parser
 from hubsim.service.supervisor import default_db
 from hubsim.service.launcher import HubProcess
-from loadgen._fleet import Fleet, generate_fleet
+from devicekit.fleet import Fleet, generate_fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTSTORM = str(Path(sys.executable).with_name("certstorm"))

@@ -7,7 +7,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hubsim.encoding import der_header, pem_certificate, read_der_header
-from loadgen._pki import SupplyChain
+from devicekit.pki import SupplyChain
 
 
 @pytest.mark.parametrize("length", [0, 1, 127, 128, 255, 256, 65535, 65536, 1 << 24])

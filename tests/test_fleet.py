@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from hubsim.algorithms import verify_signature
-from loadgen._fleet import (
-    DATA_FILE, META_FILE, SAN_KINDS, Fleet, RecordMaker, Template, _fleet_id, add_fleet_arguments,
+from devicekit.fleet import (
+    DATA_FILE, META_FILE, SAN_KINDS, Fleet, RecordMaker, Template, new_fleet_id, add_fleet_arguments,
     device_key_label, fleet_command, generate_fleet, record_size, san_names,
 )
-from loadgen._pki import SupplyChain, generate_key
+from devicekit.pki import SupplyChain, generate_key
 
 DER = serialization.Encoding.DER
 _FLEETS: dict = {}
@@ -93,7 +93,7 @@ def test_unknown_custodian_key_refused(tmp_path_factory):
 def test_spliced_certificate_equals_certificate_builder(alg):
     seed = b"splice"
     chain = SupplyChain.build(2, alg, seed=seed)
-    fleet_id, width = _fleet_id(seed), 7
+    fleet_id, width = new_fleet_id(seed), 7
     template = Template.build(chain.issuer, alg, fleet_id, "device-", width)
     maker = RecordMaker(chain.issuer, alg, template, width, seed)
     raw = maker.records(40, 43)
@@ -120,7 +120,7 @@ def test_spliced_san_certificate_equals_certificate_builder(alg, san):
     length, so the certificate is still exactly what CertificateBuilder makes for the same fields."""
     seed = b"splice-san"
     chain = SupplyChain.build(1, alg, seed=seed)
-    fleet_id, width = _fleet_id(seed), 6
+    fleet_id, width = new_fleet_id(seed), 6
     template = Template.build(chain.issuer, alg, fleet_id, "device-", width, san)
     assert template.fields.count("digits") == 1 + len(san_names(san, "x"))
     maker = RecordMaker(chain.issuer, alg, template, width, seed)
@@ -337,7 +337,7 @@ def test_fleet_command_reports_bad_input(tmp_path, capsys):
 def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp_path):
     from filelock import FileLock
 
-    from loadgen._identities import cache_key, derive_fleet
+    from devicekit.derived import cache_key, derive_fleet
 
     target = tmp_path / cache_key("s", 5, "p256", 1, "")
     with FileLock(target.with_suffix(".lock")):  # another process deriving the same fleet
@@ -352,7 +352,7 @@ def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp
 
 
 def test_derived_fleet_with_san_is_its_own_fleet(tmp_path):
-    from loadgen._identities import derive_fleet
+    from devicekit.derived import derive_fleet
 
     plain = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path))
     named = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path), san="uri")

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.httpdevice import HubError, authenticate, register_and_prove
+from devicekit.httpdevice import HubError, authenticate, register_and_prove
 from hostile import corpus
 from hostile.wire import exchange
 from hubsim.service.launcher import HubProcess, cpu_seconds
-from loadgen._pki import SupplyChain
+from devicekit.pki import SupplyChain
 
 CASES = corpus.cases()
 CPU_BUDGET = 0.050

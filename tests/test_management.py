@@ -35,13 +35,13 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
 import chaos
-from bench.httpdevice import authenticate
+from devicekit.httpdevice import authenticate
 from conftest import serve_hub
 from hubsim.service.credential import token_id
 from hubsim.service.launcher import ROOT, HubProcess, Reply
 from hubsim.service.lockout import LockoutPolicy, SharedLockout, address_key, create_lockout_file
 from hubsim.service.store import Store, initialise
-from loadgen._pki import SupplyChain
+from devicekit.pki import SupplyChain
 
 PEM = serialization.Encoding.PEM
 PEM_TYPE = {"Content-Type": "application/x-pem-file"}
@@ -232,7 +232,7 @@ def test_the_audit_log_pages_and_refuses_bad_queries(hub):
 
 def test_device_endpoints_need_no_token_and_ignore_one(hub):
     chain = SupplyChain.build(depth=2)
-    from bench.httpdevice import register_and_prove
+    from devicekit.httpdevice import register_and_prove
     register_and_prove(hub, chain.company)
     conn = hub.connect()
     try:  # the device fast path, no Authorization header at all

@@ -12,9 +12,9 @@ import pytest
 from test_swarm import cache, swarm  # noqa: F401 - cache: the shared fleet-cache fixture
 
 from bench.broker import INSTALL_HINT, Mosquitto, mosquitto_binary
-from loadgen._identities import derive_fleet
-from loadgen._pki import SupplyChain
-from loadgen._tls import MqttsClient, MqttsFailure, MqttsTarget
+from devicekit.derived import derive_fleet
+from devicekit.pki import SupplyChain
+from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
 
 DEVICES = 80
 

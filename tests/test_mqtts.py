@@ -21,9 +21,9 @@ from chainkit import CA, der, make_cert, new_key, trust
 from chainkit import engine as make_engine
 from hubsim import mqtt
 from hubsim.errors import AuthError
-from loadgen._hubclient import HubClient
-from loadgen._pki import Device, SupplyChain
-from loadgen._tls import MqttsClient, MqttsFailure, MqttsTarget
+from devicekit.hubclient import HubClient
+from devicekit.pki import Device, SupplyChain
+from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
 
 CONNECT_TIMEOUT = 1.0  # the hub's --mqtts-connect-timeout in these tests (seconds)
 

@@ -12,7 +12,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from hubsim.algorithms import key_algorithm, verify_signature
-from loadgen._pki import (
+from devicekit.pki import (
     ALGORITHMS, DEFAULT_CUSTODIANS, NOT_AFTER, NOT_BEFORE, Custodian, Device, SupplyChain, generate_key,
 )
 

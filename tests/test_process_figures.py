@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from hubsim.service.launcher import HubProcess, cpu_seconds
-from loadgen._hubclient import HubClient
+from devicekit.hubclient import HubClient
 
 
 def test_cpu_seconds_counts_a_busy_process_and_nothing_for_one_that_is_gone():

@@ -21,11 +21,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from bench.httpdevice import authenticate, register_and_prove
+from devicekit.httpdevice import authenticate, register_and_prove
 from conftest import serve_hub
 
 from hubsim.service.launcher import HubProcess, request_then_worker
-from loadgen._pki import Device, SupplyChain
+from devicekit.pki import Device, SupplyChain
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER

@@ -27,7 +27,7 @@ from hubsim.service.launcher import HubProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 from hubsim.service.quota import parse_quota
-from loadgen._pki import SupplyChain
+from devicekit.pki import SupplyChain
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER

@@ -9,7 +9,8 @@ import pytest
 from loadgen import _shapes
 from loadgen._core import DeviceQueue, Recorder
 from loadgen._histo import EXACT, MAX_US, N_BUCKETS, Histogram, bucket_bounds, bucket_index
-from loadgen._identities import Partition, cache_key
+from devicekit.derived import cache_key
+from loadgen._partition import Partition
 from loadgen._report import merge_reports
 
 

@@ -1,4 +1,4 @@
-"""The swarm's HTTP client (``loadgen/_wire.py``) reads the replies the hub sends and refuses, by name,
+"""The swarm's HTTP client (``devicekit/httpclient.py``) reads the replies the hub sends and refuses, by name,
 every reply it cannot frame or read; the swarm counts such a reply as a failure under that name."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 import pytest
 
 from loadgen._core import Authenticator, Recorder
-from loadgen._fleet import generate_fleet
-from loadgen._wire import Connection, Reply, WireError, body_length, parse_head
+from devicekit.fleet import generate_fleet
+from devicekit.httpclient import Connection, Reply, WireError, body_length, parse_head
 
 OK_BODY = b'{"device_id":"d","challenge":"AAEC","expires_at":1.5}'
 OK = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
@@ -173,7 +173,7 @@ def test_the_swarm_counts_an_unreadable_reply_as_a_named_failure(fleet, reply, f
 
 # --- the administrative client -------------------------------------------------------------------------------
 def test_the_admin_client_names_the_call_whose_reply_is_not_json():
-    from loadgen._hubclient import HubClient, HubError
+    from devicekit.hubclient import HubClient, HubError
 
     body = b"<html>maintenance</html>"
     server = CannedServer([b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"

@@ -17,7 +17,7 @@ from pathlib import Path
 from certstorm.capacity import analysis
 from certstorm.capacity.planner import USL, simulate_storm
 from certstorm.capacity.report import strict
-from loadgen._backoff import PRESETS, preset
+from devicekit.backoff import PRESETS, preset
 
 MAX_CORES = 4096
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")

@@ -91,7 +91,7 @@ def _storm(storm: dict | None, k: dict | None) -> dict | None:
     capacity = float(storm.get("capacity") or (k["achieved"] if k else 0)) or None
     sim = None
     if capacity:
-        from loadgen._backoff import preset  # the swarm's own presets, so both sides retry alike
+        from devicekit.backoff import preset  # the swarm's own presets, so both sides retry alike
         sim = simulate_storm(devices, capacity, preset(storm.get("backoff") or "none").vectorized(),
                              latency=(k["p50"] / 1000 if k and k["p50"] else 0.005),
                              attempt_rate=storm.get("attempt_rate"), horizon=max(600.0, 4 * curve[-1, 0]))

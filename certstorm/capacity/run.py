@@ -29,8 +29,8 @@ from certstorm.capacity.report import build_report
 from certstorm.capacity.requirements import check_requirements, parse_requirement
 from certstorm.floor import FloorProbe
 from hubsim.service.launcher import HubProcess
-from loadgen._backoff import PRESETS
-from loadgen._fleet import generate_fleet
+from devicekit.backoff import PRESETS
+from devicekit.fleet import generate_fleet
 
 GEN_CORES = 1  # the swarm runs as one Locust process: at most one core
 
@@ -363,7 +363,7 @@ class Run:
         """All devices at once against a throttled hub, until every one is admitted or twice the simulated
         time to admit them (at least 20 s, at most ``--storm-timeout``)."""
         from certstorm.capacity.planner import simulate_storm
-        from loadgen._backoff import preset
+        from devicekit.backoff import preset
         a = self.args
         backoff = preset(a.backoff).vectorized()
         capacity = a.storm_quota or expected_rate or 1000.0

@@ -1,6 +1,6 @@
 """A minimal device over plain HTTP (http.client, keep-alive): what the HTTP benchmarks, the reliability
 tests and the run orchestrator use to authenticate a device without Locust. CA registration is the
-swarm's own :meth:`loadgen._hubclient.HubClient.ensure_ca`."""
+swarm's own :meth:`devicekit.hubclient.HubClient.ensure_ca`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from loadgen._hubclient import HubClient, HubError
+from devicekit.hubclient import HubClient, HubError
 
 __all__ = ["HubError", "authenticate", "authenticate_all", "register_and_prove"]
 

@@ -1,18 +1,12 @@
-"""Where the swarm's device identities come from, and which of them each worker uses.
+"""Derived fleets: the same device identities, made on demand by every process that asks for them.
 
-* ``--fleet DIR`` opens a fleet made by ``certstorm fleet`` (memory-mapped, O(1) per identity).
-* ``--devices N`` derives a fleet at start-up. It is seeded (``--seed``, default ``certstorm-swarm``), so
-  every process on every host derives byte-identical identities and the same Company-X CA -- which is what
-  lets master and workers on different machines agree without shipping keys around. Derived fleets are
-  cached under ``--fleet-cache`` keyed by (seed, count, algorithm, depth): the first process to need one
-  generates it in a subprocess (gevent and multiprocessing do not mix) under a file lock, the others wait
-  for the lock and open it. ``--seed random`` (and ``rsa2048``, which cannot be seeded) make a fresh fleet
-  shared only by the processes of one ``--processes`` run.
-
-Partitioning: worker ``w`` of ``W`` (Locust's ``worker_index`` and the number of indices the master has
-handed out) takes devices ``w, w+W, w+2W, ...`` of the first ``limit``. Within one pass over its share a
-worker never repeats a device, and no two workers share one, so a pass over the swarm authenticates each
-device exactly once. Further passes start again from the first device of the share.
+A fleet derived with ``derive_fleet(N)`` (the swarm's ``--devices N``) is seeded (default
+``certstorm-swarm``), so every process on every host derives byte-identical identities and the same
+Company-X CA: master and workers on different machines agree without shipping keys around. Derived fleets
+are cached keyed by (seed, count, algorithm, depth, SAN kind): the first process to need one generates it
+in a subprocess (gevent and multiprocessing do not mix) under a file lock, the others wait for the lock
+and open it. An unseeded fleet (``seed=None``, and ``rsa2048``, which cannot be seeded) is shared only by
+the processes that pass the same ``run_token``.
 """
 
 from __future__ import annotations
@@ -27,34 +21,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from loadgen._fleet import Fleet
+from devicekit.fleet import Fleet
+
+__all__ = ["DEFAULT_SEED", "cache_key", "derive_fleet"]
 
 DEFAULT_SEED = "certstorm-swarm"
-
-
-class Partition:
-    """Worker ``index`` of ``stride`` over devices ``[0, limit)``."""
-
-    __slots__ = ("index", "stride", "limit", "size")
-
-    def __init__(self, index: int, stride: int, limit: int):
-        if stride < 1 or not 0 <= index < stride or limit < 0:
-            raise ValueError(f"bad partition: worker {index} of {stride} over {limit} devices")
-        self.index, self.stride, self.limit = index, stride, limit
-        self.size = len(range(index, limit, stride))
-
-    def device(self, k: int) -> tuple[int, int]:
-        """The ``k``-th device this worker uses (k = 0, 1, ...): (device index, pass number)."""
-        if self.size == 0:
-            raise IndexError("this worker has no devices")
-        p, r = divmod(k, self.size)
-        return self.index + r * self.stride, p
-
-    def devices(self) -> range:
-        return range(self.index, self.limit, self.stride)
-
-    def __repr__(self) -> str:
-        return f"Partition(worker {self.index} of {self.stride}, {self.size} of {self.limit} devices)"
 
 
 def cache_key(seed: str | None, devices: int, alg: str, depth: int, run_token: str = "", san: str | None = None) -> str:
@@ -90,7 +61,7 @@ def derive_fleet(devices: int, *, alg: str = "p256", depth: int = 2, seed: str |
             log(f"deriving {devices} {alg} device identities (depth {depth}, "
                 f"seed {'random' if seed is None else repr(seed)}) into {target}")
         started = time.monotonic()
-        code = ("import sys; from loadgen._fleet import generate_fleet; "
+        code = ("import sys; from devicekit.fleet import generate_fleet; "
                 "generate_fleet(sys.argv[1], int(sys.argv[2]), alg=sys.argv[3], depth=int(sys.argv[4]), "
                 "seed=None if sys.argv[5] == '' else sys.argv[5], san=sys.argv[6] or None, progress=False)")
         env = dict(os.environ)

@@ -10,7 +10,7 @@ length per algorithm) and the SubjectKeyIdentifier (SHA-1 of the public key bit 
 fields' byte offsets in the template's TBSCertificate, and splices each device's values in (with a
 per-device SubjectAlternativeName, ``--san``, the id digits once more inside each SAN name). The lengths do
 not change, so no DER is re-encoded; the issuing custodian signs the spliced TBS
-(:meth:`~loadgen._pki.Custodian.sign_tbs`) and the certificate is
+(:meth:`~devicekit.pki.Custodian.sign_tbs`) and the certificate is
 ``SEQUENCE { tbs, signatureAlgorithm (from the template), BIT STRING (0x00 + signature) }``.
 With deterministic signing the result is byte-identical to what ``CertificateBuilder`` makes for the same
 fields (the tests check this).
@@ -46,7 +46,7 @@ Figures (2-vCPU AMD EPYC, cryptography 50, Python 3.11)
 "Usable within 60 s" means: ``generate_fleet(DIR, 1_000_000)`` returns -- every record written, key files
 and ``fleet.json`` in place -- so :meth:`Fleet.open` works and any identity can be served, in at most 60 s
 of wall clock. Measured once with
-``time .venv/bin/python -c 'from loadgen._fleet import generate_fleet; generate_fleet("/tmp/fleet1m", 1_000_000)'``:
+``time .venv/bin/python -c 'from devicekit.fleet import generate_fleet; generate_fleet("/tmp/fleet1m", 1_000_000)'``:
 see ``MEASURED_1M`` below (50.2 s wall, 87 s CPU on 2 workers).
 
 Per core, the unseeded P-256 path costs about 64-71 us per device against a floor of about 48 us for one
@@ -83,7 +83,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hubsim.algorithms import sign as _pop_sign
 from hubsim.argtypes import integer
 from hubsim.encoding import der_header, pem_certificate, read_der_header
-from loadgen._pki import _CURVES, _ORDERS, _SEED_DIGESTS, ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, SupplyChain, generate_key
+from devicekit.pki import CURVES, ORDERS, SEED_DIGESTS, ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, SupplyChain, generate_key
 
 MEASURED_1M = "1,000,000 P-256 devices, depth 2, 2 workers: 50.2 s wall, 87 s CPU, 170 MB devices.bin"
 
@@ -135,7 +135,7 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-def _fleet_id(seed: bytes | None) -> bytes:
+def new_fleet_id(seed: bytes | None) -> bytes:
     raw = bytearray(os.urandom(8) if seed is None else hmac.digest(seed, b"fleet-id", "sha256")[:8])
     raw[0] = (raw[0] & 0x3F) | 0x40  # positive, no leading zero: the DER INTEGER is always 16 bytes
     return bytes(raw)
@@ -143,7 +143,7 @@ def _fleet_id(seed: bytes | None) -> bytes:
 
 def _public_bits(alg: str, public_key) -> bytes:
     """The subjectPublicKey BIT STRING contents (what the SKI hashes)."""
-    if alg in _CURVES:
+    if alg in CURVES:
         return public_key.public_bytes(_X962, _UNCOMPRESSED)
     if alg == "ed25519":
         return public_key.public_bytes_raw()
@@ -288,8 +288,8 @@ class RecordMaker:
         # pad[n] completes an n-byte signature to its slot; siglen[n] encodes n.
         self._pad = [bytes(self.sig_max - n) for n in range(self.sig_max + 1)]
         self._siglen = [n.to_bytes(self.siglen_bytes, "big") for n in range(self.sig_max + 1)]
-        if alg in _CURVES:
-            probe = ec.generate_private_key(_CURVES[alg])
+        if alg in CURVES:
+            probe = ec.generate_private_key(CURVES[alg])
             p8 = probe.private_bytes(_DER, _PKCS8, _NOENC)
             scalar = probe.private_numbers().private_value.to_bytes(self.priv_len, "big")
             point = probe.public_key().public_bytes(_X962, _UNCOMPRESSED)
@@ -300,7 +300,7 @@ class RecordMaker:
                 raise RuntimeError("unexpected PKCS#8 layout for EC keys in this cryptography version")
 
     def records(self, start: int, stop: int) -> bytes:
-        if self.alg in _CURVES:
+        if self.alg in CURVES:
             if self.seed is None:
                 return self._ec_random(start, stop)
             return self._ec_seeded(start, stop)
@@ -309,7 +309,7 @@ class RecordMaker:
     def _ec_random(self, start: int, stop: int) -> bytes:
         # The hot loop: one keygen, one PKCS#8 export that carries both scalar and point, one SHA-1,
         # one join, one signature. Everything is bound to locals; see bench/bench_fleet.py.
-        gen, curve = ec.generate_private_key, _CURVES[self.alg]
+        gen, curve = ec.generate_private_key, CURVES[self.alg]
         der, p8, noenc = _DER, _PKCS8, _NOENC
         tmpl = self.template
         plain = tmpl.fields == Template.FIELDS  # no SAN: the pieces are joined inline, the hottest shape
@@ -334,7 +334,7 @@ class RecordMaker:
         return join(out)
 
     def _ec_seeded(self, start: int, stop: int) -> bytes:
-        curve, n_1, digest = _CURVES[self.alg], _ORDERS[self.alg] - 1, _SEED_DIGESTS[self.alg]
+        curve, n_1, digest = CURVES[self.alg], ORDERS[self.alg] - 1, SEED_DIGESTS[self.alg]
         seed, plen, derive, mac = self.seed, self.priv_len, ec.derive_private_key, hmac.digest
         tmpl, sign = self.template, self.issuer.tbs_signer()
         fmt = f"0{self.width}d"
@@ -418,7 +418,7 @@ def generate_fleet(out_dir, devices: int, *, depth: int = 2, alg: str = "p256", 
 
     chain = SupplyChain.build(depth, alg, seed=seed)  # refuses rsa2048 + seed with an explanation
     width = max(MIN_WIDTH, len(str(devices - 1)))
-    fleet_id = _fleet_id(seed)
+    fleet_id = new_fleet_id(seed)
     template = Template.build(chain.issuer, alg, fleet_id, prefix, width, san)
     maker = RecordMaker(chain.issuer, alg, template, width, seed)
 
@@ -574,7 +574,7 @@ class Fleet:
                                                       for p in meta["intermediates"]]
         self._intermediates_der = [c.public_bytes(_DER) for c in self.intermediates]
         self._intermediates_pem = "".join(meta["intermediates"]).encode("ascii")
-        self._curve = _CURVES.get(self.alg)
+        self._curve = CURVES.get(self.alg)
 
     @classmethod
     def open(cls, path) -> "Fleet":

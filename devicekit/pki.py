@@ -51,14 +51,14 @@ PUBLIC_ROOT = "Public-Root-CA"
 NOT_BEFORE = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
 NOT_AFTER = _dt.datetime(2050, 1, 1, tzinfo=_dt.timezone.utc)
 
-_CURVES = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
+CURVES = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
 # Group orders, for mapping an HMAC output onto a valid private scalar in [1, n-1].
-_ORDERS = {
+ORDERS = {
     "p256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
     "p384": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
 }
 # HMAC digest per curve: at least as wide as the order, so every scalar is reachable.
-_SEED_DIGESTS = {"p256": "sha256", "p384": "sha512"}
+SEED_DIGESTS = {"p256": "sha256", "p384": "sha512"}
 _CERT_HASHES = {"p256": hashes.SHA256, "p384": hashes.SHA384, "rsa2048": hashes.SHA256}
 
 _CA_KEY_USAGE = x509.KeyUsage(
@@ -91,8 +91,8 @@ def _as_bytes(seed) -> bytes:
 
 def derive_scalar(alg: str, seed: bytes, label: bytes) -> int:
     """The EC private scalar for (seed, label): HMAC(seed, label) mapped into [1, n-1]."""
-    n = _ORDERS[alg]
-    digest = hmac.digest(seed, label, _SEED_DIGESTS[alg])
+    n = ORDERS[alg]
+    digest = hmac.digest(seed, label, SEED_DIGESTS[alg])
     return int.from_bytes(digest, "big") % (n - 1) + 1
 
 
@@ -105,14 +105,14 @@ def generate_key(alg: str, *, seed: bytes | None = None, label: bytes = b""):
     """
     _check_alg(alg)
     if seed is None:
-        if alg in _CURVES:
-            return ec.generate_private_key(_CURVES[alg])
+        if alg in CURVES:
+            return ec.generate_private_key(CURVES[alg])
         if alg == "ed25519":
             return ed25519.Ed25519PrivateKey.generate()
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     seed = _as_bytes(seed)
-    if alg in _CURVES:
-        return ec.derive_private_key(derive_scalar(alg, seed, label), _CURVES[alg])
+    if alg in CURVES:
+        return ec.derive_private_key(derive_scalar(alg, seed, label), CURVES[alg])
     if alg == "ed25519":
         return ed25519.Ed25519PrivateKey.from_private_bytes(hmac.digest(seed, label, "sha256"))
     raise ValueError(
@@ -156,8 +156,8 @@ class Custodian:
         self._not_before = not_before
         self._not_after = not_after
         self._hash = _CERT_HASHES[self.algorithm]()
-        self._deterministic = seed is not None and self.algorithm in _CURVES
-        if self.algorithm in _CURVES:
+        self._deterministic = seed is not None and self.algorithm in CURVES
+        if self.algorithm in CURVES:
             self._tbs_args = (ec.ECDSA(self._hash, deterministic_signing=self._deterministic),)
         else:
             self._tbs_args = (padding.PKCS1v15(), self._hash)
@@ -232,7 +232,7 @@ class Custodian:
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
     def _sign_builder(self, builder: x509.CertificateBuilder) -> x509.Certificate:
-        if self.algorithm in _CURVES:
+        if self.algorithm in CURVES:
             return builder.sign(self._key, self._hash, ecdsa_deterministic=self._deterministic)
         return builder.sign(self._key, self._hash)
 
@@ -295,7 +295,7 @@ class Custodian:
     def tbs_signer(self):
         """``sign_tbs`` as a bare callable for hot loops: it closes over this custodian's key, which it
         never hands out."""
-        if self.algorithm in _CURVES:
+        if self.algorithm in CURVES:
             return functools.partial(self._key.sign, signature_algorithm=self._tbs_args[0])
         return functools.partial(self._key.sign, padding=self._tbs_args[0], algorithm=self._tbs_args[1])
 
