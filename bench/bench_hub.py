@@ -16,7 +16,7 @@ from devicekit.httpdevice import authenticate, authenticate_all, register_and_pr
 from bench.measure import bench_cores, raw_verify_on_core
 from cryptography.hazmat.primitives.serialization import Encoding
 from hubsim.algorithms import sign
-from hubsim.service.launcher import cpu_seconds
+from certstorm.processes import cpu_seconds
 from devicekit.fleet import generate_fleet
 
 DEVICES = 1800

@@ -33,10 +33,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certstorm.capacity.run import newest_summary, parse_auth_metrics, start_swarm, stop_swarm
+from certstorm.capacity.sampler import parse_auth_metrics
+from certstorm.processes import newest_summary, start_swarm, stop_swarm
 from devicekit.httpdevice import register_and_prove
 from bench.measure import bench_cores, raw_verify_on_core
-from hubsim.service.launcher import cpu_seconds
+from certstorm.processes import cpu_seconds
 from devicekit.fleet import Fleet, generate_fleet
 
 CASES = ("cn-only", "per-device-san", "reconnect", "aiohttp")

@@ -26,7 +26,7 @@ import pytest
 from bench.broker import INSTALL_HINT, Mosquitto, mosquitto_binary
 from devicekit.httpdevice import authenticate_all
 from bench.measure import bench_cores, raw_verify_on_core
-from hubsim.service.launcher import HubProcess, cpu_seconds
+from certstorm.processes import HubProcess, cpu_seconds
 from devicekit.fleet import generate_fleet
 from devicekit.hubclient import HubClient
 from devicekit.mqtts import MqttsClient, MqttsTarget

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from bench.measure import bench_cores, raw_verify_seconds
-from hubsim.service.launcher import HubProcess
+from certstorm.processes import HubProcess
 
 CORES = bench_cores()  # read before any benchmark pins this process
 

@@ -24,7 +24,7 @@ def _call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes,
 
 
 def register_and_prove(hub, company) -> str:
-    """Register ``company``'s CA with ``hub`` (a :class:`~hubsim.service.launcher.HubProcess`) and prove
+    """Register ``company``'s CA with ``hub`` (a :class:`~certstorm.processes.hub.HubProcess`) and prove
     possession (the CA holder alone signs), as its operator; returns the CA id. Uses connections of its
     own: management calls would move a device connection off the hub's fast path."""
     return HubClient(hub.url, token=hub.admin_token()).ensure_ca(company)["id"]

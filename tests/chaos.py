@@ -52,7 +52,8 @@ if __package__ in (None, ""):  # run as a script: make the checkout and tests/ i
 
 from devicekit.httpdevice import register_and_prove
 from hubsim.service.credential import token_id
-from hubsim.service.launcher import HubProcess, request_then_worker
+from certstorm.processes import HubProcess
+from hubtools import request_then_worker
 from devicekit.fleet import generate_fleet
 from devicekit.pki import Custodian, Device
 

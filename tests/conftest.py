@@ -7,7 +7,7 @@ import os
 import pytest
 
 from devicekit.httpdevice import authenticate, register_and_prove
-from hubsim.service.launcher import HubProcess
+from certstorm.processes import HubProcess
 from devicekit.pki import SupplyChain
 
 

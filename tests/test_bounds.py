@@ -19,7 +19,7 @@ import os
 
 import chaos
 from devicekit.httpdevice import HubError, authenticate, register_and_prove
-from hubsim.service.launcher import HubProcess
+from certstorm.processes import HubProcess
 from devicekit.pki import Custodian, Device
 
 MIB = 1024

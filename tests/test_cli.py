@@ -17,7 +17,7 @@ import pytest
 
 from certstorm.cli import _COMMANDS, build_parser
 from hubsim.service.supervisor import default_db
-from hubsim.service.launcher import HubProcess
+from certstorm.processes import HubProcess
 from devicekit.fleet import Fleet, generate_fleet
 
 ROOT = Path(__file__).resolve().parent.parent

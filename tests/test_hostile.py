@@ -28,7 +28,7 @@ import pytest
 from devicekit.httpdevice import HubError, authenticate, register_and_prove
 from hostile import corpus
 from hostile.wire import exchange
-from hubsim.service.launcher import HubProcess, cpu_seconds
+from certstorm.processes import HubProcess, cpu_seconds
 from devicekit.pki import SupplyChain
 
 CASES = corpus.cases()

@@ -38,10 +38,12 @@ import chaos
 from devicekit.httpdevice import authenticate
 from conftest import serve_hub
 from hubsim.service.credential import token_id
-from hubsim.service.launcher import ROOT, HubProcess, Reply
+from certstorm.processes import HubProcess, Reply
 from hubsim.service.lockout import LockoutPolicy, SharedLockout, address_key, create_lockout_file
 from hubsim.service.store import Store, initialise
 from devicekit.pki import SupplyChain
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PEM = serialization.Encoding.PEM
 PEM_TYPE = {"Content-Type": "application/x-pem-file"}

@@ -347,7 +347,7 @@ def test_tls_1_2_is_served(hub, fleet):
 
 
 def test_hub_tls_files_are_kept_across_restarts(tmp_path, fleet):
-    from hubsim.service.launcher import HubProcess
+    from certstorm.processes import HubProcess
     db = tmp_path / "hub.db"
     with HubProcess(db, workers=1, args=("--mqtts-port", "0")) as first:
         ca = open(first.tls_ca, "rb").read()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from hubsim.service.launcher import HubProcess, cpu_seconds
+from certstorm.processes import HubProcess, cpu_seconds
 from devicekit.hubclient import HubClient
 
 

@@ -124,7 +124,7 @@ def test_bad_run_arguments_exit_2_naming_the_argument(args, named, tmp_path):
 
 
 def test_hub_metrics_are_read_with_prometheus_parser():
-    from certstorm.capacity.run import parse_auth_metrics
+    from certstorm.capacity.sampler import parse_auth_metrics
     text = ('# HELP certstorm_authentications_total Device authentications by outcome\n'
             '# TYPE certstorm_authentications_total counter\n'
             'certstorm_authentications_total{outcome="admitted",worker="0"} 1500.0\n'
@@ -152,7 +152,7 @@ def test_short_run_over_mqtts_says_so(tmp_path):
 
 
 def test_reconnects_are_read_from_the_hubs_cache_counter():
-    from certstorm.capacity.run import parse_cache_metrics
+    from certstorm.capacity.sampler import parse_cache_metrics
     text = ('# HELP certstorm_chain_cache_total Device chain validations by cache result\n'
             '# TYPE certstorm_chain_cache_total counter\n'
             'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from devicekit.httpdevice import authenticate, register_and_prove
 from conftest import serve_hub
 
-from hubsim.service.launcher import HubProcess, request_then_worker
+from certstorm.processes import HubProcess
+from hubtools import request_then_worker
 from devicekit.pki import Device, SupplyChain
 
 PEM = serialization.Encoding.PEM

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from conftest import serve_hub
 
-from hubsim.service.launcher import HubProcess
+from certstorm.processes import HubProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 from hubsim.service.quota import parse_quota

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hubsim.service.launcher import HubProcess
+from certstorm.processes import HubProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))

@@ -1,5 +1,5 @@
-"""Run the real hub as a subprocess on loopback, and talk to it over plain HTTP: for the tests, the
-benchmarks and ``certstorm run``.
+"""The hub as a subprocess on loopback, and plain HTTP calls to it: for ``certstorm run``, the benchmarks
+and the tests.
 
 ``HubProcess(db).start()`` runs ``python -m hubsim.service --port 0`` (the supervisor picks a free port
 and prints its URL), waits until ``/healthz`` answers from every worker, and ``stop()`` sends SIGTERM
@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psutil
-
-ROOT = Path(__file__).resolve().parents[2]  # the checkout (hubsim/service/launcher.py)
+__all__ = ["HubProcess", "Reply"]
 
 
 class Reply:
@@ -63,9 +61,8 @@ class HubProcess:
                "--workers", str(self.workers), "--db", self.db, *self.args]
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self._out, "wb") as out, open(self._err, "ab") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
         while not self.url:
             if self.proc.poll() is not None:
@@ -129,8 +126,8 @@ class HubProcess:
     def admin_token_path(self) -> str:
         """Where the hub's management token is: --admin-token-file if given, else beside the database."""
         args = list(self.args)
-        if "--admin-token-file" in args:  # relative to the hub's working directory, the checkout
-            return str(ROOT / args[args.index("--admin-token-file") + 1])
+        if "--admin-token-file" in args:  # relative to the hub's working directory, which is ours
+            return str(Path(args[args.index("--admin-token-file") + 1]).resolve())
         return self.db + ".admin-token"
 
     def admin_token(self) -> str:
@@ -203,30 +200,3 @@ class HubProcess:
                 last = exc
             time.sleep(0.05)
         raise RuntimeError(f"workers not ready in {timeout} s (last: {last}):\n{self.log()}")
-
-
-def request_then_worker(host: str, port: int, path: str, body: bytes, headers: dict) -> tuple[int, bytes, int]:
-    """A device request as the first request of a new connection (so the device fast path answers it),
-    then /healthz on the same connection to learn which worker that was: (status, body, worker pid)."""
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        reply = conn.getresponse()
-        status, data = reply.status, reply.read()
-        conn.request("GET", "/healthz")
-        pid = json.loads(conn.getresponse().read())["pid"]
-        return status, data, pid
-    finally:
-        conn.close()
-
-
-def cpu_seconds(pids) -> float:
-    """User plus system CPU seconds the processes have used so far; a process that is gone counts 0."""
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total

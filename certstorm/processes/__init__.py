@@ -1,0 +1,7 @@
+"""The processes a run drives: the hub and the swarm as subprocesses, and their CPU accounting."""
+
+from certstorm.processes.cpu import CpuMeter, cpu_seconds
+from certstorm.processes.hub import HubProcess, Reply
+from certstorm.processes.swarm import newest_summary, start_swarm, stop_swarm
+
+__all__ = ["CpuMeter", "HubProcess", "Reply", "cpu_seconds", "newest_summary", "start_swarm", "stop_swarm"]
