@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstorm.floor import FloorProbe
-from hubsim.algorithms import sign, verify_signature
-from hubsim.chain import ChainPolicy
-from hubsim.engine import AuthEngine, EnginePolicy
+from hubsim import sign, verify_signature
+from hubsim import ChainPolicy
+from hubsim import AuthEngine, EnginePolicy
 from devicekit.fleet import generate_fleet
 
 ROUNDS = 300

@@ -15,7 +15,7 @@ import pytest
 from devicekit.httpdevice import authenticate, authenticate_all, register_and_prove
 from bench.measure import bench_cores, raw_verify_on_core
 from cryptography.hazmat.primitives.serialization import Encoding
-from hubsim.algorithms import sign
+from hubsim import sign
 from certstorm.processes import cpu_seconds
 from devicekit.fleet import generate_fleet
 

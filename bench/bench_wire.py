@@ -11,8 +11,7 @@ from __future__ import annotations
 import base64
 import os
 
-from loadgen._core import _READERS
-from devicekit.httpclient import Connection
+from devicekit.httpclient import Connection, challenge_of, first_connection_of
 
 
 def _reply(body: bytes) -> bytes:
@@ -40,7 +39,6 @@ class _StubSocket:
 def test_client_reads_one_authentication(benchmark, calibration):
     conn = Connection("http://127.0.0.1:8080")
     sock = conn.sock = _StubSocket()
-    challenge_of, first_connection_of = _READERS["challenge"], _READERS["proof"]
 
     def one_authentication():
         sock.reply = CHALLENGE

@@ -31,8 +31,8 @@ _COMMANDS = {
              "answer a sizing question from stored measurements"),
     "hub": ("hubsim.service", "add_hub_arguments", "hub_command",
             "run the hub simulator service (aiohttp + uvloop, several processes)"),
-    "fleet": ("devicekit.fleet", "add_fleet_arguments", "fleet_command", "make a fleet of device identities on disk"),
-    "swarm": ("loadgen._launch", None, "swarm_command",
+    "fleet": ("certstorm.fleet", "add_fleet_arguments", "fleet_command", "make a fleet of device identities on disk"),
+    "swarm": ("certstorm.swarm", None, "swarm_command",
               "run the device swarm: Locust with the installed swarm as its locustfile; every other argument "
               "goes to Locust ('certstorm swarm --help' lists Locust's options and the swarm's)"),
     "demo": ("certstorm.demo", "add_demo_arguments", "demo_command",

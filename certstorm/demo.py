@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstorm.floor import FloorProbe
 from hubsim.argtypes import integer
-from hubsim.chain import ChainPolicy
-from hubsim.engine import AuthEngine, EnginePolicy
+from hubsim import ChainPolicy
+from hubsim import AuthEngine, EnginePolicy
 from devicekit.fleet import Fleet, generate_fleet
 from devicekit.pki import ALGORITHMS, MAX_DEPTH
 

@@ -4,3 +4,14 @@ MQTT over mutual TLS, the management API), with the reconnect backoff of real de
 
 The hub (:mod:`hubsim`) never imports this package: the hub cannot reach a device's private key.
 """
+
+from devicekit.backoff import PRESETS, Backoff, preset
+from devicekit.fleet import DeviceIdentity, Fleet, derive_fleet, generate_fleet
+from devicekit.hubclient import HubClient, HubError, admin_token
+from devicekit.httpdevice import authenticate, authenticate_all, register_and_prove
+from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
+from devicekit.pki import ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, Device, SupplyChain
+
+__all__ = ["ALGORITHMS", "COMPANY", "MAX_DEPTH", "PRESETS", "Backoff", "Custodian", "Device", "DeviceIdentity", "Fleet",
+           "HubClient", "HubError", "MqttsClient", "MqttsFailure", "MqttsTarget", "SupplyChain", "admin_token",
+           "authenticate", "authenticate_all", "derive_fleet", "generate_fleet", "preset", "register_and_prove"]

@@ -153,3 +153,6 @@ def preset(name: str) -> Backoff:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown backoff preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+__all__ = ["PRESETS", "Backoff", "preset"]

@@ -20,6 +20,8 @@ TLS handshake per connection slot, not per device.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import socket
@@ -208,3 +210,21 @@ class Connection:
         if headers.get(b"connection", b"").lower() == b"close":
             self.close()
         return reply
+
+
+def challenge_of(data: dict) -> tuple[bytes, bytes]:
+    """The challenge of a 200 reply to the challenge request: as sent back in the proof, and decoded."""
+    token = data.get("challenge")
+    try:
+        text = token.encode("ascii")
+        return text, base64.b64decode(text, validate=True)
+    except (AttributeError, UnicodeEncodeError, binascii.Error):
+        raise WireError("reply_without_challenge", "the challenge reply has no base64 challenge") from None
+
+
+def first_connection_of(data: dict) -> bool:
+    """Whether the proof's 200 reply says this was the device's first connection."""
+    return data.get("first_connection") is True
+
+
+__all__ = ["MAX_HEAD", "Connection", "Reply", "WireError", "body_length", "challenge_of", "first_connection_of", "parse_head"]

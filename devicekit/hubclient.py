@@ -158,3 +158,6 @@ class HubClient:
                 continue
         return {"rss_kib": rss, "total_rss_kib": sum(rss.values()), "workers": info.get("workers"),
                 "worker_cpu_s": cpu, "at": time.time()}
+
+
+__all__ = ["TOKEN_ENV", "HubClient", "HubError", "admin_token"]

@@ -260,3 +260,6 @@ def _is_address(host: str) -> bool:
         return True
     except OSError:
         return False
+
+
+__all__ = ["DEFAULT_PORT", "TLS_VERSIONS", "MqttsClient", "MqttsConnection", "MqttsFailure", "MqttsTarget", "Timings"]

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hubsim.algorithms import key_algorithm, sign
+from hubsim import key_algorithm, sign
 
 ALGORITHMS = ("p256", "p384", "ed25519", "rsa2048")
 DEFAULT_CUSTODIANS = ("Factory-Y", "Technician-Z", "Integrator-W", "Distributor-V", "Installer-U")
@@ -443,3 +443,8 @@ class SupplyChain:
         """A device of this chain's algorithm; seeded from the chain's seed unless ``seed`` is given."""
         return Device.create(device_id, self.issuer, self.intermediates(), alg=self.alg,
                              seed=self.seed if seed is None else seed)
+
+
+__all__ = ["ALGORITHMS", "COMPANY", "CURVES", "DEFAULT_CUSTODIANS", "MAX_DEPTH", "NOT_AFTER", "NOT_BEFORE", "ORDERS", "PUBLIC_ROOT",
+           "SEED_DIGESTS", "Custodian", "Device", "SupplyChain", "ca_algorithm", "derive_scalar", "derive_serial",
+           "generate_key"]

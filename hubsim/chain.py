@@ -478,3 +478,6 @@ def _explain(exc: VerificationError, chain: list[ParsedCertificate], second: int
     if "eku" in lowered:
         return AuthError("eku_invalid")
     return AuthError("chain_untrusted", f"no valid path to a verified CA ({text.split(' (encountered')[0]})")
+
+
+__all__ = ["MAX_DEVICE_ID_BYTES", "CacheStats", "ChainPolicy", "ChainValidator", "Validated", "check_device"]

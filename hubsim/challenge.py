@@ -113,3 +113,7 @@ class MemoryReplayGuard:
 
     def __len__(self) -> int:
         return len(self._used)
+
+
+__all__ = ["MAC_BYTES", "MAX_TOKEN_BYTES", "NONCE_BYTES", "VERSION", "MemoryReplayGuard", "ReplayGuard", "Token", "open_token",
+           "seal"]

@@ -428,4 +428,4 @@ def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:
         raise AuthError("cert_expired", "the CA certificate has expired")
 
 
-__all__ = ["AuthEngine", "EnginePolicy", "CARecord", "Challenge", "Admission", "MemoryRegistry", "AuthError"]
+__all__ = ["Admission", "AuthEngine", "AuthError", "CARecord", "Challenge", "DeviceRegistry", "EnginePolicy", "MemoryRegistry"]

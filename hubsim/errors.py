@@ -79,3 +79,6 @@ class AuthError(Exception):
 
     def to_json(self) -> dict:
         return {"error": self.code, "message": self.message}
+
+
+__all__ = ["CODES", "AuthError"]

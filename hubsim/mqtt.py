@@ -166,3 +166,7 @@ def parse_connack(packet: Packet) -> int:
     if packet.kind != CONNACK or len(packet.body) != 2:
         raise MqttError("mqtt_protocol", f"expected CONNACK, got packet type {packet.kind}")
     return packet.body[1]
+
+
+__all__ = ["DISCONNECT_PACKET", "PINGREQ_PACKET", "PINGRESP_PACKET", "Connect", "MqttError", "Packet", "encode_connack",
+           "encode_connect", "encode_puback", "parse_connack", "parse_connect", "publish_ack", "read_packet"]

@@ -18,3 +18,6 @@ def outgoing(tls: SSL.Connection) -> bytes:
             break
         out.append(chunk)
     return b"".join(out)
+
+
+__all__ = ["outgoing"]

@@ -149,3 +149,6 @@ def looks_like_private_key(der: bytes) -> bool:
         return False
     window = der[pos + 3:pos + 3 + 20]                # the ContentInfo SEQUENCE header, then its OID
     return any(oid in window for oid in _PKCS7_DATA_OIDS)
+
+
+__all__ = ["ParsedCertificate", "fingerprint", "looks_like_private_key", "read_certificates"]

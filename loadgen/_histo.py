@@ -148,3 +148,6 @@ def merge_all(histograms) -> Histogram:
     for h in histograms:
         out.merge(h)
     return out
+
+
+__all__ = ["EXACT", "MAX_US", "N_BUCKETS", "Histogram", "bucket_bounds", "bucket_index", "merge_all"]

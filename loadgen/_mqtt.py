@@ -24,7 +24,9 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from loadgen._core import Outcome, Recorder
+from hubsim.argtypes import integer, number
+from loadgen._outcome import Outcome
+from loadgen._recorder import Recorder
 from devicekit.mqtts import TLS_VERSIONS, MqttsClient, MqttsFailure, MqttsTarget
 
 SCHEME = "mqtts"
@@ -48,12 +50,12 @@ def add_arguments(add) -> None:
     add("--mqtt-username", default=None, metavar="TEMPLATE",
         help="mqtts: CONNECT username, with {device_id} and {hub} (the host), e.g. Azure IoT Hub's "
              "'{hub}/{device_id}/?api-version=2021-04-12' (default: none)")
-    add("--mqtt-keepalive", type=int, default=60, metavar="S", help="mqtts: MQTT keepalive seconds (default 60)")
+    add("--mqtt-keepalive", type=integer(0, 65535), default=60, metavar="S", help="mqtts: MQTT keepalive seconds (default 60)")
     add("--resume", action="store_true", help="mqtts: reconnects offer the device's previous TLS session")
-    add("--hold", type=float, default=0.0, metavar="SECONDS",
+    add("--hold", type=number(0), default=0.0, metavar="SECONDS",
         help="mqtts: keep each admitted device connected this long, with PINGREQ keepalive (default 0); with "
              "--passes the run then goes on until -t, holding what the passes admitted")
-    add("--source-addresses", type=int, default=1, metavar="N",
+    add("--source-addresses", type=integer(1, 254), default=1, metavar="N",
         help="mqtts: spread connections over 127.0.0.1..127.0.0.N (loopback targets; default 1)")
 
 
@@ -171,3 +173,6 @@ class MqttsAuthenticator:
         refused = exc.code.startswith("connack_") or exc.code == "tls_handshake_failed"
         status = 429 if exc.code == _THROTTLED else _REFUSED if refused else 0
         return Outcome(False, exc.code, exc.step, status, retriable=status != _REFUSED)
+
+
+__all__ = ["SCHEME", "MqttsAuthenticator", "add_arguments", "configure", "is_mqtts", "source_addresses"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from loadgen import _shapes
 from devicekit.backoff import PRESETS
-from devicekit.derived import DEFAULT_SEED
+from devicekit.fleet import DEFAULT_SEED
 from loadgen._mqtt import add_arguments as _mqtt_arguments
 from devicekit.fleet import SAN_KINDS
-from devicekit.pki import ALGORITHMS
+from devicekit.pki import ALGORITHMS, MAX_DEPTH
+from hubsim.argtypes import integer, number
 
 # What the web UI may change between runs: everything read when a run starts. The fleet (--fleet,
 # --devices, --alg, --depth, --san, --seed) is opened at start-up, so the UI does not offer it.
@@ -42,11 +43,11 @@ def add_arguments(parser) -> None:
              "default: the CERTSTORM_ADMIN_TOKEN environment variable)")
     add("--fleet", default=None, metavar="DIR",
         help="device identities from a fleet made by 'certstorm fleet' (default: derive --devices)")
-    add("--devices", type=int, default=None, metavar="N",
+    add("--devices", type=integer(1), default=None, metavar="N",
         help="without --fleet: derive N identities at start-up (default 1000); with --fleet: use "
              "only the first N (default: all)")
     add("--alg", choices=ALGORITHMS, default="p256", help="device key algorithm of derived fleets")
-    add("--depth", type=int, default=2, metavar="K", help="intermediates below Company-X (derived)")
+    add("--depth", type=integer(0, MAX_DEPTH), default=2, metavar="K", help="intermediates below Company-X (derived)")
     add("--san", choices=SAN_KINDS, default=None, metavar="KIND",
         help="derived fleets: a per-device SubjectAlternativeName with the device's DNS name, URI or both "
              "(%(choices)s; default none)")
@@ -57,35 +58,38 @@ def add_arguments(parser) -> None:
         help="where derived fleets are kept (default: <tmp>/certstorm-fleets)")
     add("--shape", choices=_shapes.SHAPES, default="closed",
         help="load shape (default closed: -u slots back to back for -t)")
-    add("--rate", type=float, default=200.0, metavar="AUTH/S",
+    add("--rate", type=number(0, low_open=True), default=200.0, metavar="AUTH/S",
         help="steady: target authentications/s; step: the first step's rate (default 200)")
-    add("--step-rate", type=float, default=200.0, metavar="AUTH/S", help="step: added per step")
-    add("--step-seconds", type=float, default=10.0, metavar="S", help="step: length of a step")
-    add("--steps", type=int, default=5, metavar="N", help="step: number of steps")
-    add("--slots", type=int, default=0, metavar="N",
+    add("--step-rate", type=number(0), default=200.0, metavar="AUTH/S", help="step: added per step")
+    add("--step-seconds", type=number(0, low_open=True), default=10.0, metavar="S", help="step: length of a step")
+    add("--steps", type=integer(1), default=5, metavar="N", help="step: number of steps")
+    add("--slots", type=integer(0), default=0, metavar="N",
         help="connection slots (Locust users) for steady/step/storm/churn (default: steady/step from "
              "Little's law with --latency-budget, storm 100, churn 50)")
-    add("--latency-budget", type=float, default=0.05, metavar="S",
+    add("--latency-budget", type=number(0, low_open=True), default=0.05, metavar="S",
         help="steady/step: latency the slots must absorb without delaying arrivals (default 0.05)")
     add("--arrivals", choices=("poisson", "uniform"), default="poisson",
         help="steady/step: inter-arrival times per slot (default poisson)")
-    add("--storm-devices", type=int, default=0, metavar="N",
+    add("--storm-devices", type=integer(0), default=0, metavar="N",
         help="storm: devices that reconnect at once (default: every device)")
-    add("--storm-spread", type=float, default=0.0, metavar="S",
+    add("--storm-spread", type=number(0), default=0.0, metavar="S",
         help="storm: spread the first attempts uniformly over S seconds (default 0: all at once)")
     add("--backoff", choices=sorted(PRESETS), default="azure-c",
         help="storm/churn: retry backoff preset (default azure-c)")
-    add("--churn-devices", type=int, default=0, metavar="N", help="churn: devices (default: all)")
-    add("--churn-stay", type=float, default=5.0, metavar="S", help="churn: mean seconds online")
-    add("--churn-away", type=float, default=5.0, metavar="S", help="churn: mean seconds offline")
-    add("--passes", type=int, default=0, metavar="P",
+    add("--churn-devices", type=integer(0), default=0, metavar="N", help="churn: devices (default: all)")
+    add("--churn-stay", type=number(0), default=5.0, metavar="S", help="churn: mean seconds online")
+    add("--churn-away", type=number(0), default=5.0, metavar="S", help="churn: mean seconds offline")
+    add("--passes", type=integer(0), default=0, metavar="P",
         help="closed/steady/step: stop after P passes over the devices (default 0: no limit)")
-    add("--first-device", type=int, default=0, metavar="N",
+    add("--first-device", type=integer(0), default=0, metavar="N",
         help="closed/steady/step: start at device N of the fleet and wrap around (default 0), so that runs one "
              "after another against one hub can bring devices it has not seen yet")
-    add("--request-timeout", type=float, default=30.0, metavar="S", help="per-request socket timeout")
+    add("--request-timeout", type=number(0, low_open=True), default=30.0, metavar="S", help="per-request socket timeout")
     add("--results-dir", default="swarm-results", metavar="DIR",
         help="where each run writes summary.json, histograms.npz and worker reports")
     _mqtt_arguments(add)
-    add("--finish-timeout", type=float, default=20.0, metavar="S",
+    add("--finish-timeout", type=number(0, low_open=True), default=20.0, metavar="S",
         help="how long the master waits for workers' final reports (default 20)")
+
+
+__all__ = ["RUN_OPTIONS", "add_arguments"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadgen._core import COSTS, HISTOGRAMS, summarize_timeline
+from loadgen._recorder import COSTS, HISTOGRAMS, summarize_timeline
 from loadgen._histo import Histogram, merge_all
 
 CPU_LIMIT = 0.85
@@ -250,3 +250,6 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+__all__ = ["CPU_LIMIT", "LATENCY_COLUMNS", "merge_reports", "write_latency_csv", "write_results", "write_worker"]

@@ -149,7 +149,7 @@ class Churn(Shape):
         return Plan(self.slots, float(self.slots))
 
 
-def build(options) -> Shape:
+def build_shape(options) -> Shape:
     """The shape named by ``options.shape`` with its parameters (a parsed Locust options namespace)."""
     name = options.shape
     run_time = getattr(options, "run_time", None) or None
@@ -167,3 +167,6 @@ def build(options) -> Shape:
         return Churn(options.churn_devices, options.slots or min(50, options.churn_devices), run_time or 60.0, options.churn_stay,
                      options.churn_away)
     raise ValueError(f"unknown shape {name!r}; choose one of {', '.join(SHAPES)}")
+
+
+__all__ = ["SHAPES", "Churn", "Closed", "Plan", "Shape", "Steady", "Step", "Storm", "build_shape", "slots_for"]

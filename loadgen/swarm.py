@@ -46,11 +46,13 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen import _shapes
 from devicekit.backoff import preset
-from loadgen._core import Authenticator, DeviceQueue, Recorder
+from loadgen._http import Authenticator
+from loadgen._queue import DeviceQueue
+from loadgen._recorder import Recorder
 from devicekit.fleet import Fleet
 from loadgen import _mqtt
 from devicekit.hubclient import HubClient, admin_token
-from devicekit.derived import derive_fleet
+from devicekit.fleet import derive_fleet
 from loadgen._partition import Partition
 from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._report import merge_reports, write_results, write_worker
@@ -407,7 +409,7 @@ def _on_test_start(environment, **_kw):
         gevent.spawn_later(0.1, environment.runner.quit)
         return
     log.info("CA %s on %s: %s in %.3f s", (ca["id"] or "-")[:16], sw.hub_url, ca["action"], ca["seconds"])
-    sw.shape = _shapes.build(o)
+    sw.shape = _shapes.build_shape(o)
     if sw.role == "master":
         runner = environment.runner
         clients = list(runner.clients.ready) + list(runner.clients.running) + list(runner.clients.spawning)
@@ -601,7 +603,7 @@ class SwarmShape(LoadTestShape):
         if not sw.run_active:  # a new run (the web UI can start several): forget the last one's ending
             sw.run_active = True
             sw.done, sw.done_workers, sw.finished = False, set(), False
-            sw.shape = _shapes.build(sw.options)
+            sw.shape = _shapes.build_shape(sw.options)
         # with --hold, devices admitted in the passes stay connected until -t ends the run
         done = sw.all_done() and not getattr(sw.options, "hold", 0.0)
         plan = sw.shape.tick(self.get_run_time(), done)

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hubsim.algorithms import sign
-from hubsim.engine import AuthEngine, EnginePolicy
+from hubsim import sign
+from hubsim import AuthEngine, EnginePolicy
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 6, 1, tzinfo=UTC)

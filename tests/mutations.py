@@ -76,8 +76,8 @@ class World:
         yield key, [ck.der(cert)]
 
     def engine(self, *, warm: bool, primed: bool):
-        from hubsim.chain import ChainPolicy
-        from hubsim.engine import EnginePolicy
+        from hubsim import ChainPolicy
+        from hubsim import EnginePolicy
         eng = ck.engine(policy=EnginePolicy(chain=ChainPolicy(warm=warm)))
         for root in self.roots:
             ck.trust(eng, root)
@@ -93,8 +93,8 @@ def chain(cert, ca: ck.CA) -> list[bytes]:
 
 def verdict(eng, upload, key) -> str:
     """``ok``, or the refusal's code; at which step is part of the answer (``proof:`` for the second)."""
-    from hubsim.algorithms import sign
-    from hubsim.errors import AuthError
+    from hubsim import sign
+    from hubsim import AuthError
     try:
         challenge = eng.begin(upload)
     except AuthError as exc:

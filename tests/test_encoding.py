@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from hubsim.encoding import der_header, pem_certificate, read_der_header
+from hubsim import der_header, pem_certificate, read_der_header
 from devicekit.pki import SupplyChain
 
 

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hubsim import challenge as tokens
-from hubsim.algorithms import sign
-from hubsim.chain import ChainPolicy
-from hubsim.engine import EnginePolicy
-from hubsim.errors import CODES, AuthError
+from hubsim import sign
+from hubsim import ChainPolicy
+from hubsim import EnginePolicy
+from hubsim import CODES, AuthError
 
 
 def refused(code, fn, *args, **kwargs):

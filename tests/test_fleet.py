@@ -12,10 +12,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from hubsim.algorithms import verify_signature
+from hubsim import verify_signature
+from certstorm.fleet import add_fleet_arguments, fleet_command
 from devicekit.fleet import (
-    DATA_FILE, META_FILE, SAN_KINDS, Fleet, RecordMaker, Template, new_fleet_id, add_fleet_arguments,
-    device_key_label, fleet_command, generate_fleet, record_size, san_names,
+    DATA_FILE, META_FILE, SAN_KINDS, Fleet, RecordMaker, Template, device_key_label, generate_fleet, new_fleet_id,
+    record_size, san_names,
 )
 from devicekit.pki import SupplyChain, generate_key
 
@@ -175,8 +176,8 @@ def test_san_fleet_devices_take_the_warm_path(tmp_path):
     SAN differs per device are admitted warm after the first sight of their issuer."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from hubsim.algorithms import sign
-    from hubsim.engine import AuthEngine
+    from hubsim import sign
+    from hubsim import AuthEngine
 
     f = generate_fleet(tmp_path, 6, depth=2, san="both", workers=1, progress=False)
     engine = AuthEngine(secret=b"s" * 32, clock=time.time, random=os.urandom)
@@ -337,7 +338,7 @@ def test_fleet_command_reports_bad_input(tmp_path, capsys):
 def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp_path):
     from filelock import FileLock
 
-    from devicekit.derived import cache_key, derive_fleet
+    from devicekit.fleet import cache_key, derive_fleet
 
     target = tmp_path / cache_key("s", 5, "p256", 1, "")
     with FileLock(target.with_suffix(".lock")):  # another process deriving the same fleet
@@ -352,7 +353,7 @@ def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp
 
 
 def test_derived_fleet_with_san_is_its_own_fleet(tmp_path):
-    from devicekit.derived import derive_fleet
+    from devicekit.fleet import derive_fleet
 
     plain = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path))
     named = derive_fleet(4, depth=1, seed="s", cache_dir=str(tmp_path), san="uri")

@@ -235,14 +235,14 @@ def test_cpu_summary(solo, kit):
 @pytest.fixture(scope="module")
 def engine(kit):
     import chainkit as ck
-    from hubsim.engine import AuthEngine
+    from hubsim import AuthEngine
     eng = AuthEngine(secret=b"k" * 32, clock=time.time, random=os.urandom)
     ck.trust(eng, kit.root)
     return eng
 
 
 def _code(fn, *args):
-    from hubsim.errors import AuthError
+    from hubsim import AuthError
     try:
         fn(*args)
     except AuthError as exc:

@@ -465,7 +465,7 @@ def test_the_audit_log_is_append_only(tmp_path):
 def test_a_write_another_worker_beat_us_to_is_not_audited(tmp_path):
     # What two workers racing on one CA leave in the store: the loser's write changes nothing, is
     # refused, and must not appear in the audit log.
-    from hubsim.engine import AuthEngine
+    from hubsim import AuthEngine
     db = str(tmp_path / "hub.db")
     initialise(db)
     store, engine = Store(db), AuthEngine(secret=b"s" * 32, clock=time.time, random=os.urandom)

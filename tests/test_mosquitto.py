@@ -12,7 +12,7 @@ import pytest
 from test_swarm import cache, swarm  # noqa: F401 - cache: the shared fleet-cache fixture
 
 from bench.broker import INSTALL_HINT, Mosquitto, mosquitto_binary
-from devicekit.derived import derive_fleet
+from devicekit.fleet import derive_fleet
 from devicekit.pki import SupplyChain
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
 

@@ -20,7 +20,7 @@ from test_service import eventually, metric, metric_values
 from chainkit import CA, der, make_cert, new_key, trust
 from chainkit import engine as make_engine
 from hubsim import mqtt
-from hubsim.errors import AuthError
+from hubsim import AuthError
 from devicekit.hubclient import HubClient
 from devicekit.pki import Device, SupplyChain
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget

@@ -84,10 +84,10 @@ def test_foreign_fleet_is_refused_by_the_hub(hub, cache, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--source-addresses", "0"], "--source-addresses must be 1..254"),
+    (["--source-addresses", "0"], "--source-addresses: must be an integer from 1 to 254"),
     (["--tls-ca", "/nonexistent/ca.pem"], "--tls-ca: no such file"),
     (["--mqtt-username", "{tenant}/{device_id}"], "--mqtt-username: only {device_id} and {hub}"),
-    (["--hold", "-1"], "--hold must be at least 0"),
+    (["--hold", "-1"], "--hold: must be a number of at least 0"),
 ])
 def test_bad_transport_options_are_named(args, message, cache, tmp_path):
     cmd = [LOCUST, "-f", "loadgen", "--headless", "--host", "mqtts://127.0.0.1:1", "--devices", "5",

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from hubsim.algorithms import key_algorithm, verify_signature
+from hubsim import key_algorithm, verify_signature
 from devicekit.pki import (
     ALGORITHMS, DEFAULT_CUSTODIANS, NOT_AFTER, NOT_BEFORE, Custodian, Device, SupplyChain, generate_key,
 )

@@ -545,7 +545,7 @@ def test_a_body_cut_short_is_the_clients_fault():
     from aiohttp.test_utils import make_mocked_request
     from aiohttp.web_protocol import RequestPayloadError
 
-    from hubsim.errors import AuthError
+    from hubsim import AuthError
     from hubsim.service.httpapi import PEM_TYPES, HttpApi
 
     async def read(exc):
@@ -564,7 +564,7 @@ def test_a_body_cut_short_is_the_clients_fault():
 # -- the shared pieces, in-process --------------------------------------------------------------------
 def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path):
     import os
-    from hubsim.errors import AuthError
+    from hubsim import AuthError
     from hubsim.service.guard import SharedReplayGuard, ensure_guard_file
     path = str(tmp_path / "g")
     assert ensure_guard_file(path, slots=32) is True

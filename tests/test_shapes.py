@@ -6,12 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from loadgen import _shapes
-from loadgen._core import DeviceQueue, Recorder
-from loadgen._histo import EXACT, MAX_US, N_BUCKETS, Histogram, bucket_bounds, bucket_index
-from devicekit.derived import cache_key
-from loadgen._partition import Partition
-from loadgen._report import merge_reports
+from devicekit.fleet import cache_key
+from loadgen import (EXACT, MAX_US, N_BUCKETS, DeviceQueue, Histogram, Partition, Plan, Recorder, bucket_bounds,
+                     bucket_index, build_shape, merge_reports, slots_for)
 
 
 def ticks(shape, until, done_at=None, step=0.5):
@@ -32,25 +29,25 @@ def options(**kw):
 
 # --- shapes -----------------------------------------------------------------------------------------------
 def test_closed_uses_locust_options_and_stops_at_run_time_or_when_done():
-    s = _shapes.build(options(run_time=3))
-    assert s.tick(0) == _shapes.Plan(4, 2.0) and s.tick(2.99) == _shapes.Plan(4, 2.0)
+    s = build_shape(options(run_time=3))
+    assert s.tick(0) == Plan(4, 2.0) and s.tick(2.99) == Plan(4, 2.0)
     assert s.tick(3.0) is None
-    assert _shapes.build(options()).tick(1e6) is not None        # no -t: runs until stopped
-    assert _shapes.build(options()).tick(5, done=True) is None   # passes used up
+    assert build_shape(options()).tick(1e6) is not None        # no -t: runs until stopped
+    assert build_shape(options()).tick(5, done=True) is None   # passes used up
 
 
 def test_steady_holds_rate_and_sizes_slots_by_littles_law():
-    s = _shapes.build(options(shape="steady", rate=1000.0, run_time=10, latency_budget=0.05))
+    s = build_shape(options(shape="steady", rate=1000.0, run_time=10, latency_budget=0.05))
     plan = s.tick(0)
     assert plan.rate == 1000.0 and plan.users == 50 and plan.spawn_rate == 50.0
     assert all(p == plan for t, p in ticks(s, 9.5))
     assert s.tick(10) is None
-    assert _shapes.build(options(shape="steady", slots=7, run_time=1)).tick(0).users == 7
-    assert _shapes.slots_for(0.5, 0.05) == 1
+    assert build_shape(options(shape="steady", slots=7, run_time=1)).tick(0).users == 7
+    assert slots_for(0.5, 0.05) == 1
 
 
 def test_step_climbs_stairs_then_stops():
-    s = _shapes.build(options(shape="step", rate=100.0, step_rate=50.0, step_seconds=10.0, steps=3))
+    s = build_shape(options(shape="step", rate=100.0, step_rate=50.0, step_seconds=10.0, steps=3))
     got = [(t, p.rate, p.phase) for t, p in ticks(s, 29.5, step=5.0)]
     assert got == [(0.0, 100.0, 0), (5.0, 100.0, 0), (10.0, 150.0, 1), (15.0, 150.0, 1),
                    (20.0, 200.0, 2), (25.0, 200.0, 2)]
@@ -61,25 +58,25 @@ def test_step_climbs_stairs_then_stops():
 
 
 def test_storm_runs_until_every_device_is_settled_or_timeout():
-    s = _shapes.build(options(shape="storm", storm_devices=1000, run_time=60))
-    assert s.tick(0) == _shapes.Plan(100, 100.0)
+    s = build_shape(options(shape="storm", storm_devices=1000, run_time=60))
+    assert s.tick(0) == Plan(100, 100.0)
     assert s.tick(30) is not None and s.tick(30, done=True) is None and s.tick(60) is None
-    assert _shapes.build(options(shape="storm", storm_devices=20)).tick(0).users == 20
+    assert build_shape(options(shape="storm", storm_devices=20)).tick(0).users == 20
 
 
 def test_churn_keeps_its_slots_for_its_duration():
-    s = _shapes.build(options(shape="churn", run_time=8))
-    assert {p for _, p in ticks(s, 7.5)} == {_shapes.Plan(50, 50.0)}
+    s = build_shape(options(shape="churn", run_time=8))
+    assert {p for _, p in ticks(s, 7.5)} == {Plan(50, 50.0)}
     assert s.tick(8) is None
 
 
 def test_bad_parameters_and_unknown_shapes_are_refused():
     with pytest.raises(ValueError):
-        _shapes.build(options(shape="steady", rate=0.0))
+        build_shape(options(shape="steady", rate=0.0))
     with pytest.raises(ValueError):
-        _shapes.build(options(shape="step", steps=0))
+        build_shape(options(shape="step", steps=0))
     with pytest.raises(ValueError):
-        _shapes.build(options(shape="zigzag"))
+        build_shape(options(shape="zigzag"))
 
 
 # --- partitions -------------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered
         "import json\n"
         "from locust.argument_parser import get_parser, ui_extra_args_dict\n"
         "from locust import events\n"
-        "from loadgen._options import add_arguments\n"
+        "from loadgen import add_arguments\n"
         "parser = get_parser()\n"
         "add_arguments(parser)\n"
         "add_arguments(parser)\n"  # the locustfile and certstorm swarm may both ask
@@ -218,7 +218,7 @@ def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered
     assert proc.returncode == 0, proc.stderr[-2000:]
     shape, in_web_ui = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shape == "storm"
-    from loadgen._options import RUN_OPTIONS
+    from loadgen import RUN_OPTIONS
     assert set(in_web_ui) == set(RUN_OPTIONS)  # the fleet, opened at start-up, is not offered
     assert {"shape", "rate", "backoff", "storm_devices", "results_dir", "hub_url"} <= set(in_web_ui)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from loadgen._core import Authenticator, Recorder
+from loadgen import Authenticator, Recorder
 from devicekit.fleet import generate_fleet
 from devicekit.httpclient import Connection, Reply, WireError, body_length, parse_head
 

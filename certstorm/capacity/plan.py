@@ -8,47 +8,17 @@ what would.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import re
 from pathlib import Path
 
 from certstorm.capacity import analysis
 from certstorm.capacity.planner import USL, simulate_storm
 from certstorm.capacity.report import strict
 from devicekit.backoff import PRESETS, preset
+from hubsim.argtypes import duration, integer
 
 MAX_CORES = 4096
-_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
-
-
-def parse_duration(text: str) -> float:
-    """'10m', '90s', '1h', '500ms' or plain seconds."""
-    m = _DURATION.fullmatch(str(text))
-    if not m:
-        raise ValueError(f"not a duration: {text!r}")
-    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2) or "s"]
-
-
-def _positive_duration(text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive duration such as 90s, 10m, 1h or 500ms, not {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of devices, at least 1, not {text!r}")
-    return value
 
 
 def _capacity(cores: int, per_core: float, usl: USL | None) -> float:
@@ -142,9 +112,9 @@ def plan_command(args) -> int:
 
 
 def add_plan_arguments(p) -> None:
-    p.add_argument("--devices", type=_positive_int, required=True, help="devices to admit (at least 1)")
-    p.add_argument("--window", type=_positive_duration, default=600.0, help="time to admit them all, e.g. 10m (default)")
-    p.add_argument("--p99", type=_positive_duration, default=0.5, help="latency objective, e.g. 500ms (default)")
+    p.add_argument("--devices", type=integer(1), required=True, help="devices to admit (at least 1)")
+    p.add_argument("--window", type=duration, default=600.0, help="time to admit them all, e.g. 10m (default)")
+    p.add_argument("--p99", type=duration, default=0.5, help="latency objective, e.g. 500ms (default)")
     p.add_argument("--from", dest="source", default="results/latest", help="a run folder (default results/latest)")
     p.add_argument("--backoff", default="azure-c", choices=sorted(PRESETS),
                    help="device SDK backoff preset for the storm simulation")

@@ -27,6 +27,7 @@ from certstorm.floor import FloorProbe
 from certstorm.processes import HubProcess, newest_summary, start_swarm, stop_swarm
 from devicekit.backoff import PRESETS
 from devicekit.fleet import generate_fleet
+from hubsim.argtypes import integer, integer_list, number
 
 
 def default_workers(cores: int) -> list[int]:
@@ -333,63 +334,28 @@ def run_command(args) -> int:
     return 1 if failed else 0
 
 
-def _workers(text: str) -> list[int]:
-    import argparse
-    try:
-        out = [int(x) for x in text.split(",")]
-    except ValueError:
-        out = []
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError("give positive worker counts, comma-separated, e.g. 1,2")
-    return sorted(set(out))
-
-
-def _number(kind, *, zero_allowed: bool = False):
-    """An argparse type: a number of ``kind`` above zero (or at least zero), else a one-line error."""
-    import argparse
-    allowed = "zero or a positive number" if zero_allowed else "a positive number"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or value < 0 or (value == 0 and not zero_allowed):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, not {text!r}")
-        return value
-    return parse
-
-
-def _positive(kind):
-    return _number(kind)
-
-
-def _non_negative(kind):
-    return _number(kind, zero_allowed=True)
-
-
 def add_run_arguments(p) -> None:
-    p.add_argument("--devices", type=_positive(int), default=250_000,
+    p.add_argument("--devices", type=integer(1), default=250_000,
                    help="fleet size (default 250000: more than a default search admits, so the knee is of first "
                         "connections; a smaller fleet makes later steps reconnects, which the report counts)")
-    p.add_argument("--workers", type=_workers, default=None,
+    p.add_argument("--workers", type=integer_list(1), default=None,
                    help="hub worker counts to measure, comma-separated (default: from the machine, never more "
                         "than the cores left beside the generator's one)")
-    p.add_argument("--start-rate", type=_positive(float), default=500.0, help="the ramp's first authentications/s")
-    p.add_argument("--step-rate", type=_positive(float), default=500.0, help="added per ramp step")
-    p.add_argument("--step-seconds", type=_positive(float), default=5.0, help="length of a step (ramp and refine)")
-    p.add_argument("--search-seconds", type=_positive(float), default=80.0,
+    p.add_argument("--start-rate", type=number(0, low_open=True), default=500.0, help="the ramp's first authentications/s")
+    p.add_argument("--step-rate", type=number(0, low_open=True), default=500.0, help="added per ramp step")
+    p.add_argument("--step-seconds", type=number(0, low_open=True), default=5.0, help="length of a step (ramp and refine)")
+    p.add_argument("--search-seconds", type=number(0, low_open=True), default=80.0,
                    help="time bound of the knee search per worker count (default 80)")
-    p.add_argument("--storm-devices", type=_non_negative(int), default=2000,
+    p.add_argument("--storm-devices", type=integer(0), default=2000,
                    help="devices in the reconnect storm (0: none)")
-    p.add_argument("--storm-quota", type=_non_negative(float), default=500.0,
+    p.add_argument("--storm-quota", type=number(0), default=500.0,
                    help="hub admission quota during the storm, per second (0: unlimited)")
-    p.add_argument("--storm-timeout", type=_positive(float), default=120.0,
+    p.add_argument("--storm-timeout", type=number(0, low_open=True), default=120.0,
                    help="cap on the storm's duration; it otherwise runs to twice its simulated time to admit all")
     p.add_argument("--backoff", default="azure-c", choices=sorted(PRESETS), help="reconnect backoff preset for the storm")
-    p.add_argument("--slo-ms", type=_positive(float), default=500.0, help="p99 latency objective for the knee (ms)")
-    p.add_argument("--plan-devices", type=_positive(int), default=2_000_000, help="projection: devices to admit")
-    p.add_argument("--plan-window", type=_positive(float), default=600.0, help="projection: within this many seconds")
+    p.add_argument("--slo-ms", type=number(0, low_open=True), default=500.0, help="p99 latency objective for the knee (ms)")
+    p.add_argument("--plan-devices", type=integer(1), default=2_000_000, help="projection: devices to admit")
+    p.add_argument("--plan-window", type=number(0, low_open=True), default=600.0, help="projection: within this many seconds")
     p.add_argument("--require", type=parse_requirement, action="append", default=[], metavar="EXPR",
                    help="a threshold the run must meet, else it exits 1: knee>=2000/s, p99<=50ms, errors<=0.1%%, "
                         "storm_admitted>=99%% (repeatable)")

@@ -14,8 +14,7 @@ __all__ = ["newest_summary", "start_swarm", "stop_swarm"]
 
 def start_swarm(args: list[str], log: Path) -> subprocess.Popen:
     """The swarm as its own process, from wherever the loadgen package is installed."""
-    import loadgen
-    swarm = Path(loadgen.__file__).resolve().parent
+    from loadgen import SWARM_DIR as swarm
     cmd = [sys.executable, "-m", "locust", "-f", str(swarm), "--headless", "--only-summary",
            "--exit-code-on-error", "0", *args]
     out = open(log, "wb")

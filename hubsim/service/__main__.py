@@ -3,7 +3,7 @@
 import sys
 
 from hubsim.argtypes import OneLineErrors
-from hubsim.service import add_hub_arguments, hub_command
+from hubsim.service.cli import add_hub_arguments, hub_command
 
 
 def main(argv=None) -> int:

@@ -10,9 +10,6 @@ a run gets them from the locustfile, ``loadgen/swarm.py``, as it would under ``l
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-SWARM_DIR = Path(__file__).resolve().parent
 
 
 def _names_a_locustfile(args: list[str]) -> bool:
@@ -20,7 +17,7 @@ def _names_a_locustfile(args: list[str]) -> bool:
 
 
 def swarm_command(args: list[str]) -> int:
-    """Run Locust's own ``main`` on ``args`` with ``-f`` set to this folder. Locust ends the process itself
+    """Run Locust's own ``main`` on ``args`` with ``-f`` set to the swarm's folder. Locust ends the process itself
     (``sys.exit`` with its status), as under the ``locust`` command."""
     if _names_a_locustfile(args):
         print("certstorm swarm: error: argument -f/--locustfile: the swarm is the locustfile; for another "
@@ -29,7 +26,7 @@ def swarm_command(args: list[str]) -> int:
     from locust import events  # importing locust patches the process for gevent: nothing else runs here
     from locust.main import main
 
-    from loadgen._options import add_arguments
+    from loadgen import SWARM_DIR, add_arguments
 
     events.init_command_line_parser.add_listener(add_arguments)
     sys.argv = ["certstorm swarm", "-f", str(SWARM_DIR), *args]
@@ -37,4 +34,4 @@ def swarm_command(args: list[str]) -> int:
     return 0
 
 
-__all__ = ["SWARM_DIR", "swarm_command"]
+__all__ = ["swarm_command"]

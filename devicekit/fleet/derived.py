@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from devicekit.fleet import Fleet
+from devicekit.fleet.reader import Fleet
 
 __all__ = ["DEFAULT_SEED", "cache_key", "derive_fleet"]
 
