@@ -23,7 +23,7 @@ EPILOG = """examples:
   certstorm plan --devices 2000000 --window 10m --p99 500ms"""
 
 # name: (module, function that adds the arguments or None, command function, help)
-_COMMANDS = {
+COMMANDS = {
     "run": ("certstorm.capacity.run", "add_run_arguments", "run_command",
             "the main job: hub + swarm through step and storm shapes, then the report"),
     "report": ("certstorm.capacity.report", None, "report_command", "rebuild a run's report from its raw data"),
@@ -42,7 +42,7 @@ _COMMANDS = {
 
 def _command(name: str):
     """The subcommand's function, imported only when that subcommand runs."""
-    module, _, func, _ = _COMMANDS[name]
+    module, _, func, _ = COMMANDS[name]
     return getattr(importlib.import_module(module), func)
 
 
@@ -58,8 +58,8 @@ def build_parser(argv: list[str]) -> OneLineErrors:
     parser = OneLineErrors(prog="certstorm", description=DESCRIPTION, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    chosen = next((a for a in argv if a in _COMMANDS), None)
-    for name, (module, add, _, text) in _COMMANDS.items():
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, add, _, text) in COMMANDS.items():
         p = sub.add_parser(name, help=text, description=text[:1].upper() + text[1:] + ".")
         if name == "report":
             p.add_argument("run", type=_run_folder, help="a run folder, e.g. results/latest")
@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error(f"a command is required, one of: {', '.join(_COMMANDS)}")
+        parser.error(f"a command is required, one of: {', '.join(COMMANDS)}")
     return _command(args.command)(args)
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+__all__ = ["COMMANDS", "DESCRIPTION", "EPILOG", "build_parser", "main"]

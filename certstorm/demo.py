@@ -142,3 +142,6 @@ def add_demo_arguments(parser) -> None:
     parser.add_argument("--alg", default="p256", choices=ALGORITHMS, metavar="ALG",
                         help="device key algorithm: %(choices)s (default p256)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+
+
+__all__ = ["DemoResult", "add_demo_arguments", "demo_command", "run_demo"]

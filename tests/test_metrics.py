@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubsim.service.metrics import LATENCY_BUCKETS, _LocalHistogram
+from hubsim.service.metrics import LATENCY_BUCKETS, BatchedHistogram
 
 VALUES = [10e-6, 50e-6, 50.1e-6, 420e-6, 1e-3, 7.5e-4, 0.3, 1.0, 2.5, 40.0]
 
@@ -29,7 +29,7 @@ def test_a_flushed_batch_reads_as_the_same_values_observed_one_by_one():
     registry = CollectorRegistry()
     batched = Histogram("batched_seconds", "batched", buckets=LATENCY_BUCKETS, registry=registry)
     plain = Histogram("plain_seconds", "plain", buckets=LATENCY_BUCKETS, registry=registry)
-    local = _LocalHistogram(batched)
+    local = BatchedHistogram(batched)
     for value in VALUES:
         local.observe(value)
         plain.observe(value)
@@ -45,7 +45,7 @@ def test_a_labelled_child_is_batched_like_a_plain_histogram():
     registry = CollectorRegistry()
     batched = Histogram("req_seconds", "batched", ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
     plain = Histogram("ref_seconds", "plain", ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
-    children = {e: _LocalHistogram(batched.labels(e)) for e in ("challenge", "proof")}
+    children = {e: BatchedHistogram(batched.labels(e)) for e in ("challenge", "proof")}
     for i, value in enumerate(VALUES):
         endpoint = ("challenge", "proof")[i % 2]
         children[endpoint].observe(value)

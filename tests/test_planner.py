@@ -116,8 +116,8 @@ def test_plan_cores_let_the_storm_finish_in_the_window():
     assert out["cores_storm"] >= out["cores_even_arrival"] == 1
     # the answer is what the simulation says, and one core fewer would not do
     assert out["storm_time_to_admit"] <= 120
-    from certstorm.capacity.plan import _storm
-    short = _storm(200_000, 2000.0 * (out["cores_storm"] - 1), "azure-c", 0.002, 120.0)
+    from certstorm.capacity.plan import storm_at
+    short = storm_at(200_000, 2000.0 * (out["cores_storm"] - 1), "azure-c", 0.002, 120.0)
     assert not short.time_to_admit <= 120
 
 

@@ -242,3 +242,8 @@ def cloud_references(rate: float) -> list[dict]:
         out.append({"service": label, "units": None, "possible": rate <= cap,
                     "note": f"{cap:g} connects/s per account"})
     return out
+
+
+__all__ = ["AWS_CONNECT_DEFAULT", "AWS_CONNECT_RAISED", "AZURE_TIERS", "BEHIND", "CPU_LIMIT", "ERROR_LIMIT",
+           "Scaling", "cloud_references", "cores_needed", "first_break", "holds", "hub_capacity_points", "knee",
+           "live_break", "overall_side", "reasons", "scaling", "side_of", "steps_from_swarm", "verdicts"]

@@ -25,7 +25,7 @@ def _capacity(cores: int, per_core: float, usl: USL | None) -> float:
     return float(usl.throughput(cores)) if usl else cores * per_core
 
 
-def _storm(devices: int, capacity: float, backoff: str, latency: float, window_s: float):
+def storm_at(devices: int, capacity: float, backoff: str, latency: float, window_s: float):
     return simulate_storm(devices, capacity, preset(backoff).vectorized(), latency=latency,
                           horizon=window_s * 1.02, dt=min(0.05, window_s / 200))
 
@@ -35,13 +35,13 @@ def storm_cores(devices: int, window_s: float, backoff: str, per_core: float, us
     """Fewest cores (from ``low`` up to MAX_CORES, or the USL's peak) whose storm finishes within the window;
     (None, the simulation at the most) when none does."""
     high = MAX_CORES if usl is None or math.isinf(usl.peak_workers) else max(low, min(MAX_CORES, int(usl.peak_workers)))
-    top = _storm(devices, _capacity(high, per_core, usl), backoff, latency, window_s)
+    top = storm_at(devices, _capacity(high, per_core, usl), backoff, latency, window_s)
     if not math.isfinite(top.time_to_admit) or top.time_to_admit > window_s:
         return None, top
     best, sim = high, top
     while low < high:  # admission time falls as capacity grows: bisect on the core count
         mid = (low + high) // 2
-        trial = _storm(devices, _capacity(mid, per_core, usl), backoff, latency, window_s)
+        trial = storm_at(devices, _capacity(mid, per_core, usl), backoff, latency, window_s)
         if math.isfinite(trial.time_to_admit) and trial.time_to_admit <= window_s:
             best, sim, high = mid, trial, mid
         else:
@@ -119,3 +119,6 @@ def add_plan_arguments(p) -> None:
     p.add_argument("--backoff", default="azure-c", choices=sorted(PRESETS),
                    help="device SDK backoff preset for the storm simulation")
     p.add_argument("--json", action="store_true", help="print only the answer as JSON")
+
+
+__all__ = ["MAX_CORES", "add_plan_arguments", "plan", "plan_command", "storm_at", "storm_cores"]

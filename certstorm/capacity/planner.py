@@ -154,3 +154,6 @@ def simulate_storm(devices: int, capacity: float, backoff: Backoff, *, burst: fl
     curve_t = (np.arange(end) + 1) * dt
     return StormResult(devices, admitted, last_admit if admitted == devices else math.inf, attempts, refusals,
                        peak_rate * latency, curve_t, curve_a[:end])
+
+
+__all__ = ["USL", "Backoff", "StormResult", "fit_usl", "simulate_storm"]

@@ -432,3 +432,6 @@ def report_command(args) -> int:
     print(summary["first_line"])
     print(f"report: {run_dir / 'report.html'}")
     return 0
+
+
+__all__ = ["MILESTONES", "SECTIONS", "build_report", "report_command", "sections", "strict", "summarise"]

@@ -51,3 +51,6 @@ MARKDOWN = """# certstorm run {{ run_id }}
 html_template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(HTML)
 markdown_template = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
                                        keep_trailing_newline=True).from_string(MARKDOWN)
+
+
+__all__ = ["HTML", "MARKDOWN", "html_template", "markdown_template"]

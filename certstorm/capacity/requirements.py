@@ -49,3 +49,6 @@ def parse_requirement(text: str) -> Requirement:
 
 def check_requirements(requirements, summary: dict) -> list[str]:
     return [msg for r in requirements if (msg := r.check(summary)) is not None]
+
+
+__all__ = ["METRICS", "OPERATORS", "Requirement", "check_requirements", "parse_requirement"]

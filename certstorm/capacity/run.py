@@ -363,3 +363,6 @@ def add_run_arguments(p) -> None:
     p.add_argument("--transport", choices=("http", "mqtts"), default="http",
                    help="how devices reach the hub: the HTTP two-step exchange (default) or MQTT over mutual "
                         "TLS (the hub's --mqtts-port listener, cached validation, no session resumption)")
+
+
+__all__ = ["Run", "add_run_arguments", "default_workers", "run_command"]

@@ -186,3 +186,8 @@ class AdminGate:
         if peer is not None and self.lockout is not None:
             self.lockout.fail(peer)
         return Refusal(AuthError(code), {"WWW-Authenticate": CHALLENGES[code]})
+
+
+__all__ = ["CHALLENGES", "MODES", "TOKEN_CHARS", "TOKEN_SUFFIX", "AdminGate", "ConfigError", "ManagementAccess",
+           "Operator", "Refusal", "create_token_file", "is_loopback", "read_token_file", "resolve_access",
+           "token_id"]

@@ -220,3 +220,6 @@ class DeviceProtocol(asyncio.Protocol):
             transport.resume_reading()
         if pending:
             handler.data_received(pending)
+
+
+__all__ = ["MAX_HEAD", "DeviceProtocol", "encode_reply"]

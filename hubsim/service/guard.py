@@ -185,3 +185,7 @@ class SharedReplayGuard:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+__all__ = ["DEFAULT_SLOTS", "HEADER_BYTES", "MAGIC", "SECRET_BYTES", "SLOTS_PER_BUCKET", "SharedReplayGuard",
+           "ensure_guard_file"]

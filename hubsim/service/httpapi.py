@@ -441,3 +441,7 @@ class HttpApi:
             "POST /revocations", "GET /revocations", "POST /devices/{id}/disable", "POST /devices/{id}/enable",
             "GET /devices/{id}", "GET /audit", "GET /metrics", "GET /healthz",
         ]})
+
+
+__all__ = ["AUDIT_PAGE", "JSON_LIMIT", "JSON_TYPES", "LINGER_BYTES", "LINGER_SECONDS", "PEM_TYPES", "HttpApi",
+           "is_management", "normalise_fingerprint", "to_response"]

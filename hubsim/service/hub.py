@@ -316,3 +316,7 @@ class Hub:
             return error.code
         self.metrics.connected(label)
         return admission
+
+
+__all__ = ["PENDING_KEYS", "SYNC_INTERVAL", "TRIM_INTERVAL", "DeviceReply", "Hub", "WorkerConfig", "decode_b64",
+           "error_reply", "json_object", "parsing_input"]

@@ -128,3 +128,5 @@ class SharedLockout:
         self._map.close()
         os.close(self._fd)
 
+
+__all__ = ["SETS", "WAYS", "LockoutPolicy", "SharedLockout", "address_key", "create_lockout_file"]

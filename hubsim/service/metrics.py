@@ -21,7 +21,7 @@ LATENCY_BUCKETS = (
 )
 
 
-class _LocalHistogram:
+class BatchedHistogram:
     """Bucket counts kept in-process and added to a prometheus-client histogram (child) on flush.
 
     prometheus-client has no public "observe n at once", so :meth:`flush` adds to the child's own bucket
@@ -85,16 +85,16 @@ class Metrics:
                             "Hub time per HTTP request, from the handler's start to its response.",
                             ["endpoint"], buckets=LATENCY_BUCKETS)
         self._request_hist = request
-        self._request_children: dict[str, _LocalHistogram] = {}
-        self.chain = _LocalHistogram(Histogram(
+        self._request_children: dict[str, BatchedHistogram] = {}
+        self.chain = BatchedHistogram(Histogram(
             "certstorm_chain_validation_seconds",
             "Challenge step inside the engine: body parsing, chain validation (warm or cold) and token sealing.",
             buckets=LATENCY_BUCKETS))
-        self.pop = _LocalHistogram(Histogram(
+        self.pop = BatchedHistogram(Histogram(
             "certstorm_pop_verification_seconds",
             "Proof step inside the engine: token check, signature verification, replay claim and registry.",
             buckets=LATENCY_BUCKETS))
-        self.tls = _LocalHistogram(Histogram(
+        self.tls = BatchedHistogram(Histogram(
             "certstorm_mqtts_admission_seconds",
             "MQTT-over-TLS admission inside the engine, after the handshake proved possession: chain "
             "validation (cached mode), revocation, registry.", buckets=LATENCY_BUCKETS))
@@ -132,7 +132,7 @@ class Metrics:
         counts[key] = counts.get(key, 0) + 1
         hist = self._request_children.get(endpoint)
         if hist is None:
-            hist = self._request_children[endpoint] = _LocalHistogram(self._request_hist.labels(endpoint))
+            hist = self._request_children[endpoint] = BatchedHistogram(self._request_hist.labels(endpoint))
         hist.observe(seconds)
 
     def refused(self, step: str, code: str) -> None:
@@ -216,3 +216,6 @@ def count_restart() -> None:
 
 
 _RESTARTS = None
+
+
+__all__ = ["LATENCY_BUCKETS", "BatchedHistogram", "Metrics", "count_restart", "render"]

@@ -349,3 +349,6 @@ def _handshake_reason(exc: SSL.Error) -> str:
     if "peer did not return a certificate" in text or "certificate required" in text:
         return "no_certificate"
     return "tls_handshake_failed"
+
+
+__all__ = ["IDLE_TIMEOUT", "MODES", "MqttsFront", "MqttsProtocol", "MqttsSettings"]

@@ -116,3 +116,6 @@ class SharedTokenBucket:
 
 def retry_after_header(wait: float) -> str:
     return str(max(1, math.ceil(wait)))
+
+
+__all__ = ["PRESETS", "Quota", "SharedTokenBucket", "create_bucket_file", "parse_quota", "retry_after_header"]

@@ -416,3 +416,7 @@ class SqlRegistry(DisabledDevices):
             self._pending_since = self._pending_since or time.time()
             raise
         return len(rows)
+
+
+__all__ = ["BUSY_WAIT_LIMIT", "CHANGE_LOG_KEEP", "SCHEMA", "SCHEMA_VERSION", "UPGRADES", "WAL_TRUNCATE_BYTES",
+           "AuditEntry", "SqlRegistry", "Store", "checkpoint", "initialise"]

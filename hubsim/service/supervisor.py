@@ -367,3 +367,6 @@ def _describe(status: int) -> str:
 
 def serve(config: HubConfig, out=None) -> int:
     return Supervisor(config, out).run()
+
+
+__all__ = ["READY_TIMEOUT", "STOP_GRACE", "HubConfig", "Supervisor", "default_db", "serve"]

@@ -100,3 +100,6 @@ def ensure_hub_tls(db: str, host: str) -> TlsFiles:
         ca_key = serialization.load_pem_private_key(open(ca_key_path, "rb").read(), None)
         _issue_server(directory, ca_cert, ca_key, names)
     return files
+
+
+__all__ = ["DEFAULT_NAMES", "VALIDITY", "TlsFiles", "ensure_hub_tls"]

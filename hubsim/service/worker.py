@@ -164,3 +164,6 @@ async def _housekeeping(hub: Hub, stop: asyncio.Event, fast: set) -> None:
             since = time.monotonic() - IDLE_TIMEOUT
             for protocol in list(fast):
                 protocol.close_if_idle(since)
+
+
+__all__ = ["IDLE_SWEEP", "IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT", "listening_socket", "run_worker"]
