@@ -546,7 +546,8 @@ def test_a_body_cut_short_is_the_clients_fault():
     from aiohttp.web_protocol import RequestPayloadError
 
     from hubsim import AuthError
-    from hubsim.service.httpapi import PEM_TYPES, HttpApi
+    from hubsim.service.codec import PEM_TYPES
+    from hubsim.service.httpapi import HttpApi
 
     async def read(exc):
         payload = streams.StreamReader(mock.Mock(), 2**16, loop=asyncio.get_running_loop())

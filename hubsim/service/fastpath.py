@@ -29,8 +29,8 @@ from time import monotonic, perf_counter, time
 from aiohttp import web
 
 from hubsim.errors import AuthError
-from hubsim.service.httpapi import JSON_LIMIT, JSON_TYPES, PEM_TYPES
-from hubsim.service.hub import DeviceReply, Hub
+from hubsim.service.codec import JSON_LIMIT, JSON_TYPES, PEM_TYPES, DeviceReply
+from hubsim.service.hub import Hub
 
 log = logging.getLogger("certstorm.hub")
 

@@ -27,26 +27,18 @@ from aiohttp.web_protocol import RequestPayloadError
 from hubsim.encoding import pem_certificate
 from hubsim.errors import AuthError
 from hubsim.service.credential import Operator, Refusal
-from hubsim.service.hub import DeviceReply, Hub, decode_b64, error_reply, json_object, parsing_input
+from hubsim.service.codec import JSON_LIMIT, JSON_TYPES, PEM_TYPES, DeviceReply, decode_b64, error_reply, json_object
+from hubsim.service.hub import Hub, parsing_input
 from hubsim.service.metrics import render
 from hubsim.upload import read_certificates
 
 log = logging.getLogger("certstorm.hub")
 
-JSON_LIMIT = 16 * 1024          # proof and admin JSON bodies
 # After refusing a body for its size before reading it: how much more of it to read and drop, and for
 # how long, before closing the connection (see HttpApi._close_after_refusal).
 LINGER_BYTES = 256 * 1024
 LINGER_SECONDS = 1.0
 
-# Content types a certificate upload may carry. curl's --data-binary defaults to the form type, so it is
-# accepted too (the body is used as is). JSON, multipart forms and the like are refused with 415.
-PEM_TYPES = frozenset({
-    "", "application/x-pem-file", "application/pem-certificate-chain", "application/pkix-cert",
-    "application/x-x509-ca-cert", "application/x-x509-user-cert", "application/octet-stream", "text/plain",
-    "application/x-www-form-urlencoded",
-})
-JSON_TYPES = frozenset({"", "application/json", "text/plain", "application/x-www-form-urlencoded"})
 AUDIT_PAGE = (1000, 10000)      # GET /audit: default and largest ?limit
 _JSON = "application/json"
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
@@ -115,6 +107,40 @@ def normalise_fingerprint(text) -> str:
         raise AuthError("revocation_not_found", "fingerprint must be 64 hex digits (SHA-256 of the DER)")
     return value
 
+
+
+# Path segments ("{}" takes any one segment, passed to the handler) and, per method, the endpoint label
+# metrics count it under and the HttpApi method that answers it. A path that several patterns match takes
+# the methods of all of them, the first pattern winning a method both have.
+ROUTES: tuple[tuple[tuple[str, ...], dict[str, tuple[str, str]]], ...] = (
+    ((), {"GET": ("index", "_index")}),
+    (("healthz",), {"GET": ("healthz", "_healthz")}),
+    (("metrics",), {"GET": ("metrics", "_metrics")}),
+    (("cas",), {"GET": ("admin", "_list_cas"), "POST": ("admin", "_register_ca")}),
+    (("cas", "{}"), {"GET": ("admin", "_get_ca"), "DELETE": ("admin", "_delete_ca")}),
+    (("cas", "{}", "verify"), {"POST": ("admin", "_verify_ca")}),
+    (("cas", "{}", "verification-code"), {"POST": ("admin", "_new_code")}),
+    (("revocations",), {"GET": ("admin", "_list_revocations"), "POST": ("admin", "_revoke")}),
+    (("audit",), {"GET": ("admin", "_audit")}),
+    (("devices", "challenge"), {"POST": ("challenge", "_challenge")}),
+    (("devices", "proof"), {"POST": ("proof", "_proof")}),
+    (("devices", "{}"), {"GET": ("admin", "_get_device")}),
+    (("devices", "{}", "disable"), {"POST": ("admin", "_disable")}),
+    (("devices", "{}", "enable"), {"POST": ("admin", "_enable")}),
+)
+
+
+def _match(pattern: tuple[str, ...], parts: list[str]) -> tuple[str, ...] | None:
+    """The segments a pattern's ``{}`` take from ``parts``, or None when the path does not match it."""
+    if len(pattern) != len(parts):
+        return None
+    taken = []
+    for want, got in zip(pattern, parts):
+        if want == "{}":
+            taken.append(got)
+        elif want != got:
+            return None
+    return tuple(taken)
 
 
 class HttpApi:
@@ -189,9 +215,6 @@ class HttpApi:
 
     async def _route(self, request, method: str, path: str):
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
-        n = len(parts)
-        head = parts[0] if parts else ""
-        allowed: tuple[str, ...] = ()
         operator = None
         if is_management(parts):
             verdict = self.hub.gate.check(request.headers.getall("Authorization", []), request.remote)
@@ -199,64 +222,19 @@ class HttpApi:
                 self.metrics.management_refused(verdict.error.code)
                 return "admin", _error(verdict.error, verdict.headers)
             operator = verdict
-        if n == 0:
-            allowed = ("GET",)
-            if method == "GET":
-                return "index", self._index()
-        elif head == "healthz" and n == 1:
-            allowed = ("GET",)
-            if method == "GET":
-                return "healthz", self._healthz()
-        elif head == "metrics" and n == 1:
-            allowed = ("GET",)
-            if method == "GET":
-                return "metrics", await self._metrics()
-        elif head == "cas":
-            if n == 1:
-                allowed = ("GET", "POST")
-                if method == "GET":
-                    return "admin", self._list_cas()
-                if method == "POST":
-                    return "admin", await self._register_ca(request, operator)
-            elif n == 2:
-                allowed = ("GET", "DELETE")
-                if method == "GET":
-                    return "admin", self._get_ca(parts[1])
-                if method == "DELETE":
-                    return "admin", self._delete_ca(parts[1], operator)
-            elif n == 3 and parts[2] == "verify":
-                allowed = ("POST",)
-                if method == "POST":
-                    return "admin", await self._verify_ca(request, parts[1], operator)
-            elif n == 3 and parts[2] == "verification-code":
-                allowed = ("POST",)
-                if method == "POST":
-                    return "admin", self._new_code(parts[1], operator)
-        elif head == "revocations" and n == 1:
-            allowed = ("GET", "POST")
-            if method == "GET":
-                return "admin", self._list_revocations()
-            if method == "POST":
-                return "admin", await self._revoke(request, operator)
-        elif head == "audit" and n == 1:
-            allowed = ("GET",)
-            if method == "GET":
-                return "admin", self._audit(request)
-        elif head == "devices":
-            if n == 2 and parts[1] in ("challenge", "proof") and method != "GET":
-                allowed = ("POST", "GET")
-            elif n == 2:
-                allowed = ("GET",)
-                if method == "GET":
-                    return "admin", self._get_device(parts[1])
-            elif n == 3 and parts[2] in ("disable", "enable"):
-                allowed = ("POST",)
-                if method == "POST":
-                    return "admin", await self._set_disabled(request, parts[1], parts[2] == "disable", operator)
+        allowed: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        for pattern, methods in ROUTES:
+            found = _match(pattern, parts)
+            if found is not None:
+                for verb, (endpoint, handler) in methods.items():
+                    allowed.setdefault(verb, (endpoint, handler, found))
         if not allowed:
             raise AuthError("not_found", f"no endpoint {path}")
-        return "other", _error(AuthError("method_not_allowed", f"{path} takes {', '.join(allowed)}"),
-                               {"Allow": ", ".join(allowed)})
+        if method not in allowed:
+            names = ", ".join(allowed)
+            return "other", _error(AuthError("method_not_allowed", f"{path} takes {names}"), {"Allow": names})
+        endpoint, handler, args = allowed[method]
+        return endpoint, await getattr(self, handler)(request, operator, *args)
 
     async def _body(self, request: web.BaseRequest, limit: int, types: frozenset) -> bytes:
         """The request body, refused before reading when it is too large or of the wrong kind."""
@@ -287,7 +265,7 @@ class HttpApi:
             raise AuthError("malformed_input", "the request body was cut short or badly framed") from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _challenge(self, request: web.BaseRequest) -> web.Response:
+    async def _challenge(self, request: web.BaseRequest, operator: None = None) -> web.Response:
         reply = self.hub.throttle()
         if reply is None:
             try:
@@ -298,7 +276,7 @@ class HttpApi:
                 reply = self.hub.challenge(body)
         return to_response(reply)
 
-    async def _proof(self, request: web.BaseRequest) -> web.Response:
+    async def _proof(self, request: web.BaseRequest, operator: None = None) -> web.Response:
         try:
             body = await self._body(request, JSON_LIMIT, JSON_TYPES)
         except AuthError as exc:
@@ -327,16 +305,16 @@ class HttpApi:
         self.hub.changed()
         return _json(self._ca_json(record), status=201, headers={"Location": f"/cas/{record.id}"})
 
-    def _list_cas(self) -> web.Response:
+    async def _list_cas(self, request, operator: Operator) -> web.Response:
         self.hub.sync()
         records = sorted(self.engine.list_cas(), key=lambda r: r.registered_at)
         return _json({"cas": [self._ca_json(r) for r in records]})
 
-    def _get_ca(self, ca_id: str) -> web.Response:
+    async def _get_ca(self, request, operator: Operator, ca_id: str) -> web.Response:
         self.hub.sync()
         return _json(self._ca_json(self.engine.get_ca(ca_id), detail=True))
 
-    def _delete_ca(self, ca_id: str, operator: Operator) -> web.Response:
+    async def _delete_ca(self, request, operator: Operator, ca_id: str) -> web.Response:
         self.hub.sync()
         record = self.engine.get_ca(ca_id)
         if not self.store.delete_ca(record.id, time.time(), operator):
@@ -346,7 +324,7 @@ class HttpApi:
         self.hub.changed()
         return _json({"id": record.id, "status": "removed"})
 
-    def _new_code(self, ca_id: str, operator: Operator) -> web.Response:
+    async def _new_code(self, request, operator: Operator, ca_id: str) -> web.Response:
         self.hub.sync()
         record = self.engine.new_verification_code(ca_id)
         if not self.store.update_ca_code(record, time.time(), operator):
@@ -355,7 +333,7 @@ class HttpApi:
         self.hub.changed()
         return _json(self._ca_json(record))
 
-    async def _verify_ca(self, request, ca_id: str, operator: Operator) -> web.Response:
+    async def _verify_ca(self, request, operator: Operator, ca_id: str) -> web.Response:
         kind = _media_type(request)
         body = await self._body(request, max(self.hub.ca_limit, JSON_LIMIT), PEM_TYPES | JSON_TYPES)
         self.hub.sync()
@@ -390,10 +368,16 @@ class HttpApi:
         self.hub.changed()
         return _json({"fingerprint": fp, "revoked_at": revoked_at}, status=201)
 
-    def _list_revocations(self) -> web.Response:
+    async def _list_revocations(self, request, operator: Operator) -> web.Response:
         return _json({"revocations": [{"fingerprint": fp, "revoked_at": at} for fp, at in self.store.revocations()]})
 
-    async def _set_disabled(self, request, device_id: str, disabled: bool, operator: Operator) -> web.Response:
+    async def _disable(self, request, operator: Operator, device_id: str) -> web.Response:
+        return await self._set_disabled(request, operator, device_id, True)
+
+    async def _enable(self, request, operator: Operator, device_id: str) -> web.Response:
+        return await self._set_disabled(request, operator, device_id, False)
+
+    async def _set_disabled(self, request, operator: Operator, device_id: str, disabled: bool) -> web.Response:
         await self._body(request, JSON_LIMIT, JSON_TYPES)  # an optional body is read and ignored
         if not device_id or len(device_id.encode()) > 1024:
             raise AuthError("malformed_input", "device ids are 1 to 1024 bytes")
@@ -402,12 +386,12 @@ class HttpApi:
         self.hub.changed()
         return _json({"device_id": device_id, "disabled": disabled})
 
-    def _audit(self, request) -> web.Response:
+    async def _audit(self, request, operator: Operator) -> web.Response:
         after = _query_int(request, "after", 0, 0, 1 << 62)
         entries = self.store.audit(after, _query_int(request, "limit", AUDIT_PAGE[0], 1, AUDIT_PAGE[1]))
         return _json({"entries": entries, "next": entries[-1]["seq"] if entries else after})
 
-    def _get_device(self, device_id: str) -> web.Response:
+    async def _get_device(self, request, operator: Operator, device_id: str) -> web.Response:
         doc = self.hub.registry.get(device_id)
         if doc is None or (doc["first_seen"] is None and not doc["disabled"]):
             raise AuthError("device_not_found")
@@ -421,7 +405,7 @@ class HttpApi:
         except (OSError, ValueError):
             return []
 
-    def _healthz(self) -> web.Response:
+    async def _healthz(self, request, operator: None) -> web.Response:
         stats = self.engine.stats()
         return _json({
             "status": "ok", "pid": os.getpid(), "worker": self.hub.config.index, "workers": self._workers(),
@@ -430,11 +414,11 @@ class HttpApi:
             "issuer_cache": stats["cache_size"], "registry_pending": self.hub.registry.pending,
         })
 
-    async def _metrics(self) -> web.Response:
+    async def _metrics(self, request, operator: None) -> web.Response:
         self.metrics.flush(time.time(), self.engine.stats(), self.hub.registry.pending, self.hub.registry.lag(time.time()))
         return web.Response(body=render(), headers={"Content-Type": _PROMETHEUS})
 
-    def _index(self) -> web.Response:
+    async def _index(self, request, operator: None) -> web.Response:
         return _json({"service": "certstorm hub", "docs": "docs/api.md", "endpoints": [
             "POST /cas", "GET /cas", "GET /cas/{id}", "DELETE /cas/{id}", "POST /cas/{id}/verify",
             "POST /cas/{id}/verification-code", "POST /devices/challenge", "POST /devices/proof",
@@ -443,5 +427,5 @@ class HttpApi:
         ]})
 
 
-__all__ = ["AUDIT_PAGE", "JSON_LIMIT", "JSON_TYPES", "LINGER_BYTES", "LINGER_SECONDS", "PEM_TYPES", "HttpApi",
-           "is_management", "normalise_fingerprint", "to_response"]
+__all__ = ["AUDIT_PAGE", "LINGER_BYTES", "LINGER_SECONDS", "ROUTES", "HttpApi", "is_management", "normalise_fingerprint",
+           "to_response"]

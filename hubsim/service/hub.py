@@ -7,14 +7,12 @@ and its raw fast path (:mod:`hubsim.service.fastpath`). Nothing here logs per re
 through the batched accumulators of :mod:`hubsim.service.metrics`. Administrative changes made by any
 worker reach this one through the store's change log (:meth:`Hub.sync`).
 
-Errors are JSON ``{"error": code, "message": text}`` with the status of the engine's code, built in one
-place (:func:`error_reply`).
+The reply's wire format is :mod:`hubsim.service.codec`'s.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import json
 import logging
@@ -27,8 +25,9 @@ from typing import NamedTuple
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509 import DuplicateExtension, InvalidVersion, UnsupportedGeneralNameType
 
-from hubsim.engine import AuthEngine, EnginePolicy
+from hubsim.engine import Admission, AuthEngine, EnginePolicy
 from hubsim.errors import AuthError
+from hubsim.service.codec import DeviceReply, decode_b64, error_reply, json_object, timing_header
 from hubsim.service.credential import AdminGate, ManagementAccess
 from hubsim.service.guard import SharedReplayGuard
 from hubsim.service.lockout import SharedLockout
@@ -60,43 +59,6 @@ class WorkerConfig:
     lockout_path: str | None = None   # the shared table of bad credentials per address
 
 
-class DeviceReply(NamedTuple):
-    """A reply, transport-free: what any front end puts on the wire."""
-
-    status: int
-    body: bytes          # JSON
-    timing: str          # the Server-Timing header value
-    retry_after: str | None
-
-
-def error_reply(exc: AuthError, timing: str = "", retry_after: str | None = None) -> DeviceReply:
-    """The one place an error body is made. A throttled client always learns when to come back."""
-    if exc.code == "throttled" and retry_after is None:
-        retry_after = "1"
-    return DeviceReply(exc.status, json.dumps(exc.to_json()).encode(), timing, retry_after)
-
-
-def _timing(chain: float, pop: float) -> str:
-    return f"chain;dur={chain * 1e3:.3f}, pop;dur={pop * 1e3:.3f}"
-
-
-def decode_b64(text, field: str) -> bytes:
-    if not isinstance(text, str) or not text:
-        raise AuthError("malformed_input", f"{field!r} must be a non-empty base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        pass
-    # Line-wrapped output of `openssl base64`, or the URL-safe alphabet.
-    cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
-    cleaned += "=" * (-len(cleaned) % 4)
-    try:
-        return base64.b64decode(cleaned, validate=True)
-    except (binascii.Error, ValueError):
-        raise AuthError("malformed_input", f"{field!r} is not valid base64") from None
-
-
-
 _last_parse_report = [0.0]
 
 
@@ -120,15 +82,14 @@ def parsing_input(step, *args, **kwargs):
 
 
 
-def json_object(body: bytes) -> dict:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: '[[[[...' nested deeply
-        raise AuthError("malformed_input", "the body is not a JSON document") from None
-    if not isinstance(doc, dict):
-        raise AuthError("malformed_input", "the body must be a JSON object")
-    return doc
+class TlsRefusal(NamedTuple):
+    """A device refused at its MQTT CONNECT (already counted): the engine's code."""
 
+    code: str
+
+    @property
+    def throttled(self) -> bool:
+        return self.code == "throttled"
 
 
 class Hub:
@@ -247,7 +208,7 @@ class Hub:
     def refusal(self, step: str, exc: AuthError, chain: float = 0.0, pop: float = 0.0,
                 retry_after: str | None = None) -> DeviceReply:
         self.metrics.refused(step, exc.code)
-        return error_reply(exc, _timing(chain, pop), retry_after)
+        return error_reply(exc, timing_header(chain, pop), retry_after)
 
     @staticmethod
     def _timed(histogram, step, *args):
@@ -272,7 +233,7 @@ class Hub:
             b',"challenge":"', base64.b64encode(challenge.token),
             b'","expires_at":', b"%.3f" % challenge.expires_at, b"}",
         ))
-        return DeviceReply(200, out, _timing(took, 0.0), None)
+        return DeviceReply(200, out, timing_header(took, 0.0), None)
 
     def proof(self, body: bytes) -> DeviceReply:
         try:
@@ -290,7 +251,7 @@ class Hub:
             b',"ca":"', admission.ca.encode(),
             b'","first_connection":', b"true}" if admission.first_connection else b"false}",
         ))
-        return DeviceReply(200, out, _timing(0.0, took), None)
+        return DeviceReply(200, out, timing_header(0.0, took), None)
 
     # -- the device path over TLS (mqtts.py): the handshake proved possession -----------------------
     def admit_proven(self, client_id: str, chain: list[bytes]):
@@ -304,19 +265,18 @@ class Hub:
         return self._admit_tls("mqtts_resumed" if resumed else "mqtts", self.engine.admit_verified,
                                device_id, client_id, leaf, path)
 
-    def _admit_tls(self, label: str, step, *args):
-        """The :class:`~hubsim.engine.Admission`, or the refusal code (counted under step ``label``)."""
+    def _admit_tls(self, label: str, step, *args) -> Admission | TlsRefusal:
+        """The admission, or the refusal (counted under step ``label``)."""
         self.catch_up()
         if self._throttled():
             self.metrics.refused(label, "throttled")
-            return "throttled"
+            return TlsRefusal("throttled")
         admission, error, _ = self._timed(self.metrics.tls, step, *args)
         if error is not None:
             self.metrics.refused(label, error.code)
-            return error.code
+            return TlsRefusal(error.code)
         self.metrics.connected(label)
         return admission
 
 
-__all__ = ["PENDING_KEYS", "SYNC_INTERVAL", "TRIM_INTERVAL", "DeviceReply", "Hub", "WorkerConfig", "decode_b64",
-           "error_reply", "json_object", "parsing_input"]
+__all__ = ["PENDING_KEYS", "SYNC_INTERVAL", "TRIM_INTERVAL", "Hub", "TlsRefusal", "WorkerConfig", "parsing_input"]

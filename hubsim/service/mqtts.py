@@ -30,7 +30,7 @@ from OpenSSL import SSL, crypto
 
 from hubsim import mqtt
 from hubsim.tlsbio import outgoing
-from hubsim.service.hub import Hub
+from hubsim.service.hub import Hub, TlsRefusal
 from hubsim.service.tlsfiles import TlsFiles
 
 log = logging.getLogger("certstorm.hub")
@@ -271,8 +271,8 @@ class MqttsProtocol(asyncio.Protocol):
         else:  # a resumed session this worker no longer (or never) admitted
             self._refuse("session_unknown", connack=mqtt.NOT_AUTHORISED)
             return
-        if isinstance(result, str):  # refused and counted by the hub
-            code = mqtt.SERVER_UNAVAILABLE if result == "throttled" else mqtt.NOT_AUTHORISED
+        if isinstance(result, TlsRefusal):  # counted by the hub
+            code = mqtt.SERVER_UNAVAILABLE if result.throttled else mqtt.NOT_AUTHORISED
             self._refuse(None, connack=code)
             return
         self.front.remember(result)
