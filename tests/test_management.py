@@ -166,6 +166,18 @@ def test_every_management_endpoint_refuses_a_missing_malformed_or_wrong_token(hu
         assert metric(hub, "certstorm_management_refused_total", code=code) == expected, code
 
 
+def test_a_device_named_like_a_device_step_cannot_be_read_without_the_token(hub):
+    """/devices/challenge and /devices/proof are the device steps, open to devices: they answer POST only,
+    never a management read of a device that happens to be named "challenge" or "proof"."""
+    for step in ("challenge", "proof"):
+        assert hub.admin("POST", f"/devices/{step}/disable").status == 200  # the device exists, disabled
+        reply = hub.call("GET", f"/devices/{step}")
+        assert reply.status == 405 and reply.json()["error"] == "method_not_allowed", reply
+        assert reply.headers["Allow"] == "POST" and step.encode() not in reply.body.split(b'"message"')[0]
+        assert hub.admin("GET", f"/devices/{step}").status == 405
+        assert hub.admin("POST", f"/devices/{step}/enable").status == 200
+
+
 def test_a_management_call_without_a_token_is_refused_before_its_body_is_read(hub):
     # 64 MiB announced: the refusal comes at once and the connection is closed, as for an oversized body.
     sock = socket.create_connection((hub.host, hub.port), timeout=10)

@@ -110,8 +110,9 @@ def normalise_fingerprint(text) -> str:
 
 
 # Path segments ("{}" takes any one segment, passed to the handler) and, per method, the endpoint label
-# metrics count it under and the HttpApi method that answers it. A path that several patterns match takes
-# the methods of all of them, the first pattern winning a method both have.
+# metrics count it under and the HttpApi method that answers it. The first pattern a path matches is its
+# endpoint, so /devices/challenge and /devices/proof are the device steps (POST only), never the
+# management read of a device so named.
 ROUTES: tuple[tuple[tuple[str, ...], dict[str, tuple[str, str]]], ...] = (
     ((), {"GET": ("index", "_index")}),
     (("healthz",), {"GET": ("healthz", "_healthz")}),
@@ -222,18 +223,16 @@ class HttpApi:
                 self.metrics.management_refused(verdict.error.code)
                 return "admin", _error(verdict.error, verdict.headers)
             operator = verdict
-        allowed: dict[str, tuple[str, str, tuple[str, ...]]] = {}
         for pattern, methods in ROUTES:
-            found = _match(pattern, parts)
-            if found is not None:
-                for verb, (endpoint, handler) in methods.items():
-                    allowed.setdefault(verb, (endpoint, handler, found))
-        if not allowed:
+            args = _match(pattern, parts)
+            if args is not None:
+                break
+        else:
             raise AuthError("not_found", f"no endpoint {path}")
-        if method not in allowed:
-            names = ", ".join(allowed)
+        if method not in methods:
+            names = ", ".join(methods)
             return "other", _error(AuthError("method_not_allowed", f"{path} takes {names}"), {"Allow": names})
-        endpoint, handler, args = allowed[method]
+        endpoint, handler = methods[method]
         return endpoint, await getattr(self, handler)(request, operator, *args)
 
     async def _body(self, request: web.BaseRequest, limit: int, types: frozenset) -> bytes:
