@@ -34,12 +34,11 @@ guarantee for challenges still live at that moment).
 
 from __future__ import annotations
 
-import fcntl
-import mmap
 import os
 import struct
 
 from hubsim.errors import AuthError
+from hubsim.service.sharedfile import SharedFile, create_shared_file
 
 MAGIC = b"CSTMGRD1"
 HEADER_BYTES = 4096
@@ -81,38 +80,17 @@ def ensure_guard_file(path: str, *, slots: int = DEFAULT_SLOTS) -> bool:
     except (OSError, struct.error):
         pass
     buckets = _geometry(slots)
-    tmp = f"{path}.new-{os.getpid()}"
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, _HEADER.pack(MAGIC, buckets, SLOTS_PER_BUCKET, os.urandom(SECRET_BYTES)).ljust(HEADER_BYTES, b"\0"))
-        # Real zeros (zero expiry means free), not a sparse file: allocating blocks on the first write
-        # to each page would otherwise happen inside claims.
-        zeros = bytes(1 << 20)
-        remaining = buckets * _BUCKET_BYTES
-        while remaining:
-            remaining -= os.write(fd, zeros[: min(remaining, len(zeros))])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    header = _HEADER.pack(MAGIC, buckets, SLOTS_PER_BUCKET, os.urandom(SECRET_BYTES)).ljust(HEADER_BYTES, b"\0")
+    create_shared_file(path, header, HEADER_BYTES + buckets * _BUCKET_BYTES, replace=True)  # zero expiry: free
     return True
 
 
-class SharedReplayGuard:
-    """The :class:`hubsim.challenge.ReplayGuard` for several processes. Open it in each process: the
-    ``flock`` only excludes other *open file descriptions*, so a descriptor inherited across ``fork``
-    would not lock against its sibling."""
+class SharedReplayGuard(SharedFile):
+    """The :class:`hubsim.challenge.ReplayGuard` for several processes; open it in each process."""
 
     def __init__(self, path: str):
-        self._fd = os.open(path, os.O_RDWR)
-        try:
-            size = os.fstat(self._fd).st_size
-            # Pre-fault the whole table so claims never take a page fault.
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            self._map = mmap.mmap(self._fd, size, flags=flags)
-        except Exception:
-            os.close(self._fd)
-            raise
+        super().__init__(path, populate=True)  # pre-faulted: claims never take a page fault
+        size = len(self._map)
         magic, buckets, per_bucket, secret = _HEADER.unpack_from(self._map, 0)
         if magic != MAGIC or per_bucket != SLOTS_PER_BUCKET or size != HEADER_BYTES + buckets * _BUCKET_BYTES:
             self.close()
@@ -131,8 +109,7 @@ class SharedReplayGuard:
         mm, mask = self._map, self._mask
         first = HEADER_BYTES + (int.from_bytes(nonce[0:4], "little") & mask) * _BUCKET_BYTES
         second = HEADER_BYTES + (int.from_bytes(nonce[4:8], "little") & mask) * _BUCKET_BYTES
-        fd = self._fd
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock()
         try:
             for base in (first, second):
                 names = base + _NAMES_OFFSET
@@ -152,7 +129,7 @@ class SharedReplayGuard:
                         return True
             raise AuthError("throttled", "too many proofs in flight; retry shortly")
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._unlock()
 
     # -- the change generation ------------------------------------------------------------------------
     # Administrative writes (CAs, revocations, disables) bump this counter after they commit to SQLite;
@@ -163,13 +140,13 @@ class SharedReplayGuard:
         return _GENERATION.unpack_from(self._map, _GENERATION_OFFSET)[0]
 
     def bump_generation(self) -> int:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._lock()
         try:
             value = _GENERATION.unpack_from(self._map, _GENERATION_OFFSET)[0] + 1
             _GENERATION.pack_into(self._map, _GENERATION_OFFSET, value)
             return value
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._unlock()
 
     def live_entries(self, now: float) -> int:
         """How many claims are still live (a full scan: for tests and diagnostics, not the hot path)."""
@@ -178,13 +155,6 @@ class SharedReplayGuard:
             count += sum(1 for e in _EXPIRIES.unpack_from(self._map, HEADER_BYTES + b * _BUCKET_BYTES) if e >= now)
         return count
 
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 __all__ = ["DEFAULT_SLOTS", "HEADER_BYTES", "MAGIC", "SECRET_BYTES", "SLOTS_PER_BUCKET", "SharedReplayGuard",

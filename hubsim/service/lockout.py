@@ -19,15 +19,15 @@ number of guessers.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import ipaddress
 import math
-import mmap
 import os
 import struct
 import time
 from dataclasses import dataclass
+
+from hubsim.service.sharedfile import SharedFile, create_shared_file
 
 
 @dataclass(frozen=True)
@@ -62,22 +62,18 @@ def address_key(peer: str | None) -> bytes:
 
 def create_lockout_file(path: str, policy: LockoutPolicy = LockoutPolicy()) -> None:
     """Written by the supervisor before workers start: an empty table."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, _HEADER.pack(_MAGIC, policy.burst, policy.drain_per_second, os.urandom(16)).ljust(_SIZE, b"\0"))
-    finally:
-        os.close(fd)
+    create_shared_file(path, _HEADER.pack(_MAGIC, policy.burst, policy.drain_per_second, os.urandom(16)), _SIZE)
 
 
-class SharedLockout:
+class SharedLockout(SharedFile):
     """The failure table in a shared file; open it in each process after fork."""
 
     def __init__(self, path: str, clock=time.monotonic):
-        self._fd = os.open(path, os.O_RDWR)
-        self._map = mmap.mmap(self._fd, _SIZE)
+        super().__init__(path, _SIZE)
         self._clock = clock
         magic, self.burst, self.drain, self._key = _HEADER.unpack_from(self._map, 0)
         if magic != _MAGIC:
+            self.close()
             raise RuntimeError(f"{path} is not a lockout table")
 
     def _find(self, key: bytes, now: float) -> tuple[int, float]:
@@ -104,29 +100,25 @@ class SharedLockout:
     def wait(self, peer: str | None) -> float:
         """Seconds before ``peer`` may try a credential again; 0.0 when it may now."""
         key = self._key_of(peer)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._lock()
         try:
             _, debt = self._find(key, self._clock())
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._unlock()
         return self._wait(debt)
 
     def fail(self, peer: str | None) -> float:
         """Count a bad credential from ``peer``; returns the seconds it must now wait (0.0: none)."""
         key = self._key_of(peer)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._lock()
         try:
             now = self._clock()
             offset, debt = self._find(key, now)
             debt += 1.0
             _ENTRY.pack_into(self._map, offset, key, debt, now)
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._unlock()
         return self._wait(debt)
-
-    def close(self) -> None:
-        self._map.close()
-        os.close(self._fd)
 
 
 __all__ = ["SETS", "WAYS", "LockoutPolicy", "SharedLockout", "address_key", "create_lockout_file"]

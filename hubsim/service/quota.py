@@ -18,14 +18,14 @@ second's quota is absorbed before refusals start -- IoT Hub likewise absorbs sho
 
 from __future__ import annotations
 
-import fcntl
 import math
 import mmap
-import os
 import re
 import struct
 import time
 from dataclasses import dataclass
+
+from hubsim.service.sharedfile import SharedFile, create_shared_file
 
 PRESETS = {
     # name: (per-unit rate, floor, maximum units)
@@ -77,26 +77,21 @@ _STATE = struct.Struct("<dddd")  # tokens, last refill (CLOCK_MONOTONIC seconds)
 
 def create_bucket_file(path: str, quota: Quota) -> None:
     """Written by the supervisor before workers start: a full bucket."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, _STATE.pack(quota.burst, time.monotonic(), quota.rate, quota.burst).ljust(mmap.PAGESIZE, b"\0"))
-    finally:
-        os.close(fd)
+    create_shared_file(path, _STATE.pack(quota.burst, time.monotonic(), quota.rate, quota.burst), mmap.PAGESIZE)
 
 
-class SharedTokenBucket:
-    """A token bucket in a shared file; open it in each process (see guard.py on ``flock`` and fork)."""
+class SharedTokenBucket(SharedFile):
+    """A token bucket in a shared file; open it in each process."""
 
     def __init__(self, path: str, clock=time.monotonic):
-        self._fd = os.open(path, os.O_RDWR)
-        self._map = mmap.mmap(self._fd, mmap.PAGESIZE)
+        super().__init__(path, mmap.PAGESIZE)
         self._clock = clock
         _, _, self.rate, self.burst = _STATE.unpack_from(self._map, 0)
 
     def take(self) -> float:
         """0.0 when a token was taken; otherwise the seconds until one will be available."""
-        fd, mm = self._fd, self._map
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        mm = self._map
+        self._lock()
         try:
             tokens, last, rate, burst = _STATE.unpack_from(mm, 0)
             now = self._clock()
@@ -107,11 +102,7 @@ class SharedTokenBucket:
             _STATE.pack_into(mm, 0, tokens, now, rate, burst)
             return (1.0 - tokens) / rate
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self._map.close()
-        os.close(self._fd)
+            self._unlock()
 
 
 def retry_after_header(wait: float) -> str:
