@@ -1,0 +1,156 @@
+"""The swarm's Locust event listeners: set-up at ``init``, the run's plan at ``test_start`` (registering
+Company-X's CA first), the master/worker messages, and a stop by other means than the shape."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from pathlib import Path
+
+import gevent
+from locust import events
+
+from devicekit.backoff import preset
+from devicekit.hubclient import HubClient, admin_token
+from loadgen import _mqtt
+from loadgen._finish import finish_local, finish_run, iso
+from loadgen._options import RUN_OPTIONS, add_arguments
+from loadgen._shapes import build_shape
+from loadgen._state import MSG_DONE, MSG_FINISH, MSG_PACE, MSG_PLAN, MSG_REPORT, current, install
+
+__all__ = []  # listeners only: importing this module registers them
+
+log = logging.getLogger("certstorm.swarm")
+
+events.init_command_line_parser.add_listener(add_arguments)
+
+_OPTION_KEYS = {"hub_url", "host", "fleet", "devices", "alg", "depth", "san", "seed", "shape", "rate", "step_rate",
+                "step_seconds", "steps", "slots", "latency_budget", "arrivals", "storm_devices", "storm_spread",
+                "backoff", "churn_devices", "churn_stay", "churn_away", "passes", "num_users", "spawn_rate",
+                "run_time", "processes", "expect_workers", "request_timeout", "results_dir",
+                "tls_ca", "tls_server_name", "tls_version", "mqtt_username", "mqtt_keepalive", "resume", "hold",
+                "source_addresses"}
+
+
+def _quit(environment, why: str) -> None:
+    log.error(why)
+    environment.process_exit_code = 2
+    gevent.spawn_later(0.1, environment.runner.quit)
+
+
+@events.init.add_listener
+def _on_init(environment, **_kw):
+    if environment.parsed_options is None:  # e.g. imported by a tool, not run by locust
+        return
+    sw = install(environment)
+    runner = environment.runner
+    # Register the message handlers first: a worker is already connected to the master while it opens or
+    # derives its fleet, and the master may send the run's plan meanwhile.
+    if sw.role == "worker":
+        runner.register_message(MSG_PLAN, lambda environment, msg, **kw: gevent.spawn(sw.start_run, msg.data))
+        runner.register_message(MSG_PACE, lambda environment, msg, **kw: sw.set_pace(**msg.data))
+        runner.register_message(MSG_FINISH, _on_finish_message, concurrent=True)
+    elif sw.role == "master":
+        runner.register_message(MSG_REPORT, _on_report)
+        runner.register_message(MSG_DONE, lambda environment, msg, **kw: sw.done_workers.add(msg.data["index"]))
+    try:
+        sw.load_fleet()
+        if _mqtt.is_mqtts(sw.target_url):
+            _mqtt.configure(sw.target_url, sw.options)
+    except (ValueError, OSError, RuntimeError, TimeoutError) as exc:
+        sw.failed_setup = str(exc)
+        _quit(environment, f"swarm set-up failed: {exc}")
+        return
+    finally:
+        sw.fleet_loaded.set()
+    gevent.spawn(_cpu_sampler)
+
+
+def _cpu_sampler():
+    while True:
+        sw = current()
+        if sw is not None and sw.recorder is not None and sw.recorder.cpu.window_start is not None \
+                and not sw.draining:
+            sw.recorder.cpu.sample()
+        gevent.sleep(1.0)
+
+
+def _on_finish_message(environment, msg, **_kw):
+    report = finish_local(current())
+    if report is not None:
+        environment.runner.send_message(MSG_REPORT, report)
+
+
+def _on_report(environment, msg, **_kw):
+    current().reports[int(msg.data["index"])] = msg.data
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kw):
+    sw = current()
+    if sw is None or sw.failed_setup:
+        return
+    if sw.role == "worker":
+        return  # workers start from the master's plan message, which arrives before any spawn message
+    o = sw.options
+    sw.reports, sw.done_workers = {}, set()
+    try:
+        if sw.hub_url is None:  # a broker configured with the fleet's CA: nothing to register
+            memory_before, ca = None, {"id": None, "action": "not registered (broker)", "seconds": 0.0}
+        else:
+            hub = HubClient(sw.hub_url, token=admin_token(o.admin_token_file))
+            memory_before = hub.memory()
+            ca = hub.ensure_ca(sw.fleet.custodian())
+    except Exception as exc:
+        sw.failed_setup = f"CA registration at {sw.hub_url} failed: {exc}"
+        _quit(environment, sw.failed_setup)
+        return
+    log.info("CA %s on %s: %s in %.3f s", (ca["id"] or "-")[:16], sw.hub_url, ca["action"], ca["seconds"])
+    sw.shape = build_shape(o)
+    if sw.role == "master":
+        runner = environment.runner
+        clients = list(runner.clients.ready) + list(runner.clients.running) + list(runner.clients.spawning)
+        sw.expected_workers = {runner.get_worker_index(c.id) for c in clients}
+        stride = max(runner.worker_index_max, 1)
+    else:
+        sw.expected_workers = {0}
+        stride = 1
+    now = time.time()
+    run_id = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{o.shape}"
+    plan = {"run_id": run_id, "t0": now, "stride": stride, "limit": sw.device_limit(),
+            "results_dir": str(Path(o.results_dir).resolve()),
+            # the web UI may have changed these since start-up; workers take the master's
+            "options": {k: getattr(o, k) for k in RUN_OPTIONS}}
+    sw.meta = {
+        "run": {"run_id": run_id, "t0": now, "started_at": iso(now), "role": sw.role, "stride": stride,
+                "workers": sorted(sw.expected_workers)},
+        "hub": {"url": sw.hub_url, "target": sw.target_url, "ca": ca},
+        "hub_memory_before": memory_before,
+        "fleet": {"path": str(sw.fleet.path), "count": sw.fleet.count, "used": plan["limit"],
+                  "alg": sw.fleet.alg, "depth": sw.fleet.depth, "derived": not o.fleet},
+        "shape": dict(sw.shape.describe(), name=o.shape),
+        "phases": sw.shape.phases(),
+        "backoff": {"preset": o.backoff, "description": preset(o.backoff).description}
+        if o.shape in ("storm", "churn") else None,
+        "options": {k: v for k, v in sorted(vars(o).items()) if k in _OPTION_KEYS},
+    }
+    if sw.role == "master":
+        sw.plan = plan
+        environment.runner.send_message(MSG_PLAN, plan)
+    else:
+        sw.start_run(plan)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment, **_kw):
+    """Runs stopped some other way than by the shape (Ctrl-C, the web UI's stop button)."""
+    sw = current()
+    if sw is None or sw.plan is None or sw.failed_setup:
+        return
+    if sw.role == "worker":
+        report = finish_local(sw)
+        if report is not None:
+            environment.runner.send_message(MSG_REPORT, report)
+    else:
+        finish_run(sw, wait=5.0)

@@ -1,0 +1,197 @@
+"""What one Locust process of the swarm knows about the run: its role, its fleet and share of devices,
+the plan the master handed out, the pace of the paced shapes, and how far the run has got.
+
+A run goes through stages, in order: ``IDLE`` (nothing started, or the last run is over), ``RUNNING``,
+``DRAINING`` (no new authentications; the ones in flight end), ``REPORTED`` (this process's report is
+built) and ``FINISHED`` (the master or a single process wrote the summary). Running out of devices
+(``done``) is separate: a storm whose devices are all admitted is done while still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from enum import IntEnum
+
+from gevent.event import Event
+from locust.runners import MasterRunner, WorkerRunner
+
+from devicekit.backoff import preset
+from devicekit.fleet import Fleet, derive_fleet
+from loadgen import _mqtt
+from loadgen._http import Authenticator
+from loadgen._partition import Partition
+from loadgen._queue import DeviceQueue
+from loadgen._recorder import Recorder
+
+__all__ = ["MSG_DONE", "MSG_FINISH", "MSG_PACE", "MSG_PLAN", "MSG_REPORT", "Stage", "Swarm", "current", "install"]
+
+log = logging.getLogger("certstorm.swarm")
+
+MSG_PLAN, MSG_PACE, MSG_FINISH = "certstorm-plan", "certstorm-pace", "certstorm-finish"
+MSG_REPORT, MSG_DONE = "certstorm-report", "certstorm-done"
+
+
+class Stage(IntEnum):
+    IDLE = 0
+    RUNNING = 1
+    DRAINING = 2
+    REPORTED = 3
+    FINISHED = 4
+
+
+class Swarm:
+    """Everything one Locust process knows about the run."""
+
+    def __init__(self, environment):
+        self.env = environment
+        self.options = environment.parsed_options
+        self.runner = environment.runner
+        self.role = ("master" if isinstance(self.runner, MasterRunner)
+                     else "worker" if isinstance(self.runner, WorkerRunner) else "local")
+        self.fleet: Fleet | None = None
+        self.limit = 0
+        self.fleet_loaded = Event()   # set once the fleet is open (or failed to open)
+        self.ready = Event()          # set once this process has taken the run's plan
+        self.failed_setup: str | None = None
+        self.plan: dict | None = None
+        self.meta: dict = {}
+        self.partition: Partition | None = None
+        self.recorder: Recorder | None = None
+        self.auth = None
+        self.shape = None
+        self.queue: DeviceQueue | None = None
+        self.backoff = preset(self.options.backoff)
+        self.rate: float | None = None
+        self.total_users = 1
+        self.phase = 0
+        self.k = 0                    # authentications this process has started (closed and paced shapes)
+        self.in_flight = 0
+        self.stage = Stage.IDLE
+        self.done = False             # out of devices
+        self.reports: dict[int, dict] = {}
+        self.done_workers: set[int] = set()
+        self.expected_workers: set[int] = set()
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    @property
+    def target_url(self) -> str:
+        return self.env.host or self.options.host or ""
+
+    @property
+    def hub_url(self) -> str | None:
+        """The hub's HTTP URL. With an ``mqtts://`` --host it serves administration only and is --hub-url,
+        or None (a broker that trusts the fleet's CA by its own configuration)."""
+        if _mqtt.is_mqtts(self.target_url):
+            return self.options.hub_url.rstrip("/") if self.options.hub_url else None
+        url = self.options.hub_url or self.env.host or self.options.host
+        if not url:
+            raise ValueError("no hub URL: give --host or --hub-url")
+        return url.rstrip("/")
+
+    @property
+    def draining(self) -> bool:
+        return self.stage >= Stage.DRAINING
+
+    def load_fleet(self) -> None:
+        o = self.options
+        if o.fleet:
+            self.fleet = Fleet.open(o.fleet)
+            self.limit = min(o.devices, self.fleet.count) if o.devices else self.fleet.count
+        else:
+            if o.devices is None:
+                o.devices = 1000
+            token = str(os.getppid() if self.role == "worker" else os.getpid())
+            self.fleet = derive_fleet(o.devices, alg=o.alg, depth=o.depth, seed=o.seed, cache_dir=o.fleet_cache,
+                                      run_token=token, log=log.info, san=o.san)
+            self.limit = self.fleet.count
+        o.storm_devices = min(o.storm_devices or self.limit, self.limit)
+        o.churn_devices = min(o.churn_devices or self.limit, self.limit)
+
+    def device_limit(self) -> int:
+        shape = self.options.shape
+        if shape == "storm":
+            return self.options.storm_devices
+        if shape == "churn":
+            return self.options.churn_devices
+        return self.limit
+
+    def start_run(self, plan: dict) -> None:
+        """Apply the master's plan (every role); called before any slot authenticates."""
+        self.fleet_loaded.wait()
+        if self.failed_setup:
+            return
+        self.plan = plan
+        for key, value in plan["options"].items():
+            setattr(self.options, key, value)
+        self.backoff = preset(self.options.backoff)
+        index = 0 if self.role == "local" else self.runner.worker_index
+        self.partition = Partition(index, plan["stride"], plan["limit"])
+        self.recorder = Recorder(self.fleet.count, plan["t0"])
+        fire = self.env.events.request.fire
+        if _mqtt.is_mqtts(self.target_url):
+            self.auth = _mqtt.MqttsAuthenticator(self.target_url, self.options, self.fleet, self.recorder, fire)
+        else:
+            self.auth = Authenticator(self.fleet, self.recorder, fire)
+        self.k = 0
+        self.in_flight = 0
+        self.stage, self.done = Stage.RUNNING, False
+        o = self.options
+        if o.shape == "storm":
+            self.queue = DeviceQueue(self.partition.devices(), plan["t0"], o.storm_spread)
+        elif o.shape == "churn":
+            self.queue = DeviceQueue(self.partition.devices(), plan["t0"], o.churn_away)
+        else:
+            self.queue = None
+        if self.partition.size == 0:
+            self.mark_done()
+        self.ready.set()
+        log.info("swarm %s: %r, shape %s, run %s", self.role, self.partition, o.shape, plan["run_id"])
+
+    # -- pacing ------------------------------------------------------------------------------------------
+    def set_pace(self, rate, users, phase) -> None:
+        self.rate, self.total_users, self.phase = rate, max(1, users), phase
+
+    def interval(self) -> float | None:
+        return self.total_users / self.rate if self.rate else None
+
+    def next_device(self):
+        """(device index, pass number) for the closed and paced shapes, or None when the passes are used up."""
+        p = self.partition
+        if p.size == 0:
+            return None
+        k = self.k
+        if self.options.passes and k >= self.options.passes * p.size:
+            self.mark_done()
+            return None
+        self.k = k + 1
+        index, pass_number = p.device(k)
+        first = self.options.first_device
+        return ((index + first) % p.limit if first else index), pass_number
+
+    def mark_done(self) -> None:
+        """Out of devices; a worker tells the master, once."""
+        if self.done:
+            return
+        self.done = True
+        if self.role == "worker":
+            self.runner.send_message(MSG_DONE, {"index": self.runner.worker_index})
+
+    def all_done(self) -> bool:
+        if self.role == "master":
+            return bool(self.expected_workers) and self.expected_workers <= self.done_workers
+        return self.done
+
+
+_CURRENT: list[Swarm | None] = [None]
+
+
+def install(environment) -> Swarm:
+    """This process's swarm, made when Locust initialises it."""
+    _CURRENT[0] = Swarm(environment)
+    return _CURRENT[0]
+
+
+def current() -> Swarm | None:
+    """This process's swarm, or None where Locust did not initialise one (a tool importing the module)."""
+    return _CURRENT[0]
