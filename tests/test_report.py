@@ -9,7 +9,8 @@ import pytest
 from browser import render, visible_problems
 from test_analysis import ramp
 
-from certstorm.capacity.report import SECTIONS, build_report
+from certstorm.capacity.report import build_report
+from certstorm.capacity.sections import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "summary.schema.json").read_text())

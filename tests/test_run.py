@@ -13,7 +13,7 @@ from browser import render, visible_problems
 from test_report import SCHEMA, strict_load
 
 from certstorm.capacity import analysis
-from certstorm.capacity.report import SECTIONS
+from certstorm.capacity.sections import SECTIONS
 from certstorm.capacity.requirements import check_requirements, parse_requirement
 
 PNG = b"\x89PNG\r\n\x1a\n"

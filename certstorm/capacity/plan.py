@@ -14,7 +14,7 @@ from pathlib import Path
 
 from certstorm.capacity import analysis
 from certstorm.capacity.planner import USL, simulate_storm
-from certstorm.capacity.report import strict
+from certstorm.capacity.summary import strict
 from devicekit.backoff import PRESETS, preset
 from hubsim.argtypes import duration, integer
 

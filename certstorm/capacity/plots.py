@@ -1,0 +1,135 @@
+"""The report's plots, one function per figure, drawn with matplotlib into ``plots/`` of the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from certstorm.capacity import analysis
+from certstorm.capacity.planner import USL
+from certstorm.capacity.summary import load
+
+__all__ = ["draw_plots"]
+
+
+def draw_plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, Path]:
+    """Every figure the run's data allows: {name: PNG path}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(exist_ok=True)
+    made: dict[str, Path] = {}
+    _timeline(summary, samples, out_dir, made)
+    _latency(summary, out_dir, made)
+    _storm(run_dir, summary, out_dir, made)
+    _scaling(summary, out_dir, made)
+    return made
+
+
+def _timeline(summary: dict, samples: list[dict], out_dir: Path, made: dict[str, Path]) -> None:
+    """Rates, CPU and p99 over time, one line per hub lifetime."""
+    import matplotlib.pyplot as plt
+
+    steps = summary["steps"]
+    segments = sorted({s["segment"] for s in samples}, key=lambda g: min(s["t"] for s in samples if s["segment"] == g))
+    if segments:
+        fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+        for g in segments:  # one line per hub lifetime: nothing is drawn across a restart
+            rows = [s for s in samples if s["segment"] == g]
+            t = [s["t"] for s in rows]
+            label = "storm" if g == "storm" else f"{rows[0]['workers']} worker(s)"
+            ax1.plot(t, [s["ok_rate"] for s in rows], label=f"admitted/s, {label}")
+            ax1.plot(t, [s["error_rate"] for s in rows], ":", label=f"refused/s, {label}")
+            ax2.plot(t, [100 * s["hub_cpu"] for s in rows], label=f"hub CPU %, {label}")
+            ax2.plot(t, [100 * s["gen_cpu"] for s in rows], "--", label=f"generator CPU %, {label}")
+        for s in steps:
+            ax1.hlines(s["target"], s["start"], s["end"], colors="grey", lw=0.8)
+            if s["p99"] is not None:
+                ax3.hlines(s["p99"], s["start"], s["end"], colors="C3", lw=2)
+        ax1.set_ylabel("authentications/s\n(grey: intended)")
+        ax1.set_ylim(bottom=0)
+        ax1.legend(loc="upper left", fontsize=7)
+        ax2.axhline(100 * analysis.CPU_LIMIT, color="grey", lw=0.8, ls=":")
+        ax2.set_ylabel("CPU % of own cores")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(loc="upper left", fontsize=7)
+        ax3.axhline(summary["slo_p99_ms"], color="red", lw=0.8, ls="--", label="SLO")
+        ax3.set_yscale("log")
+        ax3.set_ylabel("p99 per step, ms")
+        ax3.set_xlabel("seconds since the run began")
+        ax3.legend(loc="upper left", fontsize=7)
+        _save(fig, out_dir, "timeline", made)
+
+
+def _latency(summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
+    """Latency and CPU per authentication against the admitted rate."""
+    import matplotlib.pyplot as plt
+
+    steps = summary["steps"]
+    if steps:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        for w in sorted({s["workers"] for s in steps}):
+            ws = sorted((s for s in steps if s["workers"] == w and s["p99"] is not None), key=lambda s: s["achieved"])
+            x = [s["achieved"] for s in ws]
+            ax1.plot(x, [s["p99"] for s in ws], "o-", label=f"p99, {w} worker(s)")
+            ax1.plot(x, [s["p50"] for s in ws], "x:", label=f"p50, {w} worker(s)")
+            cs = sorted((s for s in steps if s["workers"] == w and s["hub_us_per_auth"]), key=lambda s: s["achieved"])
+            ax2.plot([s["achieved"] for s in cs], [s["hub_us_per_auth"] for s in cs], "o-", label=f"hub, {w} worker(s)")
+            ax2.plot([s["achieved"] for s in cs], [s["gen_us_per_auth"] for s in cs], "x:", label=f"generator, {w} w.")
+        ax1.axhline(summary["slo_p99_ms"], color="red", lw=0.8, ls="--", label="SLO")
+        ax1.set_yscale("log")
+        ax1.set_xlabel("admitted authentications/s")
+        ax1.set_ylabel("whole authentication, ms")
+        ax1.legend(fontsize=7)
+        ax2.set_xlabel("admitted authentications/s")
+        ax2.set_ylabel("CPU µs per authentication")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(fontsize=7)
+        _save(fig, out_dir, "latency", made)
+
+
+def _storm(run_dir: Path, summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
+    """The storm's admissions over time, measured beside simulated."""
+    import matplotlib.pyplot as plt
+
+    storm = summary.get("storm")
+    if storm:
+        curve = np.array(load(run_dir / "raw" / "storm.json", {}).get("curve", []), dtype=float)
+        fig, ax = plt.subplots(figsize=(9, 4))
+        if curve.size:
+            ax.plot(curve[:, 0], curve[:, 1], label="measured")
+        if storm.get("predicted") and storm["predicted"]["curve"]:
+            p = np.array(storm["predicted"]["curve"], dtype=float)
+            ax.plot(p[:, 0], p[:, 1], "--", label="simulated from the quota and the measured attempt rate")
+        ax.axhline(storm["devices"], color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("seconds since the outage ended")
+        ax.set_ylabel("devices admitted")
+        ax.legend()
+        _save(fig, out_dir, "storm", made)
+
+
+def _scaling(summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
+    """Hub-limited knees by worker count with the USL fit."""
+    import matplotlib.pyplot as plt
+
+    sc = summary["scaling"]
+    if sc["usl"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        n = sorted(int(k) for k in sc["points"])
+        ax.plot(n, [sc["points"][str(k)] for k in n], "o", label="hub-limited knee")
+        grid = np.linspace(1, max(n) * 2, 50)
+        ax.plot(grid, USL(**sc["usl"]).throughput(grid), "-", label="USL fit")
+        ax.set_xlabel("hub workers")
+        ax.set_ylabel("authentications/s")
+        ax.legend()
+        _save(fig, out_dir, "scaling", made)
+
+
+def _save(fig, out_dir: Path, name: str, made: dict[str, Path]) -> None:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    made[name] = out_dir / f"{name}.png"
+    fig.savefig(made[name], dpi=80)
+    plt.close(fig)
