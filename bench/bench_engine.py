@@ -37,6 +37,7 @@ def _stream(seed: bytes):
         while len(out) < n:
             out += hashlib.sha256(seed + next(counter).to_bytes(8, "big")).digest()
         return out[:n]
+
     return random
 
 
@@ -57,8 +58,9 @@ def _fleet(tmp_path_factory, depth: int = 2, alg: str = "p256"):
     key = (depth, alg)
     if key not in _FLEETS:
         count = 40 if alg == "rsa2048" else 4 * ROUNDS + 10
-        _FLEETS[key] = generate_fleet(tmp_path_factory.mktemp(f"fleet-{depth}-{alg}"), count, depth=depth, alg=alg,
-                                      progress=False)
+        _FLEETS[key] = generate_fleet(
+            tmp_path_factory.mktemp(f"fleet-{depth}-{alg}"), count, depth=depth, alg=alg, progress=False
+        )
     return _FLEETS[key]
 
 
@@ -130,6 +132,7 @@ class Twins:
             proof = ident.sign(challenge.token)
             self.shadow.complete(challenge.token, proof)
             return (chain, challenge.token, proof), {}
+
         return setup
 
     def authenticate(self, chain, token, proof):
@@ -238,8 +241,10 @@ def test_cold_chain_validation(benchmark, calibration, tmp_path_factory, depth):
 def test_challenge_seal_and_open(benchmark, calibration):
     """Sealing a challenge token and checking it again (what a proof at another process costs first)."""
     from hubsim import challenge as tokens
-    token = tokens.Token(NOW + 30, os.urandom(16), os.urandom(32), (os.urandom(32),) * 3, "device-000001",
-                         os.urandom(91))
+
+    token = tokens.Token(
+        NOW + 30, os.urandom(16), os.urandom(32), (os.urandom(32),) * 3, "device-000001", os.urandom(91)
+    )
     key = b"k" * 32
 
     def seal_and_open():
@@ -253,6 +258,7 @@ def test_ca_registration_with_proof_of_possession(benchmark, calibration, fleet)
     """Register a CA and verify it with a verification certificate, as the API does."""
     company = fleet.custodian()
     der = company.certificate.public_bytes(Encoding.DER)
+
     def fresh():
         return AuthEngine(secret=b"s" * 32, clock=lambda: NOW, random=_stream(b"ca"))
 

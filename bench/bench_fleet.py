@@ -67,8 +67,7 @@ def test_fleet_per_device(benchmark, calibration, seeded):
     def setup():
         floors.append(_floor_batch(DEVICES))
 
-    benchmark.pedantic(maker.records, args=(0, DEVICES), setup=setup, rounds=ROUNDS, iterations=1,
-                       warmup_rounds=1)
+    benchmark.pedantic(maker.records, args=(0, DEVICES), setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     if benchmark.stats is None:  # --benchmark-disable: the code ran once, nothing was timed
         return
     calibration.record(benchmark, per=DEVICES)
@@ -83,5 +82,7 @@ def test_fleet_per_device(benchmark, calibration, seeded):
         target=0.85,
         seeded=seeded,
     )
-    print(f"\n{'seeded' if seeded else 'random'}: floor {floor * 1e6:.1f} us, per device "
-          f"{per_device * 1e6:.1f} us, efficiency {floor / per_device:.3f}")
+    print(
+        f"\n{'seeded' if seeded else 'random'}: floor {floor * 1e6:.1f} us, per device "
+        f"{per_device * 1e6:.1f} us, efficiency {floor / per_device:.3f}"
+    )

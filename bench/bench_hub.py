@@ -64,23 +64,30 @@ class SanDevice:
         issuer = fleet.issuer_certificate
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = f"san-device-{index:06d}"
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(issuer.subject).public_key(self.key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(issuer.not_valid_before_utc).not_valid_after(issuer.not_valid_after_utc)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"{name}.devices.example.com"),
-                                                            x509.UniformResourceIdentifier(f"urn:dev:{name}")]),
-                               critical=False)
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                               critical=False)
-                .sign(issuer_key, hashes.SHA256()))
-        self._pem = cert.public_bytes(Encoding.PEM) + b"".join(c.public_bytes(Encoding.PEM)
-                                                               for c in fleet.intermediates)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer.subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(issuer.not_valid_before_utc)
+            .not_valid_after(issuer.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(f"{name}.devices.example.com"), x509.UniformResourceIdentifier(f"urn:dev:{name}")]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+            .sign(issuer_key, hashes.SHA256())
+        )
+        self._pem = cert.public_bytes(Encoding.PEM) + b"".join(
+            c.public_bytes(Encoding.PEM) for c in fleet.intermediates
+        )
 
     def chain_pem(self) -> bytes:
         return self._pem
@@ -102,11 +109,15 @@ def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn,
     elif shape == "per-device-san":
         issuer_key = fleet.custodian_key(fleet.issuer_certificate.subject.rfc4514_string()[3:])
         identities = [SanDevice(fleet, issuer_key, i) for i in range(count)]
-        authenticate_all(hub.host, hub.port, identities[:1])  # first sight of this shape: no different from any other device
+        authenticate_all(
+            hub.host, hub.port, identities[:1]
+        )  # first sight of this shape: no different from any other device
         identities = identities[1:] + [SanDevice(fleet, issuer_key, count)]
     else:
         identities = [fleet.identity(i) for i in range(1, 1 + count)]
-        authenticate_all(hub.host, hub.port, identities)  # admitted once (some already were), so every timed one is a reconnect
+        authenticate_all(
+            hub.host, hub.port, identities
+        )  # admitted once (some already were), so every timed one is a reconnect
     hub_core = CORES[0] if CORES is not None else None
     floors = [raw_verify_on_core(hub_core)]
 
@@ -120,11 +131,20 @@ def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn,
     per_auth = spent / count
     verify = sum(floors) / 2  # before and after, on the hub's core
     floor = 2 * verify
-    benchmark.extra_info.update(shape=shape, hub_cpu_us_per_auth=round(per_auth * 1e6, 1),
-                                floor_us=round(floor * 1e6, 1), floor_multiple=round(per_auth / floor, 3),
-                                authentications=count, hub_core_verify_us=[round(f * 1e6, 1) for f in floors],
-                                operations_per_round=count, cpu_seconds_per_operation=per_auth,
-                                cpu_verify_seconds=verify,
-                                verifies=round(per_auth / verify, 4), verifies_min=round(per_auth / verify, 4))
-    print(f"\nhub CPU per authentication ({shape}): {per_auth * 1e6:.0f} µs = {per_auth / floor:.2f}x the "
-          f"two-verify floor measured on the hub's core ({floor * 1e6:.0f} µs)")
+    benchmark.extra_info.update(
+        shape=shape,
+        hub_cpu_us_per_auth=round(per_auth * 1e6, 1),
+        floor_us=round(floor * 1e6, 1),
+        floor_multiple=round(per_auth / floor, 3),
+        authentications=count,
+        hub_core_verify_us=[round(f * 1e6, 1) for f in floors],
+        operations_per_round=count,
+        cpu_seconds_per_operation=per_auth,
+        cpu_verify_seconds=verify,
+        verifies=round(per_auth / verify, 4),
+        verifies_min=round(per_auth / verify, 4),
+    )
+    print(
+        f"\nhub CPU per authentication ({shape}): {per_auth * 1e6:.0f} µs = {per_auth / floor:.2f}x the "
+        f"two-verify floor measured on the hub's core ({floor * 1e6:.0f} µs)"
+    )

@@ -78,9 +78,13 @@ class HubMeter(threading.Thread):
 
     def cache_results(self) -> dict[str, float]:
         """certstorm_chain_cache_total by result (hit: warm first sight, reconnect: the device cache, miss)."""
-        return {sample.labels["result"]: sample.value
-                for family in text_string_to_metric_families(self.scrape()) if family.name == "certstorm_chain_cache"
-                for sample in family.samples if sample.name == "certstorm_chain_cache_total"}
+        return {
+            sample.labels["result"]: sample.value
+            for family in text_string_to_metric_families(self.scrape())
+            if family.name == "certstorm_chain_cache"
+            for sample in family.samples
+            if sample.name == "certstorm_chain_cache_total"
+        }
 
     def run(self):
         while not self._done.is_set():
@@ -105,34 +109,75 @@ class HubMeter(threading.Thread):
 def run_swarm(hub, fleet_dir: Path, out: Path) -> dict:
     """One closed-shape pass of the swarm over the fleet; its summary."""
     out.mkdir(parents=True, exist_ok=True)
-    proc = start_swarm(["--host", hub.url, "--fleet", str(fleet_dir), "--passes", "1", "-u", str(SLOTS),
-                        "-r", str(SLOTS), "-t", f"{RUN_TIMEOUT}s", "--admin-token-file", hub.admin_token_path,
-                        "--results-dir", str(out)], out / "locust.log")
+    proc = start_swarm(
+        [
+            "--host",
+            hub.url,
+            "--fleet",
+            str(fleet_dir),
+            "--passes",
+            "1",
+            "-u",
+            str(SLOTS),
+            "-r",
+            str(SLOTS),
+            "-t",
+            f"{RUN_TIMEOUT}s",
+            "--admin-token-file",
+            hub.admin_token_path,
+            "--results-dir",
+            str(out),
+        ],
+        out / "locust.log",
+    )
     try:
         proc.wait(RUN_TIMEOUT + 30)
     finally:
         stop_swarm(proc)
     summary = newest_summary(out)
     assert summary is not None, f"the swarm wrote no summary; see {out / 'locust.log'}"
-    return {"admitted": summary["authentications"]["admitted"],
-            "first_connection": summary["authentications"]["first_connection"],
-            "failed": summary["authentications"]["failures_by_code"]}
+    return {
+        "admitted": summary["authentications"]["admitted"],
+        "first_connection": summary["authentications"]["first_connection"],
+        "failed": summary["authentications"]["failures_by_code"],
+    }
 
 
 def run_generic(hub, fleet_dir: Path, devices: int) -> dict:
     """bench/generic_client.py over the fleet's devices in a process of its own (on this process's core)."""
     register_and_prove(hub, Fleet.open(fleet_dir).custodian())
-    done = subprocess.run([sys.executable, "-m", "bench.generic_client", "--url", hub.url, "--fleet", str(fleet_dir),
-                           "--stop", str(devices), "--concurrency", str(SLOTS)],
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.generic_client",
+            "--url",
+            hub.url,
+            "--fleet",
+            str(fleet_dir),
+            "--stop",
+            str(devices),
+            "--concurrency",
+            str(SLOTS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert done.stdout.strip(), f"the generic client printed nothing: {done.stderr[-2000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def one_round(hub, case: str, devices: int, workdir: Path) -> dict:
     """Make this round's fleet, run the case against the hub, and measure it beside the floor."""
-    fleet = generate_fleet(workdir / "fleet", devices, san="both" if case == "per-device-san" else None,
-                           progress=False, prefix=f"{case}-{workdir.name}-")  # device ids new to the hub
+    fleet = generate_fleet(
+        workdir / "fleet",
+        devices,
+        san="both" if case == "per-device-san" else None,
+        progress=False,
+        prefix=f"{case}-{workdir.name}-",
+    )  # device ids new to the hub
     fleet_dir = fleet.path
     if case == "reconnect":  # admit every device once, unmeasured: the measured run is all reconnects
         first = run_swarm(hub, fleet_dir, workdir / "first-pass")
@@ -159,8 +204,11 @@ def one_round(hub, case: str, devices: int, workdir: Path) -> dict:
     # path after the first sight of the fleet's intermediates (one miss).
     path = "reconnect" if case == "reconnect" else "hit"
     assert cache.get(path, 0) >= devices - 1, f"{case}: {cache} over {devices} devices"
-    return {"window": meter.window(devices), "verify": (floor_before + floor_after) / 2,
-            "verifies_on_hub_core": [floor_before, floor_after]}
+    return {
+        "window": meter.window(devices),
+        "verify": (floor_before + floor_after) / 2,
+        "verifies_on_hub_core": [floor_before, floor_after],
+    }
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -185,18 +233,30 @@ def test_hub_cpu_at_saturation(benchmark, pinned_hub, tmp_path, case):
     verify = measured[best]["verify"]
     _BEST[case] = per_auth[best]
     busy = [r["window"]["cpu"] / r["window"]["seconds"] for r in measured]
-    info = dict(shape=case, slots=SLOTS, devices_per_round=devices, rounds=len(measured),
-                hub_cpu_us_per_auth=round(per_auth[best] * 1e6, 1), floor_us=round(2 * verify * 1e6, 1),
-                floor_multiple=round(multiples[best], 3), floor_multiples=[round(m, 3) for m in multiples],
-                target_floor_multiple=TARGETS[case], hub_core_busy=[round(b, 3) for b in busy],
-                admitted_per_second=[round(r["window"]["admitted"] / r["window"]["seconds"]) for r in measured],
-                operations_per_round=devices, cpu_seconds_per_operation=per_auth[best], cpu_verify_seconds=verify,
-                verifies=round(statistics.median(p / r["verify"] for p, r in zip(per_auth, measured)), 4),
-                verifies_min=round(per_auth[best] / verify, 4))
-    line = (f"\n{case:>15}: {per_auth[best] * 1e6:6.0f} µs of hub CPU per authentication = {multiples[best]:.2f}x "
-            f"the two-verify floor ({2 * verify * 1e6:.0f} µs on the hub's core; target <= {TARGETS[case]}x); "
-            f"rounds {', '.join(f'{m:.2f}x' for m in multiples)}; hub core busy "
-            f"{', '.join(f'{b:.0%}' for b in busy)}")
+    info = dict(
+        shape=case,
+        slots=SLOTS,
+        devices_per_round=devices,
+        rounds=len(measured),
+        hub_cpu_us_per_auth=round(per_auth[best] * 1e6, 1),
+        floor_us=round(2 * verify * 1e6, 1),
+        floor_multiple=round(multiples[best], 3),
+        floor_multiples=[round(m, 3) for m in multiples],
+        target_floor_multiple=TARGETS[case],
+        hub_core_busy=[round(b, 3) for b in busy],
+        admitted_per_second=[round(r["window"]["admitted"] / r["window"]["seconds"]) for r in measured],
+        operations_per_round=devices,
+        cpu_seconds_per_operation=per_auth[best],
+        cpu_verify_seconds=verify,
+        verifies=round(statistics.median(p / r["verify"] for p, r in zip(per_auth, measured)), 4),
+        verifies_min=round(per_auth[best] / verify, 4),
+    )
+    line = (
+        f"\n{case:>15}: {per_auth[best] * 1e6:6.0f} µs of hub CPU per authentication = {multiples[best]:.2f}x "
+        f"the two-verify floor ({2 * verify * 1e6:.0f} µs on the hub's core; target <= {TARGETS[case]}x); "
+        f"rounds {', '.join(f'{m:.2f}x' for m in multiples)}; hub core busy "
+        f"{', '.join(f'{b:.0%}' for b in busy)}"
+    )
     if case == "aiohttp" and "cn-only" in _BEST:
         ratio = per_auth[best] / _BEST["cn-only"]
         info.update(generic_over_swarm=round(ratio, 3), target_generic_over_swarm=GENERIC_OVER_SWARM)

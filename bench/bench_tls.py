@@ -31,8 +31,8 @@ from devicekit.fleet import generate_fleet
 from devicekit.hubclient import HubClient
 from devicekit.mqtts import MqttsClient, MqttsTarget
 
-COUNT = 400        # admissions per case
-CLIENTS = 4        # concurrent clients: enough to keep one server core busy
+COUNT = 400  # admissions per case
+CLIENTS = 4  # concurrent clients: enough to keep one server core busy
 CORES = bench_cores()
 
 
@@ -54,6 +54,7 @@ def _connect_all(client: MqttsClient, identities, sessions=None) -> list:
             connection = client.connect(ident.device_id, ident.chain_der(), ident.private_key, session=sessions[i])
             out[i] = connection.session()
             connection.close()
+
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(run, [range(k, len(identities), CLIENTS) for k in range(CLIENTS)]))
     return out
@@ -66,7 +67,7 @@ class Cases:
     to it in the proportions of their CPU."""
 
     def __init__(self):
-        self.spent: dict[str, tuple[float, float]] = {}   # case -> (server, generator) CPU seconds
+        self.spent: dict[str, tuple[float, float]] = {}  # case -> (server, generator) CPU seconds
         self.verifies: list[float] = []
         self.core = CORES[0] if CORES is not None else None
 
@@ -79,30 +80,38 @@ class Cases:
 
     def rows(self) -> tuple[float, dict[str, dict]]:
         floor = 2 * statistics.median(self.verifies)
-        return floor, {name: {"server_cpu_us": round(server / COUNT * 1e6, 1),
-                              "floor_multiple": round(server / COUNT / floor, 3),
-                              "generator_cpu_us": round(generator / COUNT * 1e6, 1)}
-                       for name, (server, generator) in self.spent.items()}
+        return floor, {
+            name: {
+                "server_cpu_us": round(server / COUNT * 1e6, 1),
+                "floor_multiple": round(server / COUNT / floor, 3),
+                "generator_cpu_us": round(generator / COUNT * 1e6, 1),
+            }
+            for name, (server, generator) in self.spent.items()
+        }
 
 
 def test_server_cpu_per_admission_by_transport(benchmark, tmp_path):
     fleet = generate_fleet(tmp_path / "fleet", 3 * COUNT + 3, progress=False)
     ids = [fleet.identity(i) for i in range(3 * COUNT + 3)]
     warm = [ids[0], ids[1], ids[2]]
-    http_ids, tls_ids, full_ids = ids[3:3 + COUNT], ids[3 + COUNT:3 + 2 * COUNT], ids[3 + 2 * COUNT:]
+    http_ids, tls_ids, full_ids = ids[3 : 3 + COUNT], ids[3 + COUNT : 3 + 2 * COUNT], ids[3 + 2 * COUNT :]
     cases = Cases()
 
     def run():
         for mode in ("cached", "full"):
-            with HubProcess(tmp_path / f"hub-{mode}.db", workers=1,
-                            args=("--mqtts-port", "0", "--mqtts-validation", mode)) as hub:
+            with HubProcess(
+                tmp_path / f"hub-{mode}.db", workers=1, args=("--mqtts-port", "0", "--mqtts-validation", mode)
+            ) as hub:
                 pids = hub.healthz()["workers"]
                 _pin([hub.proc.pid, *pids])
                 HubClient(hub.url, token=hub.admin_token()).ensure_ca(fleet.custodian())
                 if mode == "cached":
                     authenticate_all(hub.host, hub.port, warm[:1], connections=1)
-                    cases.measure("http two-step (cached)", pids,
-                                  lambda: authenticate_all(hub.host, hub.port, http_ids, connections=CLIENTS))
+                    cases.measure(
+                        "http two-step (cached)",
+                        pids,
+                        lambda: authenticate_all(hub.host, hub.port, http_ids, connections=CLIENTS),
+                    )
                     client = MqttsClient(MqttsTarget.from_url(hub.mqtts_url, ca_file=hub.tls_ca))
                     _connect_all(client, warm[1:2])
                     sessions = []
@@ -133,14 +142,25 @@ def test_server_cpu_per_admission_by_transport(benchmark, tmp_path):
     verifies = round(rows["hub mTLS cached"]["server_cpu_us"] / (floor * 1e6 / 2), 4)
     benchmark.extra_info.update(verifies=verifies, verifies_min=verifies)
     generator = rows["hub mTLS cached"]["generator_cpu_us"]
-    benchmark.extra_info.update(cases=rows, ratios=ratios, admissions_per_case=COUNT, floor_us=round(floor * 1e6, 1),
-                                floor_verifies_us=[round(v * 1e6, 1) for v in cases.verifies],
-                                generator_admissions_per_core_second=round(1e6 / generator) if generator else None)
-    print(f"\nserver CPU per admitted device, {COUNT} devices per case, one server core; two-verify floor "
-          f"{floor * 1e6:.0f} µs (median of {len(cases.verifies)} verifies on that core, "
-          f"{min(cases.verifies) * 1e6:.0f}-{max(cases.verifies) * 1e6:.0f} µs each):")
+    benchmark.extra_info.update(
+        cases=rows,
+        ratios=ratios,
+        admissions_per_case=COUNT,
+        floor_us=round(floor * 1e6, 1),
+        floor_verifies_us=[round(v * 1e6, 1) for v in cases.verifies],
+        generator_admissions_per_core_second=round(1e6 / generator) if generator else None,
+    )
+    print(
+        f"\nserver CPU per admitted device, {COUNT} devices per case, one server core; two-verify floor "
+        f"{floor * 1e6:.0f} µs (median of {len(cases.verifies)} verifies on that core, "
+        f"{min(cases.verifies) * 1e6:.0f}-{max(cases.verifies) * 1e6:.0f} µs each):"
+    )
     for name, row in rows.items():
-        print(f"  {name:24s} {row['server_cpu_us']:8.0f} µs  = {row['floor_multiple']:5.2f}x the floor   "
-              f"generator {row['generator_cpu_us']:.0f} µs")
-    print(f"  ratios: {ratios}; generator: {benchmark.extra_info['generator_admissions_per_core_second']} "
-          f"mTLS admissions per core-second (cached case)")
+        print(
+            f"  {name:24s} {row['server_cpu_us']:8.0f} µs  = {row['floor_multiple']:5.2f}x the floor   "
+            f"generator {row['generator_cpu_us']:.0f} µs"
+        )
+    print(
+        f"  ratios: {ratios}; generator: {benchmark.extra_info['generator_admissions_per_core_second']} "
+        f"mTLS admissions per core-second (cached case)"
+    )

@@ -15,13 +15,18 @@ from devicekit.httpclient import Connection, challenge_of, first_connection_of
 
 
 def _reply(body: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Server-Timing: chain;dur=0.231, pop;dur=0.000\r\nDate: Mon, 30 Nov 2026 15:00:00 GMT\r\n\r\n%s"
-            % (len(body), body))
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Server-Timing: chain;dur=0.231, pop;dur=0.000\r\nDate: Mon, 30 Nov 2026 15:00:00 GMT\r\n\r\n%s"
+        % (len(body), body)
+    )
 
 
-CHALLENGE = _reply(b'{"device_id":"device-0000012","challenge":"' + base64.b64encode(os.urandom(250))
-                   + b'","expires_at":1790000000.123}')
+CHALLENGE = _reply(
+    b'{"device_id":"device-0000012","challenge":"'
+    + base64.b64encode(os.urandom(250))
+    + b'","expires_at":1790000000.123}'
+)
 PROOF = _reply(b'{"device_id":"device-0000012","ca":"' + b"ab" * 32 + b'","first_connection":true}')
 
 

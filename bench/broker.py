@@ -21,7 +21,8 @@ INSTALL_HINT = "install Mosquitto: apt-get install mosquitto mosquitto-clients (
 
 def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
+    )
 
 
 def _free_port() -> int:
@@ -50,21 +51,25 @@ class Mosquitto:
         self.url = f"mqtts://127.0.0.1:{self.port}"
         self.log = self.dir / "mosquitto.log"
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text("\n".join([
-            "per_listener_settings false",
-            "persistence false",
-            "user root" if os.geteuid() == 0 else "",  # as root it would switch to a user that cannot read here
-            f"log_dest file {self.log}",
-            "log_type error",
-            "log_type warning",
-            f"listener {self.port} 127.0.0.1",
-            f"cafile {self.cafile}",
-            f"certfile {files.cert}",
-            f"keyfile {files.key}",
-            "require_certificate true",
-            "use_identity_as_username true",
-            "",
-        ]))
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "per_listener_settings false",
+                    "persistence false",
+                    "user root" if os.geteuid() == 0 else "",  # as root it would switch to a user that cannot read here
+                    f"log_dest file {self.log}",
+                    "log_type error",
+                    "log_type warning",
+                    f"listener {self.port} 127.0.0.1",
+                    f"cafile {self.cafile}",
+                    f"certfile {files.cert}",
+                    f"keyfile {files.key}",
+                    "require_certificate true",
+                    "use_identity_as_username true",
+                    "",
+                ]
+            )
+        )
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -72,8 +77,12 @@ class Mosquitto:
         return self.proc.pid if self.proc else 0
 
     def start(self, timeout: float = 15.0) -> "Mosquitto":
-        self.proc = subprocess.Popen([*self.prefix, self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "mosquitto.stderr", "wb"), stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [*self.prefix, self.binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "mosquitto.stderr", "wb"),
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

@@ -31,8 +31,10 @@ def load(path: str | Path) -> dict[str, float]:
     for bench in data.get("benchmarks", []):
         cost = bench.get("extra_info", {}).get(KEY)
         if cost is None:
-            raise Uncalibrated(f"{path}: {bench.get('fullname', '?')} has no extra_info['{KEY}'] (was the "
-                               f"run made with --benchmark-disable, or without the calibration fixture?)")
+            raise Uncalibrated(
+                f"{path}: {bench.get('fullname', '?')} has no extra_info['{KEY}'] (was the "
+                f"run made with --benchmark-disable, or without the calibration fixture?)"
+            )
         out[bench["fullname"]] = float(cost)
     return out
 
@@ -68,8 +70,10 @@ def render(rows: list[tuple], threshold: float) -> str:
         return "-" if x is None else f"{x:.3f}"
 
     width = max([len(r[0].split("::", 1)[-1]) for r in rows] + [9])
-    lines = [f"{'benchmark':<{width}}  {'baseline':>9}  {'current':>9}  {'change':>8}  status   (cost in raw verifies)",
-             "-" * (width + 50)]
+    lines = [
+        f"{'benchmark':<{width}}  {'baseline':>9}  {'current':>9}  {'change':>8}  status   (cost in raw verifies)",
+        "-" * (width + 50),
+    ]
     for name, base, cur, change, status in rows:
         ch = "-" if change is None else f"{change:+.1%}"
         lines.append(f"{name.split('::', 1)[-1]:<{width}}  {num(base):>9}  {num(cur):>9}  {ch:>8}  {status}")

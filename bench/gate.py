@@ -36,8 +36,18 @@ def run_benchmarks(names: list[str]) -> dict[str, float]:
     """Time ``names`` once in a fresh pytest process; their costs in raw verifies."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run.json"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *names, "--benchmark-only",
-               f"--benchmark-json={out}", "--benchmark-columns=min,rounds"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *names,
+            "--benchmark-only",
+            f"--benchmark-json={out}",
+            "--benchmark-columns=min,rounds",
+        ]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
@@ -55,9 +65,14 @@ def best_of(baseline: dict[str, float], limit: float, attempts: int, runner=None
             if name in pending:
                 best[name] = min(cost, best.get(name, cost))
         pending = [n for n in GATED if n not in best or best[n] > limit * baseline[n]]
-        print(f"gate: attempt {attempt}: " + ", ".join(f"{n.split('::')[-1]} {best[n] / baseline[n]:.2f}x"
-                                                       if n in best else f"{n.split('::')[-1]} did not run"
-                                                       for n in GATED), flush=True)
+        print(
+            f"gate: attempt {attempt}: "
+            + ", ".join(
+                f"{n.split('::')[-1]} {best[n] / baseline[n]:.2f}x" if n in best else f"{n.split('::')[-1]} did not run"
+                for n in GATED
+            ),
+            flush=True,
+        )
         if not pending:
             break
     return best
@@ -87,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, _ = compare.compare(baseline, best, args.limit - 1)
     print(compare.render(rows, args.limit - 1))
     failed = [n for n in GATED if n not in best or best[n] > args.limit * baseline[n]]
-    print(f"gate: {'FAILED' if failed else 'ok'}: best of at most {args.attempts} runs, "
-          f"limit {args.limit:g}x the baseline cost")
+    print(
+        f"gate: {'FAILED' if failed else 'ok'}: best of at most {args.attempts} runs, "
+        f"limit {args.limit:g}x the baseline cost"
+    )
     return 1 if failed else 0
 
 

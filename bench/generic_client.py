@@ -43,8 +43,9 @@ async def authenticate_range(url: str, fleet: Fleet, indices, concurrency: int) 
             if issued is None:
                 continue
             signature = ident.sign(base64.b64decode(issued["challenge"]))
-            proof = json.dumps({"challenge": issued["challenge"],
-                                "signature": base64.b64encode(signature).decode()}).encode()
+            proof = json.dumps(
+                {"challenge": issued["challenge"], "signature": base64.b64encode(signature).decode()}
+            ).encode()
             admitted = await post(session, "/devices/proof", proof, "application/json")
             if admitted is not None:
                 outcome["admitted"] += 1
@@ -61,8 +62,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fleet", required=True, metavar="DIR", help="a fleet made by certstorm fleet")
     parser.add_argument("--start", type=integer(0), default=0, metavar="I", help="first device index (default 0)")
     parser.add_argument("--stop", type=integer(1), required=True, metavar="J", help="one past the last device index")
-    parser.add_argument("--concurrency", type=integer(1), default=40, metavar="N",
-                        help="devices in flight at once (default 40)")
+    parser.add_argument(
+        "--concurrency", type=integer(1), default=40, metavar="N", help="devices in flight at once (default 40)"
+    )
     args = parser.parse_args(argv)
     try:
         fleet = Fleet.open(args.fleet)
@@ -71,8 +73,9 @@ def main(argv=None) -> int:
     if not args.start < args.stop <= len(fleet):
         parser.error(f"argument --stop: must be above --start and at most the fleet's {len(fleet)} devices")
     started = time.perf_counter()
-    outcome = asyncio.run(authenticate_range(args.url.rstrip("/"), fleet, range(args.start, args.stop),
-                                             args.concurrency))
+    outcome = asyncio.run(
+        authenticate_range(args.url.rstrip("/"), fleet, range(args.start, args.stop), args.concurrency)
+    )
     outcome["seconds"] = round(time.perf_counter() - started, 3)
     print(json.dumps(outcome))
     return 0 if not outcome["failed"] else 1

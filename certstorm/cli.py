@@ -24,19 +24,39 @@ EPILOG = """examples:
 
 # name: (module, function that adds the arguments or None, command function, help)
 COMMANDS = {
-    "run": ("certstorm.capacity.run", "add_run_arguments", "run_command",
-            "the main job: hub + swarm through step and storm shapes, then the report"),
+    "run": (
+        "certstorm.capacity.run",
+        "add_run_arguments",
+        "run_command",
+        "the main job: hub + swarm through step and storm shapes, then the report",
+    ),
     "report": ("certstorm.capacity.report", None, "report_command", "rebuild a run's report from its raw data"),
-    "plan": ("certstorm.capacity.plan", "add_plan_arguments", "plan_command",
-             "answer a sizing question from stored measurements"),
-    "hub": ("hubsim.service", "add_hub_arguments", "hub_command",
-            "run the hub simulator service (aiohttp + uvloop, several processes)"),
+    "plan": (
+        "certstorm.capacity.plan",
+        "add_plan_arguments",
+        "plan_command",
+        "answer a sizing question from stored measurements",
+    ),
+    "hub": (
+        "hubsim.service",
+        "add_hub_arguments",
+        "hub_command",
+        "run the hub simulator service (aiohttp + uvloop, several processes)",
+    ),
     "fleet": ("certstorm.fleet", "add_fleet_arguments", "fleet_command", "make a fleet of device identities on disk"),
-    "swarm": ("certstorm.swarm", None, "swarm_command",
-              "run the device swarm: Locust with the installed swarm as its locustfile; every other argument "
-              "goes to Locust ('certstorm swarm --help' lists Locust's options and the swarm's)"),
-    "demo": ("certstorm.demo", "add_demo_arguments", "demo_command",
-             "authenticate a fleet in-process against the engine and compare with the crypto floor"),
+    "swarm": (
+        "certstorm.swarm",
+        None,
+        "swarm_command",
+        "run the device swarm: Locust with the installed swarm as its locustfile; every other argument "
+        "goes to Locust ('certstorm swarm --help' lists Locust's options and the swarm's)",
+    ),
+    "demo": (
+        "certstorm.demo",
+        "add_demo_arguments",
+        "demo_command",
+        "authenticate a fleet in-process against the engine and compare with the crypto floor",
+    ),
 }
 
 
@@ -48,15 +68,17 @@ def _command(name: str):
 
 def _run_folder(text: str) -> str:
     if not Path(text, "raw").is_dir():
-        raise argparse.ArgumentTypeError(f"{text} has no raw/ folder: name a run folder that 'certstorm run' "
-                                         "wrote, e.g. results/latest")
+        raise argparse.ArgumentTypeError(
+            f"{text} has no raw/ folder: name a run folder that 'certstorm run' wrote, e.g. results/latest"
+        )
     return text
 
 
 def build_parser(argv: list[str]) -> OneLineErrors:
     """The parser, with the arguments of the subcommand ``argv`` names (only its module is imported)."""
-    parser = OneLineErrors(prog="certstorm", description=DESCRIPTION, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrors(
+        prog="certstorm", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, (module, add, _, text) in COMMANDS.items():
@@ -77,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.error(f"a command is required, one of: {', '.join(COMMANDS)}")
     return _command(args.command)(args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

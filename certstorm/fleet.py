@@ -15,24 +15,49 @@ __all__ = ["add_fleet_arguments", "fleet_command"]
 
 
 def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=integer(1), required=True, metavar="N",
-                        help="number of device identities, at least 1")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="fleet directory to write; it must be empty or missing unless --force")
-    parser.add_argument("--force", action="store_true",
-                        help="write into DIR even when it holds a fleet or other files (an old fleet is replaced)")
-    parser.add_argument("--depth", type=integer(0, MAX_DEPTH), default=2, metavar="K",
-                        help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)")
-    parser.add_argument("--alg", choices=ALGORITHMS, default="p256", metavar="ALG",
-                        help="device key algorithm: %(choices)s (default p256)")
-    parser.add_argument("--san", choices=SAN_KINDS, default=None, metavar="KIND",
-                        help="give each device a SubjectAlternativeName with its own DNS name "
-                             f"(<id>{SAN_DNS_SUFFIX}), URI ({SAN_URI_PREFIX}<id>) or both: %(choices)s "
-                             "(default: none, the device id is only the CN)")
-    parser.add_argument("--seed", default=None, metavar="S",
-                        help="make the fleet reproducible from this text (not with --alg rsa2048)")
-    parser.add_argument("--workers", type=integer(1), default=None, metavar="W",
-                        help="processes, at least 1 (default: all CPUs)")
+    parser.add_argument(
+        "--devices", type=integer(1), required=True, metavar="N", help="number of device identities, at least 1"
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="fleet directory to write; it must be empty or missing unless --force",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into DIR even when it holds a fleet or other files (an old fleet is replaced)",
+    )
+    parser.add_argument(
+        "--depth",
+        type=integer(0, MAX_DEPTH),
+        default=2,
+        metavar="K",
+        help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)",
+    )
+    parser.add_argument(
+        "--alg",
+        choices=ALGORITHMS,
+        default="p256",
+        metavar="ALG",
+        help="device key algorithm: %(choices)s (default p256)",
+    )
+    parser.add_argument(
+        "--san",
+        choices=SAN_KINDS,
+        default=None,
+        metavar="KIND",
+        help="give each device a SubjectAlternativeName with its own DNS name "
+        f"(<id>{SAN_DNS_SUFFIX}), URI ({SAN_URI_PREFIX}<id>) or both: %(choices)s "
+        "(default: none, the device id is only the CN)",
+    )
+    parser.add_argument(
+        "--seed", default=None, metavar="S", help="make the fleet reproducible from this text (not with --alg rsa2048)"
+    )
+    parser.add_argument(
+        "--workers", type=integer(1), default=None, metavar="W", help="processes, at least 1 (default: all CPUs)"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -49,23 +74,36 @@ def fleet_command(args: argparse.Namespace) -> int:
         return _refused(f"argument --out: {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not args.force:
         what = "a fleet" if (out / META_FILE).exists() else "files"
-        return _refused(f"argument --out: {out} already holds {what}; choose an empty or new directory, "
-                        "or add --force to write over it")
+        return _refused(
+            f"argument --out: {out} already holds {what}; choose an empty or new directory, "
+            "or add --force to write over it"
+        )
     if args.seed is not None and args.alg == "rsa2048":
-        return _refused("argument --seed: rsa2048 keys cannot be derived from a seed; leave out --seed or "
-                        "choose --alg p256, p384 or ed25519")
+        return _refused(
+            "argument --seed: rsa2048 keys cannot be derived from a seed; leave out --seed or "
+            "choose --alg p256, p384 or ed25519"
+        )
     started = time.perf_counter()
     try:
-        fleet = generate_fleet(args.out, args.devices, depth=args.depth, alg=args.alg, seed=args.seed,
-                               workers=args.workers, progress=getattr(args, "progress", True),
-                               san=getattr(args, "san", None))
+        fleet = generate_fleet(
+            args.out,
+            args.devices,
+            depth=args.depth,
+            alg=args.alg,
+            seed=args.seed,
+            workers=args.workers,
+            progress=getattr(args, "progress", True),
+            san=getattr(args, "san", None),
+        )
     except ValueError as exc:
         return _refused(str(exc))
     seconds = time.perf_counter() - started
     n = len(fleet)
     on_disk = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
-    print(f"fleet: {n} devices ({fleet.alg}, depth {fleet.depth}) in {seconds:.1f} s = "
-          f"{n / seconds:,.0f} devices/s, {fleet.record_size} bytes per device record "
-          f"({on_disk / n:.1f} on disk) -> {args.out}")
+    print(
+        f"fleet: {n} devices ({fleet.alg}, depth {fleet.depth}) in {seconds:.1f} s = "
+        f"{n / seconds:,.0f} devices/s, {fleet.record_size} bytes per device record "
+        f"({on_disk / n:.1f} on disk) -> {args.out}"
+    )
     fleet.close()
     return 0

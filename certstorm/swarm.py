@@ -20,8 +20,11 @@ def swarm_command(args: list[str]) -> int:
     """Run Locust's own ``main`` on ``args`` with ``-f`` set to the swarm's folder. Locust ends the process itself
     (``sys.exit`` with its status), as under the ``locust`` command."""
     if _names_a_locustfile(args):
-        print("certstorm swarm: error: argument -f/--locustfile: the swarm is the locustfile; for another "
-              "one run locust -f FILE", file=sys.stderr)
+        print(
+            "certstorm swarm: error: argument -f/--locustfile: the swarm is the locustfile; for another "
+            "one run locust -f FILE",
+            file=sys.stderr,
+        )
         return 2
     from locust import events  # importing locust patches the process for gevent: nothing else runs here
     from locust.main import main

@@ -12,6 +12,27 @@ from devicekit.httpdevice import authenticate, authenticate_all, register_and_pr
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
 from devicekit.pki import ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, Device, SupplyChain
 
-__all__ = ["ALGORITHMS", "COMPANY", "MAX_DEPTH", "PRESETS", "Backoff", "Custodian", "Device", "DeviceIdentity", "Fleet",
-           "HubClient", "HubError", "MqttsClient", "MqttsFailure", "MqttsTarget", "SupplyChain", "admin_token",
-           "authenticate", "authenticate_all", "derive_fleet", "generate_fleet", "preset", "register_and_prove"]
+__all__ = [
+    "ALGORITHMS",
+    "COMPANY",
+    "MAX_DEPTH",
+    "PRESETS",
+    "Backoff",
+    "Custodian",
+    "Device",
+    "DeviceIdentity",
+    "Fleet",
+    "HubClient",
+    "HubError",
+    "MqttsClient",
+    "MqttsFailure",
+    "MqttsTarget",
+    "SupplyChain",
+    "admin_token",
+    "authenticate",
+    "authenticate_all",
+    "derive_fleet",
+    "generate_fleet",
+    "preset",
+    "register_and_prove",
+]

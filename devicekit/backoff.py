@@ -47,18 +47,26 @@ import numpy as np
 class Backoff:
     name: str
     description: str
-    kind: str                     # azure-c | dotnet | full-jitter | none | exponential
-    base: float = 1.0             # seconds
-    cap: float = math.inf         # seconds
-    jitter: float = 0.0           # azure-c: max jitter fraction; dotnet: +-20 % is built in
-    delta: float = 0.0            # dotnet delta, seconds
-    throttle: tuple[float, float, float] | None = None   # dotnet (min, max, delta) on 429
-    min_after_immediate: float = 0.0                    # dotnet: >= 1 s after a connection error
-    give_up_after: float | None = None                  # seconds after the first attempt
+    kind: str  # azure-c | dotnet | full-jitter | none | exponential
+    base: float = 1.0  # seconds
+    cap: float = math.inf  # seconds
+    jitter: float = 0.0  # azure-c: max jitter fraction; dotnet: +-20 % is built in
+    delta: float = 0.0  # dotnet delta, seconds
+    throttle: tuple[float, float, float] | None = None  # dotnet (min, max, delta) on 429
+    min_after_immediate: float = 0.0  # dotnet: >= 1 s after a connection error
+    give_up_after: float | None = None  # seconds after the first attempt
 
     # -- one device ----------------------------------------------------------------------------------------
-    def delay(self, retry: int, *, now: float, throttled: bool = False, connection_error: bool = False,
-              previous: float = 0.0, rng: random.Random | None = None) -> float:
+    def delay(
+        self,
+        retry: int,
+        *,
+        now: float,
+        throttled: bool = False,
+        connection_error: bool = False,
+        previous: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> float:
         """Seconds from ``now`` until retry number ``retry`` (>= 1)."""
         if retry < 1:
             raise ValueError("retry numbers start at 1")
@@ -93,6 +101,7 @@ class Backoff:
         ``azure-c`` drops the whole-second clock alignment here (a simulator has no wall clock): the
         wait is the integer number of seconds the SDK computes.
         """
+
         def backoff(retries: np.ndarray, previous: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             k = np.minimum(np.asarray(retries, dtype=np.float64), 63.0)
             u = rng.random(k.shape)
@@ -134,15 +143,30 @@ class Backoff:
 
 
 PRESETS: dict[str, Backoff] = {
-    "azure-c": Backoff("azure-c", "Azure IoT C SDK: immediate, then 1 s doubling, +0-5 % jitter, whole seconds",
-                       "azure-c", base=1.0, jitter=0.05),
-    "azure-c-100": Backoff("azure-c-100", "Azure IoT C SDK formula with 0-100 % jitter", "azure-c",
-                           base=1.0, jitter=1.0),
-    "azure-dotnet": Backoff("azure-dotnet", "Azure IoT .NET SDK: 100 ms..10 s (10..60 s when throttled), "
-                            "gives up after 4 min", "dotnet", base=0.1, cap=10.0, delta=0.1,
-                            throttle=(10.0, 60.0, 5.0), min_after_immediate=1.0, give_up_after=240.0),
-    "aws-crt": Backoff("aws-crt", "AWS CRT MQTT5: full jitter, 1 s doubling up to 120 s", "full-jitter",
-                       base=1.0, cap=120.0),
+    "azure-c": Backoff(
+        "azure-c",
+        "Azure IoT C SDK: immediate, then 1 s doubling, +0-5 % jitter, whole seconds",
+        "azure-c",
+        base=1.0,
+        jitter=0.05,
+    ),
+    "azure-c-100": Backoff(
+        "azure-c-100", "Azure IoT C SDK formula with 0-100 % jitter", "azure-c", base=1.0, jitter=1.0
+    ),
+    "azure-dotnet": Backoff(
+        "azure-dotnet",
+        "Azure IoT .NET SDK: 100 ms..10 s (10..60 s when throttled), gives up after 4 min",
+        "dotnet",
+        base=0.1,
+        cap=10.0,
+        delta=0.1,
+        throttle=(10.0, 60.0, 5.0),
+        min_after_immediate=1.0,
+        give_up_after=240.0,
+    ),
+    "aws-crt": Backoff(
+        "aws-crt", "AWS CRT MQTT5: full jitter, 1 s doubling up to 120 s", "full-jitter", base=1.0, cap=120.0
+    ),
     "none": Backoff("none", "retry at once", "none"),
     "exponential": Backoff("exponential", "1 s doubling up to 60 s, no jitter", "exponential", base=1.0, cap=60.0),
 }

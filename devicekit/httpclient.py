@@ -48,7 +48,11 @@ def parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
     """(status, headers by lower-case name) of a reply head without its final blank line."""
     lines = head.split(b"\r\n")
     status_line = lines[0]
-    if not status_line.startswith(b"HTTP/1.") or not status_line[9:12].isdigit() or status_line[12:13] not in (b"", b" "):
+    if (
+        not status_line.startswith(b"HTTP/1.")
+        or not status_line[9:12].isdigit()
+        or status_line[12:13] not in (b"", b" ")
+    ):
         raise WireError("bad_response", f"not an HTTP/1.x status line: {status_line[:40]!r}")
     headers = {}
     for line in lines[1:]:
@@ -68,8 +72,11 @@ def parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
 def body_length(status: int, headers: dict[bytes, bytes]) -> int:
     """The body length the head announces; :class:`WireError` for a reply this client cannot frame."""
     if b"transfer-encoding" in headers:
-        raise WireError("chunked_reply", f"Transfer-Encoding {headers[b'transfer-encoding'][:40].decode('latin-1')!r}: "
-                        "only replies framed by Content-Length are read")
+        raise WireError(
+            "chunked_reply",
+            f"Transfer-Encoding {headers[b'transfer-encoding'][:40].decode('latin-1')!r}: "
+            "only replies framed by Content-Length are read",
+        )
     length = headers.get(b"content-length")
     if length is None:
         if status in _NO_BODY or 100 <= status < 200:
@@ -92,8 +99,10 @@ class Reply:
         """The body as a JSON object; :class:`WireError` (``reply_not_json``) if it is not one."""
         media = self.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if media != b"application/json":
-            raise WireError("reply_not_json", f"HTTP {self.status} reply is {media.decode('latin-1') or 'untyped'!r}, "
-                            "not application/json")
+            raise WireError(
+                "reply_not_json",
+                f"HTTP {self.status} reply is {media.decode('latin-1') or 'untyped'!r}, not application/json",
+            )
         try:
             data = json.loads(self.body)
         except ValueError as exc:
@@ -183,8 +192,10 @@ class Connection:
 
     def _post(self, path: bytes, content_type: bytes, body: bytes) -> Reply:
         sock = self.sock or self._connect()
-        sock.sendall(b"POST %s%s HTTP/1.1\r\n%sContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                     % (self.prefix, path, self._host_line, content_type, len(body), body))
+        sock.sendall(
+            b"POST %s%s HTTP/1.1\r\n%sContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (self.prefix, path, self._host_line, content_type, len(body), body)
+        )
         buf = self._buf
         recv = sock.recv
         while True:
@@ -227,4 +238,13 @@ def first_connection_of(data: dict) -> bool:
     return data.get("first_connection") is True
 
 
-__all__ = ["MAX_HEAD", "Connection", "Reply", "WireError", "body_length", "challenge_of", "first_connection_of", "parse_head"]
+__all__ = [
+    "MAX_HEAD",
+    "Connection",
+    "Reply",
+    "WireError",
+    "body_length",
+    "challenge_of",
+    "first_connection_of",
+    "parse_head",
+]

@@ -34,8 +34,9 @@ def authenticate(conn: http.client.HTTPConnection, identity) -> dict:
     """Challenge with the device's PEM chain, sign with its own key, prove."""
     issued = _call(conn, "POST", "/devices/challenge", identity.chain_pem(), "application/x-pem-file")
     challenge = base64.b64decode(issued["challenge"])
-    proof = json.dumps({"challenge": issued["challenge"],
-                        "signature": base64.b64encode(identity.sign(challenge)).decode()}).encode()
+    proof = json.dumps(
+        {"challenge": issued["challenge"], "signature": base64.b64encode(identity.sign(challenge)).decode()}
+    ).encode()
     return _call(conn, "POST", "/devices/proof", proof, "application/json")
 
 
@@ -51,5 +52,6 @@ def authenticate_all(host: str, port: int, identities, connections: int = 4) -> 
                 authenticate(conn, ident)
         finally:
             conn.close()
+
     with ThreadPoolExecutor(connections) as pool:
         list(pool.map(run, slices))

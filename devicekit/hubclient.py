@@ -79,6 +79,7 @@ class HubClient:
         """One request, with the token when there is one (the hub's public endpoints ignore it)."""
         if self.tls:
             import ssl
+
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -92,8 +93,9 @@ class HubClient:
         finally:
             conn.close()
 
-    def json(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-             ok=(200, 201)) -> dict:
+    def json(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, ok=(200, 201)
+    ) -> dict:
         status, data = self.call(method, path, body, headers)
         if status not in ok:
             raise HubError(f"{method} {path}", status, data)
@@ -116,8 +118,12 @@ class HubClient:
             if registered.get("revoked"):
                 raise HubError("CA already on the hub and revoked", 403, data)
             if registered.get("status") == "verified":
-                return {"id": ca_id, "status": "verified", "action": "already verified",
-                        "seconds": round(time.perf_counter() - started, 4)}
+                return {
+                    "id": ca_id,
+                    "status": "verified",
+                    "action": "already verified",
+                    "seconds": round(time.perf_counter() - started, 4),
+                }
             registered = self.json("POST", f"/cas/{ca_id}/verification-code")
             action = "re-proved (was unverified)"
         else:
@@ -127,8 +133,12 @@ class HubClient:
         verified = self.json("POST", f"/cas/{registered['id']}/verify", proof, _PEM)
         if verified.get("status") != "verified":
             raise HubError("POST /cas/{id}/verify did not verify", 200, json.dumps(verified).encode())
-        return {"id": registered["id"], "status": "verified", "action": action,
-                "seconds": round(time.perf_counter() - started, 4)}
+        return {
+            "id": registered["id"],
+            "status": "verified",
+            "action": action,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
 
     # -- the hub's processes (for summaries) ---------------------------------------------------------------
     def healthz(self) -> dict:
@@ -156,8 +166,13 @@ class HubClient:
                     cpu[str(pid)] = times.user + times.system
             except psutil.Error:
                 continue
-        return {"rss_kib": rss, "total_rss_kib": sum(rss.values()), "workers": info.get("workers"),
-                "worker_cpu_s": cpu, "at": time.time()}
+        return {
+            "rss_kib": rss,
+            "total_rss_kib": sum(rss.values()),
+            "workers": info.get("workers"),
+            "worker_cpu_s": cpu,
+            "at": time.time(),
+        }
 
 
 __all__ = ["TOKEN_ENV", "HubClient", "HubError", "admin_token"]

@@ -42,10 +42,10 @@ class MqttsFailure(Exception):
 class MqttsTarget:
     host: str
     port: int = DEFAULT_PORT
-    ca_file: str | None = None          # the server's CA (PEM); None: the server is not verified
-    server_name: str | None = None      # SNI; default: the host when it is a name
+    ca_file: str | None = None  # the server's CA (PEM); None: the server is not verified
+    server_name: str | None = None  # SNI; default: the host when it is a name
     tls_version: str = "1.3"
-    username: str | None = None         # template: {device_id}, {hub} (the host)
+    username: str | None = None  # template: {device_id}, {hub} (the host)
     keepalive: int = 60
     timeout: float = 10.0
 
@@ -101,16 +101,18 @@ class MqttsClient:
             self._contexts[intermediates] = ctx
         return ctx
 
-    def open(self, chain: list[bytes], key, *, session: SSL.Session | None = None,
-             source: str | None = None) -> "MqttsConnection":
+    def open(
+        self, chain: list[bytes], key, *, session: SSL.Session | None = None, source: str | None = None
+    ) -> "MqttsConnection":
         """TCP connect and TLS handshake, presenting ``chain`` (leaf first, DER) and ``key``; no MQTT yet.
         Raises MqttsFailure."""
         target = self.target
         timings = Timings()
         t0 = time.perf_counter()
         try:
-            sock = socket.create_connection((target.host, target.port), timeout=target.timeout,
-                                            source_address=(source, 0) if source else None)
+            sock = socket.create_connection(
+                (target.host, target.port), timeout=target.timeout, source_address=(source, 0) if source else None
+            )
         except socket.timeout:
             raise MqttsFailure("tcp", "timeout") from None
         except ConnectionRefusedError:
@@ -137,15 +139,28 @@ class MqttsClient:
         timings.tls = time.perf_counter() - t1
         return connection
 
-    def connect(self, device_id: str, chain: list[bytes], key, *, session: SSL.Session | None = None,
-                source: str | None = None, client_id: str | None = None) -> "MqttsConnection":
+    def connect(
+        self,
+        device_id: str,
+        chain: list[bytes],
+        key,
+        *,
+        session: SSL.Session | None = None,
+        source: str | None = None,
+        client_id: str | None = None,
+    ) -> "MqttsConnection":
         """Connect one device and wait for CONNACK 0: :meth:`open`, then CONNECT with ``client_id``
         (default: the device id). Raises MqttsFailure."""
         connection = self.open(chain, key, session=session, source=source)
         t2 = time.perf_counter()
         try:
-            connection.send(mqtt.encode_connect(client_id or device_id, username=self.target.username_for(device_id),
-                                                keepalive=self.target.keepalive))
+            connection.send(
+                mqtt.encode_connect(
+                    client_id or device_id,
+                    username=self.target.username_for(device_id),
+                    keepalive=self.target.keepalive,
+                )
+            )
             code = mqtt.parse_connack(connection.read_packet("connack"))
         except mqtt.MqttError as exc:
             connection.close(disconnect=False)

@@ -62,12 +62,26 @@ SEED_DIGESTS = {"p256": "sha256", "p384": "sha512"}
 _CERT_HASHES = {"p256": hashes.SHA256, "p384": hashes.SHA384, "rsa2048": hashes.SHA256}
 
 _CA_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-    key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
 )
 _LEAF_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-    key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
 )
 _CLIENT_AUTH = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
 
@@ -141,8 +155,18 @@ class Custodian:
     signs the new public key.
     """
 
-    __slots__ = ("name", "algorithm", "_key", "_certificate", "_seed", "_not_before", "_not_after",
-                 "_hash", "_tbs_args", "_deterministic")
+    __slots__ = (
+        "name",
+        "algorithm",
+        "_key",
+        "_certificate",
+        "_seed",
+        "_not_before",
+        "_not_after",
+        "_hash",
+        "_tbs_args",
+        "_deterministic",
+    )
 
     def __init__(self, name: str, key, *, seed: bytes | None, not_before, not_after):
         # Internal: use root() or enroll(). The certificate is attached by the issuer.
@@ -171,8 +195,9 @@ class Custodian:
     @classmethod
     def restore(cls, name: str, key, certificate: x509.Certificate) -> "Custodian":
         """A custodian reloaded from its own key file and its certificate (e.g. Company-X of a stored fleet)."""
-        new = cls(name, key, seed=None, not_before=certificate.not_valid_before_utc,
-                  not_after=certificate.not_valid_after_utc)
+        new = cls(
+            name, key, seed=None, not_before=certificate.not_valid_before_utc, not_after=certificate.not_valid_after_utc
+        )
         new._certificate = certificate
         return new
 
@@ -197,28 +222,40 @@ class Custodian:
 
     # --- making custodians ------------------------------------------------------------------------------
     @classmethod
-    def root(cls, name: str = COMPANY, alg: str = "p256", *, issuer: "Custodian | None" = None, seed=None,
-             not_before=None, not_after=None, path_length=None) -> "Custodian":
+    def root(
+        cls,
+        name: str = COMPANY,
+        alg: str = "p256",
+        *,
+        issuer: "Custodian | None" = None,
+        seed=None,
+        not_before=None,
+        not_after=None,
+        path_length=None,
+    ) -> "Custodian":
         """A top-level CA: self-signed, or signed by ``issuer`` (an outside public root: a purchased CA).
 
         ``alg`` names the chain's algorithm; for ``"ed25519"`` the CA key is P-256 (see module docs).
         """
         new = cls._with_new_key(name, alg, seed, not_before, not_after)
         if issuer is None:
-            new._certificate = new._build_ca(name, new.public_key, path_length=path_length,
-                                             not_before=new._not_before, not_after=new._not_after)
+            new._certificate = new._build_ca(
+                name, new.public_key, path_length=path_length, not_before=new._not_before, not_after=new._not_after
+            )
         else:
-            new._certificate = issuer.sign_ca(name, new.public_key, path_length=path_length,
-                                              not_before=new._not_before, not_after=new._not_after)
+            new._certificate = issuer.sign_ca(
+                name, new.public_key, path_length=path_length, not_before=new._not_before, not_after=new._not_after
+            )
         return new
 
-    def enroll(self, name: str, *, seed=None, path_length=None, not_before=None,
-               not_after=None) -> "Custodian":
+    def enroll(self, name: str, *, seed=None, path_length=None, not_before=None, not_after=None) -> "Custodian":
         """The next custodian: it makes its own key pair; this custodian signs only its public key."""
-        new = Custodian._with_new_key(name, self.algorithm, seed, not_before or self._not_before,
-                                      not_after or self._not_after)
-        new._certificate = self.sign_ca(name, new.public_key, path_length=path_length,
-                                        not_before=new._not_before, not_after=new._not_after)
+        new = Custodian._with_new_key(
+            name, self.algorithm, seed, not_before or self._not_before, not_after or self._not_after
+        )
+        new._certificate = self.sign_ca(
+            name, new.public_key, path_length=path_length, not_before=new._not_before, not_after=new._not_after
+        )
         return new
 
     # --- signing ----------------------------------------------------------------------------------------
@@ -254,15 +291,29 @@ class Custodian:
         )
         return self._sign_builder(builder)
 
-    def sign_ca(self, subject_cn: str, public_key, *, path_length=None, not_before=None,
-                not_after=None) -> x509.Certificate:
+    def sign_ca(
+        self, subject_cn: str, public_key, *, path_length=None, not_before=None, not_after=None
+    ) -> x509.Certificate:
         """An intermediate CA certificate for someone else's public key."""
-        return self._build_ca(subject_cn, public_key, path_length=path_length,
-                              not_before=not_before or self._not_before, not_after=not_after or self._not_after,
-                              aki=self._aki())
+        return self._build_ca(
+            subject_cn,
+            public_key,
+            path_length=path_length,
+            not_before=not_before or self._not_before,
+            not_after=not_after or self._not_after,
+            aki=self._aki(),
+        )
 
-    def device_builder(self, device_id: str, public_key, *, serial: int | None = None, not_before=None,
-                       not_after=None, san: list[x509.GeneralName] | None = None) -> x509.CertificateBuilder:
+    def device_builder(
+        self,
+        device_id: str,
+        public_key,
+        *,
+        serial: int | None = None,
+        not_before=None,
+        not_after=None,
+        san: list[x509.GeneralName] | None = None,
+    ) -> x509.CertificateBuilder:
         """The unsigned device certificate (the fleet template and tests use it); ``san``: the names of a
         SubjectAlternativeName placed after ExtendedKeyUsage, none by default."""
         builder = (
@@ -279,14 +330,26 @@ class Custodian:
         )
         if san:
             builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        return (builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-                .add_extension(self._aki(), critical=False))
+        return builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+        ).add_extension(self._aki(), critical=False)
 
-    def sign_device(self, device_id: str, public_key, *, serial: int | None = None, not_before=None,
-                    not_after=None, san: list[x509.GeneralName] | None = None) -> x509.Certificate:
+    def sign_device(
+        self,
+        device_id: str,
+        public_key,
+        *,
+        serial: int | None = None,
+        not_before=None,
+        not_after=None,
+        san: list[x509.GeneralName] | None = None,
+    ) -> x509.Certificate:
         """A device certificate: CN = device id, clientAuth, CA:FALSE; no SAN unless ``san`` names one."""
-        return self._sign_builder(self.device_builder(device_id, public_key, serial=serial,
-                                                      not_before=not_before, not_after=not_after, san=san))
+        return self._sign_builder(
+            self.device_builder(
+                device_id, public_key, serial=serial, not_before=not_before, not_after=not_after, san=san
+            )
+        )
 
     def sign_tbs(self, tbs: bytes) -> bytes:
         """The certificate signature over DER ``tbs`` bytes (the fleet generator splices TBS by hand)."""
@@ -305,8 +368,7 @@ class Custodian:
         Not a CA certificate. Its subject key is a throwaway key (derived from the seed when seeded), as in
         the Azure and AWS walk-throughs.
         """
-        subject_key = generate_key("p256", seed=self._seed,
-                                   label=b"verification:" + code.encode("utf-8"))
+        subject_key = generate_key("p256", seed=self._seed, label=b"verification:" + code.encode("utf-8"))
         public_key = subject_key.public_key()
         builder = (
             x509.CertificateBuilder()
@@ -329,8 +391,9 @@ class Custodian:
 
     def private_key_pem(self) -> bytes:
         """This custodian's own key as unencrypted PKCS#8 PEM, for writing its key file in a fleet store."""
-        return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption())
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -349,8 +412,9 @@ class Device:
         self.chain = list(chain)
 
     @classmethod
-    def create(cls, device_id: str, issuer: Custodian, chain: list[x509.Certificate], *, alg=None,
-               seed=None) -> "Device":
+    def create(
+        cls, device_id: str, issuer: Custodian, chain: list[x509.Certificate], *, alg=None, seed=None
+    ) -> "Device":
         """The device makes its own key; ``issuer`` signs its public key. ``chain`` is the custodian
         certificates below the registered CA, nearest issuer first."""
         alg = alg or issuer.algorithm
@@ -408,8 +472,16 @@ class SupplyChain:
         return len(self.custodians)
 
     @classmethod
-    def build(cls, depth: int = 2, alg: str = "p256", *, purchased: bool = False, seed: bytes | None = None,
-              not_before=None, not_after=None) -> "SupplyChain":
+    def build(
+        cls,
+        depth: int = 2,
+        alg: str = "p256",
+        *,
+        purchased: bool = False,
+        seed: bytes | None = None,
+        not_before=None,
+        not_after=None,
+    ) -> "SupplyChain":
         """Company-X plus ``depth`` (0..5) custodians, each enrolled by the previous one.
 
         ``purchased=True`` makes Company-X's CA an intermediate bought from an outside public root; the
@@ -426,8 +498,9 @@ class SupplyChain:
         public_root = None
         if purchased:
             public_root = Custodian.root(PUBLIC_ROOT, alg, seed=seed, not_before=not_before, not_after=not_after)
-        company = Custodian.root(COMPANY, alg, issuer=public_root, seed=seed, not_before=not_before,
-                                 not_after=not_after)
+        company = Custodian.root(
+            COMPANY, alg, issuer=public_root, seed=seed, not_before=not_before, not_after=not_after
+        )
         custodians: list[Custodian] = []
         issuer = company
         for i, name in enumerate(DEFAULT_CUSTODIANS[:depth]):
@@ -441,10 +514,27 @@ class SupplyChain:
 
     def device(self, device_id: str, *, seed=None) -> Device:
         """A device of this chain's algorithm; seeded from the chain's seed unless ``seed`` is given."""
-        return Device.create(device_id, self.issuer, self.intermediates(), alg=self.alg,
-                             seed=self.seed if seed is None else seed)
+        return Device.create(
+            device_id, self.issuer, self.intermediates(), alg=self.alg, seed=self.seed if seed is None else seed
+        )
 
 
-__all__ = ["ALGORITHMS", "COMPANY", "CURVES", "DEFAULT_CUSTODIANS", "MAX_DEPTH", "NOT_AFTER", "NOT_BEFORE", "ORDERS", "PUBLIC_ROOT",
-           "SEED_DIGESTS", "Custodian", "Device", "SupplyChain", "ca_algorithm", "derive_scalar", "derive_serial",
-           "generate_key"]
+__all__ = [
+    "ALGORITHMS",
+    "COMPANY",
+    "CURVES",
+    "DEFAULT_CUSTODIANS",
+    "MAX_DEPTH",
+    "NOT_AFTER",
+    "NOT_BEFORE",
+    "ORDERS",
+    "PUBLIC_ROOT",
+    "SEED_DIGESTS",
+    "Custodian",
+    "Device",
+    "SupplyChain",
+    "ca_algorithm",
+    "derive_scalar",
+    "derive_serial",
+    "generate_key",
+]

@@ -24,8 +24,25 @@ from hubsim.engine import Admission, AuthEngine, CARecord, Challenge, DeviceRegi
 from hubsim.errors import CODES, AuthError
 
 __all__ = [
-    "CODES", "Admission", "AuthEngine", "AuthError", "CARecord", "ChainPolicy", "Challenge", "DeviceRegistry",
-    "EnginePolicy", "MemoryRegistry", "MemoryReplayGuard", "ReplayGuard", "UnsupportedKey", "Validated",
-    "der_header", "key_algorithm", "pem_certificate", "read_der_header", "sign", "signature_args",
+    "CODES",
+    "Admission",
+    "AuthEngine",
+    "AuthError",
+    "CARecord",
+    "ChainPolicy",
+    "Challenge",
+    "DeviceRegistry",
+    "EnginePolicy",
+    "MemoryRegistry",
+    "MemoryReplayGuard",
+    "ReplayGuard",
+    "UnsupportedKey",
+    "Validated",
+    "der_header",
+    "key_algorithm",
+    "pem_certificate",
+    "read_der_header",
+    "sign",
+    "signature_args",
     "verify_signature",
 ]

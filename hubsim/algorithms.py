@@ -91,5 +91,13 @@ def verify_signature(public_key, signature: bytes, data: bytes) -> bool:
     return True
 
 
-__all__ = ["MAX_RSA_EXPONENT", "MIN_RSA_BITS", "MIN_RSA_EXPONENT", "UnsupportedKey", "key_algorithm", "sign", "signature_args",
-           "verify_signature"]
+__all__ = [
+    "MAX_RSA_EXPONENT",
+    "MIN_RSA_BITS",
+    "MIN_RSA_EXPONENT",
+    "UnsupportedKey",
+    "key_algorithm",
+    "sign",
+    "signature_args",
+    "verify_signature",
+]

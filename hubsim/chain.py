@@ -73,15 +73,17 @@ _EE_POLICY = (
 )
 _CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
 
-_SHA2_SIGNATURES = frozenset({
-    SignatureAlgorithmOID.ECDSA_WITH_SHA256,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA384,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA512,
-    SignatureAlgorithmOID.RSA_WITH_SHA256,
-    SignatureAlgorithmOID.RSA_WITH_SHA384,
-    SignatureAlgorithmOID.RSA_WITH_SHA512,
-    SignatureAlgorithmOID.RSASSA_PSS,
-})
+_SHA2_SIGNATURES = frozenset(
+    {
+        SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+        SignatureAlgorithmOID.RSA_WITH_SHA256,
+        SignatureAlgorithmOID.RSA_WITH_SHA384,
+        SignatureAlgorithmOID.RSA_WITH_SHA512,
+        SignatureAlgorithmOID.RSASSA_PSS,
+    }
+)
 # Extensions by which a CA constrains every leaf below it by name or policy: such paths always go cold.
 _BASIC_CONSTRAINTS, _KEY_USAGE = ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE
 _EXTENDED_KEY_USAGE = ExtensionOID.EXTENDED_KEY_USAGE
@@ -96,41 +98,61 @@ class ChainPolicy:
     """Bounds and limits of device chain validation; policy as data."""
 
     max_upload_bytes: int = 32 * 1024
-    max_certificates: int = 8       # per upload, leaf included, after dropping duplicates
-    max_chain_depth: int = 6        # cryptography's limit on the built path
-    cache_size: int = 4096          # cached issuers (anchors are not counted)
+    max_certificates: int = 8  # per upload, leaf included, after dropping duplicates
+    max_chain_depth: int = 6  # cryptography's limit on the built path
+    cache_size: int = 4096  # cached issuers (anchors are not counted)
     device_cache_size: int = 65_536  # admitted devices remembered for reconnects (about 2.6 KiB each)
-    warm: bool = True               # False sends every chain to the full verifier (the reference)
+    warm: bool = True  # False sends every chain to the full verifier (the reference)
 
 
 class Validated(NamedTuple):
     """A device chain that passed, and what the challenge must carry."""
 
     device_id: str
-    leaf: bytes            # SHA-256 fingerprint of the device certificate
-    spki: bytes            # its SubjectPublicKeyInfo DER
-    public_key: object     # parsed once, reused for the proof in this process
+    leaf: bytes  # SHA-256 fingerprint of the device certificate
+    spki: bytes  # its SubjectPublicKeyInfo DER
+    public_key: object  # parsed once, reused for the proof in this process
     path: tuple[bytes, ...]  # fingerprints above the leaf, nearest issuer first, anchor last
-    warm: bool             # True when a cache answered (issuer or device)
+    warm: bool  # True when a cache answered (issuer or device)
 
 
 class _Issuer:
     """A CA certificate on a path the cold path accepted: what any device under it still needs."""
 
-    __slots__ = ("fingerprint", "certificate", "subject", "not_before", "not_after", "path", "members",
-                 "required", "distinct", "alive", "_store", "_verifier", "_second")
+    __slots__ = (
+        "fingerprint",
+        "certificate",
+        "subject",
+        "not_before",
+        "not_after",
+        "path",
+        "members",
+        "required",
+        "distinct",
+        "alive",
+        "_store",
+        "_verifier",
+        "_second",
+    )
 
-    def __init__(self, fingerprint: bytes, certificate: x509.Certificate, subject: bytes,
-                 window: tuple[int, int], path: tuple[bytes, ...], subjects: tuple[bytes, ...]):
+    def __init__(
+        self,
+        fingerprint: bytes,
+        certificate: x509.Certificate,
+        subject: bytes,
+        window: tuple[int, int],
+        path: tuple[bytes, ...],
+        subjects: tuple[bytes, ...],
+    ):
         self.fingerprint = fingerprint
         self.certificate = certificate
-        self.subject = subject                   # raw Name DER
+        self.subject = subject  # raw Name DER
         self.not_before, self.not_after = window  # latest notBefore / earliest notAfter up to the anchor
-        self.path = path                         # own fingerprint first, anchor last
-        self.members = frozenset(path)           # what an upload through this issuer may hold
-        self.required = frozenset(path[:-1])     # what it must hold (completeness)
+        self.path = path  # own fingerprint first, anchor last
+        self.members = frozenset(path)  # what an upload through this issuer may hold
+        self.required = frozenset(path[:-1])  # what it must hold (completeness)
         self.distinct = len(set(subjects)) == len(subjects)
-        self.alive = True                        # False once revoked, removed, evicted or purged
+        self.alive = True  # False once revoked, removed, evicted or purged
         self._store = Store([certificate])
         self._verifier: ClientVerifier | None = None
         self._second = None
@@ -146,7 +168,7 @@ class _Issuer:
 class _Device(NamedTuple):
     validated: Validated
     issuer: _Issuer
-    not_before: int   # the device's and its path's validity intersected
+    not_before: int  # the device's and its path's validity intersected
     not_after: int
 
 
@@ -154,12 +176,12 @@ class CacheStats:
     __slots__ = ("warm", "reconnect", "cold", "verifier", "deferred", "unknown")
 
     def __init__(self):
-        self.warm = 0       # first sight of a device, admitted through the issuer cache
+        self.warm = 0  # first sight of a device, admitted through the issuer cache
         self.reconnect = 0  # admitted through the device cache
-        self.cold = 0       # sent to the cold path
-        self.verifier = 0   # of those, chains that reached the full verifier
-        self.deferred = 0   # of the cold ones, those the warm path judged and could not vouch for
-        self.unknown = 0    # of the cold ones, those whose upload held a certificate never validated
+        self.cold = 0  # sent to the cold path
+        self.verifier = 0  # of those, chains that reached the full verifier
+        self.deferred = 0  # of the cold ones, those the warm path judged and could not vouch for
+        self.unknown = 0  # of the cold ones, those whose upload held a certificate never validated
 
 
 def _build_verifier(store: Store, second: int, max_depth: int) -> ClientVerifier:
@@ -181,8 +203,8 @@ class ChainValidator:
         self._revoked = revoked  # shared with the engine: fingerprints refused everywhere on a path
         self._anchors: dict[bytes, x509.Certificate] = {}
         self._store: Store | None = None
-        self._issuers: dict[bytes, _Issuer] = {}          # validated intermediates, bounded, oldest first
-        self._anchor_entries: dict[bytes, _Issuer] = {}   # verified CAs, as many as are registered
+        self._issuers: dict[bytes, _Issuer] = {}  # validated intermediates, bounded, oldest first
+        self._anchor_entries: dict[bytes, _Issuer] = {}  # verified CAs, as many as are registered
         self._anchor_by_subject: dict[bytes, list[_Issuer]] = {}
         self._devices: OrderedDict[bytes, _Device] = OrderedDict()
         self.stats = CacheStats()
@@ -241,8 +263,7 @@ class ChainValidator:
         return self._cold(chain, second)
 
     def _still_holds(self, known: _Device, chain: list[ParsedCertificate], second: int) -> bool:
-        return (known.issuer.alive and known.not_before <= second <= known.not_after
-                and _fits(chain, known.issuer))
+        return known.issuer.alive and known.not_before <= second <= known.not_after and _fits(chain, known.issuer)
 
     def _warm(self, chain: list[ParsedCertificate], second: int) -> Validated | None:
         """A device seen for the first time under an issuer the cold path already proved."""
@@ -426,8 +447,9 @@ def check_device(cert: x509.Certificate, second: int) -> tuple[str, object, tupl
     if cert.serial_number <= 0:
         raise AuthError("malformed_input", "the device certificate's serial number is not positive (RFC 5280 4.1.2.2)")
     if cert.signature_algorithm_oid not in _SHA2_SIGNATURES:
-        raise AuthError("unsupported_algorithm",
-                        f"device certificate signed with {cert.signature_algorithm_oid.dotted_string}")
+        raise AuthError(
+            "unsupported_algorithm", f"device certificate signed with {cert.signature_algorithm_oid.dotted_string}"
+        )
     not_before, not_after = _seconds(cert.not_valid_before_utc), _seconds(cert.not_valid_after_utc)
     if second < not_before:
         raise AuthError("cert_not_yet_valid", "the device certificate is not valid yet")

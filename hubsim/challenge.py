@@ -54,7 +54,11 @@ def seal(key: bytes, token: Token) -> bytes:
     spki = token.spki
     body = b"%b%b%b%b%b%b" % (
         _HEAD.pack(VERSION, int(token.expires_at * 1000), token.nonce, token.leaf, len(path)),
-        b"".join(path), _LEN.pack(len(device_id)), device_id, _LEN.pack(len(spki)), spki,
+        b"".join(path),
+        _LEN.pack(len(device_id)),
+        device_id,
+        _LEN.pack(len(spki)),
+        spki,
     )
     return body + _mac(key, body)
 
@@ -115,5 +119,14 @@ class MemoryReplayGuard:
         return len(self._used)
 
 
-__all__ = ["MAC_BYTES", "MAX_TOKEN_BYTES", "NONCE_BYTES", "VERSION", "MemoryReplayGuard", "ReplayGuard", "Token", "open_token",
-           "seal"]
+__all__ = [
+    "MAC_BYTES",
+    "MAX_TOKEN_BYTES",
+    "NONCE_BYTES",
+    "VERSION",
+    "MemoryReplayGuard",
+    "ReplayGuard",
+    "Token",
+    "open_token",
+    "seal",
+]

@@ -25,14 +25,15 @@ def read_der_header(der: bytes, pos: int = 0) -> tuple[int, int]:
     if first < 0x80:
         return 2, first
     n = first & 0x7F
-    return 2 + n, int.from_bytes(der[pos + 2:pos + 2 + n], "big")
+    return 2 + n, int.from_bytes(der[pos + 2 : pos + 2 + n], "big")
 
 
 def pem_certificate(der: bytes) -> bytes:
     """One DER certificate as a PEM block (64-character lines, as ``openssl`` and cryptography write)."""
     b = binascii.b2a_base64(der, newline=False)
-    return b"".join((PEM_BEGIN, b"\n", b"\n".join([b[i:i + 64] for i in range(0, len(b), 64)]), b"\n", PEM_END,
-                     b"\n"))
+    return b"".join(
+        (PEM_BEGIN, b"\n", b"\n".join([b[i : i + 64] for i in range(0, len(b), 64)]), b"\n", PEM_END, b"\n")
+    )
 
 
 __all__ = ["PEM_BEGIN", "PEM_END", "der_header", "pem_certificate", "read_der_header"]

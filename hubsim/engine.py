@@ -28,19 +28,19 @@ from hubsim.upload import fingerprint, read_certificates
 @dataclass(frozen=True)
 class EnginePolicy:
     chain: ChainPolicy = field(default_factory=ChainPolicy)
-    challenge_ttl: float = 30.0           # seconds a device has to answer its challenge
+    challenge_ttl: float = 30.0  # seconds a device has to answer its challenge
     verification_code_ttl: float = 3600.0  # seconds a CA verification code stays usable
     max_ca_upload_bytes: int = 16 * 1024
-    pending_keys: int = 65536             # parsed device keys kept between challenge and proof
+    pending_keys: int = 65536  # parsed device keys kept between challenge and proof
 
 
 @dataclass
 class CARecord:
-    id: str                  # SHA-256 fingerprint of the DER, lower-case hex
+    id: str  # SHA-256 fingerprint of the DER, lower-case hex
     der: bytes
     certificate: x509.Certificate
     subject: str
-    status: str              # "unverified" or "verified"
+    status: str  # "unverified" or "verified"
     registered_at: float
     verification_code: str | None = None
     code_expires_at: float | None = None
@@ -56,17 +56,17 @@ class CARecord:
 
 class Challenge(NamedTuple):
     device_id: str
-    token: bytes          # what the device signs, byte for byte
+    token: bytes  # what the device signs, byte for byte
     expires_at: float
-    warm: bool            # True when the issuer cache answered
+    warm: bool  # True when the issuer cache answered
 
 
 class Admission(NamedTuple):
     device_id: str
-    ca: str               # id of the CA that admitted the device
+    ca: str  # id of the CA that admitted the device
     first_connection: bool
     challenge_expires_at: float  # when the answered challenge would have expired
-    leaf: bytes = b""             # SHA-256 fingerprint of the device certificate
+    leaf: bytes = b""  # SHA-256 fingerprint of the device certificate
     path: tuple[bytes, ...] = ()  # fingerprints above it, anchor last
 
 
@@ -120,8 +120,12 @@ class MemoryRegistry(DisabledDevices):
             return None
         first, last, ca, count = row or (None, None, None, 0)
         return {
-            "device_id": device_id, "first_seen": first, "last_authenticated": last, "ca": ca,
-            "authentications": count, "disabled": device_id in self._disabled,
+            "device_id": device_id,
+            "first_seen": first,
+            "last_authenticated": last,
+            "ca": ca,
+            "authentications": count,
+            "disabled": device_id in self._disabled,
         }
 
     def __len__(self) -> int:
@@ -249,20 +253,37 @@ class AuthEngine:
     def list_cas(self) -> list[CARecord]:
         return list(self._cas.values())
 
-    def restore_ca(self, der: bytes, *, status: str, registered_at: float, verification_code: str | None = None,
-                   code_expires_at: float | None = None, verified_at: float | None = None) -> CARecord:
+    def restore_ca(
+        self,
+        der: bytes,
+        *,
+        status: str,
+        registered_at: float,
+        verification_code: str | None = None,
+        code_expires_at: float | None = None,
+        verified_at: float | None = None,
+    ) -> CARecord:
         """Load a CA the service had stored; no checks beyond parsing (it passed them when stored)."""
         cert = x509.load_der_x509_certificate(der)
-        record = CARecord(fingerprint(der).hex(), der, cert, cert.subject.rfc4514_string(), status, registered_at,
-                          verification_code, code_expires_at, verified_at)
+        record = CARecord(
+            fingerprint(der).hex(),
+            der,
+            cert,
+            cert.subject.rfc4514_string(),
+            status,
+            registered_at,
+            verification_code,
+            code_expires_at,
+            verified_at,
+        )
         self._cas[record.id] = record
         self._refresh_anchors()
         return record
 
     def _refresh_anchors(self) -> None:
-        self.chains.set_anchors({
-            bytes.fromhex(r.id): r.certificate for r in self._cas.values() if r.status == "verified"
-        })
+        self.chains.set_anchors(
+            {bytes.fromhex(r.id): r.certificate for r in self._cas.values() if r.status == "verified"}
+        )
 
     # -- revocation and devices ----------------------------------------------------------------
     def revoke(self, fingerprint_hex: str) -> bytes:
@@ -313,7 +334,7 @@ class AuthEngine:
             self._nonce_pos = 0
         pos = self._nonce_pos
         self._nonce_pos = pos + tokens.NONCE_BYTES
-        return self._nonce_pool[pos:pos + tokens.NONCE_BYTES]
+        return self._nonce_pool[pos : pos + tokens.NONCE_BYTES]
 
     def complete(self, token: bytes, signature: bytes) -> Admission:
         """Step 2: check the device's signature over its challenge; admit it once."""
@@ -380,9 +401,16 @@ class AuthEngine:
     def stats(self) -> dict:
         s = self.chains.stats
         return {
-            "cas": len(self._cas), "revoked": len(self._revoked), "cache_size": self.chains.cache_size,
-            "device_cache_size": self.chains.device_cache_size, "warm": s.warm, "reconnect": s.reconnect,
-            "cold": s.cold, "deferred": s.deferred, "unknown": s.unknown, "verifier": s.verifier,
+            "cas": len(self._cas),
+            "revoked": len(self._revoked),
+            "cache_size": self.chains.cache_size,
+            "device_cache_size": self.chains.device_cache_size,
+            "warm": s.warm,
+            "reconnect": s.reconnect,
+            "cold": s.cold,
+            "deferred": s.deferred,
+            "unknown": s.unknown,
+            "verifier": s.verifier,
             "pending_keys": len(self._pending),
         }
 
@@ -428,4 +456,13 @@ def _check_ca_certificate(cert: x509.Certificate, now: float) -> None:
         raise AuthError("cert_expired", "the CA certificate has expired")
 
 
-__all__ = ["Admission", "AuthEngine", "AuthError", "CARecord", "Challenge", "DeviceRegistry", "EnginePolicy", "MemoryRegistry"]
+__all__ = [
+    "Admission",
+    "AuthEngine",
+    "AuthError",
+    "CARecord",
+    "Challenge",
+    "DeviceRegistry",
+    "EnginePolicy",
+    "MemoryRegistry",
+]

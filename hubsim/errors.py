@@ -12,27 +12,51 @@ CODES: dict[str, tuple[int, str]] = {
     # input shape and bounds
     "malformed_input": (400, "The body is not a certificate, PEM bundle, DER list or JSON document the hub can read."),
     "upload_too_large": (413, "The upload exceeds the byte limit, checked before any parsing."),
-    "too_many_certificates": (400, "The chain holds more certificates than the policy allows (after dropping duplicates)."),
-    "chain_ambiguous": (400, "Two certificates in the upload share a subject name; such chains make path building explode."),
-    "private_key_in_upload": (400, "The upload carries a private key (PEM, PKCS#8, PKCS#1, SEC1 or PKCS#12). It was discarded, not stored or logged."),
+    "too_many_certificates": (
+        400,
+        "The chain holds more certificates than the policy allows (after dropping duplicates).",
+    ),
+    "chain_ambiguous": (
+        400,
+        "Two certificates in the upload share a subject name; such chains make path building explode.",
+    ),
+    "private_key_in_upload": (
+        400,
+        "The upload carries a private key (PEM, PKCS#8, PKCS#1, SEC1 or PKCS#12). It was discarded, not stored or logged.",
+    ),
     "unsupported_media_type": (415, "The request's content type is not one the endpoint accepts."),
     # CA registration and proof of possession
     "not_a_ca": (400, "The certificate is not a CA: BasicConstraints CA:TRUE and keyCertSign are required."),
     "ca_exists": (409, "A CA with this fingerprint is already registered."),
     "ca_not_found": (404, "No CA with this fingerprint is registered."),
-    "ca_already_verified": (409, "The CA is already verified; its verification code was used and cannot be used again."),
-    "verification_code_mismatch": (400, "The verification certificate's subject CN is not the CA's current verification code."),
+    "ca_already_verified": (
+        409,
+        "The CA is already verified; its verification code was used and cannot be used again.",
+    ),
+    "verification_code_mismatch": (
+        400,
+        "The verification certificate's subject CN is not the CA's current verification code.",
+    ),
     "verification_code_expired": (400, "The verification code has expired; request a new one."),
-    "verification_signature_invalid": (401, "The verification certificate or signature was not made with the CA's private key."),
+    "verification_signature_invalid": (
+        401,
+        "The verification certificate or signature was not made with the CA's private key.",
+    ),
     # certificate content
     "cert_expired": (401, "A certificate on the path is past its notAfter."),
     "cert_not_yet_valid": (401, "A certificate on the path is before its notBefore."),
-    "unsupported_algorithm": (400, "Key or signature algorithm outside policy: P-256/384/521, RSA >= 2048, Ed25519 device keys, SHA-2."),
+    "unsupported_algorithm": (
+        400,
+        "Key or signature algorithm outside policy: P-256/384/521, RSA >= 2048, Ed25519 device keys, SHA-2.",
+    ),
     "leaf_is_ca": (401, "The device certificate is a CA certificate."),
     "key_usage_invalid": (401, "The device certificate's KeyUsage lacks digitalSignature."),
     "eku_invalid": (401, "The device certificate's ExtendedKeyUsage does not allow clientAuth."),
     "device_id_missing": (400, "The device certificate's subject has no usable common name (the device id)."),
-    "device_id_invalid": (400, "The device certificate's common name is not a valid string of its declared type (e.g. bad UTF-8)."),
+    "device_id_invalid": (
+        400,
+        "The device certificate's common name is not a valid string of its declared type (e.g. bad UTF-8).",
+    ),
     "chain_untrusted": (401, "No valid path from the device certificate to a verified CA."),
     "cert_revoked": (403, "A certificate on the device's path has been revoked."),
     # devices and challenges
@@ -49,8 +73,14 @@ CODES: dict[str, tuple[int, str]] = {
     "throttled": (429, "The configured connection quota is exceeded; retry after the time given."),
     "internal_error": (500, "The hub failed on its own account; the request may be retried. Never caused by input."),
     # the management plane's credential (docs/api.md, "Management credential")
-    "admin_token_missing": (401, "A management endpoint was called without a credential: send 'Authorization: Bearer <token>'."),
-    "admin_token_malformed": (401, "The Authorization header is not one 'Bearer <token>' with a token of the allowed characters."),
+    "admin_token_missing": (
+        401,
+        "A management endpoint was called without a credential: send 'Authorization: Bearer <token>'.",
+    ),
+    "admin_token_malformed": (
+        401,
+        "The Authorization header is not one 'Bearer <token>' with a token of the allowed characters.",
+    ),
     "admin_token_invalid": (401, "The bearer token is not the hub's management token."),
     "admin_locked_out": (429, "Too many bad credentials from this address; retry after the time given."),
     "management_disabled": (403, "This hub runs with --management off: management endpoints are refused."),

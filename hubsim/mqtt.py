@@ -30,16 +30,16 @@ class MqttError(ValueError):
 
 
 class Packet(NamedTuple):
-    kind: int        # the control packet type (1..14)
-    flags: int       # the low nibble of the first byte
-    body: bytes      # variable header and payload
+    kind: int  # the control packet type (1..14)
+    flags: int  # the low nibble of the first byte
+    body: bytes  # variable header and payload
 
 
 class Connect(NamedTuple):
     client_id: str
     username: str | None
-    keepalive: int   # seconds; 0 = none
-    level: int       # protocol level (4 = 3.1.1)
+    keepalive: int  # seconds; 0 = none
+    level: int  # protocol level (4 = 3.1.1)
 
 
 def _remaining_length(n: int) -> bytes:
@@ -98,7 +98,7 @@ def read_packet(buffer: bytes | bytearray, max_size: int) -> tuple[Packet, int] 
     if len(buffer) < pos + length:
         return None
     first = buffer[0]
-    return Packet(first >> 4, first & 0x0F, bytes(buffer[pos:pos + length])), pos + length
+    return Packet(first >> 4, first & 0x0F, bytes(buffer[pos : pos + length])), pos + length
 
 
 class _Reader:
@@ -110,7 +110,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise MqttError("mqtt_malformed", "packet ends inside a field")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -168,5 +168,18 @@ def parse_connack(packet: Packet) -> int:
     return packet.body[1]
 
 
-__all__ = ["DISCONNECT_PACKET", "PINGREQ_PACKET", "PINGRESP_PACKET", "Connect", "MqttError", "Packet", "encode_connack",
-           "encode_connect", "encode_puback", "parse_connack", "parse_connect", "publish_ack", "read_packet"]
+__all__ = [
+    "DISCONNECT_PACKET",
+    "PINGREQ_PACKET",
+    "PINGRESP_PACKET",
+    "Connect",
+    "MqttError",
+    "Packet",
+    "encode_connack",
+    "encode_connect",
+    "encode_puback",
+    "parse_connack",
+    "parse_connect",
+    "publish_ack",
+    "read_packet",
+]

@@ -144,10 +144,10 @@ def looks_like_private_key(der: bytes) -> bool:
     # which an attacker chooses.
     if len(der) < 16 or der[0] != 0x30:
         return False
-    pos, _ = read_der_header(der)                     # past the outer SEQUENCE's header
-    if der[pos:pos + 2] != b"\x02\x01":             # a one-byte INTEGER version
+    pos, _ = read_der_header(der)  # past the outer SEQUENCE's header
+    if der[pos : pos + 2] != b"\x02\x01":  # a one-byte INTEGER version
         return False
-    window = der[pos + 3:pos + 3 + 20]                # the ContentInfo SEQUENCE header, then its OID
+    window = der[pos + 3 : pos + 3 + 20]  # the ContentInfo SEQUENCE header, then its OID
     return any(oid in window for oid in _PKCS7_DATA_OIDS)
 
 

@@ -20,6 +20,25 @@ from loadgen._shapes import SHAPES, Plan, Shape, build_shape, slots_for
 
 SWARM_DIR = Path(__file__).resolve().parent  # what Locust's -f takes
 
-__all__ = ["EXACT", "MAX_US", "N_BUCKETS", "RUN_OPTIONS", "SHAPES", "SWARM_DIR", "Authenticator", "DeviceQueue",
-           "Histogram", "Partition", "Plan", "Recorder", "Shape", "add_arguments", "bucket_bounds", "bucket_index",
-           "build_shape", "merge_all", "merge_reports", "slots_for"]
+__all__ = [
+    "EXACT",
+    "MAX_US",
+    "N_BUCKETS",
+    "RUN_OPTIONS",
+    "SHAPES",
+    "SWARM_DIR",
+    "Authenticator",
+    "DeviceQueue",
+    "Histogram",
+    "Partition",
+    "Plan",
+    "Recorder",
+    "Shape",
+    "add_arguments",
+    "bucket_bounds",
+    "bucket_index",
+    "build_shape",
+    "merge_all",
+    "merge_reports",
+    "slots_for",
+]

@@ -25,12 +25,46 @@ log = logging.getLogger("certstorm.swarm")
 
 events.init_command_line_parser.add_listener(add_arguments)
 
-_OPTION_KEYS = {"hub_url", "host", "fleet", "devices", "alg", "depth", "san", "seed", "shape", "rate", "step_rate",
-                "step_seconds", "steps", "slots", "latency_budget", "arrivals", "storm_devices", "storm_spread",
-                "backoff", "churn_devices", "churn_stay", "churn_away", "passes", "num_users", "spawn_rate",
-                "run_time", "processes", "expect_workers", "request_timeout", "results_dir",
-                "tls_ca", "tls_server_name", "tls_version", "mqtt_username", "mqtt_keepalive", "resume", "hold",
-                "source_addresses"}
+_OPTION_KEYS = {
+    "hub_url",
+    "host",
+    "fleet",
+    "devices",
+    "alg",
+    "depth",
+    "san",
+    "seed",
+    "shape",
+    "rate",
+    "step_rate",
+    "step_seconds",
+    "steps",
+    "slots",
+    "latency_budget",
+    "arrivals",
+    "storm_devices",
+    "storm_spread",
+    "backoff",
+    "churn_devices",
+    "churn_stay",
+    "churn_away",
+    "passes",
+    "num_users",
+    "spawn_rate",
+    "run_time",
+    "processes",
+    "expect_workers",
+    "request_timeout",
+    "results_dir",
+    "tls_ca",
+    "tls_server_name",
+    "tls_version",
+    "mqtt_username",
+    "mqtt_keepalive",
+    "resume",
+    "hold",
+    "source_addresses",
+}
 
 
 def _quit(environment, why: str) -> None:
@@ -70,8 +104,7 @@ def _on_init(environment, **_kw):
 def _cpu_sampler():
     while True:
         sw = current()
-        if sw is not None and sw.recorder is not None and sw.recorder.cpu.window_start is not None \
-                and not sw.draining:
+        if sw is not None and sw.recorder is not None and sw.recorder.cpu.window_start is not None and not sw.draining:
             sw.recorder.cpu.sample()
         gevent.sleep(1.0)
 
@@ -118,21 +151,39 @@ def _on_test_start(environment, **_kw):
         stride = 1
     now = time.time()
     run_id = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{o.shape}"
-    plan = {"run_id": run_id, "t0": now, "stride": stride, "limit": sw.device_limit(),
-            "results_dir": str(Path(o.results_dir).resolve()),
-            # the web UI may have changed these since start-up; workers take the master's
-            "options": {k: getattr(o, k) for k in RUN_OPTIONS}}
+    plan = {
+        "run_id": run_id,
+        "t0": now,
+        "stride": stride,
+        "limit": sw.device_limit(),
+        "results_dir": str(Path(o.results_dir).resolve()),
+        # the web UI may have changed these since start-up; workers take the master's
+        "options": {k: getattr(o, k) for k in RUN_OPTIONS},
+    }
     sw.meta = {
-        "run": {"run_id": run_id, "t0": now, "started_at": iso(now), "role": sw.role, "stride": stride,
-                "workers": sorted(sw.expected_workers)},
+        "run": {
+            "run_id": run_id,
+            "t0": now,
+            "started_at": iso(now),
+            "role": sw.role,
+            "stride": stride,
+            "workers": sorted(sw.expected_workers),
+        },
         "hub": {"url": sw.hub_url, "target": sw.target_url, "ca": ca},
         "hub_memory_before": memory_before,
-        "fleet": {"path": str(sw.fleet.path), "count": sw.fleet.count, "used": plan["limit"],
-                  "alg": sw.fleet.alg, "depth": sw.fleet.depth, "derived": not o.fleet},
+        "fleet": {
+            "path": str(sw.fleet.path),
+            "count": sw.fleet.count,
+            "used": plan["limit"],
+            "alg": sw.fleet.alg,
+            "depth": sw.fleet.depth,
+            "derived": not o.fleet,
+        },
         "shape": dict(sw.shape.describe(), name=o.shape),
         "phases": sw.shape.phases(),
         "backoff": {"preset": o.backoff, "description": preset(o.backoff).description}
-        if o.shape in ("storm", "churn") else None,
+        if o.shape in ("storm", "churn")
+        else None,
         "options": {k: v for k, v in sorted(vars(o).items()) if k in _OPTION_KEYS},
     }
     if sw.role == "master":

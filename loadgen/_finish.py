@@ -30,11 +30,21 @@ def finish_local(sw: Swarm) -> dict | None:
     while sw.in_flight > 0 and time.monotonic() < deadline:
         gevent.sleep(0.01)
     sw.recorder.cpu.stop()
-    extra = {"role": sw.role, "index": sw.partition.index, "devices_in_share": sw.partition.size,
-             "pid": os.getpid(), "in_flight_at_end": sw.in_flight, "locust": _locust_stats(sw.env)}
+    extra = {
+        "role": sw.role,
+        "index": sw.partition.index,
+        "devices_in_share": sw.partition.size,
+        "pid": os.getpid(),
+        "in_flight_at_end": sw.in_flight,
+        "locust": _locust_stats(sw.env),
+    }
     if sw.queue is not None:
-        extra["queue"] = {"devices": sw.queue.total, "admitted": sw.queue.admitted,
-                          "gave_up": sw.queue.gave_up, "still_waiting": len(sw.queue)}
+        extra["queue"] = {
+            "devices": sw.queue.total,
+            "admitted": sw.queue.admitted,
+            "gave_up": sw.queue.gave_up,
+            "still_waiting": len(sw.queue),
+        }
     report = sw.recorder.to_dict(extra)
     sw.stage = Stage.REPORTED
     try:
@@ -67,8 +77,7 @@ def _results_path(sw: Swarm) -> Path:
 
 def _write_summary(sw: Swarm) -> None:
     meta = dict(sw.meta)
-    meta["run"] = dict(meta.get("run", {}), ended_at=iso(time.time()),
-                       duration_s=round(time.time() - sw.plan["t0"], 3))
+    meta["run"] = dict(meta.get("run", {}), ended_at=iso(time.time()), duration_s=round(time.time() - sw.plan["t0"], 3))
     missing = sorted(sw.expected_workers - set(sw.reports)) if sw.role == "master" else []
     meta["reports"] = {"received": sorted(sw.reports), "missing": missing, "complete": not missing}
     try:
@@ -84,11 +93,18 @@ def _write_summary(sw: Swarm) -> None:
     summary, hists = merge_reports(sw.reports, meta)
     path = write_results(_results_path(sw), summary, hists)
     a = summary["authentications"]
-    log.info("swarm summary: %d admitted, %d failed attempts, %d distinct devices, %s -> %s",
-             a["admitted"], a["failed_attempts"], summary["devices"]["distinct_admitted"],
-             summary["generator_verdict"], path)
-    log.info("swarm latency, µs (the swarm's own histograms; Locust counts HTTP requests only):\n%s",
-             _latency_table(summary["latency_us"]))
+    log.info(
+        "swarm summary: %d admitted, %d failed attempts, %d distinct devices, %s -> %s",
+        a["admitted"],
+        a["failed_attempts"],
+        summary["devices"]["distinct_admitted"],
+        summary["generator_verdict"],
+        path,
+    )
+    log.info(
+        "swarm latency, µs (the swarm's own histograms; Locust counts HTTP requests only):\n%s",
+        _latency_table(summary["latency_us"]),
+    )
     if summary["generator_limited"]:
         log.warning(summary["generator_verdict"])
 
@@ -97,8 +113,9 @@ def _latency_table(latency: dict) -> str:
     rows = [f"{'':<20}{'count':>10}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}"]
     for name, h in latency.items():
         if h.get("count"):
-            rows.append(f"{name:<20}{h['count']:>10}" + "".join(f"{h[f'p{q}_us']:>10,.0f}"
-                                                               for q in ("50", "90", "99", "99.9")))
+            rows.append(
+                f"{name:<20}{h['count']:>10}" + "".join(f"{h[f'p{q}_us']:>10,.0f}" for q in ("50", "90", "99", "99.9"))
+            )
     return "\n".join(rows)
 
 
@@ -109,10 +126,13 @@ def iso(t: float) -> str:
 def _locust_stats(env) -> dict:
     out = {}
     for (name, method), e in env.runner.stats.entries.items():
-        out[f"{method} {name}"] = {"requests": e.num_requests, "failures": e.num_failures,
-                                   "avg_ms": round(e.avg_response_time, 3),
-                                   "p50_ms": e.get_response_time_percentile(0.5),
-                                   "p99_ms": e.get_response_time_percentile(0.99)}
+        out[f"{method} {name}"] = {
+            "requests": e.num_requests,
+            "failures": e.num_failures,
+            "avg_ms": round(e.avg_response_time, 3),
+            "p50_ms": e.get_response_time_percentile(0.5),
+            "p99_ms": e.get_response_time_percentile(0.99),
+        }
     return out
 
 
@@ -121,12 +141,19 @@ def _hub_cpu(before: dict | None, after: dict | None) -> dict | None:
     if not before or not after:
         return None
     wall = after["at"] - before["at"]
-    per = {pid: round((after["worker_cpu_s"][pid] - cpu) / wall, 4)
-           for pid, cpu in before["worker_cpu_s"].items() if pid in after["worker_cpu_s"]}
+    per = {
+        pid: round((after["worker_cpu_s"][pid] - cpu) / wall, 4)
+        for pid, cpu in before["worker_cpu_s"].items()
+        if pid in after["worker_cpu_s"]
+    }
     busiest = max(per.values(), default=0.0)
-    return {"wall_s": round(wall, 3), "utilization_by_worker": per, "busiest": busiest,
-            "saturated": busiest >= 0.85,
-            "note": "includes CA registration and the ramp-up; compare with generator_cpu"}
+    return {
+        "wall_s": round(wall, 3),
+        "utilization_by_worker": per,
+        "busiest": busiest,
+        "saturated": busiest >= 0.85,
+        "note": "includes CA registration and the ramp-up; compare with generator_cpu",
+    }
 
 
 def _sum_locust(per_process) -> dict:

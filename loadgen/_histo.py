@@ -17,9 +17,9 @@ import math
 
 import numpy as np
 
-SUB = 512                      # buckets per power of two above the exact range
-EXACT = 2 * SUB                # values 0 .. EXACT-1 have a bucket each
-MAX_SHIFT = 27                 # largest bucket shift: (2*SUB - 1) << 27 ≈ 1.4e11 µs
+SUB = 512  # buckets per power of two above the exact range
+EXACT = 2 * SUB  # values 0 .. EXACT-1 have a bucket each
+MAX_SHIFT = 27  # largest bucket shift: (2*SUB - 1) << 27 ≈ 1.4e11 µs
 MAX_US = ((2 * SUB) << MAX_SHIFT) - 1
 N_BUCKETS = EXACT + MAX_SHIFT * SUB
 _FLUSH_AT = 8192
@@ -33,8 +33,8 @@ def bucket_index(values) -> np.ndarray:
     if big.any():
         vb = v[big]
         bitlen = np.frexp(vb.astype(np.float64))[1].astype(np.int64)  # exact below 2**53
-        shift = bitlen - 10            # 1 for 1024..2047, 2 for 2048..4095, ...
-        sub = vb >> shift               # 512 .. 1023
+        shift = bitlen - 10  # 1 for 1024..2047, 2 for 2048..4095, ...
+        sub = vb >> shift  # 512 .. 1023
         out[big] = EXACT + (shift - 1) * SUB + (sub - SUB)
     return out
 
@@ -54,7 +54,7 @@ class Histogram:
     def __init__(self):
         self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
         self.count = 0
-        self.total = 0          # exact sum of recorded values, µs
+        self.total = 0  # exact sum of recorded values, µs
         self.min = None
         self.max = None
         self._buf: list[int] = []
@@ -104,8 +104,14 @@ class Histogram:
         """Sparse and JSON-safe: what a worker sends to the master."""
         self.flush()
         nz = np.flatnonzero(self.counts)
-        return {"index": nz.tolist(), "counts": self.counts[nz].tolist(), "count": self.count,
-                "total": self.total, "min": self.min, "max": self.max}
+        return {
+            "index": nz.tolist(),
+            "counts": self.counts[nz].tolist(),
+            "count": self.count,
+            "total": self.total,
+            "min": self.min,
+            "max": self.max,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Histogram":

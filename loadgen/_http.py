@@ -58,8 +58,15 @@ class Authenticator:
         # the scheme is the fleet's, not the key's: look it up once (isinstance checks on ABCs are not free)
         self.sign_args = signature_args(fleet.identity(0).private_key) if fleet.count else ()
 
-    def authenticate(self, conn: Connection, index: int, pass_number: int = 0, *, intended: float | None = None,
-                     phase: int | None = None) -> Outcome:
+    def authenticate(
+        self,
+        conn: Connection,
+        index: int,
+        pass_number: int = 0,
+        *,
+        intended: float | None = None,
+        phase: int | None = None,
+    ) -> Outcome:
         rec, perf = self.rec, _perf
         costs = rec.costs
         t0 = perf()
@@ -90,8 +97,9 @@ class Authenticator:
         rec.admission(index, pass_number, total, intended=intended, phase=phase, first=first)
         return Outcome(True, first=first)
 
-    def _exchange(self, conn: Connection, step: str, path: bytes, content_type: bytes, body: bytes, sent: float,
-                  t0: float):
+    def _exchange(
+        self, conn: Connection, step: str, path: bytes, content_type: bytes, body: bytes, sent: float, t0: float
+    ):
         """One request of an authentication, sent at ``sent``: records the hub's Server-Timing for the
         step and, on a 200, the Locust entry and the step's histogram. Returns ``(what the step's reader
         found in the reply, received)``, or the failed :class:`Outcome` when the connection failed, the hub
@@ -107,22 +115,50 @@ class Authenticator:
         if hub_step in timing:
             rec.hist["hub_" + hub_step].record(timing[hub_step] * 1000.0)
         if reply.status != 200:
-            return self._failed(step, error_code(reply), reply.status, received - sent, t0,
-                                retriable=reply.status in RETRIABLE_STATUS, retry_after=reply.retry_after())
+            return self._failed(
+                step,
+                error_code(reply),
+                reply.status,
+                received - sent,
+                t0,
+                retriable=reply.status in RETRIABLE_STATUS,
+                retry_after=reply.retry_after(),
+            )
         try:
             found = _READERS[step](reply.json())
         except WireError as exc:
             return self._failed(step, exc.code, reply.status, received - sent, t0, retriable=False)
-        self.fire(request_type="POST", name=step, response_time=(received - sent) * 1000.0,
-                  response_length=len(reply.body), exception=None, context={})
+        self.fire(
+            request_type="POST",
+            name=step,
+            response_time=(received - sent) * 1000.0,
+            response_length=len(reply.body),
+            exception=None,
+            context={},
+        )
         rec.hist[step].record((received - sent) * 1e6)
         return found, received
 
-    def _failed(self, step: str, code: str, status: int, elapsed: float, t0: float, *, retriable: bool,
-                retry_after: float | None = None) -> Outcome:
+    def _failed(
+        self,
+        step: str,
+        code: str,
+        status: int,
+        elapsed: float,
+        t0: float,
+        *,
+        retriable: bool,
+        retry_after: float | None = None,
+    ) -> Outcome:
         rec = self.rec
-        self.fire(request_type="POST", name=step, response_time=elapsed * 1000.0, response_length=0,
-                  exception=code, context={})
+        self.fire(
+            request_type="POST",
+            name=step,
+            response_time=elapsed * 1000.0,
+            response_length=0,
+            exception=code,
+            context={},
+        )
         rec.counts["failed"] += 1
         rec.failures[f"{step}:{code}"] += 1
         rec.second(_now())[2] += 1

@@ -30,8 +30,11 @@ from loadgen._recorder import Recorder
 from devicekit.mqtts import TLS_VERSIONS, MqttsClient, MqttsFailure, MqttsTarget
 
 SCHEME = "mqtts"
-_PHASES = (("tcp", "tcp_connect", "tcp connect"), ("tls", "tls_handshake", "tls handshake"),
-           ("connack", "connack", "connack"))
+_PHASES = (
+    ("tcp", "tcp_connect", "tcp connect"),
+    ("tls", "tls_handshake", "tls handshake"),
+    ("connack", "connack", "connack"),
+)
 # failure code -> the status the backoff presets understand (429 throttled, 0 connection error)
 _THROTTLED, _REFUSED = "connack_3", 401
 
@@ -42,21 +45,45 @@ def is_mqtts(url: str | None) -> bool:
 
 def add_arguments(add) -> None:
     """The transport's options (``add`` is the swarm's argument-group adder)."""
-    add("--tls-ca", default=None, metavar="FILE",
+    add(
+        "--tls-ca",
+        default=None,
+        metavar="FILE",
         help="mqtts: the server's CA certificate (PEM), e.g. the path the hub prints (default: do not verify "
-             "the server)")
+        "the server)",
+    )
     add("--tls-server-name", default=None, metavar="NAME", help="mqtts: SNI name (default: the --host name)")
     add("--tls-version", choices=sorted(TLS_VERSIONS), default="1.3", help="mqtts: TLS version (default 1.3)")
-    add("--mqtt-username", default=None, metavar="TEMPLATE",
+    add(
+        "--mqtt-username",
+        default=None,
+        metavar="TEMPLATE",
         help="mqtts: CONNECT username, with {device_id} and {hub} (the host), e.g. Azure IoT Hub's "
-             "'{hub}/{device_id}/?api-version=2021-04-12' (default: none)")
-    add("--mqtt-keepalive", type=integer(0, 65535), default=60, metavar="S", help="mqtts: MQTT keepalive seconds (default 60)")
+        "'{hub}/{device_id}/?api-version=2021-04-12' (default: none)",
+    )
+    add(
+        "--mqtt-keepalive",
+        type=integer(0, 65535),
+        default=60,
+        metavar="S",
+        help="mqtts: MQTT keepalive seconds (default 60)",
+    )
     add("--resume", action="store_true", help="mqtts: reconnects offer the device's previous TLS session")
-    add("--hold", type=number(0), default=0.0, metavar="SECONDS",
+    add(
+        "--hold",
+        type=number(0),
+        default=0.0,
+        metavar="SECONDS",
         help="mqtts: keep each admitted device connected this long, with PINGREQ keepalive (default 0); with "
-             "--passes the run then goes on until -t, holding what the passes admitted")
-    add("--source-addresses", type=integer(1, 254), default=1, metavar="N",
-        help="mqtts: spread connections over 127.0.0.1..127.0.0.N (loopback targets; default 1)")
+        "--passes the run then goes on until -t, holding what the passes admitted",
+    )
+    add(
+        "--source-addresses",
+        type=integer(1, 254),
+        default=1,
+        metavar="N",
+        help="mqtts: spread connections over 127.0.0.1..127.0.0.N (loopback targets; default 1)",
+    )
 
 
 def source_addresses(host: str, count: int) -> list[str | None]:
@@ -81,9 +108,15 @@ def configure(url: str, options) -> tuple[MqttsTarget, list[str | None]]:
         raise ValueError("--mqtt-keepalive must be 0..65535 seconds")
     if options.tls_ca and not os.path.isfile(options.tls_ca):
         raise ValueError(f"--tls-ca: no such file {options.tls_ca!r}")
-    target = MqttsTarget.from_url(url, ca_file=options.tls_ca, server_name=options.tls_server_name,
-                                  tls_version=options.tls_version, username=options.mqtt_username,
-                                  keepalive=options.mqtt_keepalive, timeout=options.request_timeout)
+    target = MqttsTarget.from_url(
+        url,
+        ca_file=options.tls_ca,
+        server_name=options.tls_server_name,
+        tls_version=options.tls_version,
+        username=options.mqtt_username,
+        keepalive=options.mqtt_keepalive,
+        timeout=options.request_timeout,
+    )
     if target.username is not None:
         try:
             target.username_for("device")
@@ -112,8 +145,9 @@ class MqttsAuthenticator:
         """A slot's own connection state: none (each device opens its own TCP connection)."""
         return None
 
-    def authenticate(self, conn, index: int, pass_number: int = 0, *, intended: float | None = None,
-                     phase: int | None = None) -> Outcome:
+    def authenticate(
+        self, conn, index: int, pass_number: int = 0, *, intended: float | None = None, phase: int | None = None
+    ) -> Outcome:
         rec, fire = self.rec, self.fire
         identity = self.fleet.identity(index)
         session = self.sessions.get(index) if self.resume else None
@@ -121,8 +155,13 @@ class MqttsAuthenticator:
             rec.counts["resumed_offers"] += 1
         t0 = time.perf_counter()
         try:
-            connection = self.client.connect(identity.device_id, identity.chain_der(), identity.private_key,
-                                             session=session, source=next(self._sources))
+            connection = self.client.connect(
+                identity.device_id,
+                identity.chain_der(),
+                identity.private_key,
+                session=session,
+                source=next(self._sources),
+            )
         except MqttsFailure as exc:
             return self._failed(exc, time.perf_counter() - t0)
         total = time.perf_counter() - t0
@@ -130,13 +169,20 @@ class MqttsAuthenticator:
         for attribute, histogram, name in _PHASES:
             seconds = getattr(timings, attribute)
             rec.hist[histogram].record(seconds * 1e6)
-            fire(request_type="MQTTS", name=name, response_time=seconds * 1000.0, response_length=0,
-                 exception=None, context={})
+            fire(
+                request_type="MQTTS",
+                name=name,
+                response_time=seconds * 1000.0,
+                response_length=0,
+                exception=None,
+                context={},
+            )
         rec.admission(index, pass_number, total, intended=intended, phase=phase)
         if self.resume:
             self.sessions[index] = connection.session()
         if self.hold > 0:
             import gevent
+
             rec.counts["held"] += 1
             gevent.spawn(self._hold, connection)
         else:
@@ -146,6 +192,7 @@ class MqttsAuthenticator:
     def _hold(self, connection) -> None:
         """Keep an admitted device connected for ``--hold`` seconds with PINGREQ every keepalive."""
         import gevent
+
         keepalive = self.client.target.keepalive or self.hold
         end = time.monotonic() + self.hold
         try:
@@ -154,8 +201,14 @@ class MqttsAuthenticator:
                 if end - time.monotonic() > 0:
                     t0 = time.perf_counter()
                     connection.ping()
-                    self.fire(request_type="MQTTS", name="ping", response_time=(time.perf_counter() - t0) * 1000.0,
-                              response_length=0, exception=None, context={})
+                    self.fire(
+                        request_type="MQTTS",
+                        name="ping",
+                        response_time=(time.perf_counter() - t0) * 1000.0,
+                        response_length=0,
+                        exception=None,
+                        context={},
+                    )
         except MqttsFailure as exc:
             self.rec.counts["hold_dropped"] += 1
             self.rec.failures[f"hold:{exc.code}"] += 1
@@ -165,8 +218,14 @@ class MqttsAuthenticator:
     def _failed(self, exc: MqttsFailure, elapsed: float) -> Outcome:
         rec = self.rec
         name = dict((a, n) for a, _, n in _PHASES).get(exc.step, exc.step)
-        self.fire(request_type="MQTTS", name=name, response_time=elapsed * 1000.0, response_length=0,
-                  exception=exc.code, context={})
+        self.fire(
+            request_type="MQTTS",
+            name=name,
+            response_time=elapsed * 1000.0,
+            response_length=0,
+            exception=exc.code,
+            context={},
+        )
         rec.counts["failed"] += 1
         rec.failures[f"{exc.step}:{exc.code}"] += 1
         rec.second(time.time())[2] += 1

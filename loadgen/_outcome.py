@@ -10,7 +10,15 @@ class Outcome:
 
     __slots__ = ("ok", "code", "step", "status", "retriable", "retry_after", "first")
 
-    def __init__(self, ok: bool, code: str = "", step: str = "", status: int = 0, retriable: bool = False,
-                 retry_after: float | None = None, first: bool = False):
+    def __init__(
+        self,
+        ok: bool,
+        code: str = "",
+        step: str = "",
+        status: int = 0,
+        retriable: bool = False,
+        retry_after: float | None = None,
+        first: bool = False,
+    ):
         self.ok, self.code, self.step, self.status = ok, code, step, status
         self.retriable, self.retry_after, self.first = retriable, retry_after, first

@@ -16,8 +16,18 @@ from loadgen._histo import Histogram
 
 __all__ = ["COSTS", "HISTOGRAMS", "CpuMonitor", "Recorder", "summarize_timeline"]
 
-HISTOGRAMS = ("challenge", "sign", "proof", "auth", "auth_from_intended", "hub_chain", "hub_pop",
-              "tcp_connect", "tls_handshake", "connack")  # the last three: the mqtts transport (_mqtt.py)
+HISTOGRAMS = (
+    "challenge",
+    "sign",
+    "proof",
+    "auth",
+    "auth_from_intended",
+    "hub_chain",
+    "hub_pop",
+    "tcp_connect",
+    "tls_handshake",
+    "connack",
+)  # the last three: the mqtts transport (_mqtt.py)
 COSTS = ("prepare", "parse_challenge", "sign", "build_proof", "parse_proof")
 
 _now = time.time
@@ -51,15 +61,22 @@ class CpuMonitor:
 
     def report(self) -> dict:
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        out = {"pid": os.getpid(), "user_s": round(ru.ru_utime, 3), "system_s": round(ru.ru_stime, 3),
-               "max_rss_kib": ru.ru_maxrss}
+        out = {
+            "pid": os.getpid(),
+            "user_s": round(ru.ru_utime, 3),
+            "system_s": round(ru.ru_stime, 3),
+            "max_rss_kib": ru.ru_maxrss,
+        }
         if self.window_start is None:
             return out
         end = self.window_end or self.point()
         wall = end[0] - self.window_start[0]
         cpu = end[1] - self.window_start[1]
-        out.update(window_wall_s=round(wall, 3), window_cpu_s=round(cpu, 3),
-                   utilization=round(cpu / wall, 4) if wall > 0 else None)
+        out.update(
+            window_wall_s=round(wall, 3),
+            window_cpu_s=round(cpu, 3),
+            utilization=round(cpu / wall, 4) if wall > 0 else None,
+        )
         # peak over any 5 s stretch of the per-second samples inside the window
         pts = [p for p in self.samples if self.window_start[0] <= p[0] <= end[0]]
         peak = None
@@ -82,12 +99,12 @@ class Recorder:
         self.t0 = t0
         self.hist = {name: Histogram() for name in HISTOGRAMS}
         self.phase_hist: dict[int, Histogram] = {}
-        self.costs = {name: [0, 0] for name in COSTS}   # ns, count
+        self.costs = {name: [0, 0] for name in COSTS}  # ns, count
         self.counts: Counter = Counter()
-        self.failures: Counter = Counter()                # "step:code"
-        self.timeline: dict[int, list[int]] = {}          # epoch second -> [intended, admitted, failed, retries]
-        self.curve: dict[int, list[int]] = {}             # 0.1 s since t0 -> [attempts, admitted, refused]
-        self.online_delta: Counter = Counter()           # epoch second -> change of devices online (churn)
+        self.failures: Counter = Counter()  # "step:code"
+        self.timeline: dict[int, list[int]] = {}  # epoch second -> [intended, admitted, failed, retries]
+        self.curve: dict[int, list[int]] = {}  # 0.1 s since t0 -> [attempts, admitted, refused]
+        self.online_delta: Counter = Counter()  # epoch second -> change of devices online (churn)
         self.admitted = np.zeros(fleet_count, dtype=bool)
         self.first_pass_admissions = 0
         self.duplicate_in_pass = 0
@@ -107,8 +124,16 @@ class Recorder:
             row = self.curve[b] = [0, 0, 0]
         return row
 
-    def admission(self, index: int, pass_number: int, seconds: float, *, intended: float | None = None,
-                  phase: int | None = None, first: bool = False) -> None:
+    def admission(
+        self,
+        index: int,
+        pass_number: int,
+        seconds: float,
+        *,
+        intended: float | None = None,
+        phase: int | None = None,
+        first: bool = False,
+    ) -> None:
         """One admitted device, whatever the transport: its latency (whole, from its intended start, and
         in its load phase), the counts and the timeline."""
         self.hist["auth"].record(seconds * 1e6)
@@ -161,5 +186,10 @@ def summarize_timeline(timeline: dict[int, list[int]]) -> dict:
     first, last = min(timeline), max(timeline)
     seconds = list(range(first, last + 1))
     cols = list(zip(*[timeline.get(s, [0, 0, 0, 0]) for s in seconds]))
-    return {"start_epoch_s": first, "intended": list(cols[0]), "admitted": list(cols[1]),
-            "failed": list(cols[2]), "retries": list(cols[3])}
+    return {
+        "start_epoch_s": first,
+        "intended": list(cols[0]),
+        "admitted": list(cols[1]),
+        "failed": list(cols[2]),
+        "retries": list(cols[3]),
+    }

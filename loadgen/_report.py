@@ -81,8 +81,11 @@ def merge_reports(reports: dict, meta: dict) -> tuple[dict, dict[str, Histogram]
     distinct = int(union.sum())
     summary = dict(meta)
     summary["authentications"] = {
-        "admitted": admitted, "failed_attempts": failed, "first_connection": counts.get("first_connection", 0),
-        "retries": counts.get("retries", 0), "gave_up": counts.get("gave_up", 0),
+        "admitted": admitted,
+        "failed_attempts": failed,
+        "first_connection": counts.get("first_connection", 0),
+        "retries": counts.get("retries", 0),
+        "gave_up": counts.get("gave_up", 0),
         "reconnects": counts.get("reconnects", 0),
         "failures_by_code": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
         # the mqtts transport's own counts (loadgen/_mqtt.py), when it ran
@@ -118,8 +121,10 @@ def _costs(costs: dict, cpu: dict, attempts: int) -> dict:
         out["process_cpu_per_attempt"] = round(total, 1)
         out["io_scheduling_and_stats"] = round(total - measured, 1)
         out["attempts_per_generator_core_second"] = round(attempts / cpu_s, 1)
-        out["note"] = ("prepare/parse/sign/build are timed around code that never yields; the rest of the "
-                       "process CPU per attempt is socket I/O, gevent scheduling and Locust's statistics")
+        out["note"] = (
+            "prepare/parse/sign/build are timed around code that never yields; the rest of the "
+            "process CPU per attempt is socket I/O, gevent scheduling and Locust's statistics"
+        )
     return out
 
 
@@ -127,14 +132,18 @@ def _cpu_verdict(cpu: dict) -> tuple[bool, str]:
     busy = {k: c for k, c in cpu.items() if (c.get("utilization") or 0) >= CPU_LIMIT}
     if busy:
         names = ", ".join(f"worker {k} at {c['utilization']:.0%}" for k, c in busy.items())
-        return True, (f"THE GENERATOR, NOT THE HUB, WAS THE LIMIT: {names} of a core during the measurement "
-                      f"(>= {CPU_LIMIT:.0%}). Add Locust worker processes or machines before reading these "
-                      f"figures as the hub's.")
+        return True, (
+            f"THE GENERATOR, NOT THE HUB, WAS THE LIMIT: {names} of a core during the measurement "
+            f"(>= {CPU_LIMIT:.0%}). Add Locust worker processes or machines before reading these "
+            f"figures as the hub's."
+        )
     peaks = {k: c for k, c in cpu.items() if (c.get("peak_5s_utilization") or 0) >= CPU_LIMIT}
     if peaks:
         names = ", ".join(f"worker {k} peaked at {c['peak_5s_utilization']:.0%}" for k, c in peaks.items())
-        return False, (f"generator below {CPU_LIMIT:.0%} CPU on average, but {names} over 5 s: "
-                       f"treat the busiest stretch with suspicion")
+        return False, (
+            f"generator below {CPU_LIMIT:.0%} CPU on average, but {names} over 5 s: "
+            f"treat the busiest stretch with suspicion"
+        )
     top = max((c.get("utilization") or 0 for c in cpu.values()), default=0)
     return False, f"generator not the limit (busiest process at {top:.0%} of a core)"
 
@@ -164,14 +173,16 @@ def _rates(tl: dict, t0: float | None, phases: list[dict], phase_hists: dict[int
 
             def rate(col):
                 n = len(tl[col])
-                return round(sum(w * tl[col][s - start] for s, w in weights.items()
-                                 if w > 0 and 0 <= s - start < n) / total, 1)
+                return round(
+                    sum(w * tl[col][s - start] for s, w in weights.items() if w > 0 and 0 <= s - start < n) / total, 1
+                )
 
             row.update(intended_rate=rate("intended"), achieved_rate=rate("admitted"), failed_rate=rate("failed"))
         h = phase_hists.get(ph["phase"])
         if h is not None and h.count:
-            row.update({f"auth_p{q}_us".replace(".", ""): h.percentile(q) for q in (50, 90, 99, 99.9)},
-                       auth_count=h.count)
+            row.update(
+                {f"auth_p{q}_us".replace(".", ""): h.percentile(q) for q in (50, 90, 99, 99.9)}, auth_count=h.count
+            )
         out.append(row)
     return {"phases": out}
 
@@ -186,8 +197,14 @@ def _curve(curve: dict[int, list[int]], meta: dict) -> dict:
             attempts[b], admitted[b], refused[b] = a, ok, ref
     cum = np.cumsum(admitted)
     devices = meta.get("shape", {}).get("devices") or int(cum[-1])
-    out = {"bucket_s": 0.1, "attempts": attempts.tolist(), "admitted": admitted.tolist(),
-           "refused": refused.tolist(), "admitted_cumulative": cum.tolist(), "devices": devices}
+    out = {
+        "bucket_s": 0.1,
+        "attempts": attempts.tolist(),
+        "admitted": admitted.tolist(),
+        "refused": refused.tolist(),
+        "admitted_cumulative": cum.tolist(),
+        "devices": devices,
+    }
     for frac in (0.5, 0.9, 0.99, 1.0):
         target = math.ceil(devices * frac)
         i = int(np.searchsorted(cum, target, side="left"))
@@ -226,6 +243,7 @@ def write_latency_csv(path: Path, latency: dict) -> None:
     """The swarm's µs percentiles per step (whole authentication, signing, each request, the hub's own
     timings) as a CSV beside Locust's, which counts HTTP requests only."""
     import csv
+
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(("name", *LATENCY_COLUMNS))

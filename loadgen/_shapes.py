@@ -22,8 +22,8 @@ SHAPES = ("closed", "steady", "step", "storm", "churn")
 class Plan:
     users: int
     spawn_rate: float
-    rate: float | None = None     # target authentications/s for the whole swarm (paced shapes)
-    phase: int = 0                # step number (step shape), else 0
+    rate: float | None = None  # target authentications/s for the whole swarm (paced shapes)
+    phase: int = 0  # step number (step shape), else 0
 
 
 def slots_for(rate: float, latency_budget: float, minimum: int = 1) -> int:
@@ -87,8 +87,15 @@ class Step(Shape):
 
     name = "step"
 
-    def __init__(self, start_rate: float, step_rate: float, step_seconds: float, steps: int,
-                 latency_budget: float, slots: int | None = None):
+    def __init__(
+        self,
+        start_rate: float,
+        step_rate: float,
+        step_seconds: float,
+        steps: int,
+        latency_budget: float,
+        slots: int | None = None,
+    ):
         if start_rate <= 0 or step_rate < 0 or step_seconds <= 0 or steps < 1:
             raise ValueError("step shape needs start rate > 0, step rate >= 0, step seconds > 0, steps >= 1")
         self.start_rate, self.step_rate, self.step_seconds, self.steps = start_rate, step_rate, step_seconds, steps
@@ -110,8 +117,10 @@ class Step(Shape):
         return Plan(users, float(users), self.rate_at(step), step)
 
     def phases(self):
-        return [{"phase": i, "start": i * self.step_seconds, "end": (i + 1) * self.step_seconds,
-                 "rate": self.rate_at(i)} for i in range(self.steps)]
+        return [
+            {"phase": i, "start": i * self.step_seconds, "end": (i + 1) * self.step_seconds, "rate": self.rate_at(i)}
+            for i in range(self.steps)
+        ]
 
 
 class Storm(Shape):
@@ -159,13 +168,19 @@ def build_shape(options) -> Shape:
         slots = options.slots or slots_for(options.rate, options.latency_budget)
         return Steady(options.rate, run_time or 60.0, slots)
     if name == "step":
-        return Step(options.rate, options.step_rate, options.step_seconds, options.steps,
-                    options.latency_budget, options.slots)
+        return Step(
+            options.rate, options.step_rate, options.step_seconds, options.steps, options.latency_budget, options.slots
+        )
     if name == "storm":
         return Storm(options.storm_devices, options.slots or min(100, options.storm_devices), run_time or 600.0)
     if name == "churn":
-        return Churn(options.churn_devices, options.slots or min(50, options.churn_devices), run_time or 60.0, options.churn_stay,
-                     options.churn_away)
+        return Churn(
+            options.churn_devices,
+            options.slots or min(50, options.churn_devices),
+            run_time or 60.0,
+            options.churn_stay,
+            options.churn_away,
+        )
     raise ValueError(f"unknown shape {name!r}; choose one of {', '.join(SHAPES)}")
 
 

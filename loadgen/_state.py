@@ -47,12 +47,17 @@ class Swarm:
         self.env = environment
         self.options = environment.parsed_options
         self.runner = environment.runner
-        self.role = ("master" if isinstance(self.runner, MasterRunner)
-                     else "worker" if isinstance(self.runner, WorkerRunner) else "local")
+        self.role = (
+            "master"
+            if isinstance(self.runner, MasterRunner)
+            else "worker"
+            if isinstance(self.runner, WorkerRunner)
+            else "local"
+        )
         self.fleet: Fleet | None = None
         self.limit = 0
-        self.fleet_loaded = Event()   # set once the fleet is open (or failed to open)
-        self.ready = Event()          # set once this process has taken the run's plan
+        self.fleet_loaded = Event()  # set once the fleet is open (or failed to open)
+        self.ready = Event()  # set once this process has taken the run's plan
         self.failed_setup: str | None = None
         self.plan: dict | None = None
         self.meta: dict = {}
@@ -65,10 +70,10 @@ class Swarm:
         self.rate: float | None = None
         self.total_users = 1
         self.phase = 0
-        self.k = 0                    # authentications this process has started (closed and paced shapes)
+        self.k = 0  # authentications this process has started (closed and paced shapes)
         self.in_flight = 0
         self.stage = Stage.IDLE
-        self.done = False             # out of devices
+        self.done = False  # out of devices
         self.reports: dict[int, dict] = {}
         self.done_workers: set[int] = set()
         self.expected_workers: set[int] = set()
@@ -102,8 +107,16 @@ class Swarm:
             if o.devices is None:
                 o.devices = 1000
             token = str(os.getppid() if self.role == "worker" else os.getpid())
-            self.fleet = derive_fleet(o.devices, alg=o.alg, depth=o.depth, seed=o.seed, cache_dir=o.fleet_cache,
-                                      run_token=token, log=log.info, san=o.san)
+            self.fleet = derive_fleet(
+                o.devices,
+                alg=o.alg,
+                depth=o.depth,
+                seed=o.seed,
+                cache_dir=o.fleet_cache,
+                run_token=token,
+                log=log.info,
+                san=o.san,
+            )
             self.limit = self.fleet.count
         o.storm_devices = min(o.storm_devices or self.limit, self.limit)
         o.churn_devices = min(o.churn_devices or self.limit, self.limit)

@@ -26,8 +26,11 @@ class DeviceSlot(User):
             if sw.failed_setup:
                 self.stop(force=False)
                 return
-        self.conn = (sw.auth.connection() if getattr(sw.auth, "transport", "http") == _mqtt.SCHEME
-                     else Connection(sw.hub_url, timeout=sw.options.request_timeout))
+        self.conn = (
+            sw.auth.connection()
+            if getattr(sw.auth, "transport", "http") == _mqtt.SCHEME
+            else Connection(sw.hub_url, timeout=sw.options.request_timeout)
+        )
         self.rng = random.Random()
         sw.recorder.cpu.start()
 
@@ -129,8 +132,14 @@ class DeviceSlot(User):
             else:
                 rec.bucket(end)[2] += 1
                 if out.retriable and not backoff.gives_up(first_attempt, end):
-                    d = backoff.delay(retry + 1, now=end, throttled=out.status == 429,
-                                      connection_error=out.status == 0, previous=previous, rng=self.rng)
+                    d = backoff.delay(
+                        retry + 1,
+                        now=end,
+                        throttled=out.status == 429,
+                        connection_error=out.status == 0,
+                        previous=previous,
+                        rng=self.rng,
+                    )
                     q.push(end + d, index, retry + 1, first_attempt, d)
                 else:
                     q.gave_up += 1

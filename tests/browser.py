@@ -39,13 +39,26 @@ def render(page: Path) -> dict:
     """{"images": [{"alt", "ok"}], "cells": [...], "text": ...} as Chromium rendered ``page``."""
     probe = page.with_name(page.stem + ".probe.html")
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    out = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     probe.unlink()
     m = re.search(r'<pre id="certstorm-probe">(.*?)</pre>', out.stdout, re.S)
     assert m, f"Chromium did not render the page: {out.stderr[-2000:]}"
     import html
+
     return json.loads(html.unescape(m.group(1)))
 
 

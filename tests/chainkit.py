@@ -60,24 +60,51 @@ def _default_hash(key):
     return hashes.SHA256()
 
 
-def make_cert(subject, public_key, issuer_name, signing_key, *, ca: bool, path_length=None,
-              validity=CURRENT, key_usage="default", eku="default", ski=True, aki_key=None,
-              digest="default", extra=(), bc=True, serial=None) -> x509.Certificate:
+def make_cert(
+    subject,
+    public_key,
+    issuer_name,
+    signing_key,
+    *,
+    ca: bool,
+    path_length=None,
+    validity=CURRENT,
+    key_usage="default",
+    eku="default",
+    ski=True,
+    aki_key=None,
+    digest="default",
+    extra=(),
+    bc=True,
+    serial=None,
+) -> x509.Certificate:
     """One certificate; every argument can be bent to make a defect."""
-    b = (x509.CertificateBuilder()
-         .subject_name(subject if isinstance(subject, x509.Name) else name(subject))
-         .issuer_name(issuer_name if isinstance(issuer_name, x509.Name) else name(issuer_name))
-         .public_key(public_key)
-         .serial_number(serial or next(_serials))
-         .not_valid_before(validity[0]).not_valid_after(validity[1]))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject if isinstance(subject, x509.Name) else name(subject))
+        .issuer_name(issuer_name if isinstance(issuer_name, x509.Name) else name(issuer_name))
+        .public_key(public_key)
+        .serial_number(serial or next(_serials))
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+    )
     if bc:
         b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
     if key_usage == "default":
         key_usage = ("key_cert_sign", "crl_sign") if ca else ("digital_signature",)
     if key_usage:
-        flags = {f: f in key_usage for f in (
-            "digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-            "key_cert_sign", "crl_sign")}
+        flags = {
+            f: f in key_usage
+            for f in (
+                "digital_signature",
+                "content_commitment",
+                "key_encipherment",
+                "data_encipherment",
+                "key_agreement",
+                "key_cert_sign",
+                "crl_sign",
+            )
+        }
         b = b.add_extension(x509.KeyUsage(**flags, encipher_only=False, decipher_only=False), critical=True)
     if eku == "default":
         eku = None if ca else [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -95,14 +122,24 @@ def make_cert(subject, public_key, issuer_name, signing_key, *, ca: bool, path_l
 class CA:
     """A CA with its key, for tests (the device-side factory models custody properly)."""
 
-    def __init__(self, cn: str, alg: str = "p256", *, parent: "CA | None" = None, path_length=None,
-                 validity=CURRENT, **kwargs):
+    def __init__(
+        self, cn: str, alg: str = "p256", *, parent: "CA | None" = None, path_length=None, validity=CURRENT, **kwargs
+    ):
         self.cn = cn
         self.key = new_key(alg)
         signer = parent.key if parent else self.key
         issuer = parent.cn if parent else cn
-        self.cert = make_cert(cn, self.key.public_key(), issuer, signer, ca=True, path_length=path_length,
-                              validity=validity, aki_key=signer.public_key(), **kwargs)
+        self.cert = make_cert(
+            cn,
+            self.key.public_key(),
+            issuer,
+            signer,
+            ca=True,
+            path_length=path_length,
+            validity=validity,
+            aki_key=signer.public_key(),
+            **kwargs,
+        )
         self.parent = parent
 
     def chain(self) -> list[x509.Certificate]:
@@ -116,8 +153,9 @@ class CA:
     def issue(self, device_id: str, alg: str = "p256", **kwargs):
         """(device key, device certificate)."""
         key = new_key(alg)
-        cert = make_cert(device_id, key.public_key(), self.cn, self.key, ca=False,
-                         aki_key=self.key.public_key(), **kwargs)
+        cert = make_cert(
+            device_id, key.public_key(), self.cn, self.key, ca=False, aki_key=self.key.public_key(), **kwargs
+        )
         return key, cert
 
 
@@ -164,19 +202,55 @@ def openssl_sha1(issuer: "CA | None", cn: str, *, ca: bool, tmp_path) -> tuple[x
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
 
     run("genrsa", "-out", "k.pem", "2048")
-    ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n" if ca else \
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+    ext = (
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+        if ca
+        else "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+    )
     (tmp_path / "ext.cnf").write_text(ext)
     run("req", "-new", "-key", "k.pem", "-subj", f"/CN={cn}", "-out", "r.csr")
     if issuer is None:
-        run("x509", "-req", "-in", "r.csr", "-signkey", "k.pem", "-sha1", "-days", "30", "-extfile", "ext.cnf",
-            "-out", "c.pem")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            "r.csr",
+            "-signkey",
+            "k.pem",
+            "-sha1",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "c.pem",
+        )
     else:
         (tmp_path / "ca.pem").write_bytes(pem(issuer.cert))
-        (tmp_path / "cakey.pem").write_bytes(issuer.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        run("x509", "-req", "-in", "r.csr", "-CA", "ca.pem", "-CAkey", "cakey.pem", "-set_serial", "7", "-sha1",
-            "-days", "30", "-extfile", "ext.cnf", "-out", "c.pem")
+        (tmp_path / "cakey.pem").write_bytes(
+            issuer.key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            "r.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "cakey.pem",
+            "-set_serial",
+            "7",
+            "-sha1",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "c.pem",
+        )
     cert = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
     key = serialization.load_pem_private_key((tmp_path / "k.pem").read_bytes(), None)
     return cert, key

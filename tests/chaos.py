@@ -75,6 +75,7 @@ def rss_kib(pid: int) -> int:
 def metrics(hub: HubProcess) -> dict[str, float]:
     """Unlabelled (or first-seen) Prometheus samples by name, e.g. certstorm_issuer_cache_entries."""
     from prometheus_client.parser import text_string_to_metric_families
+
     out: dict[str, float] = {}
     body = hub.call("GET", "/metrics").body.decode()
     for family in text_string_to_metric_families(body):
@@ -86,6 +87,7 @@ def metrics(hub: HubProcess) -> dict[str, float]:
 
 def fingerprint(cert) -> str:
     from cryptography.hazmat.primitives import hashes
+
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
@@ -132,10 +134,10 @@ def _rundir(workers) -> Path | None:
 @dataclass
 class Attempt:
     device: str
-    step: str          # "challenge" or "proof"
-    sent: float        # monotonic
+    step: str  # "challenge" or "proof"
+    sent: float  # monotonic
     answered: float
-    status: int        # 0: connection error
+    status: int  # 0: connection error
     code: str | None
 
 
@@ -163,8 +165,17 @@ class Storm:
     Connection errors, 429 and 5xx are retried with exponential backoff and full jitter (base, cap).
     """
 
-    def __init__(self, hub_address: tuple[str, int], devices, *, threads: int = 8, rounds: int = 1,
-                 continuous: bool = False, base: float = 0.05, cap: float = 1.0):
+    def __init__(
+        self,
+        hub_address: tuple[str, int],
+        devices,
+        *,
+        threads: int = 8,
+        rounds: int = 1,
+        continuous: bool = False,
+        base: float = 0.05,
+        cap: float = 1.0,
+    ):
         self.address = hub_address
         self.devices = list(devices)
         self.threads = threads
@@ -299,8 +310,9 @@ def _check_storm(result: StormResult, expected: int, rounds: int) -> None:
     assert not short, short[:5]
 
 
-def check_registry(hub: HubProcess, admitted: dict[str, list[float]], ca_id: str, killed: float | None = None,
-                   in_flight: int = 1) -> None:
+def check_registry(
+    hub: HubProcess, admitted: dict[str, list[float]], ca_id: str, killed: float | None = None, in_flight: int = 1
+) -> None:
     """Every admitted device is on record under ``ca_id`` with as many authentications as were acknowledged
     (``admitted``: device -> monotonic acknowledgement times). With a kill at ``killed``, counts written
     behind (every 0.2 s) may lack the acknowledgements of the second before it, never more; up to
@@ -345,8 +357,11 @@ def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: 
             killed = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             alone_from = storm.admitted_count()
-            wait_for(lambda: storm.admitted_count() >= alone_from + SERVED_ALONE, 30,
-                     f"the surviving worker to admit {SERVED_ALONE} devices alone")
+            wait_for(
+                lambda: storm.admitted_count() >= alone_from + SERVED_ALONE,
+                30,
+                f"the surviving worker to admit {SERVED_ALONE} devices alone",
+            )
         finally:
             os.kill(hub.proc.pid, signal.SIGCONT)
         released = time.monotonic()
@@ -380,7 +395,10 @@ def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: 
     assert "was killed by SIGKILL" in log
     assert restarts == 1, restarts
     figures = {
-        "devices": devices, "rounds": rounds, "threads": threads, "admissions": len(admissions),
+        "devices": devices,
+        "rounds": rounds,
+        "threads": threads,
+        "admissions": len(admissions),
         "survivor_alone_s": round(released - killed, 3),
         "replacement_forked_after_release_s": round(respawned - released, 3),
         "replacement_answering_after_release_s": round(ready - released, 3),
@@ -400,11 +418,11 @@ class AdminWriter:
     def __init__(self, address: tuple[str, int], token: str):
         self.address = address
         self.auth = {"Authorization": f"Bearer {token}"}
-        self.registered: dict[str, object] = {}   # CA id -> custodian
+        self.registered: dict[str, object] = {}  # CA id -> custodian
         self.verified: set[str] = set()
         self.revoked: set[str] = set()
         self.disabled: set[str] = set()
-        self.acknowledged: list[tuple[str, str]] = []   # (audit action, target), in order
+        self.acknowledged: list[tuple[str, str]] = []  # (audit action, target), in order
         self.unanswered: list[tuple[str, str]] = []
         self.errors = 0
         self._stop = threading.Event()
@@ -436,25 +454,39 @@ class AdminWriter:
 
     def _run(self) -> None:
         from cryptography.hazmat.primitives.serialization import Encoding
+
         n = 0
         while not self._stop.is_set():
             n += 1
             try:
                 custodian = Custodian.root(f"Admin-CA-{n}")
                 ca_id = fingerprint(custodian.certificate)
-                status, data = self._call(("ca.register", ca_id), 201, "POST", "/cas",
-                                          custodian.certificate.public_bytes(Encoding.PEM), PEM_TYPE)
+                status, data = self._call(
+                    ("ca.register", ca_id),
+                    201,
+                    "POST",
+                    "/cas",
+                    custodian.certificate.public_bytes(Encoding.PEM),
+                    PEM_TYPE,
+                )
                 if status == 201:
                     doc = json.loads(data)
                     self.registered[doc["id"]] = custodian
                     proof = custodian.verification_certificate(doc["verification_code"]).public_bytes(Encoding.PEM)
-                    status, _ = self._call(("ca.verify", ca_id), 200, "POST", f"/cas/{doc['id']}/verify", proof,
-                                           PEM_TYPE)
+                    status, _ = self._call(
+                        ("ca.verify", ca_id), 200, "POST", f"/cas/{doc['id']}/verify", proof, PEM_TYPE
+                    )
                     if status == 200:
                         self.verified.add(doc["id"])
                 fp = os.urandom(32).hex()
-                status, _ = self._call(("revocation.add", fp), 201, "POST", "/revocations",
-                                       json.dumps({"fingerprint": fp}).encode(), JSON_TYPE)
+                status, _ = self._call(
+                    ("revocation.add", fp),
+                    201,
+                    "POST",
+                    "/revocations",
+                    json.dumps({"fingerprint": fp}).encode(),
+                    JSON_TYPE,
+                )
                 if status == 201:
                     self.revoked.add(fp)
                 device_id = f"admin-disabled-{n}"
@@ -477,8 +509,9 @@ def audit_log(hub: HubProcess) -> list[dict]:
         entries += page
 
 
-def check_audit(entries: list[dict], acknowledged: list[tuple[str, str]], unanswered: list[tuple[str, str]],
-                token_id: str) -> int:
+def check_audit(
+    entries: list[dict], acknowledged: list[tuple[str, str]], unanswered: list[tuple[str, str]], token_id: str
+) -> int:
     """The audit log holds each acknowledged change exactly once, and nothing else but changes whose
     answer was lost; returns how many of those it holds."""
     logged = [(e["action"], e["target"]) for e in entries]
@@ -502,8 +535,11 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         ca_id = register_and_prove(hub, fleet.custodian())
         storm = Storm((hub.host, port), _storm_devices(fleet), threads=threads, rounds=rounds).start()
         writer = AdminWriter((hub.host, port), hub.admin_token()).start()
-        wait_for(lambda: storm.admitted_count() >= devices * rounds * 0.3 and len(writer.verified) >= 3, 60,
-                 "the storm and the administrative writes to get going")
+        wait_for(
+            lambda: storm.admitted_count() >= devices * rounds * 0.3 and len(writer.verified) >= 3,
+            60,
+            "the storm and the administrative writes to get going",
+        )
         before = {d: list(t) for d, t in storm.result.admitted.items()}
         killed = kill_whole_hub(hub)
         acknowledged_before_kill = sum(len(t) for t in before.values())
@@ -515,8 +551,9 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         _check_storm(result, devices, rounds)
         # Recovered: the first admission whose proof was sent after the kill (so the new hub served it;
         # an answer the old hub wrote just before dying may still be read after the kill).
-        first_after = min(a.answered for a in result.attempts if a.step == "proof" and a.status == 200
-                          and a.sent > killed)
+        first_after = min(
+            a.answered for a in result.attempts if a.step == "proof" and a.status == 200 and a.sent > killed
+        )
         # Recovered once the new hub answered: no device request sent after that failed (an order of
         # events; how long the recovery took depends on the machine and is only reported).
         failed_after_up = [a for a in result.attempts if a.sent > up and (a.status == 0 or a.status >= 500)]
@@ -535,9 +572,12 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
             doc = hub.admin("GET", f"/devices/{device_id}").json()
             assert doc.get("disabled") is True, (device_id, doc)
         # ... and the audit log holds exactly those changes (with the set-up's registration and proof).
-        audit_unanswered = check_audit(audit_log(hub), [("ca.register", ca_id), ("ca.verify", ca_id),
-                                                        *writer.acknowledged], writer.unanswered,
-                                       token_id(hub.admin_token()))
+        audit_unanswered = check_audit(
+            audit_log(hub),
+            [("ca.register", ca_id), ("ca.verify", ca_id), *writer.acknowledged],
+            writer.unanswered,
+            token_id(hub.admin_token()),
+        )
 
         # Device registry: every admission acknowledged before the kill has its first-seen record (written
         # before the answer); counts are written behind every 0.2 s, so the last moment before the kill
@@ -552,15 +592,20 @@ def hub_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: int
         hub.stop()
         hub.kill()
     return {
-        "devices": devices, "rounds": rounds, "threads": threads,
+        "devices": devices,
+        "rounds": rounds,
+        "threads": threads,
         "admissions_acknowledged_before_kill": acknowledged_before_kill,
         "devices_admitted_before_kill_all_on_record": on_record,
         "hub_restart_s": round(up - started, 3),
         "recovery_s": round(first_after - killed, 3),
         "storm_finished_after_kill_s": round(max(result.admissions()) - killed, 3),
-        "acknowledged_cas": len(writer.registered), "acknowledged_verifications": len(writer.verified),
-        "acknowledged_revocations": len(writer.revoked), "acknowledged_disables": len(writer.disabled),
-        "audit_entries_acknowledged": len(writer.acknowledged) + 2, "calls_unanswered": len(writer.unanswered),
+        "acknowledged_cas": len(writer.registered),
+        "acknowledged_verifications": len(writer.verified),
+        "acknowledged_revocations": len(writer.revoked),
+        "acknowledged_disables": len(writer.disabled),
+        "audit_entries_acknowledged": len(writer.acknowledged) + 2,
+        "calls_unanswered": len(writer.unanswered),
         "audit_entries_of_unanswered_calls": audit_unanswered,
         "retried_errors": result.errors(),
     }
@@ -572,8 +617,10 @@ def _two_technicians(per_technician: int):
     factory = company.enroll("Factory-Y", path_length=1)
     technicians = {name: factory.enroll(name, path_length=0) for name in ("Technician-Z", "Technician-W")}
     devices = {
-        name: [Device.create(f"{name[-1].lower()}-{i:04d}", tech, [tech.certificate, factory.certificate])
-               for i in range(per_technician)]
+        name: [
+            Device.create(f"{name[-1].lower()}-{i:04d}", tech, [tech.certificate, factory.certificate])
+            for i in range(per_technician)
+        ]
         for name, tech in technicians.items()
     }
     return company, technicians, devices
@@ -585,8 +632,9 @@ def _first_then_healthz(address, path: str, body: bytes, headers: dict) -> tuple
     return status, None if status == 200 else json.loads(data).get("error"), pid
 
 
-def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int = 8, before: float = 1.0,
-                      after: float = 1.5) -> dict:
+def revoke_technician(
+    workdir: Path, *, per_technician: int = 100, threads: int = 8, before: float = 1.0, after: float = 1.5
+) -> dict:
     company, technicians, devices = _two_technicians(per_technician)
     with HubProcess(workdir / "revoke.db", workers=2) as hub:
         ca_id = register_and_prove(hub, company)
@@ -620,10 +668,14 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
         # (the storm finished each authentication it began); no Technician-Z device admitted after it.
         check_trust(hub, [ca_id], {revoked})
         check_registry(hub, result.admitted, ca_id, in_flight=0)
-        z_on_record = {d.device_id: hub.admin("GET", f"/devices/{d.device_id}").json()
-                       for d in devices["Technician-Z"] if d.device_id in result.admitted}
-    late = {d: doc["last_authenticated"] for d, doc in z_on_record.items()
-            if doc["last_authenticated"] > acknowledged_wall}
+        z_on_record = {
+            d.device_id: hub.admin("GET", f"/devices/{d.device_id}").json()
+            for d in devices["Technician-Z"]
+            if d.device_id in result.admitted
+        }
+    late = {
+        d: doc["last_authenticated"] for d, doc in z_on_record.items() if doc["last_authenticated"] > acknowledged_wall
+    }
     assert not late, f"Technician-Z devices on record as admitted after the revocation: {list(late.items())[:3]}"
     z_ids = {d.device_id for d in devices["Technician-Z"]}
     z_after = [a for a in result.attempts if a.device in z_ids and a.sent > acknowledged]
@@ -643,15 +695,19 @@ def revoke_technician(workdir: Path, *, per_technician: int = 100, threads: int 
     assert all(s == 403 for _, s, _, _ in probes), probes[:5]
     w_admissions = sum(len(result.admitted.get(d.device_id, ())) for d in devices["Technician-W"])
     return {
-        "devices": 2 * per_technician, "threads": threads,
+        "devices": 2 * per_technician,
+        "threads": threads,
         "z_refusals_after_revocation": len(z_after),
-        "w_admissions": w_admissions, "w_refusals": 0,
+        "w_admissions": w_admissions,
+        "w_refusals": 0,
         # An admission may be answered after the acknowledgement when its proof was sent before it.
         "z_last_admission_answered_after_ack_s": round(last_z_admission - acknowledged, 4),
         "z_proofs_sent_after_ack_admitted": 0,
         "per_worker_first_refusal_ms_after_ack_sent_answered": {
-            str(p): [round(v * 1e3, 1) for v in times] for p, times in first_refusal.items()},
-        "probes": len(probes), "z_devices_on_record": len(z_on_record),
+            str(p): [round(v * 1e3, 1) for v in times] for p, times in first_refusal.items()
+        },
+        "probes": len(probes),
+        "z_devices_on_record": len(z_on_record),
     }
 
 
@@ -691,8 +747,10 @@ def _pipelined(address, request: bytes, count: int, depth: int, counts: dict, lo
 
 def flood_challenges(address, chain: bytes, count: int, *, connections: int = 4, depth: int = 64) -> dict:
     """Ask for ``count`` challenges (pipelined over raw connections) and never answer one."""
-    request = (b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nContent-Type: application/pkix-cert\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(chain)) + chain
+    request = (
+        b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nContent-Type: application/pkix-cert\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(chain)
+    ) + chain
     counts: dict[int, int] = {}
     lock = threading.Lock()
     share = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
@@ -747,7 +805,9 @@ def unanswered_challenges(workdir: Path, *, total: int = 200_000, checkpoints: i
         assert hub.healthz()["workers"] == workers
     per_worker = {str(pid): [r[pid] for r in rss] for pid in workers}
     return {
-        "challenges": total, "rate_per_s": round(total / seconds), "issued_at_checkpoints": issued,
+        "challenges": total,
+        "rate_per_s": round(total / seconds),
+        "issued_at_checkpoints": issued,
         "rss_kib_per_worker_at_checkpoints": per_worker,
         "pending_challenges_gauge": values.get("certstorm_pending_challenges"),
     }
@@ -764,11 +824,23 @@ def cache_bound(workdir: Path, *, intermediates: int = 4500) -> dict:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     import chainkit
+
     company_key = ec.generate_private_key(ec.SECP256R1())
-    company = Custodian.restore("Company-X", company_key, chainkit.make_cert(
-        "Company-X", company_key.public_key(), "Company-X", company_key, ca=True,
-        validity=(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1),
-                  dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30))))
+    company = Custodian.restore(
+        "Company-X",
+        company_key,
+        chainkit.make_cert(
+            "Company-X",
+            company_key.public_key(),
+            "Company-X",
+            company_key,
+            ca=True,
+            validity=(
+                dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1),
+                dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30),
+            ),
+        ),
+    )
     factory_key, device_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     validity = (now - dt.timedelta(hours=1), now + dt.timedelta(days=30))
@@ -792,24 +864,38 @@ def cache_bound(workdir: Path, *, intermediates: int = 4500) -> dict:
                     if not data:
                         return
                     buf += data
+
         reader = threading.Thread(target=read_answers)
         reader.start()
         for i in range(intermediates):
-            factory = chainkit.make_cert(f"Factory-{i}", factory_key.public_key(), "Company-X", company_key,
-                                         ca=True, path_length=0, validity=validity)
-            leaf = chainkit.make_cert(f"cached-{i}", device_key.public_key(), f"Factory-{i}", factory_key,
-                                      ca=False, validity=validity)
+            factory = chainkit.make_cert(
+                f"Factory-{i}",
+                factory_key.public_key(),
+                "Company-X",
+                company_key,
+                ca=True,
+                path_length=0,
+                validity=validity,
+            )
+            leaf = chainkit.make_cert(
+                f"cached-{i}", device_key.public_key(), f"Factory-{i}", factory_key, ca=False, validity=validity
+            )
             body = chainkit.pem(leaf, factory)
-            sock.sendall(b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nContent-Type: "
-                         b"application/x-pem-file\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            sock.sendall(
+                b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nContent-Type: "
+                b"application/x-pem-file\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+            )
         reader.join(60)
         sock.close()
         time.sleep(0.4)
         values = metrics(hub)
         health = hub.healthz()
-    return {"intermediates": intermediates, "challenges_issued": statuses.get(200, 0),
-            "issuer_cache_entries": values.get("certstorm_issuer_cache_entries"),
-            "healthz_issuer_cache": health["issuer_cache"]}
+    return {
+        "intermediates": intermediates,
+        "challenges_issued": statuses.get(200, 0),
+        "issuer_cache_entries": values.get("certstorm_issuer_cache_entries"),
+        "healthz_issuer_cache": health["issuer_cache"],
+    }
 
 
 # -- command line ----------------------------------------------------------------------------------------------
@@ -842,8 +928,10 @@ def main(argv=None) -> int:
                 elif name == "revoke":
                     figures = revoke_technician(workdir, per_technician=args.devices // 2, threads=args.threads)
                 else:
-                    figures = {"unanswered": unanswered_challenges(workdir, total=args.challenges, checkpoints=4),
-                               "cache": cache_bound(workdir, intermediates=args.intermediates)}
+                    figures = {
+                        "unanswered": unanswered_challenges(workdir, total=args.challenges, checkpoints=4),
+                        "cache": cache_bound(workdir, intermediates=args.intermediates),
+                    }
             except AssertionError as exc:
                 failed += 1
                 print(f"{name}: FAILED after {time.monotonic() - start:.1f} s: {exc}", flush=True)

@@ -50,10 +50,12 @@ def issuers(request, hub):
     """Fresh supply chains, registered and proven on the module's ``hub``, for a refusal test that runs
     twice: with nothing under the chain seen before, and after a sibling device under the same issuer was
     admitted by every worker, so that no refusal can depend on what the workers have cached."""
+
     def issue(depth: int = 2) -> SupplyChain:
         chain = SupplyChain.build(depth=depth)
         register_and_prove(hub, chain.company)
         if request.param == "sibling-accepted":
             admit_a_sibling_on_every_worker(hub, chain)
         return chain
+
     return issue

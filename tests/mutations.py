@@ -21,7 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.rsa import (
-    RSAPrivateNumbers, RSAPublicNumbers, rsa_crt_dmp1, rsa_crt_dmq1, rsa_crt_iqmp,
+    RSAPrivateNumbers,
+    RSAPublicNumbers,
+    rsa_crt_dmp1,
+    rsa_crt_dmq1,
+    rsa_crt_iqmp,
 )
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -59,8 +63,12 @@ class World:
         san_uri = x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:dev:sib-uri")])
         unknown = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.7"), b"\x05\x00")
         shapes = [
-            ("p256", {}), ("p384", {}), ("ed25519", {}), ("rsa2048", {}),
-            ("p256", {"extra": [(san_dns, False)]}), ("p256", {"extra": [(san_uri, False)]}),
+            ("p256", {}),
+            ("p384", {}),
+            ("ed25519", {}),
+            ("rsa2048", {}),
+            ("p256", {"extra": [(san_dns, False)]}),
+            ("p256", {"extra": [(san_uri, False)]}),
             ("p256", {"key_usage": None, "eku": None, "ski": False}),
             ("p256", {"extra": [(unknown, False)]}),
         ]
@@ -78,6 +86,7 @@ class World:
     def engine(self, *, warm: bool, primed: bool):
         from hubsim import ChainPolicy
         from hubsim import EnginePolicy
+
         eng = ck.engine(policy=EnginePolicy(chain=ChainPolicy(warm=warm)))
         for root in self.roots:
             ck.trust(eng, root)
@@ -95,6 +104,7 @@ def verdict(eng, upload, key) -> str:
     """``ok``, or the refusal's code; at which step is part of the answer (``proof:`` for the second)."""
     from hubsim import sign
     from hubsim import AuthError
+
     try:
         challenge = eng.begin(upload)
     except AuthError as exc:
@@ -110,11 +120,11 @@ def verdict(eng, upload, key) -> str:
 @dataclass
 class Case:
     name: str
-    expect: str                      # the full verifier's verdict: "ok", an error code, or "proof:<code>"
-    make: Callable[[World], tuple[list[bytes], object]]   # -> (upload, device private key or None)
-    warm: bool = True                # the warm path must judge it (every upload certificate is cached)
-    revoke: Callable[[World, list], str] | None = None   # (world, upload) -> fingerprint to revoke first
-    exact: bool = True               # the upload is exactly a cached path (so a re-admission is a reconnect)
+    expect: str  # the full verifier's verdict: "ok", an error code, or "proof:<code>"
+    make: Callable[[World], tuple[list[bytes], object]]  # -> (upload, device private key or None)
+    warm: bool = True  # the warm path must judge it (every upload certificate is cached)
+    revoke: Callable[[World, list], str] | None = None  # (world, upload) -> fingerprint to revoke first
+    exact: bool = True  # the upload is exactly a cached path (so a re-admission is a reconnect)
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -125,14 +135,28 @@ _serials = iter(range(10**6, 10**7))
 
 def _base_tbs(ca: ck.CA, key, *, cn="mutant", san=True) -> D.TBS:
     extra = [(x509.SubjectAlternativeName([x509.DNSName(f"{cn}.devices.example.com")]), False)] if san else []
-    cert = ck.make_cert(cn, key.public_key(), ca.cn, ca.key, ca=False, aki_key=ca.key.public_key(), extra=extra,
-                        serial=next(_serials))
+    cert = ck.make_cert(
+        cn, key.public_key(), ca.cn, ca.key, ca=False, aki_key=ca.key.public_key(), extra=extra, serial=next(_serials)
+    )
     return D.TBS.of(cert)
 
 
-def leaf_case(name, expect, edit, *, alg="p256", key_factory=None, signer=None, algorithm=None, outer=None,
-              post=None, ca_attr="tech", **kw):
+def leaf_case(
+    name,
+    expect,
+    edit,
+    *,
+    alg="p256",
+    key_factory=None,
+    signer=None,
+    algorithm=None,
+    outer=None,
+    post=None,
+    ca_attr="tech",
+    **kw,
+):
     """A device under Technician-Z whose TBS ``edit`` changes, signed again by the technician."""
+
     def make(w: World):
         ca = getattr(w, ca_attr)
         key = key_factory() if key_factory else ck.new_key(alg)
@@ -143,12 +167,14 @@ def leaf_case(name, expect, edit, *, alg="p256", key_factory=None, signer=None, 
         if post:
             leaf = post(leaf, w)
         return [leaf] + [ck.der(c) for c in ca.chain()], key
+
     return Case(name, expect, make, **kw)
 
 
 def _set(field_name, value):
     def edit(tbs, w, key):
         setattr(tbs, field_name, value(w, key) if callable(value) else value)
+
     return edit
 
 
@@ -183,8 +209,18 @@ def _validity(nb: bytes, na: bytes) -> bytes:
 def _ext(extension, critical=False) -> bytes:
     """The raw Extension element cryptography writes for ``extension``."""
     key = ck.new_key()
-    cert = ck.make_cert("x", key.public_key(), "x", key, ca=False, key_usage=None, eku=None, ski=False,
-                        bc=False, extra=[(extension, critical)])
+    cert = ck.make_cert(
+        "x",
+        key.public_key(),
+        "x",
+        key,
+        ca=False,
+        key_usage=None,
+        eku=None,
+        ski=False,
+        bc=False,
+        extra=[(extension, critical)],
+    )
     return D.TBS.of(cert).extensions[0]
 
 
@@ -201,18 +237,29 @@ def _replace_ext(tbs: D.TBS, dotted: str, raw: bytes | None):
 def ext_edit(dotted: str, raw):
     def edit(tbs, w, key):
         _replace_ext(tbs, dotted, raw(w, key) if callable(raw) else raw)
+
     return edit
 
 
 def add_ext(raw):
     def edit(tbs, w, key):
         tbs.extensions = tbs.extensions + [raw(w, key) if callable(raw) else raw]
+
     return edit
 
 
 def _ku(**flags) -> x509.KeyUsage:
-    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-             "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    names = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
     values = {n: flags.get(n, False) for n in names}
     return x509.KeyUsage(**values)
 
@@ -229,8 +276,9 @@ def _rsa_with_exponent(bits: int, e: int):
             d = pow(e, -1, phi)
         except ValueError:
             continue
-        return RSAPrivateNumbers(p, q, d, rsa_crt_dmp1(d, p), rsa_crt_dmq1(d, q), rsa_crt_iqmp(p, q),
-                                 RSAPublicNumbers(e, p * q)).private_key(unsafe_skip_rsa_key_validation=True)
+        return RSAPrivateNumbers(
+            p, q, d, rsa_crt_dmp1(d, p), rsa_crt_dmq1(d, q), rsa_crt_iqmp(p, q), RSAPublicNumbers(e, p * q)
+        ).private_key(unsafe_skip_rsa_key_validation=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -264,6 +312,7 @@ def _hybrid(w, key) -> bytes:
 
 def _p192(w, key) -> bytes:
     from hostile.corpus import _p192_spki
+
     return _p192_spki()
 
 
@@ -284,6 +333,7 @@ def _rsa_pss_spki(w, key) -> bytes:
 
 # ------------------------------------------------------------------------------------ signature edits
 
+
 def _resplit(cert: bytes):
     tbs, alg, sig = D.children(cert)
     return tbs, alg, D.element(sig)
@@ -292,32 +342,34 @@ def _resplit(cert: bytes):
 def _unused_bits(padding_bit: int):
     """The signature BIT STRING claims one unused bit; the signature is made again until its last bit is
     ``padding_bit`` (0: DER-valid padding, 1: not), so the case does not depend on a random signature."""
+
     def post(cert: bytes, w) -> bytes:
         tbs, alg, _ = D.children(cert)
         while True:
             signature = D.ALGORITHMS["ecdsa-sha256"][1](w.tech.key, tbs)
             if signature[-1] & 1 == padding_bit:
                 return D.seq(tbs, alg, D.tlv(0x03, b"\x01" + signature))
+
     return post
 
 
 def _high_s(cert: bytes, w) -> bytes:
     tbs, alg, sig = D.children(cert)
     _, start, end = D.element(sig)
-    r, s = decode_dss_signature(sig[start + 1:end])
+    r, s = decode_dss_signature(sig[start + 1 : end])
     return D.seq(tbs, alg, D.bits(encode_dss_signature(r, _P256_ORDER - s)))
 
 
 def _truncated_signature(cert: bytes, w) -> bytes:
     tbs, alg, sig = D.children(cert)
     _, start, end = D.element(sig)
-    return D.seq(tbs, alg, D.bits(sig[start + 1:end - 3]))
+    return D.seq(tbs, alg, D.bits(sig[start + 1 : end - 3]))
 
 
 def _trailing_after_signature(cert: bytes, w) -> bytes:
     tbs, alg, sig = D.children(cert)
     _, start, end = D.element(sig)
-    return D.seq(tbs, alg, D.bits(sig[start + 1:end] + b"\x00"))
+    return D.seq(tbs, alg, D.bits(sig[start + 1 : end] + b"\x00"))
 
 
 def _flip_tbs_after_signing(cert: bytes, w) -> bytes:
@@ -333,12 +385,17 @@ def _outer(dotted: str, null=False) -> bytes:
 
 # ------------------------------------------------------------------------------------ chain shapes
 
+
 def shape_case(name, expect, arrange, *, warm=True, revoke=None, alg="p256", ca_attr="tech", exact=True):
     def make(w: World):
         ca = getattr(w, ca_attr)
-        key, cert = ca.issue(f"shape-{name}", alg, extra=[(x509.SubjectAlternativeName(
-            [x509.DNSName(f"shape-{name}.devices.example.com")]), False)])
+        key, cert = ca.issue(
+            f"shape-{name}",
+            alg,
+            extra=[(x509.SubjectAlternativeName([x509.DNSName(f"shape-{name}.devices.example.com")]), False)],
+        )
         return arrange(ck.der(cert), w), key
+
     return Case(name, expect, make, warm=warm, revoke=revoke, exact=exact)
 
 
@@ -349,6 +406,7 @@ def _d(c) -> bytes:
 def intermediate_case(name, expect, **changes):
     """Technician-Z re-signed by Factory-Y with one change; the device is signed by the same technician
     key, so only the intermediate differs. Never cached, so the warm path can only hand it on."""
+
     def make(w: World):
         tbs = D.TBS.of(w.tech.cert)
         tbs.serial = D.integer(next(_serials))
@@ -359,9 +417,12 @@ def intermediate_case(name, expect, **changes):
             else:
                 setattr(tbs, key_name, value(w) if callable(value) else value)
         tech = tbs.sign(w.factory.key)
-        key, cert = w.tech.issue(f"inter-{name}", extra=[(x509.SubjectAlternativeName(
-            [x509.DNSName(f"inter-{name}.devices.example.com")]), False)])
+        key, cert = w.tech.issue(
+            f"inter-{name}",
+            extra=[(x509.SubjectAlternativeName([x509.DNSName(f"inter-{name}.devices.example.com")]), False)],
+        )
         return [_d(cert), tech, _d(w.factory.cert)], key
+
     # A path with name constraints is never cached: it goes cold every time.
     return Case(name, expect, make, warm=False, exact="name-constraints" not in name)
 
@@ -371,6 +432,7 @@ def _fp(cert) -> bytes:
 
 
 # ------------------------------------------------------------------------------------ the cases
+
 
 def cases() -> list[Case]:
     out: list[Case] = []
@@ -395,20 +457,45 @@ def cases() -> list[Case]:
     ):
         add(leaf_case(f"serial-{label}", expect, _set("serial", raw)))
     # signature algorithm, inner and outer
-    add(leaf_case("sigalg-inner-sha384", "chain_untrusted", lambda t, w, k: None,
-                  outer=_outer("1.2.840.10045.4.3.3")))
+    add(leaf_case("sigalg-inner-sha384", "chain_untrusted", lambda t, w, k: None, outer=_outer("1.2.840.10045.4.3.3")))
     add(leaf_case("sigalg-sha384", "ok", lambda t, w, k: None, algorithm="ecdsa-sha384"))
     add(leaf_case("sigalg-sha1", "unsupported_algorithm", lambda t, w, k: None, algorithm="ecdsa-sha1"))
-    add(leaf_case("sigalg-outer-null-params", "malformed_input", lambda t, w, k: None,
-                  outer=_outer("1.2.840.10045.4.3.2", null=True)))
+    add(
+        leaf_case(
+            "sigalg-outer-null-params",
+            "malformed_input",
+            lambda t, w, k: None,
+            outer=_outer("1.2.840.10045.4.3.2", null=True),
+        )
+    )
     add(leaf_case("sigalg-outer-unknown", "unsupported_algorithm", lambda t, w, k: None, outer=_outer("1.2.3.4.5")))
-    add(leaf_case("sigalg-rsa-under-ec-issuer", "chain_untrusted", lambda t, w, k: None,
-                  outer=_outer("1.2.840.113549.1.1.11", null=True)))
+    add(
+        leaf_case(
+            "sigalg-rsa-under-ec-issuer",
+            "chain_untrusted",
+            lambda t, w, k: None,
+            outer=_outer("1.2.840.113549.1.1.11", null=True),
+        )
+    )
     add(leaf_case("sig-rsa-sha256-by-rsa-tech", "ok", lambda t, w, k: None, ca_attr="rsa_tech"))
-    add(leaf_case("sig-rsa-sha1-by-rsa-tech", "unsupported_algorithm", lambda t, w, k: None,
-                  ca_attr="rsa_tech", algorithm="rsa-sha1"))
-    add(leaf_case("sig-rsa-md5-by-rsa-tech", "unsupported_algorithm", lambda t, w, k: None,
-                  ca_attr="rsa_tech", algorithm="rsa-md5"))
+    add(
+        leaf_case(
+            "sig-rsa-sha1-by-rsa-tech",
+            "unsupported_algorithm",
+            lambda t, w, k: None,
+            ca_attr="rsa_tech",
+            algorithm="rsa-sha1",
+        )
+    )
+    add(
+        leaf_case(
+            "sig-rsa-md5-by-rsa-tech",
+            "unsupported_algorithm",
+            lambda t, w, k: None,
+            ca_attr="rsa_tech",
+            algorithm="rsa-md5",
+        )
+    )
     # issuer name
     for label, name, expect in (
         ("other-cn", _name((CN, UTF8, b"Technician-Q")), "chain_untrusted"),
@@ -484,9 +571,19 @@ def cases() -> list[Case]:
         ("rsa-e65539", {"key_factory": lambda: _rsa_with_exponent(2048, 65539)}, "ok"),
     ):
         add(leaf_case(f"key-{label}", expect, lambda t, w, k: setattr(t, "spki", _spki_of(k)), **kwargs))
-    add(leaf_case("key-x25519", "unsupported_algorithm",
-                  lambda t, w, k: setattr(t, "spki", x25519.X25519PrivateKey.generate().public_key().public_bytes(
-                      Encoding.DER, PublicFormat.SubjectPublicKeyInfo))))
+    add(
+        leaf_case(
+            "key-x25519",
+            "unsupported_algorithm",
+            lambda t, w, k: setattr(
+                t,
+                "spki",
+                x25519.X25519PrivateKey.generate()
+                .public_key()
+                .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+            ),
+        )
+    )
     for label, spki, expect in (
         ("compressed-point", _compressed, "ok"),
         ("off-curve-point", _off_curve, "unsupported_algorithm"),
@@ -495,15 +592,24 @@ def cases() -> list[Case]:
         ("ec-null-params", _ec_params_null, "unsupported_algorithm"),
     ):
         add(leaf_case(f"spki-{label}", expect, _set("spki", spki)))
-    add(leaf_case("spki-rsa-params-missing", "ok", _set("spki", _rsa_params_missing),
-                  alg="rsa2048"))
+    add(leaf_case("spki-rsa-params-missing", "ok", _set("spki", _rsa_params_missing), alg="rsa2048"))
     add(leaf_case("spki-rsa-pss", "ok", _set("spki", _rsa_pss_spki), alg="rsa2048"))
     # unique identifiers
     for label, tag in (("issuer", 0x81), ("subject", 0x82)):
-        add(leaf_case(f"{label}-unique-id", "ok",
-                      lambda t, w, k, tag=tag: setattr(t, "spki", t.spki + D.tlv(tag, b"\x00\x01"))))
-        add(leaf_case(f"{label}-unique-id-misplaced", "malformed_input",
-                      lambda t, w, k, tag=tag: setattr(t, "subject", t.subject + D.tlv(tag, b"\x00\x01"))))
+        add(
+            leaf_case(
+                f"{label}-unique-id",
+                "ok",
+                lambda t, w, k, tag=tag: setattr(t, "spki", t.spki + D.tlv(tag, b"\x00\x01")),
+            )
+        )
+        add(
+            leaf_case(
+                f"{label}-unique-id-misplaced",
+                "malformed_input",
+                lambda t, w, k, tag=tag: setattr(t, "subject", t.subject + D.tlv(tag, b"\x00\x01")),
+            )
+        )
     # extensions
     BC, KU, EKU, SAN, SKI, AKI = "2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17", "2.5.29.14", "2.5.29.35"
     ext_cases = [
@@ -513,40 +619,60 @@ def cases() -> list[Case]:
         ("bc-absent", ext_edit(BC, None), "ok"),
         ("bc-explicit-false", ext_edit(BC, D.extension(BC, D.seq(b"\x01\x01\x00"), True)), "malformed_input"),
         ("ku-no-digital-signature", ext_edit(KU, _ext(_ku(key_encipherment=True), True)), "key_usage_invalid"),
-        ("ku-cert-sign", ext_edit(KU, _ext(_ku(digital_signature=True, key_cert_sign=True), True)),
-         "chain_untrusted"),
+        ("ku-cert-sign", ext_edit(KU, _ext(_ku(digital_signature=True, key_cert_sign=True), True)), "chain_untrusted"),
         ("ku-noncritical", ext_edit(KU, _ext(_ku(digital_signature=True), False)), "ok"),
         ("ku-absent", ext_edit(KU, None), "ok"),
         ("ku-extra-bits", ext_edit(KU, _ext(_ku(digital_signature=True, key_agreement=True), True)), "ok"),
-        ("eku-server-only", ext_edit(EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]))),
-         "eku_invalid"),
-        ("eku-any", ext_edit(EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]))),
-         "eku_invalid"),
-        ("eku-both", ext_edit(EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                                ExtendedKeyUsageOID.CLIENT_AUTH]))), "ok"),
-        ("eku-critical", ext_edit(EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), True)),
-         "chain_untrusted"),
+        (
+            "eku-server-only",
+            ext_edit(EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]))),
+            "eku_invalid",
+        ),
+        (
+            "eku-any",
+            ext_edit(EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]))),
+            "eku_invalid",
+        ),
+        (
+            "eku-both",
+            ext_edit(
+                EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]))
+            ),
+            "ok",
+        ),
+        (
+            "eku-critical",
+            ext_edit(EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), True)),
+            "chain_untrusted",
+        ),
         ("eku-absent", ext_edit(EKU, None), "ok"),
         ("eku-empty", ext_edit(EKU, D.extension(EKU, D.seq())), "malformed_input"),
         ("san-absent", ext_edit(SAN, None), "ok"),
-        ("san-uri", ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:d:1")]))),
-         "ok"),
-        ("san-ip", ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.IPAddress(
-            __import__("ipaddress").ip_address("10.1.2.3"))]))), "ok"),
+        (
+            "san-uri",
+            ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:d:1")]))),
+            "ok",
+        ),
+        (
+            "san-ip",
+            ext_edit(
+                SAN, _ext(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("10.1.2.3"))]))
+            ),
+            "ok",
+        ),
         ("san-email", ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.RFC822Name("d@example.com")]))), "ok"),
-        ("san-many", ext_edit(SAN, _ext(x509.SubjectAlternativeName(
-            [x509.DNSName(f"n{i}.example.com") for i in range(20)]))), "ok"),
-        ("san-critical", ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.DNSName("c.example.com")]), True)),
-         "ok"),
+        (
+            "san-many",
+            ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.DNSName(f"n{i}.example.com") for i in range(20)]))),
+            "ok",
+        ),
+        ("san-critical", ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.DNSName("c.example.com")]), True)), "ok"),
         ("san-empty", ext_edit(SAN, D.extension(SAN, D.seq())), "ok"),
-        ("san-bad-dns", ext_edit(SAN, D.extension(SAN, D.seq(D.tlv(0x82, b"bad..name..\xff")))),
-         "malformed_input"),
-        ("san-bad-ip-length", ext_edit(SAN, D.extension(SAN, D.seq(D.tlv(0x87, b"\x01\x02\x03")))),
-         "malformed_input"),
+        ("san-bad-dns", ext_edit(SAN, D.extension(SAN, D.seq(D.tlv(0x82, b"bad..name..\xff")))), "malformed_input"),
+        ("san-bad-ip-length", ext_edit(SAN, D.extension(SAN, D.seq(D.tlv(0x87, b"\x01\x02\x03")))), "malformed_input"),
         ("san-garbage", ext_edit(SAN, D.extension(SAN, b"\x30\x03\x82\x05a")), "malformed_input"),
         ("san-wildcard", ext_edit(SAN, _ext(x509.SubjectAlternativeName([x509.DNSName("*.example.com")]))), "ok"),
-        ("san-dup", add_ext(_ext(x509.SubjectAlternativeName([x509.DNSName("dup.example.com")]))),
-         "malformed_input"),
+        ("san-dup", add_ext(_ext(x509.SubjectAlternativeName([x509.DNSName("dup.example.com")]))), "malformed_input"),
         ("eku-dup", add_ext(_ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]))), "malformed_input"),
         ("ski-absent", ext_edit(SKI, None), "ok"),
         ("ski-critical", ext_edit(SKI, D.extension(SKI, D.octets(b"\x01" * 20), True)), "ok"),
@@ -554,31 +680,82 @@ def cases() -> list[Case]:
         ("ski-not-octets", ext_edit(SKI, D.extension(SKI, D.integer(5))), "malformed_input"),
         ("aki-absent", ext_edit(AKI, None), "ok"),
         ("aki-other-keyid", ext_edit(AKI, _ext(x509.AuthorityKeyIdentifier(b"\x09" * 20, None, None))), "ok"),
-        ("aki-critical", ext_edit(AKI, lambda w, k: _ext(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            w.tech.key.public_key()), True)), "ok"),
+        (
+            "aki-critical",
+            ext_edit(
+                AKI,
+                lambda w, k: _ext(x509.AuthorityKeyIdentifier.from_issuer_public_key(w.tech.key.public_key()), True),
+            ),
+            "ok",
+        ),
         ("unknown-critical", add_ext(D.extension("1.3.6.1.4.1.55555.9", D.NULL, True)), "chain_untrusted"),
         ("unknown-noncritical", add_ext(D.extension("1.3.6.1.4.1.55555.9", D.NULL)), "ok"),
         ("unknown-garbage-noncritical", add_ext(D.extension("1.3.6.1.4.1.55555.9", b"\xff\xff")), "ok"),
-        ("name-constraints-on-leaf", add_ext(lambda w, k: _ext(x509.NameConstraints(
-            [x509.DNSName("example.com")], None), True)), "chain_untrusted"),
-        ("policies", add_ext(_ext(x509.CertificatePolicies([x509.PolicyInformation(
-            ObjectIdentifier("2.23.140.1.2.1"), None)]))), "ok"),
-        ("policies-critical", add_ext(_ext(x509.CertificatePolicies([x509.PolicyInformation(
-            ObjectIdentifier("2.23.140.1.2.1"), None)]), True)), "chain_untrusted"),
-        ("crl-dp", add_ext(_ext(x509.CRLDistributionPoints([x509.DistributionPoint(
-            [x509.UniformResourceIdentifier("http://crl.example.com/t.crl")], None, None, None)]))), "ok"),
-        ("aia", add_ext(_ext(x509.AuthorityInformationAccess([x509.AccessDescription(
-            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier("http://o.example.com"))]))),
-         "ok"),
+        (
+            "name-constraints-on-leaf",
+            add_ext(lambda w, k: _ext(x509.NameConstraints([x509.DNSName("example.com")], None), True)),
+            "chain_untrusted",
+        ),
+        (
+            "policies",
+            add_ext(_ext(x509.CertificatePolicies([x509.PolicyInformation(ObjectIdentifier("2.23.140.1.2.1"), None)]))),
+            "ok",
+        ),
+        (
+            "policies-critical",
+            add_ext(
+                _ext(x509.CertificatePolicies([x509.PolicyInformation(ObjectIdentifier("2.23.140.1.2.1"), None)]), True)
+            ),
+            "chain_untrusted",
+        ),
+        (
+            "crl-dp",
+            add_ext(
+                _ext(
+                    x509.CRLDistributionPoints(
+                        [
+                            x509.DistributionPoint(
+                                [x509.UniformResourceIdentifier("http://crl.example.com/t.crl")], None, None, None
+                            )
+                        ]
+                    )
+                )
+            ),
+            "ok",
+        ),
+        (
+            "aia",
+            add_ext(
+                _ext(
+                    x509.AuthorityInformationAccess(
+                        [
+                            x509.AccessDescription(
+                                x509.oid.AuthorityInformationAccessOID.OCSP,
+                                x509.UniformResourceIdentifier("http://o.example.com"),
+                            )
+                        ]
+                    )
+                )
+            ),
+            "ok",
+        ),
         ("ocsp-nocheck", add_ext(_ext(x509.OCSPNoCheck())), "ok"),
-        ("tls-feature-critical", add_ext(_ext(x509.TLSFeature([x509.TLSFeatureType.status_request]), True)),
-         "chain_untrusted"),
+        (
+            "tls-feature-critical",
+            add_ext(_ext(x509.TLSFeature([x509.TLSFeatureType.status_request]), True)),
+            "chain_untrusted",
+        ),
         ("no-extensions", lambda t, w, k: setattr(t, "extensions", []), "ok"),
-        ("empty-extensions-seq", lambda t, w, k: (setattr(t, "extensions", []),
-                                                  setattr(t, "spki", t.spki + D.tlv(0xA3, D.seq()))),
-         "ok"),
-        ("many-noncritical", add_ext(lambda w, k: b"".join(
-            D.extension(f"1.3.6.1.4.1.55555.{i}", D.NULL) for i in range(30))), "ok"),
+        (
+            "empty-extensions-seq",
+            lambda t, w, k: (setattr(t, "extensions", []), setattr(t, "spki", t.spki + D.tlv(0xA3, D.seq()))),
+            "ok",
+        ),
+        (
+            "many-noncritical",
+            add_ext(lambda w, k: b"".join(D.extension(f"1.3.6.1.4.1.55555.{i}", D.NULL) for i in range(30))),
+            "ok",
+        ),
         ("inhibit-any-policy", add_ext(_ext(x509.InhibitAnyPolicy(0), True)), "chain_untrusted"),
         ("policy-constraints", add_ext(_ext(x509.PolicyConstraints(0, None), True)), "chain_untrusted"),
         ("netscape-comment", add_ext(D.extension("2.16.840.1.113730.1.13", D.tlv(0x16, b"hi"))), "ok"),
@@ -587,12 +764,27 @@ def cases() -> list[Case]:
         add(leaf_case(f"ext-{label}", expect, edit))
     # extensions on non-P-256 devices (the same rules whatever the key)
     for alg in ("p384", "ed25519", "rsa2048"):
-        add(leaf_case(f"ext-bc-ca-{alg}", "leaf_is_ca",
-                      ext_edit(BC, _ext(x509.BasicConstraints(True, None), True)), alg=alg))
-        add(leaf_case(f"ext-unknown-critical-{alg}", "chain_untrusted",
-                      add_ext(D.extension("1.3.6.1.4.1.55555.9", D.NULL, True)), alg=alg))
-        add(leaf_case(f"validity-generalized-{alg}", "chain_untrusted",
-                      _set("validity", _validity(_gen(START), utc_na)), alg=alg))
+        add(
+            leaf_case(
+                f"ext-bc-ca-{alg}", "leaf_is_ca", ext_edit(BC, _ext(x509.BasicConstraints(True, None), True)), alg=alg
+            )
+        )
+        add(
+            leaf_case(
+                f"ext-unknown-critical-{alg}",
+                "chain_untrusted",
+                add_ext(D.extension("1.3.6.1.4.1.55555.9", D.NULL, True)),
+                alg=alg,
+            )
+        )
+        add(
+            leaf_case(
+                f"validity-generalized-{alg}",
+                "chain_untrusted",
+                _set("validity", _validity(_gen(START), utc_na)),
+                alg=alg,
+            )
+        )
     # the signature
     add(leaf_case("sig-other-key", "chain_untrusted", lambda t, w, k: None, signer=lambda w: ck.new_key()))
     add(leaf_case("sig-by-factory", "chain_untrusted", lambda t, w, k: None, signer=lambda w: w.factory.key))
@@ -624,8 +816,13 @@ def cases() -> list[Case]:
         ("extra-rsa-tech", "ok", lambda leaf, w: [leaf, T(w), F(w), _d(w.rsa_tech.cert)]),
         ("stranger-path", "chain_untrusted", lambda leaf, w: [leaf, _d(w.stranger_tech.cert), _d(w.stranger.cert)]),
         ("leaf-first-wrong", "leaf_is_ca", lambda leaf, w: [T(w), leaf, F(w)]),
-        ("pem-bundle", "ok", lambda leaf, w: b"".join(
-            x509.load_der_x509_certificate(c).public_bytes(Encoding.PEM) for c in (leaf, T(w), F(w)))),
+        (
+            "pem-bundle",
+            "ok",
+            lambda leaf, w: b"".join(
+                x509.load_der_x509_certificate(c).public_bytes(Encoding.PEM) for c in (leaf, T(w), F(w))
+            ),
+        ),
     ]
     for label, expect, arrange in shapes:
         # A stranger's path, or the device certificate where an intermediate belongs: never validated.
@@ -633,38 +830,96 @@ def cases() -> list[Case]:
         add(shape_case(f"chain-{label}", expect, arrange, warm=not unknown, exact=not label.startswith("extra")))
     # revocation of what a cached path holds: the revoked certificate leaves the cache, so the upload
     # holds a certificate the warm path no longer knows and is handed on
-    add(shape_case("revoked-tech", "cert_revoked", lambda leaf, w: [leaf, T(w), F(w)],
-                   revoke=lambda w, up: _fp(w.tech.cert), warm=False))
-    add(shape_case("revoked-factory", "cert_revoked", lambda leaf, w: [leaf, T(w), F(w)],
-                   revoke=lambda w, up: _fp(w.factory.cert), warm=False))
-    add(shape_case("revoked-root", "cert_revoked", lambda leaf, w: [leaf, T(w), F(w)],
-                   revoke=lambda w, up: _fp(w.root.cert), warm=False))
-    add(shape_case("revoked-root-direct-device", "cert_revoked", lambda leaf, w: [leaf],
-                   revoke=lambda w, up: _fp(w.root.cert), ca_attr="root"))
-    add(shape_case("revoked-device", "cert_revoked", lambda leaf, w: [leaf, T(w), F(w)],
-                   revoke=lambda w, up: _fp(x509.load_der_x509_certificate(up[0]))))
-    add(shape_case("revoked-sibling-device", "ok", lambda leaf, w: [leaf, T(w), F(w)],
-                   revoke=lambda w, up: _fp(x509.load_der_x509_certificate(w.siblings[0][1][0]))))
-    add(shape_case("revoked-twin-only", "ok", lambda leaf, w: [leaf, T(w), F(w)],
-                   revoke=lambda w, up: _fp(w.tech_twin.cert)))
-    add(shape_case("revoked-other-tech", "ok", lambda leaf, w: [leaf, T(w), F(w)],
-                   revoke=lambda w, up: _fp(w.other_tech.cert)))
+    add(
+        shape_case(
+            "revoked-tech",
+            "cert_revoked",
+            lambda leaf, w: [leaf, T(w), F(w)],
+            revoke=lambda w, up: _fp(w.tech.cert),
+            warm=False,
+        )
+    )
+    add(
+        shape_case(
+            "revoked-factory",
+            "cert_revoked",
+            lambda leaf, w: [leaf, T(w), F(w)],
+            revoke=lambda w, up: _fp(w.factory.cert),
+            warm=False,
+        )
+    )
+    add(
+        shape_case(
+            "revoked-root",
+            "cert_revoked",
+            lambda leaf, w: [leaf, T(w), F(w)],
+            revoke=lambda w, up: _fp(w.root.cert),
+            warm=False,
+        )
+    )
+    add(
+        shape_case(
+            "revoked-root-direct-device",
+            "cert_revoked",
+            lambda leaf, w: [leaf],
+            revoke=lambda w, up: _fp(w.root.cert),
+            ca_attr="root",
+        )
+    )
+    add(
+        shape_case(
+            "revoked-device",
+            "cert_revoked",
+            lambda leaf, w: [leaf, T(w), F(w)],
+            revoke=lambda w, up: _fp(x509.load_der_x509_certificate(up[0])),
+        )
+    )
+    add(
+        shape_case(
+            "revoked-sibling-device",
+            "ok",
+            lambda leaf, w: [leaf, T(w), F(w)],
+            revoke=lambda w, up: _fp(x509.load_der_x509_certificate(w.siblings[0][1][0])),
+        )
+    )
+    add(
+        shape_case(
+            "revoked-twin-only", "ok", lambda leaf, w: [leaf, T(w), F(w)], revoke=lambda w, up: _fp(w.tech_twin.cert)
+        )
+    )
+    add(
+        shape_case(
+            "revoked-other-tech", "ok", lambda leaf, w: [leaf, T(w), F(w)], revoke=lambda w, up: _fp(w.other_tech.cert)
+        )
+    )
     # mutated intermediates (re-signed Technician-Z): never cached, so handed on
     for label, expect, changes in (
         ("reserialed", "ok", {}),
-        ("expired", "cert_expired", {"validity": _validity(_utc(NOW - dt.timedelta(days=9)),
-                                                           _utc(NOW - dt.timedelta(days=1)))}),
+        (
+            "expired",
+            "cert_expired",
+            {"validity": _validity(_utc(NOW - dt.timedelta(days=9)), _utc(NOW - dt.timedelta(days=1)))},
+        ),
         ("generalized", "chain_untrusted", {"validity": _validity(_gen(START), utc_na)}),
         ("not-ca", "chain_untrusted", {"ext": (BC, _ext(x509.BasicConstraints(False, None), True))}),
         ("no-keycertsign", "chain_untrusted", {"ext": (KU, _ext(_ku(crl_sign=True, key_cert_sign=False), True))}),
         ("no-bc", "chain_untrusted", {"ext": (BC, None)}),
         ("eku-server", "eku_invalid", {"ext": (EKU, _ext(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])))}),
-        ("name-constraints-excluding", "chain_untrusted", {"ext": ("2.5.29.30", _ext(x509.NameConstraints(
-            None, [x509.DNSName("devices.example.com")]), True))}),
-        ("name-constraints-permitting", "ok", {"ext": ("2.5.29.30", _ext(x509.NameConstraints(
-            [x509.DNSName("devices.example.com")], None), True))}),
-        ("unknown-critical", "chain_untrusted", {"ext": ("1.3.6.1.4.1.55555.9", D.extension(
-            "1.3.6.1.4.1.55555.9", D.NULL, True))}),
+        (
+            "name-constraints-excluding",
+            "chain_untrusted",
+            {"ext": ("2.5.29.30", _ext(x509.NameConstraints(None, [x509.DNSName("devices.example.com")]), True))},
+        ),
+        (
+            "name-constraints-permitting",
+            "ok",
+            {"ext": ("2.5.29.30", _ext(x509.NameConstraints([x509.DNSName("devices.example.com")], None), True))},
+        ),
+        (
+            "unknown-critical",
+            "chain_untrusted",
+            {"ext": ("1.3.6.1.4.1.55555.9", D.extension("1.3.6.1.4.1.55555.9", D.NULL, True))},
+        ),
         ("v1", "chain_untrusted", {"version": None}),
     ):
         add(intermediate_case(f"intermediate-{label}", expect, **changes))

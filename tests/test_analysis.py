@@ -9,14 +9,40 @@ from certstorm.capacity import analysis
 from certstorm.capacity.planner import USL
 
 
-def step(target, *, achieved=None, workers=1, stage="ramp", hub_cpu=0.5, gen_cpu=0.5, p99=5.0, errors=0.0,
-         start=None, hub_us=400.0, gen_us=300.0):
+def step(
+    target,
+    *,
+    achieved=None,
+    workers=1,
+    stage="ramp",
+    hub_cpu=0.5,
+    gen_cpu=0.5,
+    p99=5.0,
+    errors=0.0,
+    start=None,
+    hub_us=400.0,
+    gen_us=300.0,
+):
     achieved = target if achieved is None else achieved
-    return {"workers": workers, "stage": stage, "target": float(target), "start": float(start or target),
-            "end": float(start or target) + 4, "achieved": float(achieved), "error_rate": errors,
-            "hub_cpu": hub_cpu, "gen_cpu": gen_cpu, "machine_cpu": 0.6, "hub_us_per_auth": hub_us,
-            "gen_us_per_auth": gen_us, "count": int(achieved * 4), "p50": p99 / 4, "p90": p99 / 2, "p99": p99,
-            "p999": p99 * 1.5}
+    return {
+        "workers": workers,
+        "stage": stage,
+        "target": float(target),
+        "start": float(start or target),
+        "end": float(start or target) + 4,
+        "achieved": float(achieved),
+        "error_rate": errors,
+        "hub_cpu": hub_cpu,
+        "gen_cpu": gen_cpu,
+        "machine_cpu": 0.6,
+        "hub_us_per_auth": hub_us,
+        "gen_us_per_auth": gen_us,
+        "count": int(achieved * 4),
+        "p50": p99 / 4,
+        "p90": p99 / 2,
+        "p99": p99,
+        "p999": p99 * 1.5,
+    }
 
 
 def ramp(*, hub_us, gen_us, ceiling=math.inf, levels=(500, 1000, 1500, 2000, 2500), workers=1, hub_cores=1.0):
@@ -24,9 +50,19 @@ def ramp(*, hub_us, gen_us, ceiling=math.inf, levels=(500, 1000, 1500, 2000, 250
     out = []
     for i, target in enumerate(levels):
         done = min(target, ceiling)
-        out.append(step(target, achieved=done, workers=workers, start=100 * workers + i * 5,
-                        hub_cpu=done * hub_us / 1e6 / hub_cores, gen_cpu=done * gen_us / 1e6,
-                        p99=5.0 if done < ceiling else 900.0, hub_us=hub_us, gen_us=gen_us))
+        out.append(
+            step(
+                target,
+                achieved=done,
+                workers=workers,
+                start=100 * workers + i * 5,
+                hub_cpu=done * hub_us / 1e6 / hub_cores,
+                gen_cpu=done * gen_us / 1e6,
+                p99=5.0 if done < ceiling else 900.0,
+                hub_us=hub_us,
+                gen_us=gen_us,
+            )
+        )
     return out
 
 
@@ -86,16 +122,42 @@ def test_live_break_averages_the_last_seconds():
 
 def test_steps_from_a_swarm_run_use_its_phases_and_the_samples_inside():
     t0 = 1000.0
-    swarm = {"run": {"t0": t0, "duration_s": 9.0},
-             "phases": [{"phase": 0, "start": 0.0, "end": 5.0, "rate": 500}, {"phase": 1, "start": 5.0, "end": 10.0, "rate": 1000}],
-             "rates": {"phases": [{"phase": 0, "achieved_rate": 500, "failed_rate": 0, "auth_count": 2000,
-                                   "auth_p50_us": 2000, "auth_p90_us": 3000, "auth_p99_us": 9000, "auth_p999_us": 12000},
-                                  {"phase": 1, "achieved_rate": 900, "failed_rate": 9, "auth_count": 0}]}}
+    swarm = {
+        "run": {"t0": t0, "duration_s": 9.0},
+        "phases": [
+            {"phase": 0, "start": 0.0, "end": 5.0, "rate": 500},
+            {"phase": 1, "start": 5.0, "end": 10.0, "rate": 1000},
+        ],
+        "rates": {
+            "phases": [
+                {
+                    "phase": 0,
+                    "achieved_rate": 500,
+                    "failed_rate": 0,
+                    "auth_count": 2000,
+                    "auth_p50_us": 2000,
+                    "auth_p90_us": 3000,
+                    "auth_p99_us": 9000,
+                    "auth_p999_us": 12000,
+                },
+                {"phase": 1, "achieved_rate": 900, "failed_rate": 9, "auth_count": 0},
+            ]
+        },
+    }
     samples = []
     for i in range(11):  # 500/s for 5 s, then 1,000/s; hub 400 µs, generator 300 µs per authentication
         done = 500 * min(i, 5) + 1000 * max(0, i - 5)
-        samples.append({"t": i, "wall": t0 + i, "ok": done, "errors": 0, "hub_cpu_s": done * 400e-6,
-                        "gen_cpu_s": done * 300e-6, "machine_cpu_s": i * 1.5})
+        samples.append(
+            {
+                "t": i,
+                "wall": t0 + i,
+                "ok": done,
+                "errors": 0,
+                "hub_cpu_s": done * 400e-6,
+                "gen_cpu_s": done * 300e-6,
+                "machine_cpu_s": i * 1.5,
+            }
+        )
     first, second = analysis.steps_from_swarm(swarm, samples, 1, "ramp", hub_cores=1.0, machine_cores=2)
     assert first["achieved"] == pytest.approx(500) and first["hub_cpu"] == pytest.approx(0.2)
     assert first["hub_us_per_auth"] == pytest.approx(400) and first["gen_us_per_auth"] == pytest.approx(300)

@@ -6,8 +6,12 @@ from bench import compare
 
 
 def _file(tmp_path, name, costs, **extra):
-    data = {"benchmarks": [{"fullname": f"bench/b.py::{k}", "stats": {"min": 1.0},
-                            "extra_info": {"verifies_min": v, **extra}} for k, v in costs.items()]}
+    data = {
+        "benchmarks": [
+            {"fullname": f"bench/b.py::{k}", "stats": {"min": 1.0}, "extra_info": {"verifies_min": v, **extra}}
+            for k, v in costs.items()
+        ]
+    }
     path = tmp_path / name
     path.write_text(json.dumps(data))
     return str(path)
@@ -38,8 +42,9 @@ def test_a_benchmark_missing_from_the_run_fails(tmp_path, capsys):
 def test_a_benchmark_without_a_verify_beside_it_is_refused(tmp_path, capsys):
     base = _file(tmp_path, "base.json", {"warm": 2.0})
     bare = tmp_path / "bare.json"
-    bare.write_text(json.dumps({"benchmarks": [{"fullname": "bench/b.py::warm", "stats": {"min": 1.0},
-                                                "extra_info": {}}]}))
+    bare.write_text(
+        json.dumps({"benchmarks": [{"fullname": "bench/b.py::warm", "stats": {"min": 1.0}, "extra_info": {}}]})
+    )
     assert compare.main([base, str(bare)]) == 2
     assert "verifies_min" in capsys.readouterr().err
 
@@ -47,14 +52,28 @@ def test_a_benchmark_without_a_verify_beside_it_is_refused(tmp_path, capsys):
 def test_costs_come_from_each_benchmarks_own_verify_not_the_sessions(tmp_path):
     """A partial run with the warm path 30% slower must fail even when the session's calibration
     benchmark happened to run on a slow stretch of the machine (the case the old gate passed)."""
+
     def run(name, warm_cost, calibration_min):
-        data = {"benchmarks": [
-            {"name": "test_calibration_raw_verify", "fullname": "b::test_calibration_raw_verify",
-             "stats": {"min": calibration_min}, "extra_info": {"verifies_min": 1.0}},
-            {"name": "warm", "fullname": "b::warm", "stats": {"min": 300e-6}, "extra_info": {"verifies_min": warm_cost}}]}
+        data = {
+            "benchmarks": [
+                {
+                    "name": "test_calibration_raw_verify",
+                    "fullname": "b::test_calibration_raw_verify",
+                    "stats": {"min": calibration_min},
+                    "extra_info": {"verifies_min": 1.0},
+                },
+                {
+                    "name": "warm",
+                    "fullname": "b::warm",
+                    "stats": {"min": 300e-6},
+                    "extra_info": {"verifies_min": warm_cost},
+                },
+            ]
+        }
         path = tmp_path / name
         path.write_text(json.dumps(data))
         return str(path)
+
     base = run("base.json", 2.5, 80e-6)
     assert compare.main([base, run("slow.json", 3.25, 120e-6)]) == 1
     assert compare.main([base, run("same.json", 2.5, 120e-6)]) == 0
@@ -62,8 +81,15 @@ def test_costs_come_from_each_benchmarks_own_verify_not_the_sessions(tmp_path):
 
 def test_slim_drops_raw_rounds(tmp_path):
     path = tmp_path / "b.json"
-    path.write_text(json.dumps({"benchmarks": [{"fullname": "x", "stats": {"min": 1, "data": [1, 2]},
-                                                "extra_info": {"verifies_min": 1.0}}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "benchmarks": [
+                    {"fullname": "x", "stats": {"min": 1, "data": [1, 2]}, "extra_info": {"verifies_min": 1.0}}
+                ]
+            }
+        )
+    )
     assert compare.main([str(path), "--slim"]) == 0
     assert "data" not in json.loads(path.read_text())["benchmarks"][0]["stats"]
 
@@ -72,18 +98,21 @@ def test_slim_drops_raw_rounds(tmp_path):
 def _gate_runs(*runs):
     """A runner replaying ``runs`` (name suffix -> cost) in order, recording what each call asked for."""
     from bench import gate
+
     asked, replies = [], iter(runs)
 
     def runner(names):
         asked.append(list(names))
         costs = next(replies)
         return {n: costs[n.split("::")[-1]] for n in names if n.split("::")[-1] in costs}
+
     base = {n: 2.0 for n in gate.GATED}
     return gate, base, asked, runner
 
 
 def _all(cost, **override):
     from bench import gate
+
     return {n.split("::")[-1]: override.get(n.split("::")[-1], cost) for n in gate.GATED}
 
 
@@ -102,6 +131,7 @@ def test_gate_keeps_a_regression_that_every_attempt_shows():
 
 def test_gate_fails_past_the_limit_and_on_a_benchmark_that_did_not_run(tmp_path, monkeypatch, capsys):
     from bench import gate
+
     base = _file(tmp_path, "base.json", {n.split("::")[-1]: 2.0 for n in gate.GATED})
     base_data = json.loads(open(base).read())
     for bench, name in zip(base_data["benchmarks"], gate.GATED):
@@ -120,5 +150,6 @@ def test_gate_fails_past_the_limit_and_on_a_benchmark_that_did_not_run(tmp_path,
 
 def test_gate_needs_a_baseline_cost_for_every_gated_benchmark(tmp_path, capsys):
     from bench import gate
+
     assert gate.main(["--baseline", _file(tmp_path, "base.json", {"other": 1.0})]) == 2
     assert "has no cost for" in capsys.readouterr().err

@@ -49,13 +49,14 @@ def test_the_pending_challenge_gauge_forgets_expired_challenges(tmp_path):
     def pending():
         seen.append(chaos.metrics(hub)["certstorm_pending_challenges"])
         return seen[-1]
+
     with HubProcess(tmp_path / "hub.db", workers=2, args=("--challenge-ttl", "5")) as hub:
         register_and_prove(hub, company)
         out = chaos.flood_challenges((hub.host, hub.port), device.chain_der()[0], 600, connections=2, depth=50)
         assert out["statuses"] == {200: 600}, out
         chaos.wait_for(lambda: pending() == 600, 5, "the gauge to count the 600 challenges", step=0.05)
         chaos.wait_for(lambda: pending() == 0, 30, "the gauge to forget the expired challenges", step=0.05)
-    counted = seen[seen.index(600):]  # nothing was issued after the flood: from 600 it only falls
+    counted = seen[seen.index(600) :]  # nothing was issued after the flood: from 600 it only falls
     assert all(a >= b for a, b in zip(counted, counted[1:])), seen
 
 
@@ -84,7 +85,9 @@ def test_a_full_replay_guard_refuses_proofs_instead_of_growing(tmp_path):
         conn.close()
         assert os.path.getsize(f"{hub.db}.guard") == guard
         assert hub.healthz()["status"] == "ok"
-    _show("replay guard of 32 slots", {"proofs": 48, "admitted": admitted, "refused": len(throttled),
-                                       "guard_file_bytes": guard})
+    _show(
+        "replay guard of 32 slots",
+        {"proofs": 48, "admitted": admitted, "refused": len(throttled), "guard_file_bytes": guard},
+    )
     assert 16 <= admitted <= 32, admitted  # two-choice hashing fills at least one bucket's worth
     assert throttled and set(throttled) == {(429, "throttled")}, throttled

@@ -26,8 +26,9 @@ MINE = ("hub", "fleet", "demo", "report")  # run and plan define their arguments
 
 
 def certstorm(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([CERTSTORM, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [CERTSTORM, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
 
 
 # --- help ---------------------------------------------------------------------------------------------------
@@ -66,9 +67,14 @@ BAD = [
     (["fleet", "--devices", "0", "--out", "f"], "argument --devices: must be an integer of at least 1, got '0'"),
     (["fleet", "--devices", "5", "--out", "f", "--depth", "9"], "argument --depth: must be an integer from 0 to 5"),
     (["fleet", "--devices", "5", "--out", "f", "--alg", "dsa"], "argument --alg: invalid choice: 'dsa'"),
-    (["fleet", "--devices", "5", "--out", "f", "--workers", "0"], "argument --workers: must be an integer of at least 1"),
-    (["fleet", "--devices", "5", "--out", "f", "--alg", "rsa2048", "--seed", "s"],
-     "argument --seed: rsa2048 keys cannot be derived from a seed"),
+    (
+        ["fleet", "--devices", "5", "--out", "f", "--workers", "0"],
+        "argument --workers: must be an integer of at least 1",
+    ),
+    (
+        ["fleet", "--devices", "5", "--out", "f", "--alg", "rsa2048", "--seed", "s"],
+        "argument --seed: rsa2048 keys cannot be derived from a seed",
+    ),
     (["fleet", "--devices", "5"], "the following arguments are required: --out"),
     (["demo", "--devices", "-3"], "argument --devices: must be an integer of at least 1, got '-3'"),
     (["demo", "--depth", "x"], "argument --depth: must be an integer from 0 to 5, got 'x'"),
@@ -120,8 +126,9 @@ def test_fleet_refuses_a_directory_holding_a_fleet_or_other_files_unless_forced(
     proc = certstorm("fleet", "--devices", "3", "--out", "plain", cwd=tmp_path)
     assert proc.returncode == 2 and "plain exists and is not a directory" in proc.stderr
 
-    proc = certstorm("fleet", "--devices", "3", "--out", str(out), "--no-progress", "--force", "--workers", "1",
-                     cwd=tmp_path)
+    proc = certstorm(
+        "fleet", "--devices", "3", "--out", str(out), "--no-progress", "--force", "--workers", "1", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(Fleet.open(out)) == 3
 
@@ -147,8 +154,14 @@ def test_the_hub_without_db_leaves_the_current_directory_alone(tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"))
-    proc = subprocess.Popen([CERTSTORM, "hub", "--port", "0", "--workers", "1"], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [CERTSTORM, "hub", "--port", "0", "--workers", "1"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = ""
         deadline = time.monotonic() + 60
@@ -166,15 +179,35 @@ def test_the_hub_without_db_leaves_the_current_directory_alone(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
 def test_gitignore_covers_the_hub_side_files():
-    names = ["certstorm-hub.db", "x/hub.db", "hub.db-wal", "hub.db-shm", "hub.db.lock", "hub.db.guard",
-             "hub.db.stdout", "hub.db.stderr"]
+    names = [
+        "certstorm-hub.db",
+        "x/hub.db",
+        "hub.db-wal",
+        "hub.db-shm",
+        "hub.db.lock",
+        "hub.db.guard",
+        "hub.db.stdout",
+        "hub.db.stderr",
+    ]
     proc = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT, capture_output=True, text=True)
     assert sorted(proc.stdout.split()) == sorted(names), proc.stdout + proc.stderr
 
 
 # --- the swarm from an installed package, in any directory ------------------------------------------------
-SWARM_OPTIONS = ("--hub-url", "--fleet", "--devices", "--alg", "--depth", "--shape", "--rate", "--step-rate",
-                 "--storm-devices", "--backoff", "--churn-stay", "--results-dir")
+SWARM_OPTIONS = (
+    "--hub-url",
+    "--fleet",
+    "--devices",
+    "--alg",
+    "--depth",
+    "--shape",
+    "--rate",
+    "--step-rate",
+    "--storm-devices",
+    "--backoff",
+    "--churn-stay",
+    "--results-dir",
+)
 
 
 def test_swarm_help_lists_locusts_options_and_the_swarms_from_any_directory(tmp_path):
@@ -190,10 +223,32 @@ def test_swarm_help_lists_locusts_options_and_the_swarms_from_any_directory(tmp_
 def test_swarm_runs_headless_from_a_foreign_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with HubProcess(tmp_path / "hub.db", workers=1) as hub:
-        proc = certstorm("swarm", "--headless", "--only-summary", "--host", hub.url, "--devices", "30",
-                         "--admin-token-file", hub.admin_token_path,
-                         "--fleet-cache", str(tmp_path / "cache"), "--results-dir", "out", "--passes", "1",
-                         "-u", "3", "-r", "10", "-t", "30", cwd=tmp_path, env=env, timeout=120)
+        proc = certstorm(
+            "swarm",
+            "--headless",
+            "--only-summary",
+            "--host",
+            hub.url,
+            "--devices",
+            "30",
+            "--admin-token-file",
+            hub.admin_token_path,
+            "--fleet-cache",
+            str(tmp_path / "cache"),
+            "--results-dir",
+            "out",
+            "--passes",
+            "1",
+            "-u",
+            "3",
+            "-r",
+            "10",
+            "-t",
+            "30",
+            cwd=tmp_path,
+            env=env,
+            timeout=120,
+        )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     summary = json.loads(next((tmp_path / "out").glob("*/summary.json")).read_text())
     assert summary["authentications"]["admitted"] == 30

@@ -97,8 +97,9 @@ PRE_CACHE_REFUSALS = {"malformed_input", "private_key_in_upload", "cert_revoked"
 def test_every_warm_judged_ok_case_is_admitted_without_the_full_verifier(world):
     """Cases whose upload is exactly a cached path are admitted warm, not by the verifier."""
     eng = world.engine(warm=True, primed=True)
-    plain = [c for c in CASES if c.warm and c.expect == "ok" and c.revoke is None
-             and not c.name.startswith("chain-extra")]
+    plain = [
+        c for c in CASES if c.warm and c.expect == "ok" and c.revoke is None and not c.name.startswith("chain-extra")
+    ]
     assert len(plain) >= 40
     for case in plain:
         upload, key = case.make(world)
@@ -115,15 +116,26 @@ EXAMPLES = int(os.environ.get("CERTSTORM_DIFFERENTIAL_EXAMPLES", "150"))
 
 @pytest.fixture(scope="module")
 def base(world):
-    key, cert = world.tech.issue("random-base", extra=[(M.x509.SubjectAlternativeName(
-        [M.x509.DNSName("random-base.devices.example.com")]), False)])
+    key, cert = world.tech.issue(
+        "random-base",
+        extra=[(M.x509.SubjectAlternativeName([M.x509.DNSName("random-base.devices.example.com")]), False)],
+    )
     return key, D.TBS.of(cert).encode()
 
 
-@settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["set", "insert", "delete"]),
-                                st.integers(0, 255)), min_size=1, max_size=3))
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, 10**6), st.sampled_from(["set", "insert", "delete"]), st.integers(0, 255)),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_random_tbs_mutations_agree(world, primed, base, edits):
     key, tbs = base
     body = bytearray(tbs)
@@ -144,6 +156,7 @@ def test_random_tbs_mutations_agree(world, primed, base, edits):
 
 
 # ---------------------------------------------------------------- fleets of other shapes take the warm path
+
 
 @pytest.mark.parametrize("shape", ["san-dns", "san-uri", "mixed-keys", "twin-technicians"])
 def test_fleets_of_other_shapes_are_admitted_warm_after_first_sight(world, shape):
@@ -169,7 +182,7 @@ def test_fleets_of_other_shapes_are_admitted_warm_after_first_sight(world, shape
         firsts.setdefault(upload[1], eng.stats()["cold"] - before["cold"])
     stats = eng.stats()
     issuers = len(firsts)
-    assert stats["cold"] == issuers, stats           # one cold validation per issuer, the rest warm
+    assert stats["cold"] == issuers, stats  # one cold validation per issuer, the rest warm
     assert stats["warm"] == len(devices) - issuers, stats
     for key, upload in devices:
         assert M.verdict(eng, upload, key) == "ok"

@@ -5,8 +5,23 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from chainkit import (CA, CURRENT, FUTURE, NOW, PAST, FakeClock, authenticate, der, engine, make_cert, name,
-                      new_key, openssl_sha1, pem, trust)
+from chainkit import (
+    CA,
+    CURRENT,
+    FUTURE,
+    NOW,
+    PAST,
+    FakeClock,
+    authenticate,
+    der,
+    engine,
+    make_cert,
+    name,
+    new_key,
+    openssl_sha1,
+    pem,
+    trust,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -55,6 +70,7 @@ def device(tech, device_id="dev-1", **kwargs):
 
 # ---------------------------------------------------------------- CA registration refusals
 
+
 def _private_key_encodings():
     ec_key, rsa_key = new_key("p256"), new_key("rsa2048")
     S = serialization
@@ -64,16 +80,20 @@ def _private_key_encodings():
             for enc_name, enc in (("pem", S.Encoding.PEM), ("der", S.Encoding.DER)):
                 out[f"{label}-{fmt_name}-{enc_name}"] = key.private_bytes(enc, fmt, S.NoEncryption())
         out[f"{label}-pkcs8-encrypted-pem"] = key.private_bytes(
-            S.Encoding.PEM, S.PrivateFormat.PKCS8, S.BestAvailableEncryption(b"pw"))
+            S.Encoding.PEM, S.PrivateFormat.PKCS8, S.BestAvailableEncryption(b"pw")
+        )
         out[f"{label}-pkcs8-encrypted-der"] = key.private_bytes(
-            S.Encoding.DER, S.PrivateFormat.PKCS8, S.BestAvailableEncryption(b"pw"))
+            S.Encoding.DER, S.PrivateFormat.PKCS8, S.BestAvailableEncryption(b"pw")
+        )
     out["ec-openssh"] = ec_key.private_bytes(S.Encoding.PEM, S.PrivateFormat.OpenSSH, S.NoEncryption())
     root = CA("Company-X")
     out["pkcs12-plain"] = pkcs12.serialize_key_and_certificates(b"x", root.key, root.cert, None, S.NoEncryption())
     out["pkcs12-password"] = pkcs12.serialize_key_and_certificates(
-        b"x", root.key, root.cert, None, S.BestAvailableEncryption(b"pw"))
+        b"x", root.key, root.cert, None, S.BestAvailableEncryption(b"pw")
+    )
     out["cert-then-key-pem"] = pem(root.cert) + root.key.private_bytes(
-        S.Encoding.PEM, S.PrivateFormat.PKCS8, S.NoEncryption())
+        S.Encoding.PEM, S.PrivateFormat.PKCS8, S.NoEncryption()
+    )
     return out
 
 
@@ -138,14 +158,17 @@ def test_ca_signed_with_sha1_is_refused(tmp_path):
     refused("unsupported_algorithm", engine().register_ca, der(cert))
 
 
-@pytest.mark.parametrize("body,code", [
-    (b"", "malformed_input"),
-    (b"not a certificate", "malformed_input"),
-    (b"-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n", "malformed_input"),
-    (b"-----BEGIN CERTIFICATE-----\nMIIB", "malformed_input"),
-    (b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "malformed_input"),
-    (b"\x30" * 20000, "upload_too_large"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        (b"", "malformed_input"),
+        (b"not a certificate", "malformed_input"),
+        (b"-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n", "malformed_input"),
+        (b"-----BEGIN CERTIFICATE-----\nMIIB", "malformed_input"),
+        (b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "malformed_input"),
+        (b"\x30" * 20000, "upload_too_large"),
+    ],
+)
 def test_malformed_or_oversized_ca_upload_is_refused(body, code):
     refused(code, engine().register_ca, body)
 
@@ -165,6 +188,7 @@ def test_duplicate_ca_is_refused(pki):
 
 
 # ---------------------------------------------------------------- proof of possession refusals
+
 
 def test_verification_code_is_fresh_and_long(pki):
     eng = engine()
@@ -196,8 +220,12 @@ def test_verification_certificate_not_signed_by_ca_is_refused(pki):
 def test_registering_a_ca_whose_key_the_uploader_lacks_cannot_be_verified(pki):
     eng = engine()
     rec = eng.register_ca(der(pki[0].cert))
-    refused("verification_signature_invalid", eng.verify_ca, rec.id,
-            signature=sign(new_key(), rec.verification_code.encode()))
+    refused(
+        "verification_signature_invalid",
+        eng.verify_ca,
+        rec.id,
+        signature=sign(new_key(), rec.verification_code.encode()),
+    )
     refused("verification_signature_invalid", eng.verify_ca, rec.id, signature=b"\x00" * 70)
 
 
@@ -244,19 +272,23 @@ def test_unverified_ca_is_not_a_trust_anchor(pki):
 
 # ---------------------------------------------------------------- device chain refusals
 
+
 def test_unregistered_root_is_refused(hub):
     other = CA("Technician-Z", parent=CA("Company-X"))
     refused("chain_untrusted", hub.begin, device(other)[1])
 
 
-@pytest.mark.parametrize("kwargs,code", [
-    ({"validity": PAST}, "cert_expired"),
-    ({"validity": FUTURE}, "cert_not_yet_valid"),
-    ({"key_usage": ("key_encipherment",)}, "key_usage_invalid"),
-    ({"eku": [ExtendedKeyUsageOID.SERVER_AUTH]}, "eku_invalid"),
-    ({"alg": "secp256k1"}, "unsupported_algorithm"),
-    ({"alg": "rsa1024"}, "unsupported_algorithm"),
-])
+@pytest.mark.parametrize(
+    "kwargs,code",
+    [
+        ({"validity": PAST}, "cert_expired"),
+        ({"validity": FUTURE}, "cert_not_yet_valid"),
+        ({"key_usage": ("key_encipherment",)}, "key_usage_invalid"),
+        ({"eku": [ExtendedKeyUsageOID.SERVER_AUTH]}, "eku_invalid"),
+        ({"alg": "secp256k1"}, "unsupported_algorithm"),
+        ({"alg": "rsa1024"}, "unsupported_algorithm"),
+    ],
+)
 def test_bad_device_certificates_are_refused(hub, pki, kwargs, code):
     refused(code, hub.begin, device(pki[2], **kwargs)[1])
 
@@ -276,8 +308,14 @@ def test_device_certificate_that_is_a_ca_is_refused(hub, pki):
 def test_device_certificate_without_common_name_is_refused(hub, pki):
     tech = pki[2]
     key = new_key()
-    cert = make_cert(x509.Name([]), key.public_key(), tech.cn, tech.key, ca=False,
-                     extra=[(x509.SubjectAlternativeName([x509.DNSName("dev.example")]), True)])
+    cert = make_cert(
+        x509.Name([]),
+        key.public_key(),
+        tech.cn,
+        tech.key,
+        ca=False,
+        extra=[(x509.SubjectAlternativeName([x509.DNSName("dev.example")]), True)],
+    )
     refused("device_id_missing", hub.begin, [der(cert)] + [der(c) for c in tech.chain()])
 
 
@@ -290,15 +328,21 @@ def test_self_signed_device_certificate_is_refused(hub):
 def test_intermediate_that_is_not_a_ca_is_refused(hub, pki):
     root, factory, _ = pki
     key = new_key()
-    fake = make_cert("Fake-Z", key.public_key(), factory.cn, factory.key, ca=False, key_usage=("key_cert_sign",),
-                     eku=None)
+    fake = make_cert(
+        "Fake-Z", key.public_key(), factory.cn, factory.key, ca=False, key_usage=("key_cert_sign",), eku=None
+    )
     dkey = new_key()
     leaf = make_cert("dev-1", dkey.public_key(), "Fake-Z", key, ca=False)
     refused("chain_untrusted", hub.begin, [der(leaf), der(fake), der(factory.cert)])
 
 
 def test_expired_intermediate_is_refused(hub, pki):
-    tech = CA("Technician-Old", parent=pki[1], path_length=0, validity=(NOW - dt.timedelta(days=90), NOW - dt.timedelta(days=1)))
+    tech = CA(
+        "Technician-Old",
+        parent=pki[1],
+        path_length=0,
+        validity=(NOW - dt.timedelta(days=90), NOW - dt.timedelta(days=1)),
+    )
     refused("cert_expired", hub.begin, device(tech)[1])
 
 
@@ -348,6 +392,7 @@ def test_duplicates_are_dropped_not_refused(hub, pki):
 
 
 # ---------------------------------------------------------------- challenge and proof refusals
+
 
 def test_tampered_challenge_is_refused(hub, pki):
     key, chain = device(pki[2])
@@ -422,6 +467,7 @@ def test_replay_guard_is_bounded_and_fails_closed():
 
 # ---------------------------------------------------------------- revocation, removal, disable
 
+
 def test_revoked_intermediate_is_refused_on_the_very_next_request(hub, pki):
     key, chain = device(pki[2], "dev-1")
     authenticate(hub, key, chain)
@@ -487,7 +533,9 @@ def test_cached_path_expires_with_its_earliest_certificate(pki):
     clock = FakeClock()
     eng = engine(clock)
     trust(eng, pki[0])
-    short = CA("Technician-S", parent=pki[1], path_length=0, validity=(NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=2)))
+    short = CA(
+        "Technician-S", parent=pki[1], path_length=0, validity=(NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=2))
+    )
     key, chain = device(short, validity=(NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=300)))
     authenticate(eng, key, chain)
     assert eng.begin(device(short, "dev-2", validity=CURRENT)[1]).warm
@@ -505,6 +553,7 @@ def test_cache_is_bounded(pki):
 
 
 # ---------------------------------------------------------------- what must work
+
 
 def test_every_error_code_is_documented():
     for code, (status, text) in CODES.items():
@@ -537,8 +586,9 @@ def test_device_key_algorithms(hub, pki, alg):
 def test_openssl_style_device_without_san_aki_ku_or_eku(hub, pki):
     tech = pki[2]
     key = new_key()
-    cert = make_cert("dev-tutorial", key.public_key(), tech.cn, tech.key, ca=False, key_usage=None, eku=None,
-                     ski=False, bc=False)
+    cert = make_cert(
+        "dev-tutorial", key.public_key(), tech.cn, tech.key, ca=False, key_usage=None, eku=None, ski=False, bc=False
+    )
     assert authenticate(hub, key, [der(cert)] + [der(c) for c in tech.chain()]).device_id == "dev-tutorial"
 
 
@@ -561,6 +611,7 @@ def test_purchased_ca_signed_by_an_outside_root(pki):
 
 def test_every_error_code_is_in_the_docs():
     from pathlib import Path
+
     text = (Path(__file__).parent.parent / "docs" / "errors.md").read_text()
     missing = [code for code in CODES if f"`{code}`" not in text]
     assert missing == []
@@ -568,24 +619,28 @@ def test_every_error_code_is_in_the_docs():
 
 # ---------------------------------------------------------------- exceptions that used to escape
 
+
 def test_device_common_name_that_is_not_valid_text_is_refused(hub, pki):
     from hostile import der as D
+
     root, factory, tech = pki
     key = new_key()
     for tag, value in ((0x0C, b"dev-\xff\xfe"), (0x16, b"dev-\xe9")):
         tbs = D.TBS.of(tech.issue("x")[1])
-        tbs.spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        tbs.spki = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         tbs.subject = D.seq(D.tlv(0x31, D.seq(D.oid("2.5.4.3"), D.tlv(tag, value))))
         refused("device_id_invalid", hub.begin, [tbs.sign(tech.key)] + [der(c) for c in tech.chain()])
 
 
 def test_ca_with_a_malformed_name_constraint_ip_range_is_refused():
     from hostile import der as D
+
     key = new_key()
     cert = make_cert("Odd-NC", key.public_key(), "Odd-NC", key, ca=True)
     tbs = D.TBS.of(cert)
-    bad_range = D.seq(D.tlv(0xA0, D.seq(D.tlv(0x87, b"\x0a\x00\x00\x00\xff\xff")))),  # 6 bytes: no IP/mask
+    bad_range = (D.seq(D.tlv(0xA0, D.seq(D.tlv(0x87, b"\x0a\x00\x00\x00\xff\xff")))),)  # 6 bytes: no IP/mask
     tbs.extensions = tbs.extensions + [D.extension("2.5.29.30", bad_range[0], True)]
     refused("malformed_input", engine().register_ca, tbs.sign(key))
 

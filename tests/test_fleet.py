@@ -15,8 +15,17 @@ from cryptography.x509.oid import NameOID
 from hubsim import verify_signature
 from certstorm.fleet import add_fleet_arguments, fleet_command
 from devicekit.fleet import (
-    DATA_FILE, META_FILE, SAN_KINDS, Fleet, RecordMaker, Template, device_key_label, generate_fleet, new_fleet_id,
-    record_size, san_names,
+    DATA_FILE,
+    META_FILE,
+    SAN_KINDS,
+    Fleet,
+    RecordMaker,
+    Template,
+    device_key_label,
+    generate_fleet,
+    new_fleet_id,
+    record_size,
+    san_names,
 )
 from devicekit.pki import SupplyChain, generate_key
 
@@ -99,23 +108,25 @@ def test_spliced_certificate_equals_certificate_builder(alg):
     maker = RecordMaker(chain.issuer, alg, template, width, seed)
     raw = maker.records(40, 43)
     for n, index in enumerate(range(40, 43)):
-        rec = raw[n * maker.record_size:(n + 1) * maker.record_size]
+        rec = raw[n * maker.record_size : (n + 1) * maker.record_size]
         key = generate_key(alg, seed=seed, label=device_key_label(index))
         public = key.public_key()
         device_id = f"device-{index:07d}"
-        reference = chain.issuer.sign_device(device_id, public,
-                                             serial=int.from_bytes(fleet_id + index.to_bytes(8, "big"), "big"))
+        reference = chain.issuer.sign_device(
+            device_id, public, serial=int.from_bytes(fleet_id + index.to_bytes(8, "big"), "big")
+        )
         p, q = maker.priv_len, maker.priv_len + maker.pub_len
         sig_len = rec[q]
-        spliced = template.certificate(index, f"{index:07d}".encode(), rec[p:q], rec[q + 1:q + 1 + sig_len])
+        spliced = template.certificate(index, f"{index:07d}".encode(), rec[p:q], rec[q + 1 : q + 1 + sig_len])
         assert spliced == reference.public_bytes(DER)
         cert = x509.load_der_x509_certificate(spliced)
         cert.verify_directly_issued_by(chain.issuer.certificate)
         assert cert.public_key() == public
 
 
-@pytest.mark.parametrize("alg,san", [("p256", "dns"), ("p256", "uri"), ("p256", "both"), ("ed25519", "both"),
-                                     ("p384", "dns")])
+@pytest.mark.parametrize(
+    "alg,san", [("p256", "dns"), ("p256", "uri"), ("p256", "both"), ("ed25519", "both"), ("p384", "dns")]
+)
 def test_spliced_san_certificate_equals_certificate_builder(alg, san):
     """A per-device SAN holds the id digits a second (and third) time; splicing them there keeps every DER
     length, so the certificate is still exactly what CertificateBuilder makes for the same fields."""
@@ -127,16 +138,23 @@ def test_spliced_san_certificate_equals_certificate_builder(alg, san):
     maker = RecordMaker(chain.issuer, alg, template, width, seed)
     raw = maker.records(7, 10)
     for n, index in enumerate(range(7, 10)):
-        rec = raw[n * maker.record_size:(n + 1) * maker.record_size]
+        rec = raw[n * maker.record_size : (n + 1) * maker.record_size]
         public = generate_key(alg, seed=seed, label=device_key_label(index)).public_key()
         device_id = f"device-{index:06d}"
-        reference = chain.issuer.sign_device(device_id, public, san=san_names(san, device_id),
-                                             serial=int.from_bytes(fleet_id + index.to_bytes(8, "big"), "big"))
+        reference = chain.issuer.sign_device(
+            device_id,
+            public,
+            san=san_names(san, device_id),
+            serial=int.from_bytes(fleet_id + index.to_bytes(8, "big"), "big"),
+        )
         p, q = maker.priv_len, maker.priv_len + maker.pub_len
-        spliced = template.certificate(index, f"{index:06d}".encode(), rec[p:q], rec[q + 1:q + 1 + rec[q]])
+        spliced = template.certificate(index, f"{index:06d}".encode(), rec[p:q], rec[q + 1 : q + 1 + rec[q]])
         assert spliced == reference.public_bytes(DER)
-        names = x509.load_der_x509_certificate(spliced).extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value
+        names = (
+            x509.load_der_x509_certificate(spliced)
+            .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            .value
+        )
         assert [name.value for name in names] == [name.value for name in san_names(san, device_id)]
         assert device_id in names[0].value
 
@@ -149,7 +167,10 @@ def test_san_fleet_identities_carry_their_own_names(tmp_path):
         ident = reopened.identity(index)
         cert = ident.certificate
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert [n.value for n in san] == [f"{ident.device_id}.devices.example", f"urn:certstorm:device:{ident.device_id}"]
+        assert [n.value for n in san] == [
+            f"{ident.device_id}.devices.example",
+            f"urn:certstorm:device:{ident.device_id}",
+        ]
         cert.verify_directly_issued_by(f.issuer_certificate)
         assert cert.public_key() == ident.private_key.public_key()
 
@@ -199,9 +220,15 @@ def test_unseeded_splice_matches_builder_tbs(tmp_path_factory):
     ident = f.identity(17)
     cert = ident.certificate
     # Same fields through the builder give the same TBS (signatures differ: random nonces).
-    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
-               .public_key(cert.public_key()).serial_number(cert.serial_number)
-               .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
     for ext in cert.extensions:
         builder = builder.add_extension(ext.value, ext.critical)
     rebuilt = builder.sign(f.custodian_key("Technician-Z"), hashes.SHA256())
@@ -250,7 +277,7 @@ def test_custodian_keys_match_their_certificates(tmp_path_factory):
 def test_all_device_ids_and_keys_distinct(tmp_path_factory):
     f = fleet(tmp_path_factory, "p256")
     raw = (f.path / DATA_FILE).read_bytes()
-    records = [raw[i:i + f.record_size] for i in range(0, len(raw), f.record_size)]
+    records = [raw[i : i + f.record_size] for i in range(0, len(raw), f.record_size)]
     assert len(records) == len(f) == 200
     assert len({r[:32] for r in records}) == 200  # private scalars, across both worker processes
     assert len({r[32:97] for r in records}) == 200
@@ -306,8 +333,20 @@ def test_metadata_is_self_describing(tmp_path_factory):
     f = fleet(tmp_path_factory, "p256")
     meta = json.loads((f.path / META_FILE).read_text())
     assert meta["template"]["fields"] == list(Template.FIELDS) and meta["san"] is None
-    for field in ("alg", "depth", "count", "seed", "id_prefix", "id_width", "record_size", "template",
-                  "intermediates", "ca_certificate", "created", "key_files"):
+    for field in (
+        "alg",
+        "depth",
+        "count",
+        "seed",
+        "id_prefix",
+        "id_width",
+        "record_size",
+        "template",
+        "intermediates",
+        "ca_certificate",
+        "created",
+        "key_files",
+    ):
         assert field in meta
     assert meta["seed"] is None
 
@@ -316,8 +355,23 @@ def test_metadata_is_self_describing(tmp_path_factory):
 def test_fleet_command(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_fleet_arguments(parser)
-    args = parser.parse_args(["--devices", "20", "--out", str(tmp_path), "--depth", "1", "--alg", "p384",
-                              "--seed", "abc", "--workers", "1", "--no-progress"])
+    args = parser.parse_args(
+        [
+            "--devices",
+            "20",
+            "--out",
+            str(tmp_path),
+            "--depth",
+            "1",
+            "--alg",
+            "p384",
+            "--seed",
+            "abc",
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert fleet_command(args) == 0
     out = capsys.readouterr().out
     assert "20 devices" in out and "devices/s" in out and "250 bytes per device" in out

@@ -158,14 +158,26 @@ def test_hub_stayed_up_and_valid_traffic_never_failed(hub):
     log = hub.log()
     assert " ERROR " not in log, log[-3000:]  # an ERROR is a 500: a hub bug
     escapes = log.count("engine let a parse error of uploaded data escape")
-    print(f"\nvalid authentications during the corpus: {traffic.admitted}, failures: 0; "
-          f"parse errors the engine let escape (answered 4xx, logged): {escapes}")
+    print(
+        f"\nvalid authentications during the corpus: {traffic.admitted}, failures: 0; "
+        f"parse errors the engine let escape (answered 4xx, logged): {escapes}"
+    )
 
 
 def _hub_files(hub: HubProcess) -> list[Path]:
     base = Path(hub.db)
-    return [p for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm"), Path(f"{base}.guard"),
-                        Path(f"{base}.stdout"), Path(f"{base}.stderr")) if p.exists()]
+    return [
+        p
+        for p in (
+            base,
+            Path(f"{base}-wal"),
+            Path(f"{base}-shm"),
+            Path(f"{base}.guard"),
+            Path(f"{base}.stdout"),
+            Path(f"{base}.stderr"),
+        )
+        if p.exists()
+    ]
 
 
 def _assert_no_secrets(hub: HubProcess, kit) -> int:
@@ -220,8 +232,10 @@ def test_cpu_summary(solo, kit):
     max_ticks = max(v[0] for v in measured.values())
     worst_cost = max(_cost(*v) for v in measured.values())
     print(f"\nCPU per hostile request, one worker, {len(measured)} cases (budget {CPU_BUDGET * 1e3:.0f} ms):")
-    print(f"  max {worst_cost * 1e3:.2f} ms ({CPU_BUDGET / worst_cost:.0f}x under the budget); "
-          f"by /proc ticks (10 ms resolution): {max_ticks * 1e3:.0f} ms")
+    print(
+        f"  max {worst_cost * 1e3:.2f} ms ({CPU_BUDGET / worst_cost:.0f}x under the budget); "
+        f"by /proc ticks (10 ms resolution): {max_ticks * 1e3:.0f} ms"
+    )
     for name, (t, precise) in worst:
         print(f"  {name:48s} {precise * 1e3:7.2f} ms (schedstat)  {t * 1e3:4.0f} ms (ticks)")
     for name, (t, precise) in COSTS.items():
@@ -236,6 +250,7 @@ def test_cpu_summary(solo, kit):
 def engine(kit):
     import chainkit as ck
     from hubsim import AuthEngine
+
     eng = AuthEngine(secret=b"k" * 32, clock=time.time, random=os.urandom)
     ck.trust(eng, kit.root)
     return eng
@@ -243,6 +258,7 @@ def engine(kit):
 
 def _code(fn, *args):
     from hubsim import AuthError
+
     try:
         fn(*args)
     except AuthError as exc:
@@ -253,6 +269,7 @@ def _code(fn, *args):
 def test_engine_refuses_unparseable_extensions_as_malformed(engine, kit):
     # cryptography raises DuplicateExtension / UnsupportedGeneralNameType, not ValueError, for these.
     from cryptography.x509 import load_pem_x509_certificates
+
     x400 = corpus.D.extension("2.5.29.17", corpus.D.seq(corpus.D.tlv(0xA3, corpus.D.seq())))
     for body in (corpus._duplicate_extension_leaf(kit), corpus._leaf_with_extension(kit, x400)):
         chain = [c.public_bytes(corpus.Enc.DER) for c in load_pem_x509_certificates(body)]
@@ -264,8 +281,11 @@ def test_engine_refuses_unparseable_extensions_as_malformed(engine, kit):
 def test_engine_calls_a_weak_intermediate_key_unsupported(engine, kit):
     # The verifier says "RSA key is too weak" for an intermediate; the engine names it precisely.
     from cryptography.x509 import load_pem_x509_certificates
-    chain = [c.public_bytes(corpus.Enc.DER) for c in load_pem_x509_certificates(corpus._intermediate_with(
-        kit, corpus._rsa(1024)))]
+
+    chain = [
+        c.public_bytes(corpus.Enc.DER)
+        for c in load_pem_x509_certificates(corpus._intermediate_with(kit, corpus._rsa(1024)))
+    ]
     assert _code(engine.begin, chain) == "unsupported_algorithm"
 
 
@@ -273,6 +293,7 @@ def test_pkcs12_sniffing_runs_no_key_derivation(kit):
     # Parsing PKCS#12 verifies its MAC with the file's own iteration count (an attacker's choice):
     # the upload check must recognise it by shape alone, with no key derivation.
     from hubsim.upload import looks_like_private_key
+
     blob = corpus._pkcs12_costly_mac(kit, 1 << 20)
     start = time.process_time()
     found = looks_like_private_key(blob)
@@ -284,8 +305,13 @@ def test_engine_refuses_rsa_keys_with_huge_public_exponents(engine, kit):
     # A huge RSA public exponent makes each signature check cost a private-key operation: every
     # uploaded CA key is checked against the policy before the verifier runs.
     from cryptography.x509 import load_pem_x509_certificates
-    chain = [c.public_bytes(corpus.Enc.DER) for c in load_pem_x509_certificates(corpus._deep_chain(
-        kit, trusted=False, count=1, key_factory=lambda i: corpus._huge_exponent_rsa()))]
+
+    chain = [
+        c.public_bytes(corpus.Enc.DER)
+        for c in load_pem_x509_certificates(
+            corpus._deep_chain(kit, trusted=False, count=1, key_factory=lambda i: corpus._huge_exponent_rsa())
+        )
+    ]
     start = time.process_time()
     code = _code(engine.begin, chain)
     assert code == "unsupported_algorithm", (code, time.process_time() - start)

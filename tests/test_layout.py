@@ -115,8 +115,10 @@ def test_no_package_imports_a_private_or_unlisted_name_of_another():
 def test_the_check_refuses_what_it_should(tmp_path):
     """The rules above find a private name, a private module and an unlisted name."""
     probe = tmp_path / "probe.py"
-    probe.write_text("from loadgen._http import Authenticator\nfrom hubsim.algorithms import _EC_HASHES\n"
-                     "from hubsim.engine import dataclass\nfrom hubsim import AuthEngine\n")
+    probe.write_text(
+        "from loadgen._http import Authenticator\nfrom hubsim.algorithms import _EC_HASHES\n"
+        "from hubsim.engine import dataclass\nfrom hubsim import AuthEngine\n"
+    )
     found = cross_package_violations(probe, home="bench")
     assert len(found) == 3, found
     assert any("private module loadgen._http" in w for w in found)
@@ -126,8 +128,11 @@ def test_the_check_refuses_what_it_should(tmp_path):
 
 @pytest.mark.parametrize("package", SHIPPED)
 def test_every_public_module_of_a_shipped_package_lists_its_names(package):
-    missing = [str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")
-               if not p.name.startswith("_") and module_name(p) != "loadgen.swarm" and exported(module_name(p)) is None]
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / package).rglob("*.py")
+        if not p.name.startswith("_") and module_name(p) != "loadgen.swarm" and exported(module_name(p)) is None
+    ]
     # the locustfile is loaded by Locust, never imported
     assert not missing, missing
 
@@ -153,7 +158,7 @@ def test_no_import_loops_among_the_shipped_modules():
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                loops.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                loops.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -56,8 +56,15 @@ def new_address() -> str:
     return next(_addresses)
 
 
-def call_from(hub: HubProcess, source: str, method: str, path: str, body: bytes | None = None,
-              headers: list[tuple[str, str]] = (), conn: http.client.HTTPConnection | None = None) -> Reply:
+def call_from(
+    hub: HubProcess,
+    source: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: list[tuple[str, str]] = (),
+    conn: http.client.HTTPConnection | None = None,
+) -> Reply:
     """A request from ``source``, with exactly the headers given (several of one name allowed)."""
     own = conn is None
     conn = conn or http.client.HTTPConnection(hub.host, hub.port, timeout=10, source_address=(source, 0))
@@ -91,11 +98,11 @@ def bad_credentials(token: str) -> list[tuple[str, list[str]]]:
         ("admin_token_malformed", ["Bearer"]),
         ("admin_token_malformed", ["Bearer "]),
         ("admin_token_malformed", [f"Basic {base64.b64encode(b'operator:' + token.encode()).decode()}"]),
-        ("admin_token_malformed", [token]),                               # no scheme
+        ("admin_token_malformed", [token]),  # no scheme
         ("admin_token_malformed", [f"Bearer {token[:20]} {token[20:]}"]),  # split in two
-        ("admin_token_malformed", [f"Bearer {token}!"]),                   # a character tokens never have
+        ("admin_token_malformed", [f"Bearer {token}!"]),  # a character tokens never have
         ("admin_token_malformed", [f"Bearer {token}", f"Bearer {token}"]),  # two headers
-        ("admin_token_malformed", ["Bearer " + "A" * 600]),                # longer than any token
+        ("admin_token_malformed", ["Bearer " + "A" * 600]),  # longer than any token
         ("admin_token_invalid", [f"Bearer {flipped}"]),
         ("admin_token_invalid", [f"Bearer {token[:-1]}"]),
         ("admin_token_invalid", [f"Bearer {token}A"]),
@@ -182,8 +189,10 @@ def test_a_management_call_without_a_token_is_refused_before_its_body_is_read(hu
     # 64 MiB announced: the refusal comes at once and the connection is closed, as for an oversized body.
     sock = socket.create_connection((hub.host, hub.port), timeout=10)
     try:
-        sock.sendall(b"POST /cas HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-pem-file\r\n"
-                     b"Content-Length: 67108864\r\n\r\n" + b"A" * 65536)
+        sock.sendall(
+            b"POST /cas HTTP/1.1\r\nHost: hub\r\nContent-Type: application/x-pem-file\r\n"
+            b"Content-Length: 67108864\r\n\r\n" + b"A" * 65536
+        )
         answer = b""
         while b"\r\n\r\n" not in answer:
             answer += sock.recv(65536)
@@ -207,10 +216,13 @@ def test_the_right_token_works_on_every_management_endpoint_and_the_audit_log_ha
         if path == f"/cas/{endpoints.ca_id}/verification-code":
             endpoints.code = reply.json()["verification_code"]
         if path.endswith("/verify"):
-            proof = hashlib.sha256(x509.load_pem_x509_certificate(body).public_bytes(
-                serialization.Encoding.DER)).hexdigest()
+            proof = hashlib.sha256(
+                x509.load_pem_x509_certificate(body).public_bytes(serialization.Encoding.DER)
+            ).hexdigest()
     ca = endpoints.ca_id
-    entries = [e for e in hub.admin("GET", "/audit").json()["entries"] if e["target"] in (ca, "ops-1", endpoints.revoked)]
+    entries = [
+        e for e in hub.admin("GET", "/audit").json()["entries"] if e["target"] in (ca, "ops-1", endpoints.revoked)
+    ]
     assert [(e["action"], e["target"], e["fingerprints"]) for e in entries] == [
         ("ca.register", ca, [ca]),
         ("ca.new_code", ca, [ca]),
@@ -247,6 +259,7 @@ def test_the_audit_log_pages_and_refuses_bad_queries(hub):
 def test_device_endpoints_need_no_token_and_ignore_one(hub):
     chain = SupplyChain.build(depth=2)
     from devicekit.httpdevice import register_and_prove
+
     register_and_prove(hub, chain.company)
     conn = hub.connect()
     try:  # the device fast path, no Authorization header at all
@@ -259,15 +272,20 @@ def test_device_endpoints_need_no_token_and_ignore_one(hub):
     source = new_address()
     for _ in range(12):
         call_from(hub, source, "GET", "/cas", headers=[("Authorization", "Bearer " + "B" * 43)])
-    assert call_from(hub, source, "GET", "/cas", headers=[("Authorization", "Bearer " + hub.admin_token())]).status == 429
+    assert (
+        call_from(hub, source, "GET", "/cas", headers=[("Authorization", "Bearer " + hub.admin_token())]).status == 429
+    )
     device = chain.device("junk-token")
     junk = [("Authorization", "Bearer " + "B" * 43), ("Content-Type", "application/x-pem-file")]
     issued = call_from(hub, source, "POST", "/devices/challenge?via=aiohttp", device.chain_pem(), junk)
     assert issued.status == 200, issued
     challenge = issued.json()["challenge"]
-    proof = json.dumps({"challenge": challenge,
-                        "signature": base64.b64encode(device.sign(base64.b64decode(challenge))).decode()}).encode()
-    admitted = call_from(hub, source, "POST", "/devices/proof", proof, junk[:1] + [("Content-Type", "application/json")])
+    proof = json.dumps(
+        {"challenge": challenge, "signature": base64.b64encode(device.sign(base64.b64decode(challenge))).decode()}
+    ).encode()
+    admitted = call_from(
+        hub, source, "POST", "/devices/proof", proof, junk[:1] + [("Content-Type", "application/json")]
+    )
     assert admitted.status == 200 and admitted.json()["device_id"] == "junk-token", admitted
     for path in ("/healthz", "/metrics", "/"):  # public on purpose (docs/api.md says why)
         assert call_from(hub, source, "GET", path).status == 200, path
@@ -350,9 +368,25 @@ def test_the_lockout_table_drains_and_counts_ipv6_by_prefix(tmp_path):
 def start_hub(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """A hub that is expected to refuse to start (it would serve otherwise: a timeout fails the test)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "hubsim.service", "--port", "0", "--workers", "1",
-                           "--db", str(tmp_path / "hub.db"), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hubsim.service",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--db",
+            str(tmp_path / "hub.db"),
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_the_generated_token_file_is_owner_only_and_named_but_never_printed(hub):
@@ -367,12 +401,15 @@ def test_the_generated_token_file_is_owner_only_and_named_but_never_printed(hub)
     assert token not in out
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--host", "0.0.0.0", "--management", "open"), "--management open would let anyone who reaches 0.0.0.0"),
-    (("--host", "::", "--management", "open"), "allowed on loopback addresses only"),
-    (("--management", "open", "--admin-token-file", "x"), "--admin-token-file needs --management token"),
-    (("--management", "maybe"), "invalid choice: 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--host", "0.0.0.0", "--management", "open"), "--management open would let anyone who reaches 0.0.0.0"),
+        (("--host", "::", "--management", "open"), "allowed on loopback addresses only"),
+        (("--management", "open", "--admin-token-file", "x"), "--admin-token-file needs --management token"),
+        (("--management", "maybe"), "invalid choice: 'maybe'"),
+    ],
+)
 def test_the_hub_refuses_to_start_with_an_unguarded_or_contradictory_management_plane(tmp_path, args, message):
     done = start_hub(tmp_path, *args)
     assert done.returncode == 2, done.stderr
@@ -385,8 +422,10 @@ def test_a_token_file_others_can_read_or_a_weak_token_is_refused(tmp_path):
     token_file.write_text("Z" * 40 + "\n")
     token_file.chmod(0o644)
     done = start_hub(tmp_path, "--admin-token-file", str(token_file))
-    assert done.returncode == 2 and f"readable or writable by group or others (mode 0644); chmod 600 {token_file}" \
-        in done.stderr, done.stderr
+    assert (
+        done.returncode == 2
+        and f"readable or writable by group or others (mode 0644); chmod 600 {token_file}" in done.stderr
+    ), done.stderr
     token_file.chmod(0o600)
     token_file.write_text("short\n")
     done = start_hub(tmp_path, "--admin-token-file", str(token_file))
@@ -478,6 +517,7 @@ def test_a_write_another_worker_beat_us_to_is_not_audited(tmp_path):
     # What two workers racing on one CA leave in the store: the loser's write changes nothing, is
     # refused, and must not appear in the audit log.
     from hubsim import AuthEngine
+
     db = str(tmp_path / "hub.db")
     initialise(db)
     store, engine = Store(db), AuthEngine(secret=b"s" * 32, clock=time.time, random=os.urandom)
@@ -493,8 +533,12 @@ def test_a_write_another_worker_beat_us_to_is_not_audited(tmp_path):
         store.insert_revocation("ab" * 32, 8.0, operator)
         store.insert_revocation("ab" * 32, 9.0, operator)  # acknowledged again, so audited again
         assert [(e["action"], e["at"]) for e in store.audit()] == [
-            ("ca.register", 1.0), ("ca.new_code", 3.0), ("ca.remove", 5.0), ("revocation.add", 8.0),
-            ("revocation.add", 9.0)]
+            ("ca.register", 1.0),
+            ("ca.new_code", 3.0),
+            ("ca.remove", 5.0),
+            ("revocation.add", 8.0),
+            ("revocation.add", 9.0),
+        ]
     finally:
         store.close()
 
@@ -502,8 +546,7 @@ def test_a_write_another_worker_beat_us_to_is_not_audited(tmp_path):
 def test_a_database_from_before_the_audit_log_is_upgraded(tmp_path):
     db = str(tmp_path / "old.db")
     con = sqlite3.connect(db)
-    con.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
-                      "INSERT INTO meta VALUES ('schema', '1');")
+    con.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);INSERT INTO meta VALUES ('schema', '1');")
     con.close()
     initialise(db)
     store = Store(db)
@@ -520,8 +563,16 @@ def test_no_token_value_appears_in_logs_metrics_error_bodies_or_the_database(hub
     near_misses = [token[:-1] + "Q", token + "Q", token[:32]]
     bodies = []
     for guess in near_misses:
-        bodies.append(call_from(hub, new_address(), "POST", "/revocations", b"{}",
-                                [("Authorization", f"Bearer {guess}"), ("Content-Type", "application/json")]).body)
+        bodies.append(
+            call_from(
+                hub,
+                new_address(),
+                "POST",
+                "/revocations",
+                b"{}",
+                [("Authorization", f"Bearer {guess}"), ("Content-Type", "application/json")],
+            ).body
+        )
     bodies.append(hub.admin("POST", "/revocations", json_body={"fingerprint": "nope"}).body)
     bodies.append(hub.admin("GET", "/nowhere/at/all").body)
     bodies.append(hub.call("GET", "/metrics").body)

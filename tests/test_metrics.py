@@ -53,4 +53,3 @@ def test_a_labelled_child_is_batched_like_a_plain_histogram():
     for child in children.values():
         child.flush()
     assert _samples(registry, "req_seconds") == _samples(registry, "ref_seconds")
-

@@ -39,8 +39,24 @@ def broker(tmp_path_factory, fleet):
 
 
 def test_the_swarm_admits_a_fleet_through_mosquitto(broker, cache, tmp_path):
-    rc, s, out = swarm(None, tmp_path, cache, "--tls-ca", broker.server_ca, "--devices", str(DEVICES),
-                       "--passes", "1", "-u", "8", "-r", "100", "-t", "60", host=broker.url)
+    rc, s, out = swarm(
+        None,
+        tmp_path,
+        cache,
+        "--tls-ca",
+        broker.server_ca,
+        "--devices",
+        str(DEVICES),
+        "--passes",
+        "1",
+        "-u",
+        "8",
+        "-r",
+        "100",
+        "-t",
+        "60",
+        host=broker.url,
+    )
     assert rc == 0, out[-4000:]
     a = s["authentications"]
     assert a["admitted"] == DEVICES and a["failed_attempts"] == 0 and not a["failures_by_code"], a

@@ -35,8 +35,7 @@ def fleet():
 
 @pytest.fixture(scope="module", params=["cached", "full"])
 def hub(request, tmp_path_factory, fleet):
-    args = ("--mqtts-port", "0", "--mqtts-validation", request.param,
-            "--mqtts-connect-timeout", str(CONNECT_TIMEOUT))
+    args = ("--mqtts-port", "0", "--mqtts-validation", request.param, "--mqtts-connect-timeout", str(CONNECT_TIMEOUT))
     with contextlib.closing(serve_hub(tmp_path_factory, f"mqtts-{request.param}", workers=1, args=args)) as hubs:
         for process in hubs:  # closing: a failure before the yield still stops the hub
             HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.company)
@@ -80,8 +79,9 @@ def expect_refusal(client, device: Device, codes: tuple[str, ...], **kwargs) -> 
 def tls_socket(hub) -> ssl.SSLSocket:
     """A TLS client that verifies the hub and presents no certificate."""
     ctx = ssl.create_default_context(cafile=hub.tls_ca)
-    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", hub.mqtts_port), timeout=10),
-                           server_hostname="127.0.0.1")
+    return ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", hub.mqtts_port), timeout=10), server_hostname="127.0.0.1"
+    )
 
 
 def closed_by_hub(sock) -> bool:
@@ -148,12 +148,14 @@ def test_client_without_certificate_is_refused(hub, client, fleet):
 def test_expired_device_certificate_is_refused(hub, client, fleet):
     key = new_key()
     past = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-    cert = fleet.issuer.sign_device("dev-expired", key.public_key(), not_before=past,
-                                    not_after=past + dt.timedelta(days=1))
+    cert = fleet.issuer.sign_device(
+        "dev-expired", key.public_key(), not_before=past, not_after=past + dt.timedelta(days=1)
+    )
     code = "cert_expired"
     before = refused(hub, code)
-    expect_refusal(client, Device("dev-expired", key, cert, fleet.intermediates()),
-                   ("connack_5", "tls_handshake_failed"))
+    expect_refusal(
+        client, Device("dev-expired", key, cert, fleet.intermediates()), ("connack_5", "tls_handshake_failed")
+    )
     counted(hub, code, before)
     still_serving(hub, client, fleet, "after-expired")
 
@@ -173,8 +175,9 @@ def test_broken_chain_is_refused(hub, client, fleet):
     issuer = fleet.issuer.certificate
     cert = make_cert("dev-broken", key.public_key(), issuer.subject, impostor, ca=False)
     before = refused(hub, "chain_untrusted")
-    expect_refusal(client, Device("dev-broken", key, cert, fleet.intermediates()),
-                   ("connack_5", "tls_handshake_failed"))
+    expect_refusal(
+        client, Device("dev-broken", key, cert, fleet.intermediates()), ("connack_5", "tls_handshake_failed")
+    )
     counted(hub, "chain_untrusted", before)
     still_serving(hub, client, fleet, "after-broken")
 
@@ -236,13 +239,16 @@ def test_silence_beyond_the_keepalive_is_closed(hub, client, fleet):
     counted(hub, "keepalive_expired", before)
 
 
-@pytest.mark.parametrize("packet,code", [
-    (b"\x10\xff\xff\xff\xff\x01", "mqtt_malformed"),           # remaining length of five bytes
-    (b"\x10\x80\x80\x40", "mqtt_oversized"),                     # announces a 1 MiB CONNECT
-    (b"\x10\x04\x00\x04MQ", "mqtt_malformed"),                   # CONNECT that ends inside its protocol name
-    (b"\x30\x03\x00\x01t", "mqtt_protocol"),                     # PUBLISH before CONNECT
-    (b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x05ab", "mqtt_malformed"),  # client id shorter than said
-])
+@pytest.mark.parametrize(
+    "packet,code",
+    [
+        (b"\x10\xff\xff\xff\xff\x01", "mqtt_malformed"),  # remaining length of five bytes
+        (b"\x10\x80\x80\x40", "mqtt_oversized"),  # announces a 1 MiB CONNECT
+        (b"\x10\x04\x00\x04MQ", "mqtt_malformed"),  # CONNECT that ends inside its protocol name
+        (b"\x30\x03\x00\x01t", "mqtt_protocol"),  # PUBLISH before CONNECT
+        (b"\x10\x0e\x00\x04MQTT\x04\x02\x00\x3c\x00\x05ab", "mqtt_malformed"),  # client id shorter than said
+    ],
+)
 def test_bad_mqtt_packets_are_refused(hub, client, fleet, packet, code):
     device = fleet.device("dev-bad-mqtt")
     before = refused(hub, code)
@@ -281,7 +287,9 @@ def test_revoked_device_is_refused_also_on_resumption(hub, client, fleet):
     session = connection.session()
     connection.close()
     fingerprint = hashlib.sha256(device.chain_der()[0]).hexdigest()
-    assert hub.call("POST", "/revocations", json_body={"fingerprint": fingerprint}, token=hub.admin_token()).status == 201
+    assert (
+        hub.call("POST", "/revocations", json_body={"fingerprint": fingerprint}, token=hub.admin_token()).status == 201
+    )
     before = refused(hub, "cert_revoked", "mqtts_resumed")
     expect_refusal(client, device, ("connack_5",), session=session)  # a resumed session skips no revocation
     counted(hub, "cert_revoked", before, "mqtts_resumed")
@@ -348,6 +356,7 @@ def test_tls_1_2_is_served(hub, fleet):
 
 def test_hub_tls_files_are_kept_across_restarts(tmp_path, fleet):
     from certstorm.processes import HubProcess
+
     db = tmp_path / "hub.db"
     with HubProcess(db, workers=1, args=("--mqtts-port", "0")) as first:
         ca = open(first.tls_ca, "rb").read()

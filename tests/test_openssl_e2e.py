@@ -35,10 +35,21 @@ def doc_blocks(marker: str, doc: Path = DOC) -> str:
 
 def run_shell(script: str, cwd: Path, hub, **env: str) -> str:
     """Run ``script`` as the walkthrough's reader would: told where the hub and its token file are."""
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env={
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "HUB": hub.url, "ADMIN_TOKEN_FILE": hub.admin_token_path,
-        "HOME": str(cwd), "LC_ALL": "C", **env,
-    }, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env={
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HUB": hub.url,
+            "ADMIN_TOKEN_FILE": hub.admin_token_path,
+            "HOME": str(cwd),
+            "LC_ALL": "C",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     return done.stdout
 
@@ -60,14 +71,20 @@ def test_the_documented_walkthrough_works_as_written(hub, tmp_path):
     assert '"error": "device_disabled"' in out
     assert json.loads((tmp_path / "refused.json").read_text())["error"] == "cert_revoked"
     # Without the token the management call was refused; with it, each change is in the audit log.
-    assert "401" in out.splitlines() and json.loads((tmp_path / "anonymous.json").read_text())["error"] == \
-        "admin_token_missing"
+    assert (
+        "401" in out.splitlines()
+        and json.loads((tmp_path / "anonymous.json").read_text())["error"] == "admin_token_missing"
+    )
     audit = json.loads((tmp_path / "audit.json").read_text())["entries"]
     fp = ca["id"]
     changes = [(e["action"], e["target"]) for e in audit if fp in e["fingerprints"] or e["target"] == "dev-1"]
     revoked = [e["target"] for e in audit if e["action"] == "revocation.add"]
-    assert changes == [("ca.register", fp), ("ca.verify", fp), ("device.disable", "dev-1"),
-                       ("device.enable", "dev-1")], changes
+    assert changes == [
+        ("ca.register", fp),
+        ("ca.verify", fp),
+        ("device.disable", "dev-1"),
+        ("device.enable", "dev-1"),
+    ], changes
     assert len(revoked) == 1
     # Every other signature scheme, continuing in the same directory.
     run_shell(doc_blocks("algorithms"), tmp_path, hub)
@@ -98,31 +115,106 @@ def test_openssl_and_a_plain_http_client(hub, tmp_path):
     d = tmp_path
     token = hub.admin_token()
     p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl("req", "-x509", "-new", *p256, "-keyout", "ca.key", "-out", "ca.pem", "-days", "30",
-            "-subj", "/CN=Company-Plain", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    openssl(
+        "req",
+        "-x509",
+        "-new",
+        *p256,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=Company-Plain",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
     status, ca = post(hub.url, "/cas", (d / "ca.pem").read_bytes(), "application/x-pem-file", token)
     assert status == 201, ca
 
-    openssl("req", "-new", *p256, "-keyout", "verification.key", "-out", "verification.csr",
-            "-subj", "/CN=" + ca["verification_code"], cwd=d)
-    openssl("x509", "-req", "-in", "verification.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "1", "-sha256", "-out", "verification.pem", cwd=d)
-    status, doc = post(hub.url, f"/cas/{ca['id']}/verify", (d / "verification.pem").read_bytes(),
-                       "application/x-pem-file", token)
+    openssl(
+        "req",
+        "-new",
+        *p256,
+        "-keyout",
+        "verification.key",
+        "-out",
+        "verification.csr",
+        "-subj",
+        "/CN=" + ca["verification_code"],
+        cwd=d,
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "verification.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-sha256",
+        "-out",
+        "verification.pem",
+        cwd=d,
+    )
+    status, doc = post(
+        hub.url, f"/cas/{ca['id']}/verify", (d / "verification.pem").read_bytes(), "application/x-pem-file", token
+    )
     assert (status, doc["status"]) == (200, "verified"), doc
 
     # Without -extfile, OpenSSL 3.0's `x509 -req` writes a v1 certificate: the hub says so.
     openssl("req", "-new", *p256, "-keyout", "device.key", "-out", "device.csr", "-subj", "/CN=plain-1", cwd=d)
-    openssl("x509", "-req", "-in", "device.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "30", "-sha256", "-out", "device-v1.pem", cwd=d)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "device.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-sha256",
+        "-out",
+        "device-v1.pem",
+        cwd=d,
+    )
     status, doc = post(hub.url, "/devices/challenge", (d / "device-v1.pem").read_bytes(), "application/x-pem-file")
     assert (status, doc["error"]) == (401, "chain_untrusted") and "X509v3" in doc["message"], doc
 
-    (d / "device.ext").write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                                  "extendedKeyUsage=clientAuth\n")
-    openssl("x509", "-req", "-in", "device.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "30", "-sha256", "-extfile", "device.ext", "-out", "device.pem", cwd=d)
+    (d / "device.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "device.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-sha256",
+        "-extfile",
+        "device.ext",
+        "-out",
+        "device.pem",
+        cwd=d,
+    )
     status, issued = post(hub.url, "/devices/challenge", (d / "device.pem").read_bytes(), "application/x-pem-file")
     assert status == 200 and issued["device_id"] == "plain-1", issued
     (d / "challenge.bin").write_bytes(base64.b64decode(issued["challenge"]))
@@ -134,13 +226,33 @@ def test_openssl_and_a_plain_http_client(hub, tmp_path):
     assert (status, again["error"]) == (401, "challenge_used")
 
     # CA proof of possession by raw signature over the code (the JSON form), for a second CA.
-    openssl("req", "-x509", "-new", *p256, "-keyout", "ca2.key", "-out", "ca2.pem", "-days", "30",
-            "-subj", "/CN=Company-Signed", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    openssl(
+        "req",
+        "-x509",
+        "-new",
+        *p256,
+        "-keyout",
+        "ca2.key",
+        "-out",
+        "ca2.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=Company-Signed",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
     status, ca2 = post(hub.url, "/cas", (d / "ca2.pem").read_bytes(), "application/x-pem-file", token)
     assert status == 201
     code_signature = openssl("dgst", "-sha256", "-sign", "ca2.key", cwd=d, stdin=ca2["verification_code"].encode())
-    status, doc = post(hub.url, f"/cas/{ca2['id']}/verify",
-                       json.dumps({"signature": base64.b64encode(code_signature).decode()}).encode(), "application/json",
-                       token)
+    status, doc = post(
+        hub.url,
+        f"/cas/{ca2['id']}/verify",
+        json.dumps({"signature": base64.b64encode(code_signature).decode()}).encode(),
+        "application/json",
+        token,
+    )
     assert (status, doc["status"]) == (200, "verified"), doc

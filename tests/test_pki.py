@@ -13,7 +13,14 @@ from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyB
 
 from hubsim import key_algorithm, verify_signature
 from devicekit.pki import (
-    ALGORITHMS, DEFAULT_CUSTODIANS, NOT_AFTER, NOT_BEFORE, Custodian, Device, SupplyChain, generate_key,
+    ALGORITHMS,
+    DEFAULT_CUSTODIANS,
+    NOT_AFTER,
+    NOT_BEFORE,
+    Custodian,
+    Device,
+    SupplyChain,
+    generate_key,
 )
 
 WHEN = dt.datetime(2030, 6, 1, tzinfo=dt.timezone.utc)
@@ -38,11 +45,14 @@ def chain_for(alg: str, depth: int, **kw) -> SupplyChain:
 
 def verifier(anchor: x509.Certificate, when=WHEN):
     return (
-        PolicyBuilder().store(Store([anchor])).time(when)
+        PolicyBuilder()
+        .store(Store([anchor]))
+        .time(when)
         .extension_policies(
             ca_policy=ExtensionPolicy.webpki_defaults_ca(),
             ee_policy=ExtensionPolicy.webpki_defaults_ee().may_be_present(
-                x509.SubjectAlternativeName, Criticality.AGNOSTIC, None),
+                x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+            ),
         )
         .build_client_verifier()
     )
@@ -75,8 +85,12 @@ def test_bad_depth_refused(depth):
 
 
 def test_expired_and_not_yet_valid_chains_fail_verification():
-    expired = SupplyChain.build(2, not_before=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
-                                not_after=dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc), seed=b"x")
+    expired = SupplyChain.build(
+        2,
+        not_before=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+        not_after=dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc),
+        seed=b"x",
+    )
     with pytest.raises(VerificationError):
         verify(expired, expired.device("d1"))
     future = SupplyChain.build(2, not_before=dt.datetime(2040, 1, 1, tzinfo=dt.timezone.utc), seed=b"x")
@@ -182,8 +196,10 @@ def test_purchased_root_registers_company_x(alg):
 
 def test_path_lengths_decrease_to_zero_at_the_issuer():
     chain = SupplyChain.build(3, seed=b"pl")
-    lengths = [c.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
-               for c in chain.custodians]
+    lengths = [
+        c.certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+        for c in chain.custodians
+    ]
     assert lengths == [2, 1, 0]
 
 
@@ -198,8 +214,9 @@ def test_same_seed_gives_identical_der(alg):
     a = SupplyChain.build(3, alg, purchased=True, seed=b"same")
     b = SupplyChain.build(3, alg, purchased=True, seed=b"same")
     assert _all_der(a, a.device("d7")) == _all_der(b, b.device("d7"))
-    assert a.company.verification_certificate("ABC").public_bytes(DER) == \
-        b.company.verification_certificate("ABC").public_bytes(DER)
+    assert a.company.verification_certificate("ABC").public_bytes(DER) == b.company.verification_certificate(
+        "ABC"
+    ).public_bytes(DER)
 
 
 def test_different_seed_or_no_seed_differs():
@@ -215,8 +232,10 @@ def test_seeded_keys_are_in_range_and_distinct_per_label():
     keys = [generate_key("p384", seed=b"s", label=bytes([i])) for i in range(20)]
     values = {k.private_numbers().private_value for k in keys}
     assert len(values) == 20 and all(v > 0 for v in values)
-    assert generate_key("ed25519", seed=b"s", label=b"x").private_bytes_raw() == \
+    assert (
         generate_key("ed25519", seed=b"s", label=b"x").private_bytes_raw()
+        == generate_key("ed25519", seed=b"s", label=b"x").private_bytes_raw()
+    )
 
 
 def test_default_validity_is_fixed():

@@ -79,21 +79,38 @@ import sys  # noqa: E402
 
 from certstorm.capacity.plan import plan  # noqa: E402
 
-STORED = {"run_id": "r1", "slo_p99_ms": 500, "knee": {"achieved": 2000.0, "p50": 2.0},
-          "projection": {"per_core": 2000.0}, "scaling": {"usl": None}}
+STORED = {
+    "run_id": "r1",
+    "slo_p99_ms": 500,
+    "knee": {"achieved": 2000.0, "p50": 2.0},
+    "projection": {"per_core": 2000.0},
+    "scaling": {"usl": None},
+}
 
 
 def _plan_cli(tmp_path, *args):
     (tmp_path / "summary.json").write_text(json.dumps(STORED))
-    return subprocess.run([sys.executable, "-m", "certstorm.cli", "plan", "--from", str(tmp_path), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "certstorm.cli", "plan", "--from", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize("args,named", [
-    (["--devices", "-5"], "--devices"), (["--devices", "0"], "--devices"), (["--devices", "many"], "--devices"),
-    (["--devices", "10", "--window", "0s"], "--window"), (["--devices", "10", "--window", "soon"], "--window"),
-    (["--devices", "10", "--p99", "0ms"], "--p99"), (["--devices", "10", "--backoff", "nope"], "--backoff"),
-    (["--devices", "10", "--from", "/nonexistent/run"], "--from")])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--devices", "-5"], "--devices"),
+        (["--devices", "0"], "--devices"),
+        (["--devices", "many"], "--devices"),
+        (["--devices", "10", "--window", "0s"], "--window"),
+        (["--devices", "10", "--window", "soon"], "--window"),
+        (["--devices", "10", "--p99", "0ms"], "--p99"),
+        (["--devices", "10", "--backoff", "nope"], "--backoff"),
+        (["--devices", "10", "--from", "/nonexistent/run"], "--from"),
+    ],
+)
 def test_plan_refuses_every_bad_argument_by_name(tmp_path, args, named):
     proc = _plan_cli(tmp_path, *args)
     out = (proc.stdout + proc.stderr).strip().splitlines()
@@ -107,6 +124,7 @@ def test_plan_json_is_only_strict_json(tmp_path):
 
     def refuse(constant):
         raise ValueError(constant)
+
     out = json.loads(proc.stdout, parse_constant=refuse)
     assert out["cores_even_arrival"] == 1 and out["storm_possible"]
 
@@ -117,6 +135,7 @@ def test_plan_cores_let_the_storm_finish_in_the_window():
     # the answer is what the simulation says, and one core fewer would not do
     assert out["storm_time_to_admit"] <= 120
     from certstorm.capacity.plan import storm_at
+
     short = storm_at(200_000, 2000.0 * (out["cores_storm"] - 1), "azure-c", 0.002, 120.0)
     assert not short.time_to_admit <= 120
 

@@ -11,9 +11,15 @@ from devicekit.hubclient import HubClient
 
 
 def test_cpu_seconds_counts_a_busy_process_and_nothing_for_one_that_is_gone():
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
-                             "while time.process_time() < end: pass\nimport sys; sys.stdin.read()"],
-                            stdin=subprocess.PIPE)
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.process_time() + 0.3\n"
+            "while time.process_time() < end: pass\nimport sys; sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+    )
     try:
         while cpu_seconds([busy.pid]) < 0.25:  # it spins for 0.3 s of CPU, then waits for stdin
             assert busy.poll() is None

@@ -19,6 +19,7 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "summary.schema.json")
 def strict_load(text: str):
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -26,9 +27,19 @@ def timeline(steps, segment):
     rows = []
     for s in steps:
         for i in range(4):
-            rows.append({"t": s["start"] + i, "wall": 1e9 + s["start"] + i, "segment": segment, "workers": s["workers"],
-                         "ok_rate": s["achieved"], "error_rate": 0.0, "hub_cpu": s["hub_cpu"], "gen_cpu": s["gen_cpu"],
-                         "machine_cpu": 0.6})
+            rows.append(
+                {
+                    "t": s["start"] + i,
+                    "wall": 1e9 + s["start"] + i,
+                    "segment": segment,
+                    "workers": s["workers"],
+                    "ok_rate": s["achieved"],
+                    "error_rate": 0.0,
+                    "hub_cpu": s["hub_cpu"],
+                    "gen_cpu": s["gen_cpu"],
+                    "machine_cpu": 0.6,
+                }
+            )
     return rows
 
 
@@ -46,16 +57,35 @@ def write_run(tmp_path, *, hub_us, gen_us, storm=True, workers=(1,)):
     (raw / "timeline.json").write_text(json.dumps(samples))
     (raw / "search.json").write_text(json.dumps(searches))
     (raw / "errors.json").write_text(json.dumps({"1 worker(s), ramp": {"proof:timeout": 3}}))
-    (raw / "config.json").write_text(json.dumps({
-        "slo_p99_ms": 100, "hub_cores": {str(w): w for w in workers}, "machine_cores": 2, "shared_cores": True,
-        "projection": {"devices": 2_000_000, "window_s": 600}}))
+    (raw / "config.json").write_text(
+        json.dumps(
+            {
+                "slo_p99_ms": 100,
+                "hub_cores": {str(w): w for w in workers},
+                "machine_cores": 2,
+                "shared_cores": True,
+                "projection": {"devices": 2_000_000, "window_s": 600},
+            }
+        )
+    )
     (raw / "floor.json").write_text(json.dumps({"verify_us": 80.0}))
     if storm:
         # 3,000 devices against 1,000 admissions/s; the curve stops at 2,900: one device short
         curve = [[t / 10, min(2900, 100 * t)] for t in range(1, 41)]
-        (raw / "storm.json").write_text(json.dumps(
-            {"devices": 3000, "capacity": 1000, "backoff": "aws-crt", "curve": curve, "retries": 5000,
-             "attempt_rate": 1500, "bound_s": 20, "failures_by_code": {"challenge:throttled": 5000}}))
+        (raw / "storm.json").write_text(
+            json.dumps(
+                {
+                    "devices": 3000,
+                    "capacity": 1000,
+                    "backoff": "aws-crt",
+                    "curve": curve,
+                    "retries": 5000,
+                    "attempt_rate": 1500,
+                    "bound_s": 20,
+                    "failures_by_code": {"challenge:throttled": 5000},
+                }
+            )
+        )
     return run
 
 
@@ -73,15 +103,19 @@ def test_report_has_every_section_plot_and_a_strict_schema_valid_summary(tmp_pat
     assert data == summary
     assert data["limit"] == "hub" and data["first_line"].startswith("HUB-LIMITED: knee at 2,000")
     # shared cores are said on the first screen, before the first section
-    assert data["notes"] == ["Hub and generator shared this machine's 2 core(s): hub CPU is read against the cores "
-                             "left beside the generator's 1."]
+    assert data["notes"] == [
+        "Hub and generator shared this machine's 2 core(s): hub CPU is read against the cores "
+        "left beside the generator's 1."
+    ]
     assert page.index("Hub and generator shared") < page.index("<h2")
     assert data["cost"]["hub_us_per_auth"] == pytest.approx(400)
     assert data["cost"]["floor_multiple"] == pytest.approx(400 / 160)
     assert data["scaling"]["usl"] is None and "--master" in data["scaling"]["note"]
     assert not (run / "plots" / "scaling.png").exists()  # no line drawn through too few points
     storm = data["storm"]
-    assert storm["admitted"] == 2900 and not storm["finished"] and storm["admitted_fraction"] == pytest.approx(2900 / 3000)
+    assert (
+        storm["admitted"] == 2900 and not storm["finished"] and storm["admitted_fraction"] == pytest.approx(2900 / 3000)
+    )
     by = {m["fraction"]: m for m in storm["milestones"]}
     assert by[0.5]["measured_s"] == pytest.approx(1.5) and by[0.5]["simulated_s"] > 0
     assert by[1.0]["measured_s"] is None and "not reached" in by[1.0]["reason"]
@@ -116,8 +150,10 @@ def test_report_in_headless_chromium(tmp_path):
 
 def test_the_browser_check_catches_what_a_reader_should_not_see(tmp_path):
     page = tmp_path / "bad.html"
-    page.write_text("<html><body><p>knee at NaN/s</p><table><tr><td></td></tr></table>"
-                    "<img alt='gone' src='data:image/png;base64,AAAA'></body></html>")
+    page.write_text(
+        "<html><body><p>knee at NaN/s</p><table><tr><td></td></tr></table>"
+        "<img alt='gone' src='data:image/png;base64,AAAA'></body></html>"
+    )
     problems = visible_problems(render(page))
     assert any("NaN" in p for p in problems) and any("empty figure" in p for p in problems)
     assert any("'gone' did not load" in p for p in problems)

@@ -31,11 +31,40 @@ def assert_knee_and_cost(summary: dict) -> None:
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     proc = subprocess.run(
-        [sys.executable, "-m", "certstorm.cli", "run", "--devices", "2000", "--workers", "1", "--search-seconds", "24",
-         "--step-seconds", "4", "--start-rate", "400", "--step-rate", "800", "--storm-devices", "300",
-         "--storm-quota", "150", "--storm-timeout", "30", "--require", "knee>=1000000/s", "--require", "p99<=60000ms",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "certstorm.cli",
+            "run",
+            "--devices",
+            "2000",
+            "--workers",
+            "1",
+            "--search-seconds",
+            "24",
+            "--step-seconds",
+            "4",
+            "--start-rate",
+            "400",
+            "--step-rate",
+            "800",
+            "--storm-devices",
+            "300",
+            "--storm-quota",
+            "150",
+            "--storm-timeout",
+            "30",
+            "--require",
+            "knee>=1000000/s",
+            "--require",
+            "p99<=60000ms",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     return proc, out / "latest"
 
 
@@ -94,11 +123,19 @@ def test_the_storm_ran_until_done_and_the_folder_is_small(short_run):
     assert size < 10 * 2**20, size
 
 
-@pytest.mark.parametrize("text,met", [("knee>=2000/s", True), ("knee>=2001/s", False), ("p99<=50ms", True),
-                                      ("p99<40", False), ("errors<=0.1%", True), ("storm_admitted>=99%", False)])
+@pytest.mark.parametrize(
+    "text,met",
+    [
+        ("knee>=2000/s", True),
+        ("knee>=2001/s", False),
+        ("p99<=50ms", True),
+        ("p99<40", False),
+        ("errors<=0.1%", True),
+        ("storm_admitted>=99%", False),
+    ],
+)
 def test_requirements_compare_what_was_measured(text, met):
-    summary = {"knee": {"achieved": 2000.0, "p99": 45.0, "error_rate": 0.0005},
-               "storm": {"admitted_fraction": 0.97}}
+    summary = {"knee": {"achieved": 2000.0, "p99": 45.0, "error_rate": 0.0005}, "storm": {"admitted_fraction": 0.97}}
     assert (check_requirements([parse_requirement(text)], summary) == []) == met
 
 
@@ -113,25 +150,39 @@ def test_a_malformed_requirement_is_refused(text):
         parse_requirement(text)
 
 
-@pytest.mark.parametrize("args,named", [(["--workers", "0"], "--workers"), (["--step-seconds", "-1"], "--step-seconds"),
-                                        (["--require", "knee"], "--require"), (["--backoff", "nope"], "--backoff"),
-                                        (["--storm-devices", "-3"], "--storm-devices")])
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--workers", "0"], "--workers"),
+        (["--step-seconds", "-1"], "--step-seconds"),
+        (["--require", "knee"], "--require"),
+        (["--backoff", "nope"], "--backoff"),
+        (["--storm-devices", "-3"], "--storm-devices"),
+    ],
+)
 def test_bad_run_arguments_exit_2_naming_the_argument(args, named, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "certstorm.cli", "run", *args, "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "certstorm.cli", "run", *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and f"argument {named}" in proc.stderr.splitlines()[-1], proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
 
 
 def test_hub_metrics_are_read_with_prometheus_parser():
     from certstorm.capacity.sampler import parse_auth_metrics
-    text = ('# HELP certstorm_authentications_total Device authentications by outcome\n'
-            '# TYPE certstorm_authentications_total counter\n'
-            'certstorm_authentications_total{outcome="admitted",worker="0"} 1500.0\n'
-            'certstorm_authentications_total{outcome="admitted",worker="1"} 2.5e3\n'
-            'certstorm_authentications_total{outcome="refused",code="throttled"} 7.0\n'
-            'certstorm_authentications_created{outcome="admitted",worker="0"} 1.7e9\n'
-            '# TYPE certstorm_other_total counter\ncertstorm_other_total{outcome="admitted"} 99.0\n')
+
+    text = (
+        "# HELP certstorm_authentications_total Device authentications by outcome\n"
+        "# TYPE certstorm_authentications_total counter\n"
+        'certstorm_authentications_total{outcome="admitted",worker="0"} 1500.0\n'
+        'certstorm_authentications_total{outcome="admitted",worker="1"} 2.5e3\n'
+        'certstorm_authentications_total{outcome="refused",code="throttled"} 7.0\n'
+        'certstorm_authentications_created{outcome="admitted",worker="0"} 1.7e9\n'
+        '# TYPE certstorm_other_total counter\ncertstorm_other_total{outcome="admitted"} 99.0\n'
+    )
     assert parse_auth_metrics(text) == (4000.0, 7.0)
 
 
@@ -140,10 +191,34 @@ def test_short_run_over_mqtts_says_so(tmp_path):
     transport, and a report whose first line says which transport it measured."""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "certstorm.cli", "run", "--transport", "mqtts", "--devices", "600", "--workers", "1",
-         "--search-seconds", "45", "--step-seconds", "4", "--start-rate", "80", "--step-rate", "80",
-         "--storm-devices", "0", "--out", str(out)],
-        capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "certstorm.cli",
+            "run",
+            "--transport",
+            "mqtts",
+            "--devices",
+            "600",
+            "--workers",
+            "1",
+            "--search-seconds",
+            "45",
+            "--step-seconds",
+            "4",
+            "--start-rate",
+            "80",
+            "--step-rate",
+            "80",
+            "--storm-devices",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = strict_load((out / "latest" / "summary.json").read_text())
     jsonschema.validate(summary, SCHEMA)
@@ -153,20 +228,48 @@ def test_short_run_over_mqtts_says_so(tmp_path):
 
 def test_reconnects_are_read_from_the_hubs_cache_counter():
     from certstorm.capacity.sampler import parse_cache_metrics
-    text = ('# HELP certstorm_chain_cache_total Device chain validations by cache result\n'
-            '# TYPE certstorm_chain_cache_total counter\n'
-            'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'
-            'certstorm_chain_cache_total{result="hit"} 300.0\n'
-            'certstorm_chain_cache_total{result="miss"} 2.0\n')
+
+    text = (
+        "# HELP certstorm_chain_cache_total Device chain validations by cache result\n"
+        "# TYPE certstorm_chain_cache_total counter\n"
+        'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'
+        'certstorm_chain_cache_total{result="hit"} 300.0\n'
+        'certstorm_chain_cache_total{result="miss"} 2.0\n'
+    )
     assert parse_cache_metrics(text) == 1200.0
 
 
 def test_each_step_says_how_many_admissions_were_reconnects():
-    samples = [{"wall": 100.0 + i, "t": float(i), "ok": 1000.0 * i, "errors": 0.0, "reconnects": 250.0 * i,
-                "hub_cpu_s": 0.3 * i, "gen_cpu_s": 0.4 * i, "machine_cpu_s": 1.0 * i} for i in range(8)]
-    swarm = {"run": {"t0": 100.0, "duration_s": 7.0}, "phases": [{"phase": 0, "rate": 1000, "start": 0.0, "end": 7.0}],
-             "rates": {"phases": [{"phase": 0, "achieved_rate": 1000.0, "failed_rate": 0.0, "auth_count": 7000,
-                                   "auth_p50_us": 1000, "auth_p90_us": 2000, "auth_p99_us": 3000,
-                                   "auth_p999_us": 4000}]}}
+    samples = [
+        {
+            "wall": 100.0 + i,
+            "t": float(i),
+            "ok": 1000.0 * i,
+            "errors": 0.0,
+            "reconnects": 250.0 * i,
+            "hub_cpu_s": 0.3 * i,
+            "gen_cpu_s": 0.4 * i,
+            "machine_cpu_s": 1.0 * i,
+        }
+        for i in range(8)
+    ]
+    swarm = {
+        "run": {"t0": 100.0, "duration_s": 7.0},
+        "phases": [{"phase": 0, "rate": 1000, "start": 0.0, "end": 7.0}],
+        "rates": {
+            "phases": [
+                {
+                    "phase": 0,
+                    "achieved_rate": 1000.0,
+                    "failed_rate": 0.0,
+                    "auth_count": 7000,
+                    "auth_p50_us": 1000,
+                    "auth_p90_us": 2000,
+                    "auth_p99_us": 3000,
+                    "auth_p999_us": 4000,
+                }
+            ]
+        },
+    }
     [step] = analysis.steps_from_swarm(swarm, samples, 1, "ramp", 1.0, 2)
     assert step["reconnect_share"] == 0.25 and step["hub_us_per_auth"] == pytest.approx(300.0)

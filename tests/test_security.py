@@ -154,6 +154,7 @@ def test_a_replayed_proof_is_refused_by_every_worker_even_racing_and_after_a_wor
             answers.append(Answer(reply.status, reply.read(), 0))
         finally:
             conn.close()
+
     threads = [threading.Thread(target=race) for _ in range(8)]
     for t in threads:
         t.start()
@@ -235,8 +236,10 @@ def test_registering_a_ca_without_its_key_never_makes_it_a_trust_anchor(hub):
     assert (reply.status, reply.json()["error"]) == (401, "verification_signature_invalid"), reply
     # The uploaded CA certificate itself, replayed as its own proof.
     reply = admin(hub, "POST", path, owner.company.certificate.public_bytes(PEM), headers=PEM_TYPE)
-    assert reply.status in (400, 401) and reply.json()["error"] in ("verification_code_mismatch",
-                                                                    "verification_signature_invalid"), reply
+    assert reply.status in (400, 401) and reply.json()["error"] in (
+        "verification_code_mismatch",
+        "verification_signature_invalid",
+    ), reply
     assert admin(hub, "GET", f"/cas/{ca_id}").json()["status"] == "unverified"
     device = owner.device("owned")
     refused_everywhere(hub, "/devices/challenge", device.chain_pem(), PEM_TYPE, 401, "chain_untrusted")
@@ -291,8 +294,7 @@ def test_a_revoked_intermediate_refuses_every_device_below_it_on_every_worker(hu
     stored = [r["fingerprint"] for r in admin(hub, "GET", "/revocations").json()["revocations"]]
     assert stored.count(fingerprint(factory.certificate)) == 1, stored
     refused_everywhere(hub, "/devices/challenge", below.chain_pem(), PEM_TYPE, 403, "cert_revoked")
-    refused_everywhere(hub, "/devices/challenge", chain.device("new-below").chain_pem(), PEM_TYPE, 403,
-                       "cert_revoked")
+    refused_everywhere(hub, "/devices/challenge", chain.device("new-below").chain_pem(), PEM_TYPE, 403, "cert_revoked")
     for body in pending:  # challenges issued before the revocation
         answer = fresh(hub, "/devices/proof", body, JSON_TYPE)
         assert (answer.status, answer.code) == (403, "cert_revoked"), answer
@@ -346,8 +348,12 @@ def test_a_ca_removed_mid_run_admits_nothing_after_the_removal_is_acknowledged(h
             log.append((who, sent, time.monotonic(), reply.status, code, device.device_id))
         for conn in conns:
             conn.close()
-    threads = [threading.Thread(target=storm, args=(who, chain, i)) for i in range(2)
-               for who, chain in (("doomed", doomed), ("survivor", survivor))]
+
+    threads = [
+        threading.Thread(target=storm, args=(who, chain, i))
+        for i in range(2)
+        for who, chain in (("doomed", doomed), ("survivor", survivor))
+    ]
     for t in threads:
         t.start()
     time.sleep(0.8)
@@ -374,8 +380,11 @@ def test_a_ca_removed_mid_run_admits_nothing_after_the_removal_is_acknowledged(h
     assert admitted
     for device_id, count in admitted.items():
         entry = settled_entry(hub, device_id)
-        assert entry["authentications"] == count and entry["last_authenticated"] <= acknowledged_wall, \
-            (device_id, count, entry)
+        assert entry["authentications"] == count and entry["last_authenticated"] <= acknowledged_wall, (
+            device_id,
+            count,
+            entry,
+        )
 
 
 # -- identities the engine cannot carry across workers ---------------------------------------------------------
@@ -383,6 +392,7 @@ def long_id_device(chain: SupplyChain, device_id: str) -> Device:
     """A device whose CN is ``device_id`` however long: cryptography's builder stops at 64 characters,
     so the issuer signs a TBSCertificate with the subject swapped in."""
     from hostile import der as D
+
     template = chain.device("placeholder")
     tbs = D.TBS.of(template.certificate)
     tbs.subject = D.seq(D.tlv(0x31, D.seq(D.oid("2.5.4.3"), D.tlv(0x0C, device_id.encode()))))

@@ -156,13 +156,18 @@ def test_ca_upload_refusals(hub, issuers):
     refused(hub.admin("POST", "/cas", b"certainly not a certificate"), 400, "malformed_input")
     refused(hub.admin("POST", "/cas", b""), 400, "malformed_input")
     key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     refused(hub.admin("POST", "/cas", key), 400, "private_key_in_upload")
     refused(hub.admin("POST", "/cas", b"-" * (64 * 1024)), 413, "upload_too_large")
-    refused(hub.admin("POST", "/cas", b"{}", headers={"Content-Type": "application/json"}), 415,
-            "unsupported_media_type")
-    refused(hub.admin("POST", "/cas", b"x", headers={"Content-Type": "multipart/form-data; boundary=x"}), 415,
-            "unsupported_media_type")
+    refused(
+        hub.admin("POST", "/cas", b"{}", headers={"Content-Type": "application/json"}), 415, "unsupported_media_type"
+    )
+    refused(
+        hub.admin("POST", "/cas", b"x", headers={"Content-Type": "multipart/form-data; boundary=x"}),
+        415,
+        "unsupported_media_type",
+    )
     assert stored_cas(hub) == before  # no refused upload left a CA row or changed one
 
 
@@ -175,8 +180,11 @@ def test_ca_verification_refusals(hub):
     refused(hub.admin("POST", path, wrong_code), 400, "verification_code_mismatch")
     forged = impostor.company.verification_certificate(doc["verification_code"]).public_bytes(PEM)
     refused(hub.admin("POST", path, forged), 401, "verification_signature_invalid")
-    refused(hub.admin("POST", path, json_body={"signature": b64(impostor.company.sign_code(doc["verification_code"]))}),
-            401, "verification_signature_invalid")
+    refused(
+        hub.admin("POST", path, json_body={"signature": b64(impostor.company.sign_code(doc["verification_code"]))}),
+        401,
+        "verification_signature_invalid",
+    )
     refused(hub.admin("POST", path, json_body={"signature": "%%% not base64"}), 400, "malformed_input")
     refused(hub.admin("POST", path, json_body=["signature"]), 400, "malformed_input")
     refused(hub.admin("POST", path, b"garbage"), 400, "malformed_input")
@@ -201,8 +209,11 @@ def test_device_refusals(hub, issuers):
     refused(hub.call("POST", "/devices/challenge", b"junk"), 400, "malformed_input")
     refused(hub.call("POST", "/devices/challenge", b""), 400, "malformed_input")
     refused(hub.call("POST", "/devices/challenge", b"A" * (40 * 1024)), 413, "upload_too_large")
-    refused(hub.call("POST", "/devices/challenge", b"{}", headers={"Content-Type": "application/json"}), 415,
-            "unsupported_media_type")
+    refused(
+        hub.call("POST", "/devices/challenge", b"{}", headers={"Content-Type": "application/json"}),
+        415,
+        "unsupported_media_type",
+    )
 
     device, other = fleet.device("refused-1"), fleet.device("refused-2")
     issued = challenge(hub, device)
@@ -211,17 +222,30 @@ def test_device_refusals(hub, issuers):
     refused(prove(hub, wrong_key), 401, "pop_invalid")
     tampered = bytearray(token)
     tampered[20] ^= 1
-    refused(prove(hub, {"challenge": b64(bytes(tampered)), "signature": b64(device.sign(bytes(tampered)))}), 401,
-            "challenge_invalid")
+    refused(
+        prove(hub, {"challenge": b64(bytes(tampered)), "signature": b64(device.sign(bytes(tampered)))}),
+        401,
+        "challenge_invalid",
+    )
     refused(prove(hub, {"challenge": "AAAA", "signature": "AAAA"}), 401, "challenge_invalid")
-    for body in ({"challenge": issued["challenge"]}, {"challenge": 5, "signature": "AA=="},
-                 {"challenge": "***", "signature": "AA=="}, [1, 2]):
+    for body in (
+        {"challenge": issued["challenge"]},
+        {"challenge": 5, "signature": "AA=="},
+        {"challenge": "***", "signature": "AA=="},
+        [1, 2],
+    ):
         refused(prove(hub, body), 400, "malformed_input")
     for raw in (b"not json", b"", b'{"challenge": "x"'):
-        refused(hub.call("POST", "/devices/proof", raw, headers={"Content-Type": "application/json"}), 400,
-                "malformed_input")
-    refused(hub.call("POST", "/devices/proof", b"x", headers={"Content-Type": "multipart/form-data; boundary=x"}),
-            415, "unsupported_media_type")
+        refused(
+            hub.call("POST", "/devices/proof", raw, headers={"Content-Type": "application/json"}),
+            400,
+            "malformed_input",
+        )
+    refused(
+        hub.call("POST", "/devices/proof", b"x", headers={"Content-Type": "multipart/form-data; boundary=x"}),
+        415,
+        "unsupported_media_type",
+    )
     # The refusals above did not consume the challenge: the right signature still works, once.
     body = proof_body(device, issued)
     assert prove(hub, body).status == 200
@@ -281,8 +305,9 @@ def test_ca_lifecycle_with_pem_der_certificate_and_signature_proofs(hub):
     assert detail["status"] == "verified" and "verification_code" not in detail
 
     # DER upload, proof by signature over the code.
-    reply = hub.admin("POST", "/cas", second.company.certificate.public_bytes(DER),
-                     headers={"Content-Type": "application/pkix-cert"})
+    reply = hub.admin(
+        "POST", "/cas", second.company.certificate.public_bytes(DER), headers={"Content-Type": "application/pkix-cert"}
+    )
     assert reply.status == 201, reply
     code, ca_id = reply.json()["verification_code"], reply.json()["id"]
     reply = hub.admin("POST", f"/cas/{ca_id}/verify", json_body={"signature": b64(second.company.sign_code(code))})
@@ -326,6 +351,7 @@ def test_device_authentication_and_registry(hub, fleet, workers):
         doc = hub.admin("GET", "/devices/dev-1").json()
         assert doc["authentications"] == 3, doc
         return doc
+
     doc = eventually(registry_caught_up)
     assert doc["ca"] == ca_id and doc["disabled"] is False
     assert doc["first_seen"] <= doc["last_authenticated"] <= time.time()
@@ -340,6 +366,7 @@ def test_first_connection_is_reported_once_when_two_workers_race(hub, fleet, wor
 
         def run(i):
             results[i] = prove(hub, bodies[i], workers[i])
+
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(workers))]
         for t in threads:
             t.start()
@@ -401,8 +428,12 @@ def test_revocation_is_enforced_by_every_worker_from_the_next_request(hub, worke
         refused(prove(hub, proof_body(device, issued), conn), 403, "cert_revoked")
         authenticate(hub, sibling, conn)
     # Revoking the issuing intermediate refuses every device below it, on every worker.
-    assert hub.admin("POST", "/revocations", json_body={"fingerprint": fingerprint(chain.issuer.certificate)},
-                    conn=workers[1]).status == 201
+    assert (
+        hub.admin(
+            "POST", "/revocations", json_body={"fingerprint": fingerprint(chain.issuer.certificate)}, conn=workers[1]
+        ).status
+        == 201
+    )
     for conn in workers:
         refused(hub.call("POST", "/devices/challenge", sibling.chain_pem(), conn=conn), 403, "cert_revoked")
     listed = {r["fingerprint"] for r in hub.admin("GET", "/revocations").json()["revocations"]}
@@ -445,8 +476,16 @@ def _complete(data: bytes, expect: int) -> bool:
 
 
 def _request(path: str, body: bytes, extra: bytes = b"") -> bytes:
-    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: hub\r\nContent-Length: " + str(len(body)).encode()
-            + b"\r\n" + extra + b"\r\n" + body)
+    return (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: hub\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
 
 
 def test_pipelined_split_and_mixed_requests_on_one_connection(hub, fleet):
@@ -459,18 +498,35 @@ def test_pipelined_split_and_mixed_requests_on_one_connection(hub, fleet):
     # A device request, then an administrative one: the connection moves to the general server.
     mixed = _raw(hub, _request("/devices/challenge", chain) + b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n", expect=2)
     assert mixed.count(b"HTTP/1.1 200 OK") == 2 and b'"status": "ok"' in mixed
-    casual = _raw(hub, b"POST /devices/challenge HTTP/1.1\r\ncontent-LENGTH:   " + str(len(chain)).encode()
-                  + b"  \r\ncontent-type:application/x-pem-file\r\n\r\n" + chain)
+    casual = _raw(
+        hub,
+        b"POST /devices/challenge HTTP/1.1\r\ncontent-LENGTH:   "
+        + str(len(chain)).encode()
+        + b"  \r\ncontent-type:application/x-pem-file\r\n\r\n"
+        + chain,
+    )
     assert casual.startswith(b"HTTP/1.1 200 OK")
     closed = _raw(hub, _request("/devices/challenge", chain, b"Connection: close\r\n"))
     assert b"Connection: close" in closed
-    old = _raw(hub, b"POST /devices/challenge HTTP/1.0\r\nContent-Length: " + str(len(chain)).encode() + b"\r\n\r\n" + chain)
+    old = _raw(
+        hub, b"POST /devices/challenge HTTP/1.0\r\nContent-Length: " + str(len(chain)).encode() + b"\r\n\r\n" + chain
+    )
     assert old.startswith(b"HTTP/1.") and b" 200 OK" in old.split(b"\r\n", 1)[0]
-    chunked = _raw(hub, b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   + hex(len(chain))[2:].encode() + b"\r\n" + chain + b"\r\n0\r\n\r\n")
+    chunked = _raw(
+        hub,
+        b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + hex(len(chain))[2:].encode()
+        + b"\r\n"
+        + chain
+        + b"\r\n0\r\n\r\n",
+    )
     assert chunked.startswith(b"HTTP/1.1 200 OK")
-    big = _raw(hub, b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n"
-               + (b"8000\r\n" + b"A" * 0x8000 + b"\r\n") * 2 + b"0\r\n\r\n")
+    big = _raw(
+        hub,
+        b"POST /devices/challenge HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + (b"8000\r\n" + b"A" * 0x8000 + b"\r\n") * 2
+        + b"0\r\n\r\n",
+    )
     assert big.startswith(b"HTTP/1.1 413") and b"upload_too_large" in big
 
 
@@ -480,13 +536,32 @@ def test_bad_input_never_yields_500_or_kills_a_worker(hub, issuers):
     device = fleet.device("fuzz")
     chain = device.chain_pem()
     issued = challenge(hub, device)
-    bodies = [b"", b"\x00" * 100, b"-----BEGIN CERTIFICATE-----\n", b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
-              chain[: len(chain) // 2], chain.replace(b"M", b"N", 3), b"\x30\x82\xff\xff" + b"\x00" * 64,
-              json.dumps({"challenge": issued["challenge"], "signature": "A" * 5000}).encode(),
-              json.dumps({"challenge": issued["challenge"][:-8], "signature": "AAAA"}).encode(),
-              b'{"challenge": null, "signature": null}', b"[]", b"1e999", b"[" * 15000, b"1" * 9000, b'"\\ud800"', "é".encode("utf-16")]
-    paths = ["/devices/challenge", "/devices/proof", "/cas", "/cas/" + "a" * 64 + "/verify", "/revocations",
-             "/devices/x/disable"]
+    bodies = [
+        b"",
+        b"\x00" * 100,
+        b"-----BEGIN CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        chain[: len(chain) // 2],
+        chain.replace(b"M", b"N", 3),
+        b"\x30\x82\xff\xff" + b"\x00" * 64,
+        json.dumps({"challenge": issued["challenge"], "signature": "A" * 5000}).encode(),
+        json.dumps({"challenge": issued["challenge"][:-8], "signature": "AAAA"}).encode(),
+        b'{"challenge": null, "signature": null}',
+        b"[]",
+        b"1e999",
+        b"[" * 15000,
+        b"1" * 9000,
+        b'"\\ud800"',
+        "é".encode("utf-16"),
+    ]
+    paths = [
+        "/devices/challenge",
+        "/devices/proof",
+        "/cas",
+        "/cas/" + "a" * 64 + "/verify",
+        "/revocations",
+        "/devices/x/disable",
+    ]
     token = hub.admin_token()  # management paths must get past the credential to the bodies
     for path in paths:
         for body in bodies:
@@ -494,13 +569,16 @@ def test_bad_input_never_yields_500_or_kills_a_worker(hub, issuers):
                 reply = hub.call("POST", path, body, headers={"Content-Type": ctype} if ctype else {}, token=token)
                 assert reply.status < 500, (path, body[:40], reply)
                 assert reply.status < 400 or "error" in reply.json(), reply
-    for raw in (b"GARBAGE\r\n\r\n", b"POST /devices/proof HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-                b"POST /devices/proof HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
-                b"POST /devices/challenge HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
-                b"POST /devices/challenge HTTP/1.1\n\n",
-                b"POST /devices/proof HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}",
-                b"POST /devices/proof HTTP/1.1\r\nX: a\r\n folded\r\nContent-Length: 2\r\n\r\n{}",
-                b"POST /devices/proof HTTP/1.1\r\nContent-Length: -2\r\n\r\n{}"):
+    for raw in (
+        b"GARBAGE\r\n\r\n",
+        b"POST /devices/proof HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"POST /devices/proof HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"POST /devices/challenge HTTP/1.1\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
+        b"POST /devices/challenge HTTP/1.1\n\n",
+        b"POST /devices/proof HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}",
+        b"POST /devices/proof HTTP/1.1\r\nX: a\r\n folded\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /devices/proof HTTP/1.1\r\nContent-Length: -2\r\n\r\n{}",
+    ):
         reply = _raw(hub, raw)  # not HTTP at all: the HTTP parser's own plain-text 400 (or 431, 413)
         assert reply == b"" or re.match(rb"HTTP/1\.[01] 4\d\d ", reply), reply[:200]
     assert sorted(hub.healthz()["workers"]) == before
@@ -512,6 +590,7 @@ def test_bad_input_never_yields_500_or_kills_a_worker(hub, issuers):
 def test_metrics_count_authentications_across_workers(hub, fleet, workers):
     def admitted():
         return metric(metric_values(hub), "certstorm_authentications_total", outcome="admitted", step="proof", code="")
+
     time.sleep(0.5)  # let every worker flush what earlier tests did
     before = metric_values(hub)
     for n in range(6):
@@ -520,16 +599,29 @@ def test_metrics_count_authentications_across_workers(hub, fleet, workers):
 
     def counted():
         after = metric_values(hub)
-        assert metric(after, "certstorm_authentications_total", outcome="admitted", step="proof", code="") - \
-            metric(before, "certstorm_authentications_total", outcome="admitted", step="proof", code="") == 6
-        assert metric(after, "certstorm_authentications_total", outcome="refused", step="challenge",
-                      code="malformed_input") - metric(before, "certstorm_authentications_total", outcome="refused",
-                                                       step="challenge", code="malformed_input") == 1
+        assert (
+            metric(after, "certstorm_authentications_total", outcome="admitted", step="proof", code="")
+            - metric(before, "certstorm_authentications_total", outcome="admitted", step="proof", code="")
+            == 6
+        )
+        assert (
+            metric(
+                after, "certstorm_authentications_total", outcome="refused", step="challenge", code="malformed_input"
+            )
+            - metric(
+                before, "certstorm_authentications_total", outcome="refused", step="challenge", code="malformed_input"
+            )
+            == 1
+        )
         for name in ("certstorm_chain_validation_seconds_count", "certstorm_pop_verification_seconds_count"):
             assert metric(after, name) - metric(before, name) >= 6
-        assert metric(after, "certstorm_request_seconds_count", endpoint="proof") - \
-            metric(before, "certstorm_request_seconds_count", endpoint="proof") == 6
+        assert (
+            metric(after, "certstorm_request_seconds_count", endpoint="proof")
+            - metric(before, "certstorm_request_seconds_count", endpoint="proof")
+            == 6
+        )
         return after
+
     after = eventually(counted)
     assert metric(after, "certstorm_chain_cache_total", result="hit") > 0
     assert ("certstorm_pending_challenges", ()) in after
@@ -553,11 +645,11 @@ def test_a_body_cut_short_is_the_clients_fault():
         payload = streams.StreamReader(mock.Mock(), 2**16, loop=asyncio.get_running_loop())
         payload.feed_data(b"-----BEGIN")
         payload.set_exception(exc)
-        request = make_mocked_request("POST", "/devices/challenge", payload=payload,
-                                      headers={"Content-Length": "1000"})
+        request = make_mocked_request("POST", "/devices/challenge", payload=payload, headers={"Content-Length": "1000"})
         with pytest.raises(AuthError) as info:
             await HttpApi._body(None, request, 4096, PEM_TYPES)
         return info.value.code
+
     for exc in (ConnectionResetError("Connection lost"), RequestPayloadError("bad chunk")):
         assert asyncio.run(read(exc)) == "malformed_input"
 
@@ -567,16 +659,19 @@ def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path
     import os
     from hubsim import AuthError
     from hubsim.service.guard import SharedReplayGuard, ensure_guard_file
+
     path = str(tmp_path / "g")
     assert ensure_guard_file(path, slots=32) is True
     assert ensure_guard_file(path, slots=32) is False  # kept, with its secret
     first, second = SharedReplayGuard(path), SharedReplayGuard(path)  # two "workers"
     assert first.secret == second.secret and len(first.secret) == 32 and first.slots == 32
+
     def nonce(bucket: int) -> bytes:  # both hash choices (low bit of bytes 0 and 4) in one bucket
         raw = bytearray(os.urandom(16))
         raw[0] = (raw[0] & 0xFE) | bucket
         raw[4] = (raw[4] & 0xFE) | bucket
         return bytes(raw)
+
     nonces = [nonce(i % 2) for i in range(32)]
     for n in nonces:
         assert first.claim(n, 100.0, 10.0)
@@ -604,6 +699,7 @@ def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path
 
 def test_shared_token_bucket_refills_at_the_rate(tmp_path):
     from hubsim.service.quota import SharedTokenBucket, create_bucket_file, retry_after_header
+
     now = [1000.0]
     path = str(tmp_path / "q")
     create_bucket_file(path, parse_quota("2"))
@@ -648,8 +744,10 @@ def test_quota_refuses_new_connections_with_retry_after_and_challenges_expire(tm
         ok = next(r for r in replies if r.status == 200).json()
         assert prove(hub, proof_body(device, ok)).status == 200  # proofs are not charged
         assert hub.healthz()["quota"] == "4/s"
+
         def throttles_counted():
             assert metric(metric_values(hub), "certstorm_throttled_total") == len(limited)
+
         eventually(throttles_counted)
         late = proof_body(device, next(r for r in replies[::-1] if r.status == 200).json())
         time.sleep(1.2)
@@ -659,10 +757,17 @@ def test_quota_refuses_new_connections_with_retry_after_and_challenges_expire(tm
 def test_a_second_hub_cannot_take_a_port_or_a_database_in_use(hub, tmp_path):
     import subprocess
     import sys
-    for args, complaint in ((["--port", str(hub.port), "--db", str(tmp_path / "other.db")], "Address already in use"),
-                            (["--port", "0", "--db", hub.db], "another hub is already using")):
-        done = subprocess.run([sys.executable, "-m", "hubsim.service", "--workers", "1", *args],
-                              capture_output=True, text=True, timeout=60)
+
+    for args, complaint in (
+        (["--port", str(hub.port), "--db", str(tmp_path / "other.db")], "Address already in use"),
+        (["--port", "0", "--db", hub.db], "another hub is already using"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "hubsim.service", "--workers", "1", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 1, done
         assert complaint in done.stderr
     assert hub.healthz()["status"] == "ok"
@@ -679,7 +784,9 @@ def test_state_survives_a_restart(tmp_path):
         answered = proof_body(known, challenge(hub, known))
         assert prove(hub, answered).json()["first_connection"] is True
         authenticate(hub, known)
-        assert hub.admin("POST", "/revocations", json_body={"fingerprint": fingerprint(revoked.certificate)}).status == 201
+        assert (
+            hub.admin("POST", "/revocations", json_body={"fingerprint": fingerprint(revoked.certificate)}).status == 201
+        )
         assert hub.admin("POST", "/devices/disabled/disable").status == 200
         outstanding = proof_body(waiting, challenge(hub, waiting))
         hub.stop()
@@ -705,6 +812,7 @@ def test_a_killed_worker_is_replaced(tmp_path):
         victim = hub.healthz()["workers"][0]
         import os
         import signal
+
         os.kill(victim, signal.SIGKILL)
         pids = hub.wait_workers(2, timeout=15, exclude={victim})
         assert victim not in pids
@@ -719,8 +827,11 @@ def test_a_killed_worker_is_replaced(tmp_path):
 def _handoffs(hub) -> float:
     """Device requests handed to aiohttp (reading /metrics is itself a request_line handoff: not counted)."""
     values = metric_values(hub)
-    return sum(v for (name, labels), v in values.items()
-               if name == "certstorm_fastpath_handoffs_total" and dict(labels)["reason"] != "request_line")
+    return sum(
+        v
+        for (name, labels), v in values.items()
+        if name == "certstorm_fastpath_handoffs_total" and dict(labels)["reason"] != "request_line"
+    )
 
 
 def _settled_handoffs(hub) -> float:
@@ -745,14 +856,41 @@ def test_curl_stays_on_the_fast_path(hub, fleet, tmp_path, expect):
     before = _settled_handoffs(hub)
     url = f"http://{hub.host}:{hub.port}"
     extra = ["-H", "Expect: 100-continue"] if expect else []
-    out = subprocess.run(["curl", "-sS", "-v", *extra, "-H", "Content-Type: application/x-pem-file", "--data-binary",
-                          "@chain.pem", f"{url}/devices/challenge"], cwd=tmp_path, capture_output=True, check=True)
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-v",
+            *extra,
+            "-H",
+            "Content-Type: application/x-pem-file",
+            "--data-binary",
+            "@chain.pem",
+            f"{url}/devices/challenge",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+    )
     if expect:
         assert b"HTTP/1.1 100 Continue" in out.stderr, out.stderr.decode(errors="replace")
     issued = json.loads(out.stdout)
     (tmp_path / "proof.json").write_text(json.dumps(proof_body(device, issued)))
-    out = subprocess.run(["curl", "-sS", *extra, "-H", "Content-Type: application/json", "--data-binary",
-                          "@proof.json", f"{url}/devices/proof"], cwd=tmp_path, capture_output=True, check=True)
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            *extra,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@proof.json",
+            f"{url}/devices/proof",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+    )
     assert json.loads(out.stdout)["device_id"] == f"curl-device-{expect}"
     assert _settled_handoffs(hub) == before
 

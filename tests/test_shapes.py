@@ -7,8 +7,21 @@ import numpy as np
 import pytest
 
 from devicekit.fleet import cache_key
-from loadgen import (EXACT, MAX_US, N_BUCKETS, DeviceQueue, Histogram, Partition, Plan, Recorder, bucket_bounds,
-                     bucket_index, build_shape, merge_reports, slots_for)
+from loadgen import (
+    EXACT,
+    MAX_US,
+    N_BUCKETS,
+    DeviceQueue,
+    Histogram,
+    Partition,
+    Plan,
+    Recorder,
+    bucket_bounds,
+    bucket_index,
+    build_shape,
+    merge_reports,
+    slots_for,
+)
 
 
 def ticks(shape, until, done_at=None, step=0.5):
@@ -20,9 +33,22 @@ def ticks(shape, until, done_at=None, step=0.5):
 
 
 def options(**kw):
-    base = dict(shape="closed", run_time=None, num_users=4, spawn_rate=2.0, rate=100.0, latency_budget=0.05,
-                slots=0, step_rate=50.0, step_seconds=10.0, steps=3, storm_devices=1000, churn_devices=200,
-                churn_stay=5.0, churn_away=5.0)
+    base = dict(
+        shape="closed",
+        run_time=None,
+        num_users=4,
+        spawn_rate=2.0,
+        rate=100.0,
+        latency_budget=0.05,
+        slots=0,
+        step_rate=50.0,
+        step_seconds=10.0,
+        steps=3,
+        storm_devices=1000,
+        churn_devices=200,
+        churn_stay=5.0,
+        churn_away=5.0,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -32,8 +58,8 @@ def test_closed_uses_locust_options_and_stops_at_run_time_or_when_done():
     s = build_shape(options(run_time=3))
     assert s.tick(0) == Plan(4, 2.0) and s.tick(2.99) == Plan(4, 2.0)
     assert s.tick(3.0) is None
-    assert build_shape(options()).tick(1e6) is not None        # no -t: runs until stopped
-    assert build_shape(options()).tick(5, done=True) is None   # passes used up
+    assert build_shape(options()).tick(1e6) is not None  # no -t: runs until stopped
+    assert build_shape(options()).tick(5, done=True) is None  # passes used up
 
 
 def test_steady_holds_rate_and_sizes_slots_by_littles_law():
@@ -49,8 +75,14 @@ def test_steady_holds_rate_and_sizes_slots_by_littles_law():
 def test_step_climbs_stairs_then_stops():
     s = build_shape(options(shape="step", rate=100.0, step_rate=50.0, step_seconds=10.0, steps=3))
     got = [(t, p.rate, p.phase) for t, p in ticks(s, 29.5, step=5.0)]
-    assert got == [(0.0, 100.0, 0), (5.0, 100.0, 0), (10.0, 150.0, 1), (15.0, 150.0, 1),
-                   (20.0, 200.0, 2), (25.0, 200.0, 2)]
+    assert got == [
+        (0.0, 100.0, 0),
+        (5.0, 100.0, 0),
+        (10.0, 150.0, 1),
+        (15.0, 150.0, 1),
+        (20.0, 200.0, 2),
+        (25.0, 200.0, 2),
+    ]
     users = [s.tick(t).users for t in (0, 10, 20)]
     assert users == sorted(users) and users[-1] == 10  # 200/s x 0.05 s
     assert s.tick(30.0) is None
@@ -95,8 +127,18 @@ def test_partition_refuses_nonsense_and_cache_keys_separate_fleets():
     with pytest.raises(ValueError):
         Partition(2, 2, 10)
     assert cache_key("s", 10, "p256", 2) == cache_key("s", 10, "p256", 2)
-    assert len({cache_key("s", 10, "p256", 2), cache_key("t", 10, "p256", 2), cache_key("s", 11, "p256", 2),
-                cache_key("s", 10, "p384", 2), cache_key(None, 10, "p256", 2, "123")}) == 5
+    assert (
+        len(
+            {
+                cache_key("s", 10, "p256", 2),
+                cache_key("t", 10, "p256", 2),
+                cache_key("s", 11, "p256", 2),
+                cache_key("s", 10, "p384", 2),
+                cache_key(None, 10, "p256", 2, "123"),
+            }
+        )
+        == 5
+    )
 
 
 # --- histograms -------------------------------------------------------------------------------------------
@@ -165,8 +207,12 @@ def test_reports_merge_counts_devices_and_detect_duplicates():
 
     meta = {"fleet": {"count": 10}, "run": {"t0": 1000.0}, "phases": []}
     ok, _ = merge_reports({0: report([0, 2, 4]), 1: report([1, 3, 5])}, meta)
-    assert ok["devices"] == {"distinct_admitted": 6, "first_pass_admissions": 6, "duplicates_within_a_pass": 0,
-                             "all_distinct": True}
+    assert ok["devices"] == {
+        "distinct_admitted": 6,
+        "first_pass_admissions": 6,
+        "duplicates_within_a_pass": 0,
+        "all_distinct": True,
+    }
     assert ok["latency_us"]["auth"]["count"] == 6 and ok["authentications"]["admitted"] == 6
     bad, _ = merge_reports({0: report([0, 2]), 1: report([2, 3])}, meta)
     assert bad["devices"]["duplicates_within_a_pass"] == 1 and not bad["devices"]["all_distinct"]

@@ -34,12 +34,33 @@ def hub(tmp_path_factory):
         yield h
 
 
-def run_locust(hub, results: Path, cache: Path, *args: str, token_env: str | None = None, host: str | None = None,
-               timeout: float = 60.0) -> subprocess.CompletedProcess:
+def run_locust(
+    hub,
+    results: Path,
+    cache: Path,
+    *args: str,
+    token_env: str | None = None,
+    host: str | None = None,
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess:
     """The swarm against ``hub`` (or ``host``, another URL such as a broker's or the hub's mqtts:// one); the
     operator's token comes in ``args`` or ``token_env``, nowhere else."""
-    cmd = [LOCUST, "-f", "loadgen", "--headless", "--only-summary", "--host", host or hub.url,
-           "--devices", str(DEVICES), "--fleet-cache", str(cache), "--results-dir", str(results), *args]
+    cmd = [
+        LOCUST,
+        "-f",
+        "loadgen",
+        "--headless",
+        "--only-summary",
+        "--host",
+        host or hub.url,
+        "--devices",
+        str(DEVICES),
+        "--fleet-cache",
+        str(cache),
+        "--results-dir",
+        str(results),
+        *args,
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("CERTSTORM_ADMIN_TOKEN", None)
     if token_env is not None:
@@ -60,6 +81,7 @@ def swarm(hub, results: Path, cache: Path, *args: str, host: str | None = None, 
 
 def _free_port() -> int:
     import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -67,13 +89,34 @@ def _free_port() -> int:
 
 def test_one_pass_over_the_fleet_with_two_processes(hub, cache, tmp_path):
     port = _free_port()  # Locust's master/worker channel defaults to 5557: another swarm may hold it
-    rc, s, out = swarm(hub, tmp_path, cache, "--processes", "2", "--passes", "1", "-u", "16", "-r", "100",
-                       "-t", "30", "--master-bind-port", str(port), "--master-port", str(port))
+    rc, s, out = swarm(
+        hub,
+        tmp_path,
+        cache,
+        "--processes",
+        "2",
+        "--passes",
+        "1",
+        "-u",
+        "16",
+        "-r",
+        "100",
+        "-t",
+        "30",
+        "--master-bind-port",
+        str(port),
+        "--master-port",
+        str(port),
+    )
     assert rc == 0, out[-4000:]
     a = s["authentications"]
     assert a["admitted"] == DEVICES and a["failed_attempts"] == 0 and not a["failures_by_code"]
-    assert s["devices"] == {"distinct_admitted": DEVICES, "first_pass_admissions": DEVICES,
-                            "duplicates_within_a_pass": 0, "all_distinct": True}
+    assert s["devices"] == {
+        "distinct_admitted": DEVICES,
+        "first_pass_admissions": DEVICES,
+        "duplicates_within_a_pass": 0,
+        "all_distinct": True,
+    }
     assert a["first_connection"] == DEVICES  # the hub saw each device for the first time, exactly once
     assert s["run"]["stride"] == 2 and s["reports"] == {"received": [0, 1], "missing": [], "complete": True}
     assert s["hub"]["ca"]["action"] == "registered"
@@ -87,8 +130,10 @@ def test_one_pass_over_the_fleet_with_two_processes(hub, cache, tmp_path):
     assert int(rows["auth"]["count"]) == DEVICES and float(rows["sign"]["p50_us"]) > 0
     assert set(s["generator_cpu"]) == {"0", "1"} and isinstance(s["generator_limited"], bool)
     assert (tmp_path / s["run"]["run_id"] / "histograms.npz").is_file()
-    assert sorted(p.name for p in (tmp_path / s["run"]["run_id"]).glob("worker-*.json")) == \
-        ["worker-0.json", "worker-1.json"]
+    assert sorted(p.name for p in (tmp_path / s["run"]["run_id"]).glob("worker-*.json")) == [
+        "worker-0.json",
+        "worker-1.json",
+    ]
     # the hub's registry agrees: one authentication per device, one verified CA
     for index in (0, 1, 199, DEVICES - 1):
         entry = hub.admin("GET", f"/devices/device-{index:06d}").json()
@@ -106,12 +151,35 @@ def test_the_web_ui_offers_the_run_options_and_a_run_takes_them(hub, cache, tmp_
     web = _free_port()
     given = tmp_path / "given-in-the-ui"  # a results directory set in the form, not on the command line
     # The token through the environment, as a container or CI secret would give it.
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               CERTSTORM_ADMIN_TOKEN=hub.admin_token())
-    proc = subprocess.Popen([LOCUST, "-f", "loadgen", "--web-host", "127.0.0.1", "--web-port", str(web),
-                             "--host", hub.url, "--devices", str(DEVICES), "--fleet-cache", str(cache),
-                             "--results-dir", str(tmp_path / "from-the-command-line")],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        CERTSTORM_ADMIN_TOKEN=hub.admin_token(),
+    )
+    proc = subprocess.Popen(
+        [
+            LOCUST,
+            "-f",
+            "loadgen",
+            "--web-host",
+            "127.0.0.1",
+            "--web-port",
+            str(web),
+            "--host",
+            hub.url,
+            "--devices",
+            str(DEVICES),
+            "--fleet-cache",
+            str(cache),
+            "--results-dir",
+            str(tmp_path / "from-the-command-line"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{web}"
     try:
         deadline = time.monotonic() + 60
@@ -125,8 +193,14 @@ def test_the_web_ui_offers_the_run_options_and_a_run_takes_them(hub, cache, tmp_
         offered = json.loads(re.search(r'"extra_options": (\{.*?\}\}|\{\})', page).group(1))
         assert {"shape", "rate", "passes", "results_dir", "backoff"} <= set(offered)
         assert "fleet" not in offered and "devices" not in offered  # opened at start-up: not offered
-        form = {"user_count": "8", "spawn_rate": "8", "host": hub.url, "shape": "closed", "passes": "1",
-                "results_dir": str(given)}
+        form = {
+            "user_count": "8",
+            "spawn_rate": "8",
+            "host": hub.url,
+            "shape": "closed",
+            "passes": "1",
+            "results_dir": str(given),
+        }
         reply = urllib.request.urlopen(base + "/swarm", data=urllib.parse.urlencode(form).encode(), timeout=10)
         assert json.loads(reply.read())["success"] is True
         while not list(given.glob("*/summary.json")):
@@ -155,12 +229,15 @@ def test_without_the_hubs_token_the_swarm_stops_and_says_what_it_needs(hub, cach
     assert proc.returncode == 2 and f"--admin-token-file {tmp_path / 'nowhere'}: No such file" in out, out[-3000:]
 
 
-@pytest.mark.parametrize("shape,args,seconds", [
-    ("steady", ["--rate", "150", "-t", "3"], 3),
-    ("step", ["--rate", "50", "--step-rate", "100", "--step-seconds", "1.5", "--steps", "2"], 3),
-    ("storm", ["--storm-devices", "300", "--slots", "30", "-t", "20"], None),
-    ("churn", ["--churn-stay", "0.5", "--churn-away", "0.5", "--slots", "10", "-t", "3"], 3),
-])
+@pytest.mark.parametrize(
+    "shape,args,seconds",
+    [
+        ("steady", ["--rate", "150", "-t", "3"], 3),
+        ("step", ["--rate", "50", "--step-rate", "100", "--step-seconds", "1.5", "--steps", "2"], 3),
+        ("storm", ["--storm-devices", "300", "--slots", "30", "-t", "20"], None),
+        ("churn", ["--churn-stay", "0.5", "--churn-away", "0.5", "--slots", "10", "-t", "3"], 3),
+    ],
+)
 def test_each_shape_starts_and_stops(hub, cache, tmp_path, shape, args, seconds):
     rc, s, out = swarm(hub, tmp_path, cache, "--shape", shape, *args)
     assert rc == 0, out[-4000:]
@@ -187,8 +264,21 @@ def test_each_shape_starts_and_stops(hub, cache, tmp_path, shape, args, seconds)
 
 def test_throttled_storm_retries_until_every_device_is_admitted(cache, tmp_path):
     with HubProcess(tmp_path / "quota.db", workers=1, args=("--quota", "150")) as h:
-        rc, s, out = swarm(h, tmp_path / "res", cache, "--shape", "storm", "--storm-devices", "300",
-                           "--slots", "40", "--backoff", "aws-crt", "-t", "30")
+        rc, s, out = swarm(
+            h,
+            tmp_path / "res",
+            cache,
+            "--shape",
+            "storm",
+            "--storm-devices",
+            "300",
+            "--slots",
+            "40",
+            "--backoff",
+            "aws-crt",
+            "-t",
+            "30",
+        )
     assert rc == 1  # Locust counts the 429s as failed requests
     a = s["authentications"]
     assert a["admitted"] == 300 and a["gave_up"] == 0 and s["devices"]["all_distinct"]
@@ -219,6 +309,7 @@ def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered
     shape, in_web_ui = json.loads(proc.stdout.strip().splitlines()[-1])
     assert shape == "storm"
     from loadgen import RUN_OPTIONS
+
     assert set(in_web_ui) == set(RUN_OPTIONS)  # the fleet, opened at start-up, is not offered
     assert {"shape", "rate", "backoff", "storm_devices", "results_dir", "hub_url"} <= set(in_web_ui)
 
@@ -226,8 +317,13 @@ def test_the_swarm_options_are_added_once_per_parser_and_the_run_options_offered
 def test_a_run_takes_its_options_from_the_locustfile():
     # under plain locust only loadgen/swarm.py registers them: a bad value is argparse's "invalid choice",
     # not "unrecognized arguments"
-    proc = subprocess.run([LOCUST, "-f", "loadgen", "--headless", "--shape", "nonsense"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [LOCUST, "-f", "loadgen", "--headless", "--shape", "nonsense"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "invalid choice: 'nonsense'" in proc.stderr
 
@@ -237,8 +333,23 @@ def test_first_device_starts_the_run_there_and_wraps_around(tmp_path):
     last, and every device is admitted once (what lets runs one after another bring devices the hub has not
     seen yet)."""
     with HubProcess(tmp_path / "hub.db", workers=1) as hub:
-        rc, s, out = swarm(hub, tmp_path / "results", tmp_path / "cache", "--devices", "30", "--first-device", "25",
-                           "--passes", "1", "-u", "1", "-r", "10", "-t", "60")
+        rc, s, out = swarm(
+            hub,
+            tmp_path / "results",
+            tmp_path / "cache",
+            "--devices",
+            "30",
+            "--first-device",
+            "25",
+            "--passes",
+            "1",
+            "-u",
+            "1",
+            "-r",
+            "10",
+            "-t",
+            "60",
+        )
         assert rc == 0, out[-3000:]
         assert s["devices"]["distinct_admitted"] == 30 and s["devices"]["duplicates_within_a_pass"] == 0
         token = hub.admin_token()

@@ -14,8 +14,10 @@ from devicekit.fleet import generate_fleet
 from devicekit.httpclient import Connection, Reply, WireError, body_length, parse_head
 
 OK_BODY = b'{"device_id":"d","challenge":"AAEC","expires_at":1.5}'
-OK = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-      b"Server-Timing: chain;dur=0.231, pop;dur=0.000\r\n\r\n%s" % (len(OK_BODY), OK_BODY))
+OK = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Server-Timing: chain;dur=0.231, pop;dur=0.000\r\n\r\n%s" % (len(OK_BODY), OK_BODY)
+)
 
 
 class CannedServer:
@@ -69,8 +71,11 @@ def exchange(*replies: bytes) -> list:
 # --- replies it reads -------------------------------------------------------------------------------------
 def test_reads_replies_framed_by_content_length_over_one_keep_alive_connection():
     refusal = b'{"error":"throttled","message":"slow down"}'
-    replies = exchange(OK, b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json; charset=utf-8\r\n"
-                           b"content-length: %d\r\nRetry-After: 2\r\n\r\n%s" % (len(refusal), refusal))
+    replies = exchange(
+        OK,
+        b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json; charset=utf-8\r\n"
+        b"content-length: %d\r\nRetry-After: 2\r\n\r\n%s" % (len(refusal), refusal),
+    )
     ok, throttled = replies
     assert (ok.status, ok.body) == (200, OK_BODY)
     assert ok.json()["challenge"] == "AAEC"
@@ -99,14 +104,23 @@ def test_connection_close_closes_after_the_reply():
 
 # --- replies it refuses, by name --------------------------------------------------------------------------
 UNFRAMED = [
-    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-     "chunked_reply", "Transfer-Encoding 'chunked'"),
-    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}", "reply_without_length",
-     "HTTP 200 reply has no Content-Length"),
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        "chunked_reply",
+        "Transfer-Encoding 'chunked'",
+    ),
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}",
+        "reply_without_length",
+        "HTTP 200 reply has no Content-Length",
+    ),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\n{}", "bad_content_length", "Content-Length '2x'"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}", "bad_content_length", "Content-Length '-1'"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{} ", "bad_content_length",
-     "conflicting Content-Length headers"),
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{} ",
+        "bad_content_length",
+        "conflicting Content-Length headers",
+    ),
     (b"HTTP/1.1 200 OK\r\n folded: header\r\nContent-Length: 2\r\n\r\n{}", "bad_response", "malformed header line"),
     (b"ICY 200 OK\r\nContent-Length: 2\r\n\r\n{}", "bad_response", "not an HTTP/1.x status line"),
     (b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\n{}", "bad_response", "not an HTTP/1.x status line"),
@@ -123,7 +137,7 @@ def test_a_reply_it_cannot_frame_raises_an_error_naming_the_problem(reply, code,
 NOT_JSON = [
     (b"text/html", b"<html>hello</html>", "reply is 'text/html', not application/json"),
     (b"", b"{}", "reply is 'untyped'"),
-    (b"application/json", b"{\"challenge\": ", "body is not JSON"),
+    (b"application/json", b'{"challenge": ', "body is not JSON"),
     (b"application/json", b"[1, 2]", "body is JSON but not an object"),
 ]
 
@@ -176,8 +190,9 @@ def test_the_admin_client_names_the_call_whose_reply_is_not_json():
     from devicekit.hubclient import HubClient, HubError
 
     body = b"<html>maintenance</html>"
-    server = CannedServer([b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
-                           % (len(body), body)])
+    server = CannedServer(
+        [b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]
+    )
     try:
         with pytest.raises(HubError, match=r"GET /healthz: the reply is not a JSON object: 200 http_200 <html>"):
             HubClient(server.url, timeout=5).healthz()

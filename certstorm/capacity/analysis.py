@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from certstorm.capacity.planner import USL, fit_usl
 
-CPU_LIMIT = 0.85      # a process busier than this is saturated (the CONNBURST rule)
-ERROR_LIMIT = 0.001   # at most 0.1% failed authentications at the knee
-BEHIND = 0.9          # a step delivering less than 90% of its target rate has fallen behind
+CPU_LIMIT = 0.85  # a process busier than this is saturated (the CONNBURST rule)
+ERROR_LIMIT = 0.001  # at most 0.1% failed authentications at the knee
+BEHIND = 0.9  # a step delivering less than 90% of its target rate has fallen behind
 
 # Cloud reference points (new device connections per second); see the README.
 AZURE_TIERS = {  # name: (per-unit rate, minimum rate for the first unit, max units)
@@ -36,12 +36,19 @@ AZURE_TIERS = {  # name: (per-unit rate, minimum rate for the first unit, max un
     "S2": (120.0, 120.0, 200),
     "S3": (6000.0, 6000.0, 10),
 }
-AWS_CONNECT_DEFAULT = 500.0      # connect requests per second per account, default
-AWS_CONNECT_RAISED = 3000.0      # commonly granted after a quota increase
+AWS_CONNECT_DEFAULT = 500.0  # connect requests per second per account, default
+AWS_CONNECT_RAISED = 3000.0  # commonly granted after a quota increase
 
 
-def _reasons(achieved: float, target: float, error_share: float, hub_cpu: float, gen_cpu: float,
-             p99_ms: float | None, slo_ms: float) -> list[str]:
+def _reasons(
+    achieved: float,
+    target: float,
+    error_share: float,
+    hub_cpu: float,
+    gen_cpu: float,
+    p99_ms: float | None,
+    slo_ms: float,
+) -> list[str]:
     out = []
     if hub_cpu >= CPU_LIMIT:
         out.append(f"hub CPU {hub_cpu:.0%}")
@@ -62,15 +69,23 @@ def live_break(rows: list[dict], target: float) -> str:
     n = len(rows)
     ok = sum(r["ok_rate"] for r in rows) / n
     err = sum(r["error_rate"] for r in rows) / n
-    reasons = _reasons(ok, target, err / (ok + err) if ok + err else 0.0, sum(r["hub_cpu"] for r in rows) / n,
-                       sum(r["gen_cpu"] for r in rows) / n, None, math.inf)
+    reasons = _reasons(
+        ok,
+        target,
+        err / (ok + err) if ok + err else 0.0,
+        sum(r["hub_cpu"] for r in rows) / n,
+        sum(r["gen_cpu"] for r in rows) / n,
+        None,
+        math.inf,
+    )
     return ", ".join(reasons)
 
 
 def reasons(step: dict, slo_ms: float) -> list[str]:
     """Why a measured step does not hold; empty when it does."""
-    out = _reasons(step["achieved"], step["target"], step["error_rate"], step["hub_cpu"], step["gen_cpu"],
-                   step["p99"], slo_ms)
+    out = _reasons(
+        step["achieved"], step["target"], step["error_rate"], step["hub_cpu"], step["gen_cpu"], step["p99"], slo_ms
+    )
     if step["p99"] is None:
         out.append("no authentication completed")
     return out
@@ -89,8 +104,9 @@ def first_break(steps: list[dict], slo_ms: float) -> dict | None:
     return None
 
 
-def steps_from_swarm(swarm: dict, samples: list[dict], workers: int, stage: str, hub_cores: float,
-                     machine_cores: int) -> list[dict]:
+def steps_from_swarm(
+    swarm: dict, samples: list[dict], workers: int, stage: str, hub_cores: float, machine_cores: int
+) -> list[dict]:
     """One step per phase of a swarm step run: rates and CPU from the run's own samples inside the phase
     (its first second skipped as the ramp into it), latency from the swarm's histogram of that phase."""
     run = swarm.get("run", {})
@@ -121,15 +137,28 @@ def steps_from_swarm(swarm: dict, samples: list[dict], workers: int, stage: str,
         def ms(key):
             return row[key] / 1000.0 if count and row.get(key) is not None else None
 
-        out.append({
-            "workers": workers, "stage": stage, "target": float(ph["rate"]),
-            "start": a["t"], "end": b["t"], "achieved": ok / dt,
-            "error_rate": max(err / (ok + err) if ok + err else 0.0, swarm_share),
-            "hub_cpu": hub_s / dt / hub_cores, "gen_cpu": gen_s / dt, "machine_cpu": machine,
-            "hub_us_per_auth": hub_s / ok * 1e6 if ok else None, "gen_us_per_auth": gen_s / ok * 1e6 if ok else None,
-            "reconnect_share": min(1.0, max(0.0, again / ok)) if ok else None,
-            "count": count, "p50": ms("auth_p50_us"), "p90": ms("auth_p90_us"), "p99": ms("auth_p99_us"),
-            "p999": ms("auth_p999_us")})
+        out.append(
+            {
+                "workers": workers,
+                "stage": stage,
+                "target": float(ph["rate"]),
+                "start": a["t"],
+                "end": b["t"],
+                "achieved": ok / dt,
+                "error_rate": max(err / (ok + err) if ok + err else 0.0, swarm_share),
+                "hub_cpu": hub_s / dt / hub_cores,
+                "gen_cpu": gen_s / dt,
+                "machine_cpu": machine,
+                "hub_us_per_auth": hub_s / ok * 1e6 if ok else None,
+                "gen_us_per_auth": gen_s / ok * 1e6 if ok else None,
+                "reconnect_share": min(1.0, max(0.0, again / ok)) if ok else None,
+                "count": count,
+                "p50": ms("auth_p50_us"),
+                "p90": ms("auth_p90_us"),
+                "p99": ms("auth_p99_us"),
+                "p999": ms("auth_p999_us"),
+            }
+        )
     return out
 
 
@@ -162,13 +191,24 @@ def verdicts(steps: list[dict], searches: list[dict], slo_ms: float) -> list[dic
         ws = [s for s in steps if s["workers"] == w]
         # the run records the break it acted on (a rate that broke once and held when tried again does not
         # count); older runs did not, so find the first break
-        broken = search.get("broke") if "broke" in search else \
-            first_break([s for s in ws if s["stage"] == "refine"], slo_ms) or first_break(ws, slo_ms)
+        broken = (
+            search.get("broke")
+            if "broke" in search
+            else first_break([s for s in ws if s["stage"] == "refine"], slo_ms) or first_break(ws, slo_ms)
+        )
         if broken is not None:
             broken = dict(broken, reasons=reasons(broken, slo_ms))
-        out.append({"workers": w, "side": side_of(broken), "broke": broken, "knee": knee(ws, slo_ms),
-                    "seconds": search.get("seconds"), "bound_s": search.get("bound_s"),
-                    "highest_target": max((s["target"] for s in ws), default=None)})
+        out.append(
+            {
+                "workers": w,
+                "side": side_of(broken),
+                "broke": broken,
+                "knee": knee(ws, slo_ms),
+                "seconds": search.get("seconds"),
+                "bound_s": search.get("bound_s"),
+                "highest_target": max((s["target"] for s in ws), default=None),
+            }
+        )
     return out
 
 
@@ -190,7 +230,7 @@ class Scaling:
     points: dict[int, float]
     usl: USL | None
     note: str
-    predicted_from_fewer: dict | None   # {"workers", "predicted", "measured", "error"}
+    predicted_from_fewer: dict | None  # {"workers", "predicted", "measured", "error"}
 
 
 def scaling(points: dict[int, float], cores: int) -> Scaling:
@@ -205,10 +245,12 @@ def scaling(points: dict[int, float], cores: int) -> Scaling:
         except ValueError as exc:
             note = f"no USL fit: {exc}"
     else:
-        note = (f"no USL fit: {len(counts)} hub-limited worker count(s) measured; a fit needs the 1-worker knee "
-                f"and two more. With {cores} core(s) here the generator takes one, so run the swarm on other hosts "
-                "(locust -f loadgen --master here, --worker on each other host; or certstorm run on a machine with "
-                "at least 4 cores) so that --workers 1,2,3 each saturate the hub")
+        note = (
+            f"no USL fit: {len(counts)} hub-limited worker count(s) measured; a fit needs the 1-worker knee "
+            f"and two more. With {cores} core(s) here the generator takes one, so run the swarm on other hosts "
+            "(locust -f loadgen --master here, --worker on each other host; or certstorm run on a machine with "
+            "at least 4 cores) so that --workers 1,2,3 each saturate the hub"
+        )
     check = None
     if len(counts) >= 2:
         fewer = counts[:-1]
@@ -217,8 +259,7 @@ def scaling(points: dict[int, float], cores: int) -> Scaling:
         else:
             predicted = points[fewer[-1]] / fewer[-1] * counts[-1]
         measured = points[counts[-1]]
-        check = {"workers": counts[-1], "predicted": predicted, "measured": measured,
-                 "error": predicted / measured - 1}
+        check = {"workers": counts[-1], "predicted": predicted, "measured": measured, "error": predicted / measured - 1}
     return Scaling(points, usl, note, check)
 
 
@@ -235,15 +276,43 @@ def cloud_references(rate: float) -> list[dict]:
     out = []
     for tier, (per_unit, first, max_units) in AZURE_TIERS.items():
         units = 1 if rate <= first else math.ceil(rate / per_unit)
-        out.append({"service": f"Azure IoT Hub {tier}", "units": units,
-                    "possible": units <= max_units, "note": f"{per_unit:g}/s per unit, at most {max_units} units"})
-    for label, cap in (("AWS IoT Core (default quota)", AWS_CONNECT_DEFAULT),
-                       ("AWS IoT Core (raised quota)", AWS_CONNECT_RAISED)):
-        out.append({"service": label, "units": None, "possible": rate <= cap,
-                    "note": f"{cap:g} connects/s per account"})
+        out.append(
+            {
+                "service": f"Azure IoT Hub {tier}",
+                "units": units,
+                "possible": units <= max_units,
+                "note": f"{per_unit:g}/s per unit, at most {max_units} units",
+            }
+        )
+    for label, cap in (
+        ("AWS IoT Core (default quota)", AWS_CONNECT_DEFAULT),
+        ("AWS IoT Core (raised quota)", AWS_CONNECT_RAISED),
+    ):
+        out.append(
+            {"service": label, "units": None, "possible": rate <= cap, "note": f"{cap:g} connects/s per account"}
+        )
     return out
 
 
-__all__ = ["AWS_CONNECT_DEFAULT", "AWS_CONNECT_RAISED", "AZURE_TIERS", "BEHIND", "CPU_LIMIT", "ERROR_LIMIT",
-           "Scaling", "cloud_references", "cores_needed", "first_break", "holds", "hub_capacity_points", "knee",
-           "live_break", "overall_side", "reasons", "scaling", "side_of", "steps_from_swarm", "verdicts"]
+__all__ = [
+    "AWS_CONNECT_DEFAULT",
+    "AWS_CONNECT_RAISED",
+    "AZURE_TIERS",
+    "BEHIND",
+    "CPU_LIMIT",
+    "ERROR_LIMIT",
+    "Scaling",
+    "cloud_references",
+    "cores_needed",
+    "first_break",
+    "holds",
+    "hub_capacity_points",
+    "knee",
+    "live_break",
+    "overall_side",
+    "reasons",
+    "scaling",
+    "side_of",
+    "steps_from_swarm",
+    "verdicts",
+]

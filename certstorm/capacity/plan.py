@@ -26,12 +26,19 @@ def _capacity(cores: int, per_core: float, usl: USL | None) -> float:
 
 
 def storm_at(devices: int, capacity: float, backoff: str, latency: float, window_s: float):
-    return simulate_storm(devices, capacity, preset(backoff).vectorized(), latency=latency,
-                          horizon=window_s * 1.02, dt=min(0.05, window_s / 200))
+    return simulate_storm(
+        devices,
+        capacity,
+        preset(backoff).vectorized(),
+        latency=latency,
+        horizon=window_s * 1.02,
+        dt=min(0.05, window_s / 200),
+    )
 
 
-def storm_cores(devices: int, window_s: float, backoff: str, per_core: float, usl: USL | None, latency: float,
-                low: int) -> tuple[int | None, object]:
+def storm_cores(
+    devices: int, window_s: float, backoff: str, per_core: float, usl: USL | None, latency: float, low: int
+) -> tuple[int | None, object]:
     """Fewest cores (from ``low`` up to MAX_CORES, or the USL's peak) whose storm finishes within the window;
     (None, the simulation at the most) when none does."""
     high = MAX_CORES if usl is None or math.isinf(usl.peak_workers) else max(low, min(MAX_CORES, int(usl.peak_workers)))
@@ -56,32 +63,51 @@ def plan(devices: int, window_s: float, p99_ms: float, summary: dict, backoff: s
         raise ValueError("the stored run has no knee (no step held its SLO); run certstorm run again")
     note = ""
     if p99_ms < summary.get("slo_p99_ms", p99_ms):
-        note = (f"the run's knee was found at p99 <= {summary['slo_p99_ms']:g} ms; a tighter {p99_ms:g} ms "
-                "objective may need more cores than shown")
+        note = (
+            f"the run's knee was found at p99 <= {summary['slo_p99_ms']:g} ms; a tighter {p99_ms:g} ms "
+            "objective may need more cores than shown"
+        )
     usl = USL(**summary["scaling"]["usl"]) if (summary.get("scaling") or {}).get("usl") else None
     rate = devices / window_s
     even = analysis.cores_needed(rate, per_core, usl)
     latency = (knee.get("p50") or 5.0) / 1000
     cores, sim = storm_cores(devices, window_s, backoff, per_core, usl, latency, max(1, even or 1))
     if cores is None:
-        storm_answer = (f"no core count up to {MAX_CORES if usl is None else 'the USL peak'} admits all {devices:,} "
-                        f"devices reconnecting at once within {window_s:g} s with the {backoff} backoff: "
-                        f"its retry schedule bounds the storm, not the hub (at the most cores simulated, "
-                        f"{sim.admitted / devices:.1%} admitted in the window). What would: devices that spread "
-                        f"their reconnections over the window ({even} core(s) then), a backoff with full jitter "
-                        "(--backoff aws-crt), or a longer window")
+        storm_answer = (
+            f"no core count up to {MAX_CORES if usl is None else 'the USL peak'} admits all {devices:,} "
+            f"devices reconnecting at once within {window_s:g} s with the {backoff} backoff: "
+            f"its retry schedule bounds the storm, not the hub (at the most cores simulated, "
+            f"{sim.admitted / devices:.1%} admitted in the window). What would: devices that spread "
+            f"their reconnections over the window ({even} core(s) then), a backoff with full jitter "
+            "(--backoff aws-crt), or a longer window"
+        )
     else:
-        storm_answer = (f"{cores} core(s) admit all {devices:,} reconnecting at once within {window_s:g} s with the "
-                        f"{backoff} backoff (simulated: all in {sim.time_to_admit:,.0f} s)")
-    return strict({
-        "devices": devices, "window_s": window_s, "p99_ms": p99_ms, "rate": rate, "per_core": per_core,
-        "cores_even_arrival": even, "cores_storm": cores, "storm_possible": cores is not None,
-        "storm_answer": storm_answer, "backoff": backoff, "note": note,
-        "storm_time_to_admit": sim.time_to_admit if cores is not None else None,
-        "storm_admitted_in_window": sim.admitted, "storm_time_to_99pct": sim.time_to_fraction(0.99),
-        "peak_pending_challenges": sim.peak_pending_challenges, "retries": sim.refusals,
-        "references": analysis.cloud_references(rate), "from_run": summary.get("run_id"),
-    })
+        storm_answer = (
+            f"{cores} core(s) admit all {devices:,} reconnecting at once within {window_s:g} s with the "
+            f"{backoff} backoff (simulated: all in {sim.time_to_admit:,.0f} s)"
+        )
+    return strict(
+        {
+            "devices": devices,
+            "window_s": window_s,
+            "p99_ms": p99_ms,
+            "rate": rate,
+            "per_core": per_core,
+            "cores_even_arrival": even,
+            "cores_storm": cores,
+            "storm_possible": cores is not None,
+            "storm_answer": storm_answer,
+            "backoff": backoff,
+            "note": note,
+            "storm_time_to_admit": sim.time_to_admit if cores is not None else None,
+            "storm_admitted_in_window": sim.admitted,
+            "storm_time_to_99pct": sim.time_to_fraction(0.99),
+            "peak_pending_challenges": sim.peak_pending_challenges,
+            "retries": sim.refusals,
+            "references": analysis.cloud_references(rate),
+            "from_run": summary.get("run_id"),
+        }
+    )
 
 
 def plan_command(args) -> int:
@@ -99,9 +125,11 @@ def plan_command(args) -> int:
     if args.json:
         print(json.dumps(out, indent=1, allow_nan=False))
         return 0
-    print(f"To admit {out['devices']:,} devices arriving evenly over {out['window_s']:g} s at p99 <= "
-          f"{out['p99_ms']:g} ms ({out['rate']:,.0f} admissions/s): {out['cores_even_arrival']} hub core(s) like "
-          f"the ones measured in run {out['from_run']} ({out['per_core']:,.0f}/s per core).")
+    print(
+        f"To admit {out['devices']:,} devices arriving evenly over {out['window_s']:g} s at p99 <= "
+        f"{out['p99_ms']:g} ms ({out['rate']:,.0f} admissions/s): {out['cores_even_arrival']} hub core(s) like "
+        f"the ones measured in run {out['from_run']} ({out['per_core']:,.0f}/s per core)."
+    )
     print(f"All at once after an outage: {out['storm_answer']}.")
     if out["note"]:
         print(f"Note: {out['note']}.")
@@ -116,8 +144,12 @@ def add_plan_arguments(p) -> None:
     p.add_argument("--window", type=duration, default=600.0, help="time to admit them all, e.g. 10m (default)")
     p.add_argument("--p99", type=duration, default=0.5, help="latency objective, e.g. 500ms (default)")
     p.add_argument("--from", dest="source", default="results/latest", help="a run folder (default results/latest)")
-    p.add_argument("--backoff", default="azure-c", choices=sorted(PRESETS),
-                   help="device SDK backoff preset for the storm simulation")
+    p.add_argument(
+        "--backoff",
+        default="azure-c",
+        choices=sorted(PRESETS),
+        help="device SDK backoff preset for the storm simulation",
+    )
     p.add_argument("--json", action="store_true", help="print only the answer as JSON")
 
 

@@ -24,9 +24,9 @@ Backoff = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
 @dataclass(frozen=True)
 class USL:
-    gamma: float   # throughput of one worker
-    alpha: float   # contention
-    beta: float    # coherency (crosstalk)
+    gamma: float  # throughput of one worker
+    alpha: float  # contention
+    beta: float  # coherency (crosstalk)
 
     def throughput(self, n) -> np.ndarray:
         n = np.asarray(n, dtype=float)
@@ -71,11 +71,11 @@ def fit_usl(workers, throughput) -> USL:
 class StormResult:
     devices: int
     admitted: int
-    time_to_admit: float            # seconds until the last device was admitted (inf if not all were)
+    time_to_admit: float  # seconds until the last device was admitted (inf if not all were)
     attempts: int
     refusals: int
     peak_pending_challenges: float  # Little's law: admission rate x challenge-to-proof latency
-    curve_t: np.ndarray = field(repr=False)         # bucket end times
+    curve_t: np.ndarray = field(repr=False)  # bucket end times
     curve_admitted: np.ndarray = field(repr=False)  # devices admitted by then
 
     def admitted_by(self, t: float) -> int:
@@ -88,9 +88,20 @@ class StormResult:
         return float(self.curve_t[i]) if i < self.curve_t.size else math.inf
 
 
-def simulate_storm(devices: int, capacity: float, backoff: Backoff, *, burst: float | None = None,
-                   spread: float = 0.0, latency: float = 0.005, dt: float = 0.01, horizon: float = 3600.0,
-                   seed: int = 0, max_retries: int = 32, attempt_rate: float | None = None) -> StormResult:
+def simulate_storm(
+    devices: int,
+    capacity: float,
+    backoff: Backoff,
+    *,
+    burst: float | None = None,
+    spread: float = 0.0,
+    latency: float = 0.005,
+    dt: float = 0.01,
+    horizon: float = 3600.0,
+    seed: int = 0,
+    max_retries: int = 32,
+    attempt_rate: float | None = None,
+) -> StormResult:
     """``devices`` reconnect at once (or uniformly over ``spread`` seconds) against a hub that admits
     ``capacity`` per second with a bucket of ``burst`` (default: one second's worth); refused devices
     retry after ``backoff``. Stops when all are admitted or at ``horizon``.
@@ -146,14 +157,22 @@ def simulate_storm(devices: int, capacity: float, backoff: Backoff, *, burst: fl
                     retry = min(level + 1, max_retries)
                     delays = np.maximum(backoff(np.full(m, level + 1), np.zeros(m), rng), dt)
                     offsets = np.bincount(np.minimum((delays / dt).astype(np.int64), n_buckets - b - 1))
-                    pending[b + 1:b + 1 + offsets.size, retry] += offsets
+                    pending[b + 1 : b + 1 + offsets.size, retry] += offsets
         curve_a[b] = admitted
         if waiting == 0:
             end = b + 1
             break
     curve_t = (np.arange(end) + 1) * dt
-    return StormResult(devices, admitted, last_admit if admitted == devices else math.inf, attempts, refusals,
-                       peak_rate * latency, curve_t, curve_a[:end])
+    return StormResult(
+        devices,
+        admitted,
+        last_admit if admitted == devices else math.inf,
+        attempts,
+        refusals,
+        peak_rate * latency,
+        curve_t,
+        curve_a[:end],
+    )
 
 
 __all__ = ["USL", "Backoff", "StormResult", "fit_usl", "simulate_storm"]

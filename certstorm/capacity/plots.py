@@ -129,6 +129,7 @@ def _scaling(summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
 
 def _save(fig, out_dir: Path, name: str, made: dict[str, Path]) -> None:
     import matplotlib.pyplot as plt
+
     fig.tight_layout()
     made[name] = out_dir / f"{name}.png"
     fig.savefig(made[name], dpi=80)

@@ -37,8 +37,12 @@ def build_report(run_dir) -> dict:
     plots = draw_plots(run_dir, summary, samples)
     content = sections(summary, plots)
     images = {name: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode() for name, p in plots.items()}
-    page = {"run_id": summary["run_id"], "headline": summary["first_line"], "notes": summary["notes"],
-            "sections": content}
+    page = {
+        "run_id": summary["run_id"],
+        "headline": summary["first_line"],
+        "notes": summary["notes"],
+        "sections": content,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
     (run_dir / "report.md").write_text(markdown_template.render(**page))
     (run_dir / "report.html").write_text(html_template.render(images=images, **page))

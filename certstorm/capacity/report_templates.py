@@ -49,8 +49,9 @@ MARKDOWN = """# certstorm run {{ run_id }}
 {% endif %}{% endfor %}{% endfor %}"""
 
 html_template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(HTML)
-markdown_template = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined,
-                                       keep_trailing_newline=True).from_string(MARKDOWN)
+markdown_template = jinja2.Environment(
+    autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+).from_string(MARKDOWN)
 
 
 __all__ = ["HTML", "MARKDOWN", "html_template", "markdown_template"]

@@ -43,7 +43,8 @@ def parse_requirement(text: str) -> Requirement:
     if not m or m.group(1) not in METRICS or m.group(4) not in METRICS[m.group(1)][0]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a requirement; write METRIC OP VALUE with METRIC one of {', '.join(METRICS)}, "
-            "e.g. knee>=2000/s, p99<=50ms, errors<=0.1%, storm_admitted>=99%, hub_us<=600us")
+            "e.g. knee>=2000/s, p99<=50ms, errors<=0.1%, storm_admitted>=99%, hub_us<=600us"
+        )
     return Requirement(text, m.group(1), m.group(2), float(m.group(3)))
 
 

@@ -64,21 +64,40 @@ class Run:
 
     def config(self) -> dict:
         a = self.args
-        return {"devices": a.devices, "workers": self.workers, "workers_from": "argument" if a.workers else "machine",
-                "search": {"start": a.start_rate, "add": a.step_rate, "seconds": a.step_seconds,
-                           "bound_s": a.search_seconds},
-                "storm": {"devices": a.storm_devices, "backoff": a.backoff, "quota": a.storm_quota,
-                          "cap_s": a.storm_timeout},
-                "slo_p99_ms": a.slo_ms, "hub_cores": {str(w): self.hub_cores(w) for w in self.workers},
-                "generator_cores": GEN_CORES, "machine_cores": self.cores,
-                "shared_cores": any(w + GEN_CORES > self.cores for w in self.workers),
-                "projection": {"devices": a.plan_devices, "window_s": a.plan_window},
-                "requires": [r.text for r in a.require], "transport": a.transport}
+        return {
+            "devices": a.devices,
+            "workers": self.workers,
+            "workers_from": "argument" if a.workers else "machine",
+            "search": {
+                "start": a.start_rate,
+                "add": a.step_rate,
+                "seconds": a.step_seconds,
+                "bound_s": a.search_seconds,
+            },
+            "storm": {
+                "devices": a.storm_devices,
+                "backoff": a.backoff,
+                "quota": a.storm_quota,
+                "cap_s": a.storm_timeout,
+            },
+            "slo_p99_ms": a.slo_ms,
+            "hub_cores": {str(w): self.hub_cores(w) for w in self.workers},
+            "generator_cores": GEN_CORES,
+            "machine_cores": self.cores,
+            "shared_cores": any(w + GEN_CORES > self.cores for w in self.workers),
+            "projection": {"devices": a.plan_devices, "window_s": a.plan_window},
+            "requires": [r.text for r in a.require],
+            "transport": a.transport,
+        }
 
     def save(self) -> None:
         (self.raw / "config.json").write_text(json.dumps(self.config(), indent=1))
-        for name, data in (("timeline", self.samples), ("steps", self.steps), ("search", self.searches),
-                           ("errors", self.errors)):
+        for name, data in (
+            ("timeline", self.samples),
+            ("steps", self.steps),
+            ("search", self.searches),
+            ("errors", self.errors),
+        ):
             (self.raw / f"{name}.json").write_text(json.dumps(data, indent=None))
 
     # -- phases ---------------------------------------------------------------------------------------
@@ -107,20 +126,39 @@ class Run:
             return ["--host", hub.mqtts_url, "--hub-url", hub.url, "--tls-ca", hub.tls_ca, *token]
         return ["--host", hub.url, *token]
 
-    def _stepped(self, hub: HubProcess, workers: int, stage: str, start: float, add: float, steps: int,
-                 deadline: float) -> dict | None:
+    def _stepped(
+        self, hub: HubProcess, workers: int, stage: str, start: float, add: float, steps: int, deadline: float
+    ) -> dict | None:
         """One Locust step run against ``hub``, stopped as soon as a step breaks or at ``deadline``.
         Returns the first broken step, if any; every measured step is appended to ``self.steps``."""
         a = self.args
         self.swarm_runs += 1
         name = f"w{workers}-{stage}-{self.swarm_runs}"  # each swarm run keeps its own CSVs and log
         prefix = self.raw / name
-        proc = start_swarm([*self._target(hub),
-                        "--fleet", str(self.dir / "fleet"), "--shape", "step",
-                        "--first-device", str(self.next_device % a.devices),
-                        "--rate", f"{start:g}", "--step-rate", f"{add:g}", "--step-seconds", f"{a.step_seconds:g}",
-                        "--steps", str(steps), "--results-dir", f"{prefix}-swarm", "--csv", str(prefix)],
-                       prefix.with_suffix(".log"))
+        proc = start_swarm(
+            [
+                *self._target(hub),
+                "--fleet",
+                str(self.dir / "fleet"),
+                "--shape",
+                "step",
+                "--first-device",
+                str(self.next_device % a.devices),
+                "--rate",
+                f"{start:g}",
+                "--step-rate",
+                f"{add:g}",
+                "--step-seconds",
+                f"{a.step_seconds:g}",
+                "--steps",
+                str(steps),
+                "--results-dir",
+                f"{prefix}-swarm",
+                "--csv",
+                str(prefix),
+            ],
+            prefix.with_suffix(".log"),
+        )
         self.active.append(proc)
         sampler = Sampler(hub, proc.pid, f"w{workers}", workers, self.hub_cores(workers), self.t_origin)
         sampler.start()
@@ -161,12 +199,15 @@ class Run:
         for code, n in summary["authentications"]["failures_by_code"].items():
             seg = self.errors.setdefault(f"{workers} worker(s), {stage}", {})
             seg[code] = seg.get(code, 0) + n
-        measured = analysis.steps_from_swarm(summary, sampler.samples, workers, stage, self.hub_cores(workers),
-                                             self.cores)
+        measured = analysis.steps_from_swarm(
+            summary, sampler.samples, workers, stage, self.hub_cores(workers), self.cores
+        )
         self.steps.extend(measured)
         for s in measured:
-            self.say(f"  {stage} {s['target']:>7,.0f}/s: admitted {s['achieved']:,.0f}/s, p99 {s['p99']:.1f} ms, "
-                     f"hub CPU {s['hub_cpu']:.0%}, generator CPU {s['gen_cpu']:.0%}")
+            self.say(
+                f"  {stage} {s['target']:>7,.0f}/s: admitted {s['achieved']:,.0f}/s, p99 {s['p99']:.1f} ms, "
+                f"hub CPU {s['hub_cpu']:.0%}, generator CPU {s['gen_cpu']:.0%}"
+            )
         return analysis.first_break(measured, a.slo_ms)
 
     def search(self, workers: int) -> None:
@@ -175,9 +216,11 @@ class Run:
         hub = self._hub(workers, f"w{workers}")
         began = time.time()
         deadline = began + a.search_seconds
-        self.say(f"hub with {workers} worker(s) on {self.hub_cores(workers):g} core(s) at {hub.url}: "
-                 f"ramp from {a.start_rate:,.0f}/s by {a.step_rate:,.0f}/s every {a.step_seconds:g} s "
-                 f"(bound {a.search_seconds:g} s)")
+        self.say(
+            f"hub with {workers} worker(s) on {self.hub_cores(workers):g} core(s) at {hub.url}: "
+            f"ramp from {a.start_rate:,.0f}/s by {a.step_rate:,.0f}/s every {a.step_seconds:g} s "
+            f"(bound {a.search_seconds:g} s)"
+        )
         try:
             start, retried, broke = a.start_rate, set(), None
             while deadline - time.time() > 2 * a.step_seconds:
@@ -185,8 +228,10 @@ class Run:
                 broke = self._stepped(hub, workers, "ramp", start, a.step_rate, steps, deadline)
                 if broke is None and self.stopped_live:
                     # what looked broken live held once measured whole: climb on from the next rate
-                    start = max((s["target"] for s in self.steps if s["workers"] == workers), default=start - a.step_rate) \
+                    start = (
+                        max((s["target"] for s in self.steps if s["workers"] == workers), default=start - a.step_rate)
                         + a.step_rate
+                    )
                     continue
                 if broke is None or analysis.side_of(broke) != "neither" or broke["target"] in retried:
                     break
@@ -196,8 +241,14 @@ class Run:
                 self.say(f"  {broke['target']:,.0f}/s broke with neither side saturated; trying it again")
                 start = broke["target"]
             if broke:
-                good = max((s["target"] for s in self.steps if s["workers"] == workers and s["target"] < broke["target"]
-                            and analysis.holds(s, a.slo_ms)), default=0.0)
+                good = max(
+                    (
+                        s["target"]
+                        for s in self.steps
+                        if s["workers"] == workers and s["target"] < broke["target"] and analysis.holds(s, a.slo_ms)
+                    ),
+                    default=0.0,
+                )
                 gap = broke["target"] - good
                 if gap > 0 and deadline - time.time() > 2 * a.step_seconds:
                     self.say(f"  refining between {good:,.0f}/s and {broke['target']:,.0f}/s")
@@ -206,8 +257,9 @@ class Run:
         finally:
             hub.stop()
             self._drop_guard(hub)
-        self.searches.append({"workers": workers, "seconds": round(time.time() - began, 1), "bound_s": a.search_seconds,
-                              "broke": broke})
+        self.searches.append(
+            {"workers": workers, "seconds": round(time.time() - began, 1), "bound_s": a.search_seconds, "broke": broke}
+        )
         self.save()
 
     def storm(self, workers: int, expected_rate: float | None) -> None:
@@ -215,23 +267,44 @@ class Run:
         time to admit them (at least 20 s, at most ``--storm-timeout``)."""
         from certstorm.capacity.planner import simulate_storm
         from devicekit.backoff import preset
+
         a = self.args
         backoff = preset(a.backoff).vectorized()
         capacity = a.storm_quota or expected_rate or 1000.0
-        sims = [simulate_storm(a.storm_devices, capacity, backoff, attempt_rate=r, horizon=a.storm_timeout * 2)
-                for r in (None, expected_rate)]
+        sims = [
+            simulate_storm(a.storm_devices, capacity, backoff, attempt_rate=r, horizon=a.storm_timeout * 2)
+            for r in (None, expected_rate)
+        ]
         simulated = max(s.time_to_admit for s in sims)
         bound = min(a.storm_timeout, max(20.0, 2 * simulated))
         extra = ("--quota", f"{a.storm_quota:g}") if a.storm_quota else ()
         hub = self._hub(workers, "storm", extra)
-        self.say(f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, hub quota "
-                 f"{a.storm_quota or 'none'}/s; simulated time to admit all {simulated:.1f} s, so run until all are "
-                 f"admitted or {bound:.0f} s")
+        self.say(
+            f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, hub quota "
+            f"{a.storm_quota or 'none'}/s; simulated time to admit all {simulated:.1f} s, so run until all are "
+            f"admitted or {bound:.0f} s"
+        )
         swarm_dir = self.raw / "storm-swarm"
-        proc = start_swarm([*self._target(hub),
-                        "--fleet", str(self.dir / "fleet"), "--shape", "storm",
-                        "--storm-devices", str(a.storm_devices), "--backoff", a.backoff, "-t", f"{bound:.0f}s",
-                        "--results-dir", str(swarm_dir), "--csv", str(self.raw / "storm")], self.raw / "storm.log")
+        proc = start_swarm(
+            [
+                *self._target(hub),
+                "--fleet",
+                str(self.dir / "fleet"),
+                "--shape",
+                "storm",
+                "--storm-devices",
+                str(a.storm_devices),
+                "--backoff",
+                a.backoff,
+                "-t",
+                f"{bound:.0f}s",
+                "--results-dir",
+                str(swarm_dir),
+                "--csv",
+                str(self.raw / "storm"),
+            ],
+            self.raw / "storm.log",
+        )
         self.active.append(proc)
         try:
             proc.wait(bound + 40)
@@ -252,11 +325,21 @@ class Run:
         # The swarm's connection slots cap its attempts per second; the simulation must know that cap
         # (real devices have none). The 95th percentile of busy buckets is its sustained rate.
         attempt_rate = busy[int(0.95 * (len(busy) - 1))] / step if busy else None
-        (self.raw / "storm.json").write_text(json.dumps({
-            "devices": curve.get("devices", a.storm_devices), "capacity": a.storm_quota or None,
-            "backoff": a.backoff, "curve": pts, "retries": int(sum(curve.get("refused", []))),
-            "attempt_rate": attempt_rate, "bound_s": bound, "simulated_before_s": simulated,
-            "failures_by_code": summary["authentications"]["failures_by_code"]}))
+        (self.raw / "storm.json").write_text(
+            json.dumps(
+                {
+                    "devices": curve.get("devices", a.storm_devices),
+                    "capacity": a.storm_quota or None,
+                    "backoff": a.backoff,
+                    "curve": pts,
+                    "retries": int(sum(curve.get("refused", []))),
+                    "attempt_rate": attempt_rate,
+                    "bound_s": bound,
+                    "simulated_before_s": simulated,
+                    "failures_by_code": summary["authentications"]["failures_by_code"],
+                }
+            )
+        )
         admitted = pts[-1][1] if pts else 0
         self.say(f"  admitted {admitted:,} of {a.storm_devices:,} in {pts[-1][0] if pts else 0:.1f} s")
 
@@ -270,8 +353,12 @@ class Run:
         """Locust's CSVs, the logs and the hubs' databases, gzipped: run folders stay small."""
         for lock in self.dir.glob("hub-*.lock"):
             lock.unlink()
-        for path in [*self.raw.glob("*.csv"), *self.raw.glob("*.log"), *self.dir.glob("*.std*"),
-                     *self.dir.glob("hub-*.db")]:
+        for path in [
+            *self.raw.glob("*.csv"),
+            *self.raw.glob("*.log"),
+            *self.dir.glob("*.std*"),
+            *self.dir.glob("hub-*.db"),
+        ]:
             with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
                 shutil.copyfileobj(src, dst)
             path.unlink()
@@ -292,8 +379,10 @@ def run_command(args) -> int:
     run = Run(args)
     run.say(f"certstorm run {run.run_id} → {run.dir} (devices over {args.transport})")
     if run.config()["shared_cores"]:
-        run.say(f"note: {run.cores} core(s) here; hub and generator share cores for worker counts above "
-                f"{run.cores - GEN_CORES}")
+        run.say(
+            f"note: {run.cores} core(s) here; hub and generator share cores for worker counts above "
+            f"{run.cores - GEN_CORES}"
+        )
     interrupted = False
     try:
         run.floor()
@@ -321,10 +410,15 @@ def run_command(args) -> int:
     print(summary["first_line"])
     cost = summary["cost"]
     if cost["hub_us_per_auth"]:
-        mix = "" if cost.get("reconnect_share") is None else \
-            f" ({cost['reconnect_share']:.0%} of the admissions there were reconnects through the device cache)"
-        print(f"hub CPU per authentication at the knee: {cost['hub_us_per_auth']:.0f} µs = "
-              f"{cost['floor_multiple']:.2f}× the crypto floor{mix}")
+        mix = (
+            ""
+            if cost.get("reconnect_share") is None
+            else f" ({cost['reconnect_share']:.0%} of the admissions there were reconnects through the device cache)"
+        )
+        print(
+            f"hub CPU per authentication at the knee: {cost['hub_us_per_auth']:.0f} µs = "
+            f"{cost['floor_multiple']:.2f}× the crypto floor{mix}"
+        )
     print(f"report: {run.dir / 'report.html'}  (also {latest}/report.html)")
     failed = check_requirements(args.require, summary)
     for line in failed:
@@ -335,34 +429,73 @@ def run_command(args) -> int:
 
 
 def add_run_arguments(p) -> None:
-    p.add_argument("--devices", type=integer(1), default=250_000,
-                   help="fleet size (default 250000: more than a default search admits, so the knee is of first "
-                        "connections; a smaller fleet makes later steps reconnects, which the report counts)")
-    p.add_argument("--workers", type=integer_list(1), default=None,
-                   help="hub worker counts to measure, comma-separated (default: from the machine, never more "
-                        "than the cores left beside the generator's one)")
-    p.add_argument("--start-rate", type=number(0, low_open=True), default=500.0, help="the ramp's first authentications/s")
+    p.add_argument(
+        "--devices",
+        type=integer(1),
+        default=250_000,
+        help="fleet size (default 250000: more than a default search admits, so the knee is of first "
+        "connections; a smaller fleet makes later steps reconnects, which the report counts)",
+    )
+    p.add_argument(
+        "--workers",
+        type=integer_list(1),
+        default=None,
+        help="hub worker counts to measure, comma-separated (default: from the machine, never more "
+        "than the cores left beside the generator's one)",
+    )
+    p.add_argument(
+        "--start-rate", type=number(0, low_open=True), default=500.0, help="the ramp's first authentications/s"
+    )
     p.add_argument("--step-rate", type=number(0, low_open=True), default=500.0, help="added per ramp step")
-    p.add_argument("--step-seconds", type=number(0, low_open=True), default=5.0, help="length of a step (ramp and refine)")
-    p.add_argument("--search-seconds", type=number(0, low_open=True), default=80.0,
-                   help="time bound of the knee search per worker count (default 80)")
-    p.add_argument("--storm-devices", type=integer(0), default=2000,
-                   help="devices in the reconnect storm (0: none)")
-    p.add_argument("--storm-quota", type=number(0), default=500.0,
-                   help="hub admission quota during the storm, per second (0: unlimited)")
-    p.add_argument("--storm-timeout", type=number(0, low_open=True), default=120.0,
-                   help="cap on the storm's duration; it otherwise runs to twice its simulated time to admit all")
-    p.add_argument("--backoff", default="azure-c", choices=sorted(PRESETS), help="reconnect backoff preset for the storm")
-    p.add_argument("--slo-ms", type=number(0, low_open=True), default=500.0, help="p99 latency objective for the knee (ms)")
+    p.add_argument(
+        "--step-seconds", type=number(0, low_open=True), default=5.0, help="length of a step (ramp and refine)"
+    )
+    p.add_argument(
+        "--search-seconds",
+        type=number(0, low_open=True),
+        default=80.0,
+        help="time bound of the knee search per worker count (default 80)",
+    )
+    p.add_argument("--storm-devices", type=integer(0), default=2000, help="devices in the reconnect storm (0: none)")
+    p.add_argument(
+        "--storm-quota",
+        type=number(0),
+        default=500.0,
+        help="hub admission quota during the storm, per second (0: unlimited)",
+    )
+    p.add_argument(
+        "--storm-timeout",
+        type=number(0, low_open=True),
+        default=120.0,
+        help="cap on the storm's duration; it otherwise runs to twice its simulated time to admit all",
+    )
+    p.add_argument(
+        "--backoff", default="azure-c", choices=sorted(PRESETS), help="reconnect backoff preset for the storm"
+    )
+    p.add_argument(
+        "--slo-ms", type=number(0, low_open=True), default=500.0, help="p99 latency objective for the knee (ms)"
+    )
     p.add_argument("--plan-devices", type=integer(1), default=2_000_000, help="projection: devices to admit")
-    p.add_argument("--plan-window", type=number(0, low_open=True), default=600.0, help="projection: within this many seconds")
-    p.add_argument("--require", type=parse_requirement, action="append", default=[], metavar="EXPR",
-                   help="a threshold the run must meet, else it exits 1: knee>=2000/s, p99<=50ms, errors<=0.1%%, "
-                        "storm_admitted>=99%% (repeatable)")
+    p.add_argument(
+        "--plan-window", type=number(0, low_open=True), default=600.0, help="projection: within this many seconds"
+    )
+    p.add_argument(
+        "--require",
+        type=parse_requirement,
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="a threshold the run must meet, else it exits 1: knee>=2000/s, p99<=50ms, errors<=0.1%%, "
+        "storm_admitted>=99%% (repeatable)",
+    )
     p.add_argument("--out", default="results", help="where run folders go (default results/)")
-    p.add_argument("--transport", choices=("http", "mqtts"), default="http",
-                   help="how devices reach the hub: the HTTP two-step exchange (default) or MQTT over mutual "
-                        "TLS (the hub's --mqtts-port listener, cached validation, no session resumption)")
+    p.add_argument(
+        "--transport",
+        choices=("http", "mqtts"),
+        default="http",
+        help="how devices reach the hub: the HTTP two-step exchange (default) or MQTT over mutual "
+        "TLS (the hub's --mqtts-port listener, cached validation, no session resumption)",
+    )
 
 
 __all__ = ["Run", "add_run_arguments", "default_workers", "run_command"]

@@ -23,8 +23,11 @@ def parse_cache_metrics(text: str) -> float:
     total = 0.0
     for family in text_string_to_metric_families(text):
         if family.name == "certstorm_chain_cache":
-            total += sum(s.value for s in family.samples
-                         if s.name == "certstorm_chain_cache_total" and s.labels.get("result") == "reconnect")
+            total += sum(
+                s.value
+                for s in family.samples
+                if s.name == "certstorm_chain_cache_total" and s.labels.get("result") == "reconnect"
+            )
     return total
 
 
@@ -48,8 +51,7 @@ class Sampler(threading.Thread):
     """Once a second, for one segment (one hub lifetime): the hub's admissions and refusals from /metrics and
     the CPU of hub and generator, as per-second rates within the segment (so never negative)."""
 
-    def __init__(self, hub: HubProcess, gen_pid: int, segment: str, workers: int, hub_cores: float,
-                 t_origin: float):
+    def __init__(self, hub: HubProcess, gen_pid: int, segment: str, workers: int, hub_cores: float, t_origin: float):
         super().__init__(daemon=True)
         self.hub, self.segment, self.workers, self.hub_cores = hub, segment, workers, hub_cores
         self.t_origin = t_origin
@@ -69,9 +71,15 @@ class Sampler(threading.Thread):
             return None
         ok, bad = parse_auth_metrics(text)
         busy = psutil.cpu_times()
-        return {"wall": time.time(), "ok": ok, "errors": bad, "reconnects": parse_cache_metrics(text),
-                "hub": self.hub_cpu.read(), "gen": self.gen_cpu.read(),
-                "machine": busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0)}
+        return {
+            "wall": time.time(),
+            "ok": ok,
+            "errors": bad,
+            "reconnects": parse_cache_metrics(text),
+            "hub": self.hub_cpu.read(),
+            "gen": self.gen_cpu.read(),
+            "machine": busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0),
+        }
 
     def sample(self) -> None:
         now = self._read()
@@ -83,14 +91,25 @@ class Sampler(threading.Thread):
         dt = now["wall"] - last["wall"]
         if dt <= 0:
             return
-        self.samples.append({
-            "t": now["wall"] - self.t_origin, "wall": now["wall"], "segment": self.segment, "workers": self.workers,
-            "ok_rate": max(0.0, now["ok"] - last["ok"]) / dt, "error_rate": max(0.0, now["errors"] - last["errors"]) / dt,
-            "hub_cpu": (now["hub"] - last["hub"]) / dt / self.hub_cores, "gen_cpu": (now["gen"] - last["gen"]) / dt / GEN_CORES,
-            "machine_cpu": (now["machine"] - last["machine"]) / dt / self.cores,
-            "ok": now["ok"], "errors": now["errors"], "reconnects": now["reconnects"],
-            "hub_cpu_s": now["hub"], "gen_cpu_s": now["gen"],
-            "machine_cpu_s": now["machine"]})
+        self.samples.append(
+            {
+                "t": now["wall"] - self.t_origin,
+                "wall": now["wall"],
+                "segment": self.segment,
+                "workers": self.workers,
+                "ok_rate": max(0.0, now["ok"] - last["ok"]) / dt,
+                "error_rate": max(0.0, now["errors"] - last["errors"]) / dt,
+                "hub_cpu": (now["hub"] - last["hub"]) / dt / self.hub_cores,
+                "gen_cpu": (now["gen"] - last["gen"]) / dt / GEN_CORES,
+                "machine_cpu": (now["machine"] - last["machine"]) / dt / self.cores,
+                "ok": now["ok"],
+                "errors": now["errors"],
+                "reconnects": now["reconnects"],
+                "hub_cpu_s": now["hub"],
+                "gen_cpu_s": now["gen"],
+                "machine_cpu_s": now["machine"],
+            }
+        )
 
     def run(self):
         while not self.stop_event.is_set():

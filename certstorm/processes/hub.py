@@ -38,8 +38,9 @@ class Reply:
 
 
 class HubProcess:
-    def __init__(self, db: str | os.PathLike, *, workers: int = 2, args: tuple[str, ...] = (),
-                 prefix: tuple[str, ...] = ()):
+    def __init__(
+        self, db: str | os.PathLike, *, workers: int = 2, args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+    ):
         """``prefix`` goes before the command, e.g. ``("taskset", "-c", "0")`` to pin the hub to a core."""
         self.prefix = tuple(prefix)
         self.db = str(db)
@@ -49,7 +50,7 @@ class HubProcess:
         self.url = ""
         self.host = ""
         self.port = 0
-        self.mqtts_url = ""      # with --mqtts-port: the listener, and the CA file devices must trust
+        self.mqtts_url = ""  # with --mqtts-port: the listener, and the CA file devices must trust
         self.mqtts_port = 0
         self.tls_ca = ""
         self._out = Path(f"{self.db}.stdout")
@@ -57,8 +58,21 @@ class HubProcess:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "HubProcess":
-        cmd = [*self.prefix, sys.executable, "-m", "hubsim.service", "--host", "127.0.0.1", "--port", "0",
-               "--workers", str(self.workers), "--db", self.db, *self.args]
+        cmd = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "hubsim.service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--workers",
+            str(self.workers),
+            "--db",
+            self.db,
+            *self.args,
+        ]
         env = dict(os.environ)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         with open(self._out, "wb") as out, open(self._err, "ab") as err:
@@ -142,8 +156,17 @@ class HubProcess:
         """A management call with the hub's token (``call`` with ``token=``)."""
         return self.call(method, path, body, token=self.admin_token(), **kwargs)
 
-    def call(self, method: str, path: str, body=None, *, json_body=None, headers: dict | None = None,
-             conn: http.client.HTTPConnection | None = None, token: str | None = None) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        *,
+        json_body=None,
+        headers: dict | None = None,
+        conn: http.client.HTTPConnection | None = None,
+        token: str | None = None,
+    ) -> Reply:
         headers = dict(headers or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"

@@ -15,11 +15,23 @@ __all__ = ["newest_summary", "start_swarm", "stop_swarm"]
 def start_swarm(args: list[str], log: Path) -> subprocess.Popen:
     """The swarm as its own process, from wherever the loadgen package is installed."""
     from loadgen import SWARM_DIR as swarm
-    cmd = [sys.executable, "-m", "locust", "-f", str(swarm), "--headless", "--only-summary",
-           "--exit-code-on-error", "0", *args]
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(swarm),
+        "--headless",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        *args,
+    ]
     out = open(log, "wb")
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=swarm.parent, start_new_session=True)
+    return subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=swarm.parent, start_new_session=True
+    )
 
 
 def stop_swarm(proc: subprocess.Popen | None, timeout: float = 30) -> None:

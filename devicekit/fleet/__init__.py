@@ -8,6 +8,22 @@ from devicekit.fleet.layout import DATA_FILE, META_FILE, device_key_label, recor
 from devicekit.fleet.reader import DeviceIdentity, Fleet
 from devicekit.fleet.template import SAN_DNS_SUFFIX, SAN_KINDS, SAN_URI_PREFIX, Template, new_fleet_id, san_names
 
-__all__ = ["DATA_FILE", "DEFAULT_SEED", "META_FILE", "SAN_DNS_SUFFIX", "SAN_KINDS", "SAN_URI_PREFIX", "DeviceIdentity",
-           "Fleet", "RecordMaker", "Template", "cache_key", "derive_fleet", "device_key_label", "generate_fleet",
-           "new_fleet_id", "record_size", "san_names"]
+__all__ = [
+    "DATA_FILE",
+    "DEFAULT_SEED",
+    "META_FILE",
+    "SAN_DNS_SUFFIX",
+    "SAN_KINDS",
+    "SAN_URI_PREFIX",
+    "DeviceIdentity",
+    "Fleet",
+    "RecordMaker",
+    "Template",
+    "cache_key",
+    "derive_fleet",
+    "device_key_label",
+    "generate_fleet",
+    "new_fleet_id",
+    "record_size",
+    "san_names",
+]

@@ -30,12 +30,23 @@ DEFAULT_SEED = "certstorm-swarm"
 
 def cache_key(seed: str | None, devices: int, alg: str, depth: int, run_token: str = "", san: str | None = None) -> str:
     text = f"{seed!r}/{devices}/{alg}/{depth}/{run_token}" + (f"/san={san}" if san else "")
-    return f"{alg}-d{depth}-{devices}-" + (f"san-{san}-" if san else "") + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return (
+        f"{alg}-d{depth}-{devices}-" + (f"san-{san}-" if san else "") + hashlib.sha256(text.encode()).hexdigest()[:16]
+    )
 
 
-def derive_fleet(devices: int, *, alg: str = "p256", depth: int = 2, seed: str | None = DEFAULT_SEED,
-                 cache_dir: str | None = None, run_token: str = "", log=None, timeout: float = 3600.0,
-                 san: str | None = None) -> Fleet:
+def derive_fleet(
+    devices: int,
+    *,
+    alg: str = "p256",
+    depth: int = 2,
+    seed: str | None = DEFAULT_SEED,
+    cache_dir: str | None = None,
+    run_token: str = "",
+    log=None,
+    timeout: float = 3600.0,
+    san: str | None = None,
+) -> Fleet:
     """Open the cached derived fleet, generating it first if no process has yet (``san``: as ``certstorm
     fleet --san``)."""
     if seed is not None and seed.lower() in ("random", "none", ""):
@@ -58,17 +69,25 @@ def derive_fleet(devices: int, *, alg: str = "p256", depth: int = 2, seed: str |
         except ValueError:
             pass
         if log:
-            log(f"deriving {devices} {alg} device identities (depth {depth}, "
-                f"seed {'random' if seed is None else repr(seed)}) into {target}")
+            log(
+                f"deriving {devices} {alg} device identities (depth {depth}, "
+                f"seed {'random' if seed is None else repr(seed)}) into {target}"
+            )
         started = time.monotonic()
-        code = ("import sys; from devicekit.fleet import generate_fleet; "
-                "generate_fleet(sys.argv[1], int(sys.argv[2]), alg=sys.argv[3], depth=int(sys.argv[4]), "
-                "seed=None if sys.argv[5] == '' else sys.argv[5], san=sys.argv[6] or None, progress=False)")
+        code = (
+            "import sys; from devicekit.fleet import generate_fleet; "
+            "generate_fleet(sys.argv[1], int(sys.argv[2]), alg=sys.argv[3], depth=int(sys.argv[4]), "
+            "seed=None if sys.argv[5] == '' else sys.argv[5], san=sys.argv[6] or None, progress=False)"
+        )
         env = dict(os.environ)
         root_dir = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root_dir + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.run([sys.executable, "-c", code, str(target), str(devices), alg, str(depth),
-                               seed or "", san or ""], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(target), str(devices), alg, str(depth), seed or "", san or ""],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"deriving the fleet failed:\n{proc.stderr[-2000:]}")
         if log:

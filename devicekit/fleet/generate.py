@@ -21,9 +21,25 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from devicekit.fleet.layout import (DATA_FILE, DEFAULT_PREFIX, DER, FORMAT, INDEX, KEY_DIR, LAYOUTS, META_FILE,
-                                    MIN_WIDTH, NOENC, PKCS8, UNCOMPRESSED, VERSION, X962, device_key_label,
-                                    record_size, sha1_digest)
+from devicekit.fleet.layout import (
+    DATA_FILE,
+    DEFAULT_PREFIX,
+    DER,
+    FORMAT,
+    INDEX,
+    KEY_DIR,
+    LAYOUTS,
+    META_FILE,
+    MIN_WIDTH,
+    NOENC,
+    PKCS8,
+    UNCOMPRESSED,
+    VERSION,
+    X962,
+    device_key_label,
+    record_size,
+    sha1_digest,
+)
 from devicekit.fleet.reader import Fleet
 from devicekit.fleet.template import Template, check_san, new_fleet_id, public_bits
 from devicekit.pki import ALGORITHMS, CURVES, MAX_DEPTH, ORDERS, SEED_DIGESTS, SupplyChain, generate_key
@@ -154,9 +170,18 @@ def _check_count(devices) -> int:
     return devices
 
 
-def generate_fleet(out_dir, devices: int, *, depth: int = 2, alg: str = "p256", seed: bytes | None = None,
-                   workers: int | None = None, progress: bool = True, prefix: str = DEFAULT_PREFIX,
-                   san: str | None = None) -> "Fleet":
+def generate_fleet(
+    out_dir,
+    devices: int,
+    *,
+    depth: int = 2,
+    alg: str = "p256",
+    seed: bytes | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    prefix: str = DEFAULT_PREFIX,
+    san: str | None = None,
+) -> "Fleet":
     """Generate ``devices`` identities under a fresh supply chain into ``out_dir`` and open the fleet.
 
     ``seed`` (bytes or str) makes the whole fleet reproducible. ``workers`` defaults to the usable CPUs.
@@ -194,8 +219,15 @@ def generate_fleet(out_dir, devices: int, *, depth: int = 2, alg: str = "p256", 
 
     chunk = max(1, min(CHUNK, math.ceil(devices / (workers * 4))))
     chunks = [(s, min(s + chunk, devices)) for s in range(0, devices, chunk)]
-    bar = tqdm(total=devices, unit="dev", unit_scale=True, file=sys.stderr, disable=not progress,
-               desc=f"fleet {alg}", smoothing=0.1)
+    bar = tqdm(
+        total=devices,
+        unit="dev",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not progress,
+        desc=f"fleet {alg}",
+        smoothing=0.1,
+    )
     _WORKER.clear()
     _WORKER.update(maker=maker, path=str(data_path))
     try:

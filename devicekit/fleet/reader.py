@@ -35,7 +35,7 @@ class DeviceIdentity:
     @property
     def public_bytes(self) -> bytes:
         f = self._fleet
-        return self._record[f._priv_len:f._priv_len + f._pub_len]
+        return self._record[f._priv_len : f._priv_len + f._pub_len]
 
     @property
     def private_key(self):
@@ -47,10 +47,11 @@ class DeviceIdentity:
     def certificate_der(self) -> bytes:
         if self._cert_der is None:
             f, rec = self._fleet, self._record
-            n = int.from_bytes(rec[f._siglen_at:f._sig_at], "big")
-            signature = rec[f._sig_at:f._sig_at + n]
-            self._cert_der = f._template.certificate(self.index, self.device_id[-f.id_width:].encode("ascii"),
-                                                     self.public_bytes, signature)
+            n = int.from_bytes(rec[f._siglen_at : f._sig_at], "big")
+            signature = rec[f._sig_at : f._sig_at + n]
+            self._cert_der = f._template.certificate(
+                self.index, self.device_id[-f.id_width :].encode("ascii"), self.public_bytes, signature
+            )
         return self._cert_der
 
     @property
@@ -94,8 +95,9 @@ class Fleet:
         self._siglen_at = self._priv_len + self._pub_len
         self._sig_at = self._siglen_at + siglen_bytes
         self.ca_certificate: x509.Certificate = x509.load_pem_x509_certificate(meta["ca_certificate"].encode())
-        self.intermediates: list[x509.Certificate] = [x509.load_pem_x509_certificate(p.encode())
-                                                      for p in meta["intermediates"]]
+        self.intermediates: list[x509.Certificate] = [
+            x509.load_pem_x509_certificate(p.encode()) for p in meta["intermediates"]
+        ]
         self.intermediates_der = [c.public_bytes(DER) for c in self.intermediates]
         self.intermediates_pem = "".join(meta["intermediates"]).encode("ascii")
         self._curve = CURVES.get(self.alg)
@@ -123,8 +125,10 @@ class Fleet:
         except FileNotFoundError:
             raise ValueError(f"{path} is not a complete fleet: {DATA_FILE} is missing") from None
         if size != expected:
-            raise ValueError(f"{data_path} holds {size} bytes but {meta['count']} devices need {expected}: "
-                             "the file is truncated or belongs to another fleet; generate the fleet again")
+            raise ValueError(
+                f"{data_path} holds {size} bytes but {meta['count']} devices need {expected}: "
+                "the file is truncated or belongs to another fleet; generate the fleet again"
+            )
         f = open(data_path, "rb")
         try:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -173,20 +177,21 @@ class Fleet:
         if self._mm is None:
             raise ValueError("the fleet is closed")
         at = index * self.record_size
-        return DeviceIdentity(self, index, self._mm[at:at + self.record_size])
+        return DeviceIdentity(self, index, self._mm[at : at + self.record_size])
 
     def _load_key(self, record: bytes):
         p = self._priv_len
         if self._curve is not None:
             half = (self._pub_len - 1) // 2
-            pub = record[p:p + self._pub_len]
-            public = ec.EllipticCurvePublicNumbers(int.from_bytes(pub[1:1 + half], "big"),
-                                                   int.from_bytes(pub[1 + half:], "big"), self._curve)
+            pub = record[p : p + self._pub_len]
+            public = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(pub[1 : 1 + half], "big"), int.from_bytes(pub[1 + half :], "big"), self._curve
+            )
             return ec.EllipticCurvePrivateNumbers(int.from_bytes(record[:p], "big"), public).private_key()
         if self.alg == "ed25519":
             return ed25519.Ed25519PrivateKey.from_private_bytes(record[:p])
         n = int.from_bytes(record[:2], "big")
-        return serialization.load_der_private_key(record[2:2 + n], None)
+        return serialization.load_der_private_key(record[2 : 2 + n], None)
 
     def custodian_key(self, name: str):
         """A custodian's own private key from ``keys/<name>.pem`` (e.g. ``"Company-X"``)."""
@@ -194,7 +199,6 @@ class Fleet:
         if rel is None:
             raise KeyError(f"no key for custodian {name!r}; this fleet has {', '.join(self.meta['key_files'])}")
         return serialization.load_pem_private_key((self.path / rel).read_bytes(), None)
-
 
     def custodian(self, name: str = COMPANY) -> Custodian:
         """A custodian of this fleet's chain, with its own key: Company-X proves possession of its CA."""

@@ -26,8 +26,16 @@ from devicekit.fleet.layout import DER, UNCOMPRESSED, X962, b64, unb64
 from devicekit.pki import CURVES, generate_key
 from hubsim import der_header, read_der_header
 
-__all__ = ["SAN_DNS_SUFFIX", "SAN_KINDS", "SAN_URI_PREFIX", "Template", "check_san", "new_fleet_id", "public_bits",
-           "san_names"]
+__all__ = [
+    "SAN_DNS_SUFFIX",
+    "SAN_KINDS",
+    "SAN_URI_PREFIX",
+    "Template",
+    "check_san",
+    "new_fleet_id",
+    "public_bits",
+    "san_names",
+]
 
 
 def new_fleet_id(seed: bytes | None) -> bytes:
@@ -75,12 +83,15 @@ class Template:
 
     FIELDS = ("serial", "digits", "public", "ski")  # a fleet without SAN (and every fleet.json without "fields")
 
-    def __init__(self, pieces: list[bytes], lengths: dict[str, int], signature_algorithm: bytes,
-                 fields: tuple[str, ...] = FIELDS):
+    def __init__(
+        self, pieces: list[bytes], lengths: dict[str, int], signature_algorithm: bytes, fields: tuple[str, ...] = FIELDS
+    ):
         fields = tuple(fields)
         if sorted(set(fields)) != sorted(self.FIELDS) or any(fields.count(f) != 1 for f in ("serial", "public", "ski")):
-            raise ValueError(f"a fleet template splices {', '.join(self.FIELDS)} (digits possibly more than once), "
-                             f"got {list(fields)}")
+            raise ValueError(
+                f"a fleet template splices {', '.join(self.FIELDS)} (digits possibly more than once), "
+                f"got {list(fields)}"
+            )
         if len(pieces) != len(fields) + 1:
             raise ValueError("a fleet template has one fixed piece more than it has fields")
         self.pieces = pieces
@@ -93,13 +104,14 @@ class Template:
     def build(cls, issuer, alg: str, fleet_id: bytes, prefix: str, width: int, san: str | None = None) -> "Template":
         sample = generate_key(alg)
         public = public_bits(alg, sample.public_key())
-        index = 10 ** width - 1
+        index = 10**width - 1
         digits = f"{index:0{width}d}".encode("ascii")
         device_id = prefix.encode("utf-8") + digits
         serial = fleet_id + index.to_bytes(8, "big")
         names = san_names(san, device_id.decode("utf-8"))
-        cert = issuer.sign_device(device_id.decode("utf-8"), sample.public_key(),
-                                  serial=int.from_bytes(serial, "big"), san=names)
+        cert = issuer.sign_device(
+            device_id.decode("utf-8"), sample.public_key(), serial=int.from_bytes(serial, "big"), san=names
+        )
         tbs = cert.tbs_certificate_bytes
         cn_tlv = der_header(0x0C, len(device_id)) + device_id
 
@@ -131,8 +143,12 @@ class Template:
         hdr, _ = read_der_header(der, 0)
         start = hdr + len(tbs)
         alg_hdr, alg_len = read_der_header(der, start)
-        template = cls(pieces, {name: length for _, length, name in spots}, der[start:start + alg_hdr + alg_len],
-                       tuple(name for _, _, name in spots))
+        template = cls(
+            pieces,
+            {name: length for _, length, name in spots},
+            der[start : start + alg_hdr + alg_len],
+            tuple(name for _, _, name in spots),
+        )
         if template.certificate(index, digits, public, cert.signature) != der:
             raise RuntimeError("re-spliced template differs from the CertificateBuilder original")
         return template
@@ -140,10 +156,15 @@ class Template:
     def tbs(self, index: int, digits: bytes, public: bytes) -> bytes:
         p = self.pieces
         if self.fields == self.FIELDS:  # the common shape, without the general loop below
-            return b"".join((p[0], index.to_bytes(8, "big"), p[1], digits, p[2], public, p[3],
-                             hashlib.sha1(public).digest(), p[4]))
-        values = {"serial": index.to_bytes(8, "big"), "digits": digits, "public": public,
-                  "ski": hashlib.sha1(public).digest()}
+            return b"".join(
+                (p[0], index.to_bytes(8, "big"), p[1], digits, p[2], public, p[3], hashlib.sha1(public).digest(), p[4])
+            )
+        values = {
+            "serial": index.to_bytes(8, "big"),
+            "digits": digits,
+            "public": public,
+            "ski": hashlib.sha1(public).digest(),
+        }
         parts = [p[0]]
         for field, piece in zip(self.fields, p[1:]):
             parts += (values[field], piece)
@@ -159,10 +180,18 @@ class Template:
         return self.wrap(self.tbs(index, digits, public), signature)
 
     def to_json(self) -> dict:
-        return {"pieces": [b64(p) for p in self.pieces], "lengths": self.lengths,
-                "signature_algorithm": b64(self.signature_algorithm), "fields": list(self.fields)}
+        return {
+            "pieces": [b64(p) for p in self.pieces],
+            "lengths": self.lengths,
+            "signature_algorithm": b64(self.signature_algorithm),
+            "fields": list(self.fields),
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> "Template":
-        return cls([unb64(p) for p in data["pieces"]], {k: int(v) for k, v in data["lengths"].items()},
-                   unb64(data["signature_algorithm"]), tuple(data.get("fields", cls.FIELDS)))
+        return cls(
+            [unb64(p) for p in data["pieces"]],
+            {k: int(v) for k, v in data["lengths"].items()},
+            unb64(data["signature_algorithm"]),
+            tuple(data.get("fields", cls.FIELDS)),
+        )

@@ -7,8 +7,9 @@ from hubsim.service.cli import add_hub_arguments, hub_command
 
 
 def main(argv=None) -> int:
-    parser = OneLineErrors(prog="python -m hubsim.service",
-                                     description="certstorm hub simulator: X.509 CA device authentication over HTTP")
+    parser = OneLineErrors(
+        prog="python -m hubsim.service", description="certstorm hub simulator: X.509 CA device authentication over HTTP"
+    )
     add_hub_arguments(parser)
     return hub_command(parser.parse_args(argv))
 

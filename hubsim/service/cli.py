@@ -15,6 +15,7 @@ MAX_REPLAY_SLOTS = 1 << 27  # a 3 GiB guard file
 
 def _quota(text: str):
     from hubsim.service.quota import parse_quota
+
     try:
         return parse_quota(text)
     except ValueError as exc:
@@ -23,42 +24,96 @@ def _quota(text: str):
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=integer(0, 65535), default=8080, metavar="PORT",
-                        help="TCP port 0..65535; 0 picks a free one (default 8080)")
-    parser.add_argument("--workers", type=integer(0), default=0, metavar="N",
-                        help="worker processes sharing the port; 0 means one per CPU (the default)")
-    parser.add_argument("--db", default=None, metavar="PATH",
-                        help="SQLite database, created if missing, with its side files next to it (PATH-wal, "
-                             "PATH-shm, PATH.lock and PATH.guard with the challenge secret and replay guard); "
-                             "default $XDG_STATE_HOME/certstorm/hub.db, else ~/.local/state/certstorm/hub.db")
-    parser.add_argument("--quota", type=_quota, default=None, metavar="PRESET|RATE",
-                        help="throttle new device connections: S1, S2 or S3 with optional ':units' (IoT Hub "
-                             "tiers, e.g. S2:4 = 480/s), or a rate per second; default unlimited")
-    parser.add_argument("--challenge-ttl", type=number(0, 3600, low_open=True), default=30.0, metavar="SECONDS",
-                        help="how long a device has to answer its challenge, above 0 and at most 3600 "
-                             "(default 30)")
-    parser.add_argument("--replay-slots", type=integer(16, MAX_REPLAY_SLOTS), default=None, metavar="N",
-                        help=f"capacity of the shared replay guard, 16..{MAX_REPLAY_SLOTS} (default 1048576; keep "
-                             "proofs/s x challenge lifetime under about half of it)")
-    parser.add_argument("--management", choices=("token", "open", "off"), default="token",
-                        help="how the management endpoints (CAs, revocations, devices, audit) are guarded: "
-                             "token (default: a bearer token, made in DB.admin-token on first start), open (no "
-                             "credential; loopback addresses only) or off (refused)")
-    parser.add_argument("--admin-token-file", default=None, metavar="PATH",
-                        help="read the management token from PATH (mode 600) instead of DB.admin-token")
-    parser.add_argument("--mqtts-port", type=integer(0, 65535), default=None, metavar="PORT",
-                        help="also serve devices over MQTT 3.1.1 with mutual TLS on PORT 0..65535 (8883 is usual; "
-                             "0 picks a free one); the hub CA and server certificate are made on first start in "
-                             "DB.tls/")
-    parser.add_argument("--mqtts-validation", choices=("cached", "full"), default="cached",
-                        help="cached: the handshake proves possession and the engine's cached path validates "
-                             "the chain; full: OpenSSL validates the whole chain in every handshake (default cached)")
-    parser.add_argument("--mqtts-connect-timeout", type=number(0, 600, low_open=True), default=10.0,
-                        metavar="SECONDS",
-                        help="seconds a TLS client has from accept to its MQTT CONNECT, above 0 and at most 600 "
-                             "(default 10)")
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL",
-                        help="supervisor and worker log level: %(choices)s (default INFO)")
+    parser.add_argument(
+        "--port",
+        type=integer(0, 65535),
+        default=8080,
+        metavar="PORT",
+        help="TCP port 0..65535; 0 picks a free one (default 8080)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=integer(0),
+        default=0,
+        metavar="N",
+        help="worker processes sharing the port; 0 means one per CPU (the default)",
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="SQLite database, created if missing, with its side files next to it (PATH-wal, "
+        "PATH-shm, PATH.lock and PATH.guard with the challenge secret and replay guard); "
+        "default $XDG_STATE_HOME/certstorm/hub.db, else ~/.local/state/certstorm/hub.db",
+    )
+    parser.add_argument(
+        "--quota",
+        type=_quota,
+        default=None,
+        metavar="PRESET|RATE",
+        help="throttle new device connections: S1, S2 or S3 with optional ':units' (IoT Hub "
+        "tiers, e.g. S2:4 = 480/s), or a rate per second; default unlimited",
+    )
+    parser.add_argument(
+        "--challenge-ttl",
+        type=number(0, 3600, low_open=True),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a device has to answer its challenge, above 0 and at most 3600 (default 30)",
+    )
+    parser.add_argument(
+        "--replay-slots",
+        type=integer(16, MAX_REPLAY_SLOTS),
+        default=None,
+        metavar="N",
+        help=f"capacity of the shared replay guard, 16..{MAX_REPLAY_SLOTS} (default 1048576; keep "
+        "proofs/s x challenge lifetime under about half of it)",
+    )
+    parser.add_argument(
+        "--management",
+        choices=("token", "open", "off"),
+        default="token",
+        help="how the management endpoints (CAs, revocations, devices, audit) are guarded: "
+        "token (default: a bearer token, made in DB.admin-token on first start), open (no "
+        "credential; loopback addresses only) or off (refused)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="PATH",
+        help="read the management token from PATH (mode 600) instead of DB.admin-token",
+    )
+    parser.add_argument(
+        "--mqtts-port",
+        type=integer(0, 65535),
+        default=None,
+        metavar="PORT",
+        help="also serve devices over MQTT 3.1.1 with mutual TLS on PORT 0..65535 (8883 is usual; "
+        "0 picks a free one); the hub CA and server certificate are made on first start in "
+        "DB.tls/",
+    )
+    parser.add_argument(
+        "--mqtts-validation",
+        choices=("cached", "full"),
+        default="cached",
+        help="cached: the handshake proves possession and the engine's cached path validates "
+        "the chain; full: OpenSSL validates the whole chain in every handshake (default cached)",
+    )
+    parser.add_argument(
+        "--mqtts-connect-timeout",
+        type=number(0, 600, low_open=True),
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds a TLS client has from accept to its MQTT CONNECT, above 0 and at most 600 (default 10)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        metavar="LEVEL",
+        help="supervisor and worker log level: %(choices)s (default INFO)",
+    )
     return parser
 
 
@@ -68,19 +123,27 @@ def hub_command(args: argparse.Namespace) -> int:
     from hubsim.service.guard import DEFAULT_SLOTS
     from hubsim.service.supervisor import HubConfig, default_db, serve
 
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s certstorm-hub[%(process)d] %(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s certstorm-hub[%(process)d] %(levelname)s %(message)s")
     log = logging.getLogger("certstorm.hub")
     mqtts = None
     if args.mqtts_port is not None:
         from hubsim.service.mqtts import MqttsSettings
-        mqtts = MqttsSettings(port=args.mqtts_port, mode=args.mqtts_validation,
-                              connect_timeout=args.mqtts_connect_timeout)
-    config = HubConfig(host=args.host, port=args.port, workers=args.workers, db=str(args.db or default_db()),
-                       quota=args.quota,
-                       replay_slots=args.replay_slots or DEFAULT_SLOTS,
-                       policy=EnginePolicy(challenge_ttl=args.challenge_ttl), management=args.management,
-                       admin_token_file=args.admin_token_file, mqtts=mqtts)
+
+        mqtts = MqttsSettings(
+            port=args.mqtts_port, mode=args.mqtts_validation, connect_timeout=args.mqtts_connect_timeout
+        )
+    config = HubConfig(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        db=str(args.db or default_db()),
+        quota=args.quota,
+        replay_slots=args.replay_slots or DEFAULT_SLOTS,
+        policy=EnginePolicy(challenge_ttl=args.challenge_ttl),
+        management=args.management,
+        admin_token_file=args.admin_token_file,
+        mqtts=mqtts,
+    )
     try:
         return serve(config)
     except ConfigError as exc:

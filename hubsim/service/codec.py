@@ -12,14 +12,22 @@ from typing import NamedTuple
 
 from hubsim.errors import AuthError
 
-JSON_LIMIT = 16 * 1024          # proof and admin JSON bodies
+JSON_LIMIT = 16 * 1024  # proof and admin JSON bodies
 # Content types a certificate upload may carry. curl's --data-binary defaults to the form type, so it is
 # accepted too (the body is used as is). JSON, multipart forms and the like are refused with 415.
-PEM_TYPES = frozenset({
-    "", "application/x-pem-file", "application/pem-certificate-chain", "application/pkix-cert",
-    "application/x-x509-ca-cert", "application/x-x509-user-cert", "application/octet-stream", "text/plain",
-    "application/x-www-form-urlencoded",
-})
+PEM_TYPES = frozenset(
+    {
+        "",
+        "application/x-pem-file",
+        "application/pem-certificate-chain",
+        "application/pkix-cert",
+        "application/x-x509-ca-cert",
+        "application/x-x509-user-cert",
+        "application/octet-stream",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    }
+)
 JSON_TYPES = frozenset({"", "application/json", "text/plain", "application/x-www-form-urlencoded"})
 
 
@@ -27,8 +35,8 @@ class DeviceReply(NamedTuple):
     """A reply, transport-free: what any front end puts on the wire."""
 
     status: int
-    body: bytes          # JSON
-    timing: str          # the Server-Timing header value
+    body: bytes  # JSON
+    timing: str  # the Server-Timing header value
     retry_after: str | None
 
 
@@ -70,5 +78,13 @@ def json_object(body: bytes) -> dict:
     return doc
 
 
-__all__ = ["JSON_LIMIT", "JSON_TYPES", "PEM_TYPES", "DeviceReply", "decode_b64", "error_reply", "json_object",
-           "timing_header"]
+__all__ = [
+    "JSON_LIMIT",
+    "JSON_TYPES",
+    "PEM_TYPES",
+    "DeviceReply",
+    "decode_b64",
+    "error_reply",
+    "json_object",
+    "timing_header",
+]

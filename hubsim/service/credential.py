@@ -55,9 +55,9 @@ class ManagementAccess:
     """What a worker needs to judge management calls: never the token itself."""
 
     mode: str = "token"
-    digest: bytes | None = None      # SHA-256 of the token
+    digest: bytes | None = None  # SHA-256 of the token
     token_id: str | None = None
-    path: str | None = None          # where the token is (for the start-up message)
+    path: str | None = None  # where the token is (for the start-up message)
 
 
 class Operator(NamedTuple):
@@ -90,8 +90,9 @@ def _checked_token(text: str, where: str) -> str:
     token = text.strip()
     low, high = TOKEN_CHARS
     if not (low <= len(token) <= high and _TOKEN68.fullmatch(token)):
-        raise ConfigError(f"{where}: the token must be {low} to {high} characters of A-Z a-z 0-9 - . _ ~ + / "
-                         "(optionally ending in =)")
+        raise ConfigError(
+            f"{where}: the token must be {low} to {high} characters of A-Z a-z 0-9 - . _ ~ + / (optionally ending in =)"
+        )
     return token
 
 
@@ -104,8 +105,10 @@ def read_token_file(path: str, where: str) -> str:
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{where}: not a regular file")
     if info.st_mode & 0o077:
-        raise ConfigError(f"{where}: readable or writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                         f"chmod 600 {path}")
+        raise ConfigError(
+            f"{where}: readable or writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"chmod 600 {path}"
+        )
     with open(path, encoding="ascii", errors="replace") as fh:
         return _checked_token(fh.read(TOKEN_CHARS[1] + 2), where)
 
@@ -132,9 +135,11 @@ def resolve_access(mode: str, token_file: str | None, db: str, host: str) -> tup
         if token_file:
             raise ConfigError(f"--admin-token-file needs --management token, not {mode}")
         if mode == "open" and not is_loopback(host):
-            raise ConfigError(f"--management open would let anyone who reaches {host} change the hub's trust "
-                             "configuration; it is allowed on loopback addresses only. Drop it (a token is then "
-                             "made beside the database), give --admin-token-file, or use --management off")
+            raise ConfigError(
+                f"--management open would let anyone who reaches {host} change the hub's trust "
+                "configuration; it is allowed on loopback addresses only. Drop it (a token is then "
+                "made beside the database), give --admin-token-file, or use --management off"
+            )
         return ManagementAccess(mode), False
     created = False
     if token_file:
@@ -173,8 +178,12 @@ class AdminGate:
             return self._refuse("admin_token_missing", None)
         scheme, _, token = authorization[0].strip().partition(" ")
         token = token.strip()
-        if len(authorization) > 1 or scheme.lower() != "bearer" or not _TOKEN68.fullmatch(token) \
-                or len(token) > TOKEN_CHARS[1]:
+        if (
+            len(authorization) > 1
+            or scheme.lower() != "bearer"
+            or not _TOKEN68.fullmatch(token)
+            or len(token) > TOKEN_CHARS[1]
+        ):
             return self._refuse("admin_token_malformed", who)
         if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), access.digest):
             return self._refuse("admin_token_invalid", who)
@@ -188,6 +197,19 @@ class AdminGate:
         return Refusal(AuthError(code), {"WWW-Authenticate": CHALLENGES[code]})
 
 
-__all__ = ["CHALLENGES", "MODES", "TOKEN_CHARS", "TOKEN_SUFFIX", "AdminGate", "ConfigError", "ManagementAccess",
-           "Operator", "Refusal", "create_token_file", "is_loopback", "read_token_file", "resolve_access",
-           "token_id"]
+__all__ = [
+    "CHALLENGES",
+    "MODES",
+    "TOKEN_CHARS",
+    "TOKEN_SUFFIX",
+    "AdminGate",
+    "ConfigError",
+    "ManagementAccess",
+    "Operator",
+    "Refusal",
+    "create_token_file",
+    "is_loopback",
+    "read_token_file",
+    "resolve_access",
+    "token_id",
+]

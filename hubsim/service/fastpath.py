@@ -38,8 +38,10 @@ MAX_HEAD = 8192
 _CHALLENGE = b"POST /devices/challenge HTTP/1.1"
 _PROOF = b"POST /devices/proof HTTP/1.1"
 # The headers the fast path acts on (names lower-cased); every other header is ignored.
-_INTERESTING = re.compile(rb"\r\n(content-length|content-type|connection|transfer-encoding|expect|content-encoding"
-                          rb"|upgrade):([^\r]*)")
+_INTERESTING = re.compile(
+    rb"\r\n(content-length|content-type|connection|transfer-encoding|expect|content-encoding"
+    rb"|upgrade):([^\r]*)"
+)
 _HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _INTERNAL = b'{"error": "internal_error", "message": "The hub failed; the error is in its log."}'
@@ -69,8 +71,12 @@ _clock = _Clock()
 def encode_reply(reply: DeviceReply, close: bool) -> bytes:
     head = [
         _STATUS_LINES[reply.status],
-        b"Content-Type: application/json\r\nContent-Length: ", str(len(reply.body)).encode(),
-        b"\r\nServer-Timing: ", reply.timing.encode(), b"\r\n", _clock.date(),
+        b"Content-Type: application/json\r\nContent-Length: ",
+        str(len(reply.body)).encode(),
+        b"\r\nServer-Timing: ",
+        reply.timing.encode(),
+        b"\r\n",
+        _clock.date(),
     ]
     if reply.retry_after is not None:
         head.append(b"Retry-After: " + reply.retry_after.encode() + b"\r\n")
@@ -189,8 +195,13 @@ class DeviceProtocol(asyncio.Protocol):
             if reply is None:
                 kind = media.split(b";", 1)[0].strip().lower().decode("latin-1") if media else ""
                 if kind not in (JSON_TYPES if proof else PEM_TYPES):
-                    reply = hub.refusal(endpoint, AuthError(
-                        "unsupported_media_type", f"Content-Type {media.strip().decode('latin-1')!r} is not accepted here"))
+                    reply = hub.refusal(
+                        endpoint,
+                        AuthError(
+                            "unsupported_media_type",
+                            f"Content-Type {media.strip().decode('latin-1')!r} is not accepted here",
+                        ),
+                    )
                 else:
                     reply = hub.proof(body) if proof else hub.challenge(body)
         except Exception:

@@ -74,8 +74,13 @@ def ensure_guard_file(path: str, *, slots: int = DEFAULT_SLOTS) -> bool:
             head = fh.read(_HEADER.size)
             size = os.fstat(fh.fileno()).st_size
         magic, buckets, per_bucket, _secret = _HEADER.unpack(head)
-        if (magic == MAGIC and per_bucket == SLOTS_PER_BUCKET and buckets and not buckets & (buckets - 1)
-                and size == HEADER_BYTES + buckets * _BUCKET_BYTES):
+        if (
+            magic == MAGIC
+            and per_bucket == SLOTS_PER_BUCKET
+            and buckets
+            and not buckets & (buckets - 1)
+            and size == HEADER_BYTES + buckets * _BUCKET_BYTES
+        ):
             return False
     except (OSError, struct.error):
         pass
@@ -156,6 +161,12 @@ class SharedReplayGuard(SharedFile):
         return count
 
 
-
-__all__ = ["DEFAULT_SLOTS", "HEADER_BYTES", "MAGIC", "SECRET_BYTES", "SLOTS_PER_BUCKET", "SharedReplayGuard",
-           "ensure_guard_file"]
+__all__ = [
+    "DEFAULT_SLOTS",
+    "HEADER_BYTES",
+    "MAGIC",
+    "SECRET_BYTES",
+    "SLOTS_PER_BUCKET",
+    "SharedReplayGuard",
+    "ensure_guard_file",
+]

@@ -39,7 +39,7 @@ log = logging.getLogger("certstorm.hub")
 LINGER_BYTES = 256 * 1024
 LINGER_SECONDS = 1.0
 
-AUDIT_PAGE = (1000, 10000)      # GET /audit: default and largest ?limit
+AUDIT_PAGE = (1000, 10000)  # GET /audit: default and largest ?limit
 _JSON = "application/json"
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,7 +66,6 @@ def _media_type(request: web.BaseRequest) -> str:
     if not value:
         return ""
     return value.split(";", 1)[0].strip().lower()
-
 
 
 # A management call refused for its credential is answered before its body is read and, like a body
@@ -106,7 +105,6 @@ def normalise_fingerprint(text) -> str:
     if not ok:
         raise AuthError("revocation_not_found", "fingerprint must be 64 hex digits (SHA-256 of the DER)")
     return value
-
 
 
 # Path segments ("{}" takes any one segment, passed to the handler) and, per method, the endpoint label
@@ -176,8 +174,9 @@ class HttpApi:
             response = _error(exc)
         except Exception:
             log.exception("unexpected error in %s %s", method, path)
-            response = _json({"error": "internal_error", "message": "The hub failed; the error is in its log."},
-                             status=500)
+            response = _json(
+                {"error": "internal_error", "message": "The hub failed; the error is in its log."}, status=500
+            )
         refused_unread = response.status == 413 or endpoint == "admin" and response.status in _CREDENTIAL_REFUSALS
         if refused_unread and not request.content.is_eof():
             await self._close_after_refusal(request, response)
@@ -238,8 +237,9 @@ class HttpApi:
     async def _body(self, request: web.BaseRequest, limit: int, types: frozenset) -> bytes:
         """The request body, refused before reading when it is too large or of the wrong kind."""
         if _media_type(request) not in types:
-            raise AuthError("unsupported_media_type",
-                            f"Content-Type {request.headers.get('Content-Type')!r} is not accepted here")
+            raise AuthError(
+                "unsupported_media_type", f"Content-Type {request.headers.get('Content-Type')!r} is not accepted here"
+            )
         encoding = request.headers.get("Content-Encoding")
         if encoding and encoding.strip().lower() != "identity":
             raise AuthError("unsupported_media_type", "compressed request bodies are not accepted")
@@ -355,8 +355,9 @@ class HttpApi:
                 raise AuthError("ca_already_verified")
             raise AuthError("verification_code_mismatch", "the verification code was replaced meanwhile")
         self.hub.changed()
-        return _json({"id": record.id, "subject": record.subject, "status": "verified",
-                      "verified_at": record.verified_at})
+        return _json(
+            {"id": record.id, "subject": record.subject, "status": "verified", "verified_at": record.verified_at}
+        )
 
     # -- revocations and devices --------------------------------------------------------------------
     async def _revoke(self, request, operator: Operator) -> web.Response:
@@ -406,25 +407,62 @@ class HttpApi:
 
     async def _healthz(self, request, operator: None) -> web.Response:
         stats = self.engine.stats()
-        return _json({
-            "status": "ok", "pid": os.getpid(), "worker": self.hub.config.index, "workers": self._workers(),
-            "supervisor": os.getppid(), "uptime": round(time.time() - self.hub.started, 3),
-            "quota": self.hub.config.quota_label, "cas": stats["cas"], "revoked": stats["revoked"],
-            "issuer_cache": stats["cache_size"], "registry_pending": self.hub.registry.pending,
-        })
+        return _json(
+            {
+                "status": "ok",
+                "pid": os.getpid(),
+                "worker": self.hub.config.index,
+                "workers": self._workers(),
+                "supervisor": os.getppid(),
+                "uptime": round(time.time() - self.hub.started, 3),
+                "quota": self.hub.config.quota_label,
+                "cas": stats["cas"],
+                "revoked": stats["revoked"],
+                "issuer_cache": stats["cache_size"],
+                "registry_pending": self.hub.registry.pending,
+            }
+        )
 
     async def _metrics(self, request, operator: None) -> web.Response:
-        self.metrics.flush(time.time(), self.engine.stats(), self.hub.registry.pending, self.hub.registry.lag(time.time()))
+        self.metrics.flush(
+            time.time(), self.engine.stats(), self.hub.registry.pending, self.hub.registry.lag(time.time())
+        )
         return web.Response(body=render(), headers={"Content-Type": _PROMETHEUS})
 
     async def _index(self, request, operator: None) -> web.Response:
-        return _json({"service": "certstorm hub", "docs": "docs/api.md", "endpoints": [
-            "POST /cas", "GET /cas", "GET /cas/{id}", "DELETE /cas/{id}", "POST /cas/{id}/verify",
-            "POST /cas/{id}/verification-code", "POST /devices/challenge", "POST /devices/proof",
-            "POST /revocations", "GET /revocations", "POST /devices/{id}/disable", "POST /devices/{id}/enable",
-            "GET /devices/{id}", "GET /audit", "GET /metrics", "GET /healthz",
-        ]})
+        return _json(
+            {
+                "service": "certstorm hub",
+                "docs": "docs/api.md",
+                "endpoints": [
+                    "POST /cas",
+                    "GET /cas",
+                    "GET /cas/{id}",
+                    "DELETE /cas/{id}",
+                    "POST /cas/{id}/verify",
+                    "POST /cas/{id}/verification-code",
+                    "POST /devices/challenge",
+                    "POST /devices/proof",
+                    "POST /revocations",
+                    "GET /revocations",
+                    "POST /devices/{id}/disable",
+                    "POST /devices/{id}/enable",
+                    "GET /devices/{id}",
+                    "GET /audit",
+                    "GET /metrics",
+                    "GET /healthz",
+                ],
+            }
+        )
 
 
-__all__ = ["AUDIT_PAGE", "LINGER_BYTES", "LINGER_SECONDS", "ROUTES", "HttpApi", "is_management", "normalise_fingerprint",
-           "to_response"]
+__all__ = [
+    "AUDIT_PAGE",
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "ROUTES",
+    "HttpApi",
+    "is_management",
+    "normalise_fingerprint",
+    "to_response",
+]

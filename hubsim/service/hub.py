@@ -37,7 +37,7 @@ from hubsim.service.store import SqlRegistry, Store
 
 log = logging.getLogger("certstorm.hub")
 
-SYNC_INTERVAL = 0.2             # seconds between change-log polls, registry and metrics flushes
+SYNC_INTERVAL = 0.2  # seconds between change-log polls, registry and metrics flushes
 TRIM_INTERVAL = 60.0
 # Challenges whose parsed device key a worker keeps for a proof that comes back to it (the engine's
 # shortcut past re-checking the seal and re-parsing the key). A parsed key costs ~2.8 KB: the engine's
@@ -52,11 +52,11 @@ class WorkerConfig:
     guard_path: str
     quota_path: str | None
     quota_label: str | None
-    workers_file: str          # the supervisor keeps the live worker pids here
-    index: int                 # this worker's slot (0-based)
+    workers_file: str  # the supervisor keeps the live worker pids here
+    index: int  # this worker's slot (0-based)
     policy: EnginePolicy = EnginePolicy()
     management: ManagementAccess = ManagementAccess()
-    lockout_path: str | None = None   # the shared table of bad credentials per address
+    lockout_path: str | None = None  # the shared table of bad credentials per address
 
 
 _last_parse_report = [0.0]
@@ -81,7 +81,6 @@ def parsing_input(step, *args, **kwargs):
         raise AuthError(code, f"the upload could not be parsed: {type(exc).__name__}") from None
 
 
-
 class TlsRefusal(NamedTuple):
     """A device refused at its MQTT CONNECT (already counted): the engine's code."""
 
@@ -101,8 +100,14 @@ class Hub:
         self.guard = SharedReplayGuard(config.guard_path)
         self.registry = SqlRegistry(self.store)
         policy = dataclasses.replace(config.policy, pending_keys=min(config.policy.pending_keys, PENDING_KEYS))
-        self.engine = AuthEngine(secret=self.guard.secret, clock=time.time, random=os.urandom,
-                                 policy=policy, replay_guard=self.guard, registry=self.registry)
+        self.engine = AuthEngine(
+            secret=self.guard.secret,
+            clock=time.time,
+            random=os.urandom,
+            policy=policy,
+            replay_guard=self.guard,
+            registry=self.registry,
+        )
         self.quota = SharedTokenBucket(config.quota_path) if config.quota_path else None
         self.lockout = SharedLockout(config.lockout_path) if config.lockout_path else None
         self.gate = AdminGate(config.management, self.lockout)
@@ -127,8 +132,14 @@ class Hub:
 
     def _restore(self, row) -> None:
         ca_id, der, status, registered_at, code, code_expires_at, verified_at = row
-        self.engine.restore_ca(der, status=status, registered_at=registered_at, verification_code=code,
-                               code_expires_at=code_expires_at, verified_at=verified_at)
+        self.engine.restore_ca(
+            der,
+            status=status,
+            registered_at=registered_at,
+            verification_code=code,
+            code_expires_at=code_expires_at,
+            verified_at=verified_at,
+        )
 
     def apply_ca(self, ca_id: str) -> None:
         row = self.store.ca_row(ca_id)
@@ -205,8 +216,9 @@ class Hub:
             return None
         return self.refusal("challenge", AuthError("throttled"), retry_after=retry_after_header(wait))
 
-    def refusal(self, step: str, exc: AuthError, chain: float = 0.0, pop: float = 0.0,
-                retry_after: str | None = None) -> DeviceReply:
+    def refusal(
+        self, step: str, exc: AuthError, chain: float = 0.0, pop: float = 0.0, retry_after: str | None = None
+    ) -> DeviceReply:
         self.metrics.refused(step, exc.code)
         return error_reply(exc, timing_header(chain, pop), retry_after)
 
@@ -228,11 +240,17 @@ class Hub:
         if error is not None:
             return self.refusal("challenge", error, chain=took)
         self.metrics.issued(challenge.expires_at)
-        out = b"".join((
-            b'{"device_id":', json.dumps(challenge.device_id).encode(),
-            b',"challenge":"', base64.b64encode(challenge.token),
-            b'","expires_at":', b"%.3f" % challenge.expires_at, b"}",
-        ))
+        out = b"".join(
+            (
+                b'{"device_id":',
+                json.dumps(challenge.device_id).encode(),
+                b',"challenge":"',
+                base64.b64encode(challenge.token),
+                b'","expires_at":',
+                b"%.3f" % challenge.expires_at,
+                b"}",
+            )
+        )
         return DeviceReply(200, out, timing_header(took, 0.0), None)
 
     def proof(self, body: bytes) -> DeviceReply:
@@ -246,11 +264,16 @@ class Hub:
         if error is not None:
             return self.refusal("proof", error, pop=took)
         self.metrics.admitted(admission.challenge_expires_at)  # keeps the pending-challenge gauge
-        out = b"".join((
-            b'{"device_id":', json.dumps(admission.device_id).encode(),
-            b',"ca":"', admission.ca.encode(),
-            b'","first_connection":', b"true}" if admission.first_connection else b"false}",
-        ))
+        out = b"".join(
+            (
+                b'{"device_id":',
+                json.dumps(admission.device_id).encode(),
+                b',"ca":"',
+                admission.ca.encode(),
+                b'","first_connection":',
+                b"true}" if admission.first_connection else b"false}",
+            )
+        )
         return DeviceReply(200, out, timing_header(0.0, took), None)
 
     # -- the device path over TLS (mqtts.py): the handshake proved possession -----------------------
@@ -258,12 +281,14 @@ class Hub:
         """``cached`` mode: the engine validates the presented chain (its caches included)."""
         return self._admit_tls("mqtts", self.engine.admit_proven, chain, client_id)
 
-    def admit_verified(self, client_id: str, device_id: str, leaf: bytes, path: tuple[bytes, ...],
-                       resumed: bool = False):
+    def admit_verified(
+        self, client_id: str, device_id: str, leaf: bytes, path: tuple[bytes, ...], resumed: bool = False
+    ):
         """``full`` mode and resumed sessions: the chain was validated by the TLS layer (in this
         handshake, or in the one that made the resumed session)."""
-        return self._admit_tls("mqtts_resumed" if resumed else "mqtts", self.engine.admit_verified,
-                               device_id, client_id, leaf, path)
+        return self._admit_tls(
+            "mqtts_resumed" if resumed else "mqtts", self.engine.admit_verified, device_id, client_id, leaf, path
+        )
 
     def _admit_tls(self, label: str, step, *args) -> Admission | TlsRefusal:
         """The admission, or the refusal (counted under step ``label``)."""

@@ -32,14 +32,14 @@ from hubsim.service.sharedfile import SharedFile, create_shared_file
 
 @dataclass(frozen=True)
 class LockoutPolicy:
-    burst: float = 10.0             # bad credentials an address may send in quick succession
-    drain_per_second: float = 0.5   # then one more every 2 s
+    burst: float = 10.0  # bad credentials an address may send in quick succession
+    drain_per_second: float = 0.5  # then one more every 2 s
 
 
 SETS = 1024
 WAYS = 8
-_HEADER = struct.Struct("<8sdd16s")   # magic, burst, drain per second, hash key
-_ENTRY = struct.Struct("<16sdd")      # address key, debt, last update (CLOCK_MONOTONIC)
+_HEADER = struct.Struct("<8sdd16s")  # magic, burst, drain per second, hash key
+_ENTRY = struct.Struct("<16sdd")  # address key, debt, last update (CLOCK_MONOTONIC)
 _MAGIC = b"CSTMLCK1"
 _HEADER_BYTES = 64
 _SIZE = _HEADER_BYTES + SETS * WAYS * _ENTRY.size

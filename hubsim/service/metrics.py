@@ -17,7 +17,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (
-    50e-6, 100e-6, 150e-6, 200e-6, 300e-6, 500e-6, 750e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.25, 1.0,
+    50e-6,
+    100e-6,
+    150e-6,
+    200e-6,
+    300e-6,
+    500e-6,
+    750e-6,
+    1e-3,
+    2e-3,
+    5e-3,
+    10e-3,
+    25e-3,
+    50e-3,
+    0.1,
+    0.25,
+    1.0,
 )
 
 
@@ -61,58 +76,91 @@ class Metrics:
     """One worker's metrics. Create it in the worker process, after the supervisor set the directory."""
 
     def __init__(self, challenge_ttl: float):
-        self._auth = Counter("certstorm_authentications_total",
-                             "Device authentication outcomes: admitted, or refused at a step with an error code.",
-                             ["outcome", "step", "code"])
-        self._requests = Counter("certstorm_http_requests_total", "HTTP requests by endpoint and status.",
-                                 ["endpoint", "status"])
-        self._cache = Counter("certstorm_chain_cache_total",
-                              "Device chain validations by cache result: reconnect (device cache: a device "
-                              "admitted before), hit (issuer cache: a new device under a validated path), miss "
-                              "(full RFC 5280 validation), declined (the warm path judged the device and could "
-                              "not vouch; also counted as miss). Hit rate = (reconnect + hit) / all.",
-                              ["result"])
+        self._auth = Counter(
+            "certstorm_authentications_total",
+            "Device authentication outcomes: admitted, or refused at a step with an error code.",
+            ["outcome", "step", "code"],
+        )
+        self._requests = Counter(
+            "certstorm_http_requests_total", "HTTP requests by endpoint and status.", ["endpoint", "status"]
+        )
+        self._cache = Counter(
+            "certstorm_chain_cache_total",
+            "Device chain validations by cache result: reconnect (device cache: a device "
+            "admitted before), hit (issuer cache: a new device under a validated path), miss "
+            "(full RFC 5280 validation), declined (the warm path judged the device and could "
+            "not vouch; also counted as miss). Hit rate = (reconnect + hit) / all.",
+            ["result"],
+        )
         self._throttled = Counter("certstorm_throttled_total", "Requests refused with 429 by the quota.")
-        self._handoffs = Counter("certstorm_fastpath_handoffs_total",
-                                 "Connections the device fast path gave to aiohttp for the rest of their life, by "
-                                 "what it would not take (request_line: another endpoint or method; a header; "
-                                 "content_length: missing, repeated or over the limit).", ["reason"])
+        self._handoffs = Counter(
+            "certstorm_fastpath_handoffs_total",
+            "Connections the device fast path gave to aiohttp for the rest of their life, by "
+            "what it would not take (request_line: another endpoint or method; a header; "
+            "content_length: missing, repeated or over the limit).",
+            ["reason"],
+        )
         self._management_refused = Counter(
             "certstorm_management_refused_total",
             "Management calls refused for their credential (401), the caller's lock-out (429) or "
-            "--management off (403), by error code.", ["code"])
-        request = Histogram("certstorm_request_seconds",
-                            "Hub time per HTTP request, from the handler's start to its response.",
-                            ["endpoint"], buckets=LATENCY_BUCKETS)
+            "--management off (403), by error code.",
+            ["code"],
+        )
+        request = Histogram(
+            "certstorm_request_seconds",
+            "Hub time per HTTP request, from the handler's start to its response.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+        )
         self._request_hist = request
         self._request_children: dict[str, BatchedHistogram] = {}
-        self.chain = BatchedHistogram(Histogram(
-            "certstorm_chain_validation_seconds",
-            "Challenge step inside the engine: body parsing, chain validation (warm or cold) and token sealing.",
-            buckets=LATENCY_BUCKETS))
-        self.pop = BatchedHistogram(Histogram(
-            "certstorm_pop_verification_seconds",
-            "Proof step inside the engine: token check, signature verification, replay claim and registry.",
-            buckets=LATENCY_BUCKETS))
-        self.tls = BatchedHistogram(Histogram(
-            "certstorm_mqtts_admission_seconds",
-            "MQTT-over-TLS admission inside the engine, after the handshake proved possession: chain "
-            "validation (cached mode), revocation, registry.", buckets=LATENCY_BUCKETS))
-        self._pending = Gauge("certstorm_pending_challenges",
-                              "Challenges issued and not yet answered that have not expired (all workers; an "
-                              "expired challenge leaves the count within a second).",
-                              multiprocess_mode="livesum")
-        self._registry_pending = Gauge("certstorm_registry_pending_writes",
-                                       "Device registry updates waiting for the write-behind flush.",
-                                       multiprocess_mode="livesum")
-        self._registry_lag = Gauge("certstorm_registry_write_lag_seconds",
-                                   "Age of the oldest device registry update not yet written to SQLite, at the "
-                                   "last flush (the largest over workers).", multiprocess_mode="livemax")
-        self._cache_size = Gauge("certstorm_issuer_cache_entries", "Cached intermediate CAs (all workers).",
-                                 multiprocess_mode="livesum")
-        self._device_cache_size = Gauge("certstorm_device_cache_entries",
-                                        "Admitted device certificates remembered for reconnects (all workers).",
-                                        multiprocess_mode="livesum")
+        self.chain = BatchedHistogram(
+            Histogram(
+                "certstorm_chain_validation_seconds",
+                "Challenge step inside the engine: body parsing, chain validation (warm or cold) and token sealing.",
+                buckets=LATENCY_BUCKETS,
+            )
+        )
+        self.pop = BatchedHistogram(
+            Histogram(
+                "certstorm_pop_verification_seconds",
+                "Proof step inside the engine: token check, signature verification, replay claim and registry.",
+                buckets=LATENCY_BUCKETS,
+            )
+        )
+        self.tls = BatchedHistogram(
+            Histogram(
+                "certstorm_mqtts_admission_seconds",
+                "MQTT-over-TLS admission inside the engine, after the handshake proved possession: chain "
+                "validation (cached mode), revocation, registry.",
+                buckets=LATENCY_BUCKETS,
+            )
+        )
+        self._pending = Gauge(
+            "certstorm_pending_challenges",
+            "Challenges issued and not yet answered that have not expired (all workers; an "
+            "expired challenge leaves the count within a second).",
+            multiprocess_mode="livesum",
+        )
+        self._registry_pending = Gauge(
+            "certstorm_registry_pending_writes",
+            "Device registry updates waiting for the write-behind flush.",
+            multiprocess_mode="livesum",
+        )
+        self._registry_lag = Gauge(
+            "certstorm_registry_write_lag_seconds",
+            "Age of the oldest device registry update not yet written to SQLite, at the "
+            "last flush (the largest over workers).",
+            multiprocess_mode="livemax",
+        )
+        self._cache_size = Gauge(
+            "certstorm_issuer_cache_entries", "Cached intermediate CAs (all workers).", multiprocess_mode="livesum"
+        )
+        self._device_cache_size = Gauge(
+            "certstorm_device_cache_entries",
+            "Admitted device certificates remembered for reconnects (all workers).",
+            multiprocess_mode="livesum",
+        )
         self._auth_counts: dict[tuple[str, str, str], int] = {}
         self._request_counts: dict[tuple[str, int], int] = {}
         self._throttled_count = 0

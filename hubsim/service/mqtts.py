@@ -36,7 +36,7 @@ from hubsim.service.tlsfiles import TlsFiles
 log = logging.getLogger("certstorm.hub")
 
 MODES = ("full", "cached")
-IDLE_TIMEOUT = 300.0   # seconds a connected device with keepalive 0 may stay silent
+IDLE_TIMEOUT = 300.0  # seconds a connected device with keepalive 0 may stay silent
 # OpenSSL verification errors with an engine code of their own; every other one is chain_untrusted.
 _VERIFY_CODES = {9: "cert_not_yet_valid", 10: "cert_expired", 23: "cert_revoked"}
 
@@ -45,9 +45,9 @@ _VERIFY_CODES = {9: "cert_not_yet_valid", 10: "cert_expired", 23: "cert_revoked"
 class MqttsSettings:
     port: int = 8883
     mode: str = "cached"
-    connect_timeout: float = 10.0     # seconds from accept to CONNECT (handshake included)
-    max_packet: int = 16 * 1024       # bytes per MQTT packet
-    resumable: int = 65_536           # admitted sessions remembered per worker for resumption
+    connect_timeout: float = 10.0  # seconds from accept to CONNECT (handshake included)
+    max_packet: int = 16 * 1024  # bytes per MQTT packet
+    resumable: int = 65_536  # admitted sessions remembered per worker for resumption
 
 
 def _fingerprint(cert: crypto.X509) -> bytes:
@@ -138,10 +138,10 @@ class MqttsProtocol(asyncio.Protocol):
         self.front = front
         self.transport = None
         self.tls: SSL.Connection | None = None
-        self.chain_checked = False       # the verify callback ran: a full handshake, not a resumption
+        self.chain_checked = False  # the verify callback ran: a full handshake, not a resumption
         self.verify_error: str | None = None
         self.handshaken = False
-        self.connected = False           # CONNACK 0 sent
+        self.connected = False  # CONNACK 0 sent
         self.buffer = bytearray()
         self.keepalive = 0.0
         self.last_seen = 0.0

@@ -38,9 +38,9 @@ _SPEC = re.compile(r"^(S[123])(?::(\d+))?$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Quota:
-    rate: float       # connections per second for the whole hub
-    burst: float      # tokens the bucket holds
-    label: str        # what the operator asked for, for logs and /healthz
+    rate: float  # connections per second for the whole hub
+    burst: float  # tokens the bucket holds
+    label: str  # what the operator asked for, for logs and /healthz
 
 
 def parse_quota(text: str | None) -> Quota | None:
@@ -63,7 +63,9 @@ def parse_quota(text: str | None) -> Quota | None:
         try:
             rate = float(spec)
         except ValueError:
-            raise ValueError(f"quota must be S1, S2 or S3 with an optional ':units', or a rate per second; got {text!r}") from None
+            raise ValueError(
+                f"quota must be S1, S2 or S3 with an optional ':units', or a rate per second; got {text!r}"
+            ) from None
         if not math.isfinite(rate) or rate < 0:
             raise ValueError(f"quota rate must be a non-negative number, got {text!r}")
         if rate == 0:

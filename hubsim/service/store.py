@@ -85,7 +85,7 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 SCHEMA_VERSION = "2"
-UPGRADES = {"1": "2"}   # version -> the version it becomes by running SCHEMA (2 added the audit log)
+UPGRADES = {"1": "2"}  # version -> the version it becomes by running SCHEMA (2 added the audit log)
 BUSY_WAIT_LIMIT = 10.0  # seconds a hot-path write waits for the write lock before giving up
 CHANGE_LOG_KEEP = 300.0  # seconds of change log kept; workers read it every fraction of a second
 WAL_TRUNCATE_BYTES = 32 << 20
@@ -171,8 +171,15 @@ class AuditEntry(NamedTuple):
 
     def row(self, now: float) -> tuple:
         peer, token = self.actor
-        return (now, peer, token, self.action, self.target, json.dumps(list(self.fingerprints)),
-                json.dumps(self.detail, sort_keys=True))
+        return (
+            now,
+            peer,
+            token,
+            self.action,
+            self.target,
+            json.dumps(list(self.fingerprints)),
+            json.dumps(self.detail, sort_keys=True),
+        )
 
 
 class Store:
@@ -207,8 +214,11 @@ class Store:
         return self.admin.execute("SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
 
     def trim_changes(self, now: float) -> None:
-        _retry_locked(self.admin.execute, "DELETE FROM changes WHERE at < ? AND seq < (SELECT max(seq) FROM changes)",
-                      (now - CHANGE_LOG_KEEP,))
+        _retry_locked(
+            self.admin.execute,
+            "DELETE FROM changes WHERE at < ? AND seq < (SELECT max(seq) FROM changes)",
+            (now - CHANGE_LOG_KEEP,),
+        )
 
     # -- CAs ---------------------------------------------------------------------------------------------
     def ca_row(self, ca_id: str) -> tuple | None:
@@ -217,8 +227,15 @@ class Store:
             (ca_id,),
         ).fetchone()
 
-    def _write(self, statements: Iterable[tuple[str, tuple]], change: tuple[str, str], now: float,
-               audit: "AuditEntry", *, always_acknowledged: bool = False) -> list[int]:
+    def _write(
+        self,
+        statements: Iterable[tuple[str, tuple]],
+        change: tuple[str, str],
+        now: float,
+        audit: "AuditEntry",
+        *,
+        always_acknowledged: bool = False,
+    ) -> list[int]:
         """Run ``statements``, log ``change`` for the other workers and ``audit`` in the audit log, in one
         durable transaction; returns each rowcount. A first statement that changed no row means the call
         is refused (another worker got there first), so it is not audited -- unless the call is
@@ -229,8 +246,11 @@ class Store:
             counts = [con.execute(sql, params).rowcount for sql, params in statements]
             con.execute("INSERT INTO changes (kind, key, at) VALUES (?, ?, ?)", (*change, now))
             if always_acknowledged or counts[0] == 1:
-                con.execute("INSERT INTO audit (at, peer, token_id, action, target, fingerprints, detail)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?)", audit.row(now))
+                con.execute(
+                    "INSERT INTO audit (at, peer, token_id, action, target, fingerprints, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    audit.row(now),
+                )
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -240,50 +260,95 @@ class Store:
     def insert_ca(self, record, now: float, actor) -> bool:
         """False when another worker registered the same CA first."""
         try:
-            self._write([(
-                "INSERT INTO cas (id, der, subject, status, registered_at, verification_code, code_expires_at, verified_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, record.der, record.subject, record.status, record.registered_at,
-                 record.verification_code, record.code_expires_at, record.verified_at),
-            )], ("ca", record.id), now, AuditEntry(actor, "ca.register", record.id, (record.id,),
-                                                   {"subject": record.subject}))
+            self._write(
+                [
+                    (
+                        "INSERT INTO cas (id, der, subject, status, registered_at, verification_code, code_expires_at, verified_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            record.id,
+                            record.der,
+                            record.subject,
+                            record.status,
+                            record.registered_at,
+                            record.verification_code,
+                            record.code_expires_at,
+                            record.verified_at,
+                        ),
+                    )
+                ],
+                ("ca", record.id),
+                now,
+                AuditEntry(actor, "ca.register", record.id, (record.id,), {"subject": record.subject}),
+            )
         except sqlite3.IntegrityError:
             return False
         return True
 
     def update_ca_code(self, record, now: float, actor) -> bool:
-        (count,) = self._write([(
-            "UPDATE cas SET verification_code = ?, code_expires_at = ? WHERE id = ? AND status = 'unverified'",
-            (record.verification_code, record.code_expires_at, record.id),
-        )], ("ca", record.id), now, AuditEntry(actor, "ca.new_code", record.id, (record.id,), {}))
+        (count,) = self._write(
+            [
+                (
+                    "UPDATE cas SET verification_code = ?, code_expires_at = ? WHERE id = ? AND status = 'unverified'",
+                    (record.verification_code, record.code_expires_at, record.id),
+                )
+            ],
+            ("ca", record.id),
+            now,
+            AuditEntry(actor, "ca.new_code", record.id, (record.id,), {}),
+        )
         return count == 1
 
     def mark_ca_verified(self, record, used_code: str, now: float, actor, proof: str | None) -> bool:
         """False when the CA changed under us (removed, verified or given a new code by another worker).
         ``proof``: the fingerprint of the verification certificate (None for a raw signature)."""
-        (count,) = self._write([(
-            "UPDATE cas SET status = 'verified', verified_at = ?, verification_code = NULL, code_expires_at = NULL"
-            " WHERE id = ? AND status = 'unverified' AND verification_code = ?",
-            (record.verified_at, record.id, used_code),
-        )], ("ca", record.id), now, AuditEntry(
-            actor, "ca.verify", record.id, (record.id, proof) if proof else (record.id,),
-            {"proof": "certificate" if proof else "signature"}))
+        (count,) = self._write(
+            [
+                (
+                    "UPDATE cas SET status = 'verified', verified_at = ?, verification_code = NULL, code_expires_at = NULL"
+                    " WHERE id = ? AND status = 'unverified' AND verification_code = ?",
+                    (record.verified_at, record.id, used_code),
+                )
+            ],
+            ("ca", record.id),
+            now,
+            AuditEntry(
+                actor,
+                "ca.verify",
+                record.id,
+                (record.id, proof) if proof else (record.id,),
+                {"proof": "certificate" if proof else "signature"},
+            ),
+        )
         return count == 1
 
     def delete_ca(self, ca_id: str, now: float, actor) -> bool:
-        (count,) = self._write([("DELETE FROM cas WHERE id = ?", (ca_id,))], ("ca", ca_id), now,
-                               AuditEntry(actor, "ca.remove", ca_id, (ca_id,), {}))
+        (count,) = self._write(
+            [("DELETE FROM cas WHERE id = ?", (ca_id,))],
+            ("ca", ca_id),
+            now,
+            AuditEntry(actor, "ca.remove", ca_id, (ca_id,), {}),
+        )
         return count == 1
 
     # -- revocations -------------------------------------------------------------------------------------
     def insert_revocation(self, fingerprint_hex: str, now: float, actor) -> float:
         """Record the revocation; returns when it was first revoked (an earlier time if it already was)."""
-        self._write([(
-            "INSERT OR IGNORE INTO revocations (fingerprint, revoked_at) VALUES (?, ?)", (fingerprint_hex, now),
-        )], ("revocation", fingerprint_hex), now,
-            AuditEntry(actor, "revocation.add", fingerprint_hex, (fingerprint_hex,), {}), always_acknowledged=True)
-        return self.admin.execute("SELECT revoked_at FROM revocations WHERE fingerprint = ?",
-                                  (fingerprint_hex,)).fetchone()[0]
+        self._write(
+            [
+                (
+                    "INSERT OR IGNORE INTO revocations (fingerprint, revoked_at) VALUES (?, ?)",
+                    (fingerprint_hex, now),
+                )
+            ],
+            ("revocation", fingerprint_hex),
+            now,
+            AuditEntry(actor, "revocation.add", fingerprint_hex, (fingerprint_hex,), {}),
+            always_acknowledged=True,
+        )
+        return self.admin.execute(
+            "SELECT revoked_at FROM revocations WHERE fingerprint = ?", (fingerprint_hex,)
+        ).fetchone()[0]
 
     def revocations(self) -> list[tuple[str, float]]:
         return self.admin.execute("SELECT fingerprint, revoked_at FROM revocations ORDER BY revoked_at").fetchall()
@@ -293,20 +358,38 @@ class Store:
         """Audit entries with ``seq`` above ``after``, oldest first."""
         rows = self.admin.execute(
             "SELECT seq, at, peer, token_id, action, target, fingerprints, detail FROM audit WHERE seq > ?"
-            " ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-        return [{"seq": seq, "at": at, "peer": peer, "token_id": token, "action": action, "target": target,
-                 "fingerprints": json.loads(fps), "detail": json.loads(detail)}
-                for seq, at, peer, token, action, target, fps, detail in rows]
+            " ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [
+            {
+                "seq": seq,
+                "at": at,
+                "peer": peer,
+                "token_id": token,
+                "action": action,
+                "target": target,
+                "fingerprints": json.loads(fps),
+                "detail": json.loads(detail),
+            }
+            for seq, at, peer, token, action, target, fps, detail in rows
+        ]
 
     # -- devices -----------------------------------------------------------------------------------------
     def set_disabled(self, device_id: str, disabled: bool, now: float, actor) -> None:
-        self._write([(
-            "INSERT INTO devices (id, disabled, disabled_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET disabled = excluded.disabled, disabled_at = excluded.disabled_at",
-            (device_id, 1 if disabled else 0, now if disabled else None),
-        )], ("device", device_id), now,
+        self._write(
+            [
+                (
+                    "INSERT INTO devices (id, disabled, disabled_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT(id) DO UPDATE SET disabled = excluded.disabled, disabled_at = excluded.disabled_at",
+                    (device_id, 1 if disabled else 0, now if disabled else None),
+                )
+            ],
+            ("device", device_id),
+            now,
             AuditEntry(actor, "device.disable" if disabled else "device.enable", device_id, (), {}),
-            always_acknowledged=True)
+            always_acknowledged=True,
+        )
 
     def is_disabled(self, device_id: str) -> bool:
         row = self.admin.execute("SELECT disabled FROM devices WHERE id = ?", (device_id,)).fetchone()
@@ -319,20 +402,30 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return {"device_id": row[0], "first_seen": row[1], "last_authenticated": row[2], "ca": row[3],
-                "authentications": row[4], "disabled": bool(row[5]), "disabled_at": row[6]}
+        return {
+            "device_id": row[0],
+            "first_seen": row[1],
+            "last_authenticated": row[2],
+            "ca": row[3],
+            "authentications": row[4],
+            "disabled": bool(row[5]),
+            "disabled_at": row[6],
+        }
 
     def first_admission(self, device_id: str, ca: str, now: float) -> bool:
         """Record a device's authentication with its first-seen time; True if no one recorded it before."""
-        cur = _retry_locked(self.hot.execute,
+        cur = _retry_locked(
+            self.hot.execute,
             "INSERT INTO devices (id, first_seen, last_auth, ca, auths) VALUES (?, ?, ?, ?, 1)"
             " ON CONFLICT(id) DO UPDATE SET first_seen = excluded.first_seen, last_auth = excluded.last_auth,"
             " ca = excluded.ca, auths = auths + 1 WHERE first_seen IS NULL",
-            (device_id, now, now, ca))
+            (device_id, now, now, ca),
+        )
         return cur.rowcount == 1
 
     def record_authentications(self, rows: list[tuple[str, float, str, int]]) -> None:
         """Write-behind: (device id, last authentication, ca, count) upserts, in one short transaction."""
+
         def run():
             con = self.hot
             con.execute("BEGIN IMMEDIATE")
@@ -341,11 +434,13 @@ class Store:
                     "INSERT INTO devices (id, first_seen, last_auth, ca, auths) VALUES (?1, ?2, ?2, ?3, ?4)"
                     " ON CONFLICT(id) DO UPDATE SET last_auth = max(coalesce(last_auth, 0), excluded.last_auth),"
                     " ca = excluded.ca, auths = auths + excluded.auths, first_seen = coalesce(first_seen, excluded.first_seen)",
-                    rows)
+                    rows,
+                )
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
         _retry_locked(run)
 
 
@@ -418,5 +513,16 @@ class SqlRegistry(DisabledDevices):
         return len(rows)
 
 
-__all__ = ["BUSY_WAIT_LIMIT", "CHANGE_LOG_KEEP", "SCHEMA", "SCHEMA_VERSION", "UPGRADES", "WAL_TRUNCATE_BYTES",
-           "AuditEntry", "SqlRegistry", "Store", "checkpoint", "initialise"]
+__all__ = [
+    "BUSY_WAIT_LIMIT",
+    "CHANGE_LOG_KEEP",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "UPGRADES",
+    "WAL_TRUNCATE_BYTES",
+    "AuditEntry",
+    "SqlRegistry",
+    "Store",
+    "checkpoint",
+    "initialise",
+]

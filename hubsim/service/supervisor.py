@@ -59,14 +59,14 @@ def default_db() -> Path:
 class HubConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 0                 # 0: one per CPU
+    workers: int = 0  # 0: one per CPU
     db: str = field(default_factory=lambda: str(default_db()))
     quota: Quota | None = None
     replay_slots: int = DEFAULT_SLOTS
     policy: EnginePolicy = field(default_factory=EnginePolicy)
-    management: str = "token"        # token | open | off (hubsim.service.credential)
+    management: str = "token"  # token | open | off (hubsim.service.credential)
     admin_token_file: str | None = None
-    mqtts: "MqttsSettings | None" = None   # the MQTT-over-TLS listener, off when None
+    mqtts: "MqttsSettings | None" = None  # the MQTT-over-TLS listener, off when None
 
 
 @dataclass
@@ -74,7 +74,7 @@ class _Worker:
     index: int
     pid: int = 0
     started: float = 0.0
-    failures: int = 0                # consecutive quick deaths
+    failures: int = 0  # consecutive quick deaths
     respawn_at: float | None = None
 
 
@@ -105,6 +105,7 @@ class Supervisor:
         os.mkdir(metrics_dir)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         import prometheus_client.values as values
+
         if not getattr(values.ValueClass, "_multiprocess", False):
             # prometheus-client was imported before the directory existed: switch it to shared files now.
             values.ValueClass = values.MultiProcessValue()
@@ -139,19 +140,28 @@ class Supervisor:
         self.port = self._sock.getsockname()[1]
         if config.mqtts is not None:
             from hubsim.service.tlsfiles import ensure_hub_tls
+
             self.tls_files = ensure_hub_tls(db, config.host)
             self._mqtts_sock = self._bind(config.mqtts.port)
             self.mqtts_port = self._mqtts_sock.getsockname()[1]
 
         from hubsim.service.hub import WorkerConfig
+
         self._worker_config = lambda index: WorkerConfig(
-            db=db, guard_path=guard_path, quota_path=quota_path,
+            db=db,
+            guard_path=guard_path,
+            quota_path=quota_path,
             quota_label=config.quota.label if config.quota else None,
-            workers_file=os.path.join(self.rundir, "workers"), index=index, policy=config.policy,
-            management=self.access, lockout_path=lockout_path)
+            workers_file=os.path.join(self.rundir, "workers"),
+            index=index,
+            policy=config.policy,
+            management=self.access,
+            lockout_path=lockout_path,
+        )
 
     def _bind(self, port: int):
         from hubsim.service.worker import listening_socket
+
         if self.reuse_port and port:
             # SO_REUSEPORT would let us share a port another hub of this user already serves, and
             # split its clients with it: make sure the port is free first.
@@ -172,6 +182,7 @@ class Supervisor:
             code = 1
             try:
                 from hubsim.service.worker import listening_socket, run_worker
+
                 mqtts = None
                 if self.reuse_port:
                     self._sock.close()
@@ -220,15 +231,26 @@ class Supervisor:
                 if self._stop:
                     break
             if not self._stop:
-                print(f"certstorm hub serving {self.url} with {self.count} worker(s); db {os.path.abspath(self.config.db)}"
-                      + (f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
-                         if self.config.quota else ""), file=self.out, flush=True)
+                print(
+                    f"certstorm hub serving {self.url} with {self.count} worker(s); db {os.path.abspath(self.config.db)}"
+                    + (
+                        f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
+                        if self.config.quota
+                        else ""
+                    ),
+                    file=self.out,
+                    flush=True,
+                )
                 print(self._management_line(), file=self.out, flush=True)
                 if self.config.mqtts is not None:
                     host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-                    print(f"certstorm hub MQTT over TLS on mqtts://{host}:{self.mqtts_port} "
-                          f"({self.config.mqtts.mode} validation); devices trust the hub CA "
-                          f"{self.tls_files.ca}", file=self.out, flush=True)
+                    print(
+                        f"certstorm hub MQTT over TLS on mqtts://{host}:{self.mqtts_port} "
+                        f"({self.config.mqtts.mode} validation); devices trust the hub CA "
+                        f"{self.tls_files.ca}",
+                        file=self.out,
+                        flush=True,
+                    )
             last_checkpoint = time.monotonic()
             while not self._stop:
                 self._reap()
@@ -247,8 +269,10 @@ class Supervisor:
         """How to reach the management endpoints; names the token file, never the token."""
         access = self.access
         if access.mode == "token":
-            return (f"management endpoints need 'Authorization: Bearer <token>'; the token is in {access.path} "
-                    f"(id {access.token_id})")
+            return (
+                f"management endpoints need 'Authorization: Bearer <token>'; the token is in {access.path} "
+                f"(id {access.token_id})"
+            )
         if access.mode == "open":
             return "management endpoints are open to anyone who reaches this loopback address (--management open)"
         return "management endpoints are off (--management off)"
@@ -274,6 +298,7 @@ class Supervisor:
 
     def _dead(self, pid: int, status: int) -> None:
         from prometheus_client import multiprocess
+
         multiprocess.mark_process_dead(pid)
         for worker in self.workers:
             if worker.pid != pid:
@@ -285,10 +310,17 @@ class Supervisor:
             lived = time.monotonic() - worker.started
             worker.failures = worker.failures + 1 if lived < 5.0 else 0
             delay = 0.0 if worker.failures <= 1 else min(10.0, 0.25 * 2 ** (worker.failures - 1))
-            log.warning("worker %d (pid %d) %s after %.1f s; restarting in %.2f s", worker.index, pid,
-                        _describe(status), lived, delay)
+            log.warning(
+                "worker %d (pid %d) %s after %.1f s; restarting in %.2f s",
+                worker.index,
+                pid,
+                _describe(status),
+                lived,
+                delay,
+            )
             worker.respawn_at = time.monotonic() + delay
             from hubsim.service.metrics import count_restart
+
             count_restart()
 
     def _respawn_due(self) -> None:
@@ -324,7 +356,9 @@ class Supervisor:
                         log.warning("worker %d (pid %d) %s while stopping", worker.index, pid, _describe(status))
         for worker in self.workers:
             if worker.pid:
-                log.warning("worker %d (pid %d) did not stop in %.0f s; killing it", worker.index, worker.pid, STOP_GRACE)
+                log.warning(
+                    "worker %d (pid %d) did not stop in %.0f s; killing it", worker.index, worker.pid, STOP_GRACE
+                )
                 try:
                     os.kill(worker.pid, signal.SIGKILL)
                     os.waitpid(worker.pid, 0)
@@ -347,6 +381,7 @@ def _raise_open_file_limit() -> None:
     a thousand concurrent devices. Raise it to the hard limit (inherited by the workers)."""
     try:
         import resource
+
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY:
             hard = 1 << 20

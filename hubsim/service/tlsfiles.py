@@ -22,9 +22,9 @@ DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 class TlsFiles(NamedTuple):
-    ca: str        # the certificate devices trust (PEM)
-    cert: str      # the server certificate (PEM)
-    key: str       # the server key (PEM, 0600)
+    ca: str  # the certificate devices trust (PEM)
+    cert: str  # the server certificate (PEM)
+    key: str  # the server key (PEM, 0600)
 
 
 def _general_name(name: str) -> x509.GeneralName:
@@ -43,28 +43,37 @@ def _write(path: str, data: bytes, private: bool = False) -> None:
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _builder(subject: str, issuer: x509.Name | None, public_key, now: dt.datetime) -> x509.CertificateBuilder:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(public_key)
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
 
 
 def _issue_server(directory: str, ca_cert: x509.Certificate, ca_key, names: list[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (_builder("certstorm hub", ca_cert.subject, key.public_key(), now)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        _builder("certstorm hub", ca_cert.subject, key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     _write(os.path.join(directory, "server.key"), _pem_key(key), private=True)
     _write(os.path.join(directory, "server.pem"), cert.public_bytes(serialization.Encoding.PEM))
 
@@ -73,7 +82,8 @@ def _server_names(path: str) -> set[str]:
     cert = x509.load_pem_x509_certificate(open(path, "rb").read())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
-        str(v) for v in san.get_values_for_type(x509.IPAddress)}
+        str(v) for v in san.get_values_for_type(x509.IPAddress)
+    }
 
 
 def ensure_hub_tls(db: str, host: str) -> TlsFiles:
@@ -87,11 +97,12 @@ def ensure_hub_tls(db: str, host: str) -> TlsFiles:
     if not (os.path.exists(files.ca) and os.path.exists(ca_key_path)):
         ca_key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
-        ca_cert = (_builder("certstorm hub CA", None, ca_key.public_key(), now)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                                  critical=True)
-                   .sign(ca_key, hashes.SHA256()))
+        ca_cert = (
+            _builder("certstorm hub CA", None, ca_key.public_key(), now)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
         _write(ca_key_path, _pem_key(ca_key), private=True)
         _write(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM))
         _issue_server(directory, ca_cert, ca_key, names)

@@ -25,16 +25,18 @@ from hubsim.service.fastpath import DeviceProtocol
 
 log = logging.getLogger("certstorm.hub")
 SHUTDOWN_TIMEOUT = 5.0  # seconds in-flight requests get at a clean stop
-IDLE_TIMEOUT = 300.0    # seconds a keep-alive connection may stay silent before the hub closes it
+IDLE_TIMEOUT = 300.0  # seconds a keep-alive connection may stay silent before the hub closes it
 IDLE_SWEEP = 10.0
 
 
-def listening_socket(host: str, port: int, *, reuse_port: bool, listen: bool = True,
-                     backlog: int = 1024) -> socket.socket:
+def listening_socket(
+    host: str, port: int, *, reuse_port: bool, listen: bool = True, backlog: int = 1024
+) -> socket.socket:
     """A TCP socket bound to (host, port). With ``reuse_port`` every worker binds its own socket to the
     same port and the kernel spreads incoming connections over them."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -68,6 +70,7 @@ class _ClientProtocolErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         from aiohttp.http_exceptions import HttpProcessingError
+
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, HttpProcessingError)
 
@@ -80,8 +83,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, supervisor_pid: int,
-               mqtts=None) -> int:
+def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, supervisor_pid: int, mqtts=None) -> int:
     """The worker's whole life; returns its exit status. ``mqtts``: (listening socket, TlsFiles,
     MqttsSettings) for the MQTT-over-TLS listener, or None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
@@ -95,6 +97,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, 
     profile_dir = os.environ.get("CERTSTORM_PROFILE_DIR")
     if profile_dir:
         import cProfile
+
         profiler = cProfile.Profile()
         profiler.enable()
     try:
@@ -117,6 +120,7 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     front = tls_listener = None
     if mqtts is not None:
         from hubsim.service.mqtts import MqttsFront
+
         tls_sock, files, settings = mqtts
         front = MqttsFront(hub, files, settings)
         tls_listener = await loop.create_server(front.protocol, sock=tls_sock, backlog=1024)

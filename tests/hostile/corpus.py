@@ -31,7 +31,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.rsa import (
-    RSAPrivateNumbers, RSAPublicNumbers, rsa_crt_dmp1, rsa_crt_dmq1, rsa_crt_iqmp,
+    RSAPrivateNumbers,
+    RSAPublicNumbers,
+    rsa_crt_dmp1,
+    rsa_crt_dmq1,
+    rsa_crt_iqmp,
 )
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -46,11 +50,12 @@ PEM_FILE = "application/x-pem-file"
 JSON = "application/json"
 Enc, Fmt = serialization.Encoding, serialization.PrivateFormat
 
+
 @dataclass
 class Case:
     name: str
     category: str
-    expect: tuple[int, str | None]            # (status, error code); code None: the HTTP parser's own answer
+    expect: tuple[int, str | None]  # (status, error code); code None: the HTTP parser's own answer
     make: Callable[["Kit"], bytes] | None = None
     path: str = "/devices/challenge"
     method: str = "POST"
@@ -61,9 +66,9 @@ class Case:
     raw: Callable[["Kit"], bytes] | None = None
     engine_gap: str | None = None
     cpu_gap: str | None = None
-    hub_gap: str | None = None                # a bug of the service layer (hubsim/service)
-    body: bytes | None = None                 # static bodies
-    anonymous: bool = False                   # no credential even on a management path
+    hub_gap: str | None = None  # a bug of the service layer (hubsim/service)
+    body: bytes | None = None  # static bodies
+    anonymous: bool = False  # no credential even on a management path
 
     def management(self) -> bool:
         parts = [unquote(p) for p in self.path.split("?", 1)[0].strip("/").split("/")]
@@ -79,8 +84,14 @@ class Case:
         if self.management() and not self.anonymous and not any(n.lower() == "authorization" for n, _ in headers):
             headers.append(("Authorization", b"Bearer " + kit.admin_token.encode()))  # as the operator
         body = self.body if self.body is not None else (self.make(kit) if self.make else b"")
-        return Request(method=self.method, path=kit.expand(self.path), headers=headers, body=body,
-                       stream=self.stream, chunked=self.chunked)
+        return Request(
+            method=self.method,
+            path=kit.expand(self.path),
+            headers=headers,
+            body=body,
+            stream=self.stream,
+            chunked=self.chunked,
+        )
 
 
 @dataclass
@@ -101,8 +112,8 @@ class Kit:
         self.validity = v = _utc_window()
         self.root = ck.CA("Hostile-Root", validity=v)
         self.mid = ck.CA("Hostile-Factory", parent=self.root, path_length=0, validity=v)
-        self.pending = ck.CA("Pending-Root", validity=v)      # registered, never verified
-        self.stranger = ck.CA("Stranger-Root", validity=v)    # never registered
+        self.pending = ck.CA("Pending-Root", validity=v)  # registered, never verified
+        self.stranger = ck.CA("Stranger-Root", validity=v)  # never registered
         self.stranger_mid = ck.CA("Stranger-Factory", parent=self.stranger, path_length=0, validity=v)
         self.secrets: list[Secret] = []
         self.device_key, self.device_cert = self.issue("hostile-good")
@@ -120,6 +131,7 @@ class Kit:
     def prepare(self, hub) -> None:
         """Register and verify the root, register the pending CA (unverified). ``hub`` is a HubProcess."""
         from hubsim import sign
+
         self.hub = hub
         self.admin_token = hub.admin_token()
         for ca, verify in ((self.root, True), (self.pending, False)):
@@ -135,8 +147,7 @@ class Kit:
 
     def live_challenge(self, device_id: str = "hostile-good") -> tuple[str, bytes]:
         """A fresh challenge for the kit's good device: (base64 text, token bytes)."""
-        reply = self.hub.call("POST", "/devices/challenge", self.good_chain(),
-                              headers={"Content-Type": PEM_FILE})
+        reply = self.hub.call("POST", "/devices/challenge", self.good_chain(), headers={"Content-Type": PEM_FILE})
         assert reply.status == 200, reply
         text = reply.json()["challenge"]
         return text, base64.b64decode(text)
@@ -230,8 +241,9 @@ def _huge_exponent_rsa(bits: int = 3072):
     p, q = numbers.p, numbers.q
     d = 65537
     e = pow(d, -1, (p - 1) * (q - 1))
-    return RSAPrivateNumbers(p, q, d, rsa_crt_dmp1(d, p), rsa_crt_dmq1(d, q), rsa_crt_iqmp(p, q),
-                             RSAPublicNumbers(e, p * q)).private_key(unsafe_skip_rsa_key_validation=True)
+    return RSAPrivateNumbers(
+        p, q, d, rsa_crt_dmp1(d, p), rsa_crt_dmq1(d, q), rsa_crt_iqmp(p, q), RSAPublicNumbers(e, p * q)
+    ).private_key(unsafe_skip_rsa_key_validation=True)
 
 
 def _p192_spki() -> bytes:
@@ -289,16 +301,33 @@ def _name_variants_chain(kit: Kit) -> bytes:
     """Seven CAs whose subjects are the same name in different string types: different DER (so not
     'ambiguous' by bytes), each issued by the next."""
     from cryptography.x509.name import _ASN1Type
+
     key = ec.generate_private_key(ec.SECP256R1())
-    kinds = (_ASN1Type.UTF8String, _ASN1Type.PrintableString, _ASN1Type.IA5String, _ASN1Type.BMPString,
-             _ASN1Type.T61String, _ASN1Type.UniversalString, _ASN1Type.VisibleString)
+    kinds = (
+        _ASN1Type.UTF8String,
+        _ASN1Type.PrintableString,
+        _ASN1Type.IA5String,
+        _ASN1Type.BMPString,
+        _ASN1Type.T61String,
+        _ASN1Type.UniversalString,
+        _ASN1Type.VisibleString,
+    )
 
     def name(kind):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Loop-CA", _type=kind)])
-    certs = [ck.make_cert(name(kind), key.public_key(), name(kinds[(i + 1) % 7]), key, ca=True,
-                          validity=kit.validity) for i, kind in enumerate(kinds)]
-    leaf = ck.make_cert("hostile-variants", ec.generate_private_key(ec.SECP256R1()).public_key(), name(kinds[0]),
-                        key, ca=False, validity=kit.validity)
+
+    certs = [
+        ck.make_cert(name(kind), key.public_key(), name(kinds[(i + 1) % 7]), key, ca=True, validity=kit.validity)
+        for i, kind in enumerate(kinds)
+    ]
+    leaf = ck.make_cert(
+        "hostile-variants",
+        ec.generate_private_key(ec.SECP256R1()).public_key(),
+        name(kinds[0]),
+        key,
+        ca=False,
+        validity=kit.validity,
+    )
     return ck.pem(leaf, *certs)
 
 
@@ -326,15 +355,19 @@ def _deep_chain(kit: Kit, *, trusted: bool, key_factory, count: int = 7) -> byte
 
 def _thousand_certificates(kit: Kit) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    certs = [ck.make_cert(f"bulk-{i}", key.public_key(), kit.mid.cn, kit.mid.key, ca=False, validity=kit.validity)
-             for i in range(1000)]
+    certs = [
+        ck.make_cert(f"bulk-{i}", key.public_key(), kit.mid.cn, kit.mid.key, ca=False, validity=kit.validity)
+        for i in range(1000)
+    ]
     return ck.pem(*certs)
 
 
 def _nine_certificates(kit: Kit) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    certs = [ck.make_cert(f"nine-{i}", key.public_key(), f"nine-{i + 1}", key, ca=True, validity=kit.validity)
-             for i in range(9)]
+    certs = [
+        ck.make_cert(f"nine-{i}", key.public_key(), f"nine-{i + 1}", key, ca=True, validity=kit.validity)
+        for i in range(9)
+    ]
     return ck.pem(*certs)
 
 
@@ -364,9 +397,13 @@ def _pkcs12_costly_mac(kit: Kit, iterations: int) -> bytes:
     """A PKCS#12 file (version byte 2 instead of 3, so the hub's quick PKCS#12 sniffing misses it) whose
     MAC asks for ``iterations`` rounds of key derivation."""
     key = ec.generate_private_key(ec.SECP256R1())
-    encryption = (serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(2048)
-                  .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
-                  .build(b"password"))
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(2048)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(b"password")
+    )
     blob = pkcs12.serialize_key_and_certificates(b"device", key, None, None, encryption)
     version, auth_safe, mac = D.children(blob)
     digest, salt, _ = D.children(mac)
@@ -449,8 +486,14 @@ def _jwk(kit: Kit) -> bytes:
 
     def b64u(value: int) -> str:
         return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
-    doc = {"kty": "EC", "crv": "P-256", "x": b64u(numbers.public_numbers.x), "y": b64u(numbers.public_numbers.y),
-           "d": b64u(numbers.private_value)}
+
+    doc = {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64u(numbers.public_numbers.x),
+        "y": b64u(numbers.public_numbers.y),
+        "d": b64u(numbers.private_value),
+    }
     raw = json.dumps(doc).encode()
     kit.secret_key("jwk", key, raw)
     kit.secrets[-1].needles.append(doc["d"].encode())
@@ -492,8 +535,15 @@ def _intermediate_with(kit: Kit, key, signer=None, algorithm=None) -> bytes:
         cert = x509.load_der_x509_certificate(D.resign(cert, kit.root.key, algorithm))
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     digest = None if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
-    leaf = ck.make_cert("hostile-odd-mid", leaf_key.public_key(), "Odd-Factory", signer or key, ca=False,
-                        validity=kit.validity, digest=digest)
+    leaf = ck.make_cert(
+        "hostile-odd-mid",
+        leaf_key.public_key(),
+        "Odd-Factory",
+        signer or key,
+        ca=False,
+        validity=kit.validity,
+        digest=digest,
+    )
     return ck.pem(leaf, cert)
 
 
@@ -535,8 +585,15 @@ def _device_as_ca(kit: Kit, key_usage=None) -> bytes:
 
 def _intermediate_variant(kit: Kit, **kwargs) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = ck.make_cert("Odd-Factory", key.public_key(), kit.root.cn, kit.root.key, ca=kwargs.pop("ca", True),
-                        validity=kit.validity, **kwargs)
+    cert = ck.make_cert(
+        "Odd-Factory",
+        key.public_key(),
+        kit.root.cn,
+        kit.root.key,
+        ca=kwargs.pop("ca", True),
+        validity=kit.validity,
+        **kwargs,
+    )
     _, leaf = kit.issue("hostile-under-odd", issuer=_Signer("Odd-Factory", key))
     return ck.pem(leaf, cert)
 
@@ -560,8 +617,10 @@ def _leaf_validity(kit: Kit, validity) -> bytes:
 
 def _inverted_validity(kit: Kit) -> bytes:
     """notBefore ten years ahead, notAfter yesterday (the builder refuses to write that)."""
+
     def utc(moment):
         return D.tlv(0x17, moment.strftime("%y%m%d%H%M%SZ").encode())
+
     _, leaf = kit.issue("hostile-inverted")
     return kit.with_mid(D.resign(leaf, kit.mid.key, validity=D.seq(utc(kit.validity[1]), utc(kit.validity[0]))))
 
@@ -601,6 +660,7 @@ def _proof(kit: Kit, signature: Callable[[bytes], bytes] | bytes, challenge: str
 def _other_device_proof(kit: Kit) -> bytes:
     other = ec.generate_private_key(ec.SECP256R1())
     from hubsim import sign
+
     return _proof(kit, lambda token: sign(other, token))
 
 
@@ -612,9 +672,14 @@ def _foreign_challenge(kit: Kit) -> bytes:
 def _truncated_challenge(kit: Kit) -> bytes:
     text, token = kit.live_challenge()
     from hubsim import sign
+
     short = token[:-40]
-    return json.dumps({"challenge": base64.b64encode(short).decode(),
-                       "signature": base64.b64encode(sign(kit.device_key, short)).decode()}).encode()
+    return json.dumps(
+        {
+            "challenge": base64.b64encode(short).decode(),
+            "signature": base64.b64encode(sign(kit.device_key, short)).decode(),
+        }
+    ).encode()
 
 
 # -- the table ------------------------------------------------------------------------------------------------
@@ -628,173 +693,465 @@ def _generated() -> list[Case]:
         C("der-truncated", "pem-der", (400, "malformed_input"), lambda k: ck.der(k.device_cert)[:200]),
         C("der-trailing-garbage", "pem-der", (400, "malformed_input"), lambda k: ck.der(k.device_cert) + b"\x00" * 16),
         C("der-ber-indefinite-length", "pem-der", (400, "malformed_input"), _ber_indefinite),
-        C("der-signature-bit-flipped", "pem-der", (401, "chain_untrusted"),
-          lambda k: k.with_mid(_flip(ck.der(k.issue("hostile-flip-sig")[1]), 5))),
+        C(
+            "der-signature-bit-flipped",
+            "pem-der",
+            (401, "chain_untrusted"),
+            lambda k: k.with_mid(_flip(ck.der(k.issue("hostile-flip-sig")[1]), 5)),
+        ),
         C("der-serial-bit-flipped", "pem-der", (401, "chain_untrusted"), _serial_flipped),
         C("pkcs7-bundle", "pem-der", (400, "malformed_input"), _pkcs7_bundle),
         C("cas-truncated", "pem-der", (400, "malformed_input"), lambda k: ck.der(k.stranger.cert)[:150], path="/cas"),
-        C("cas-two-certificates", "pem-der", (400, "too_many_certificates"),
-          lambda k: ck.pem(k.stranger.cert, k.pending.cert), path="/cas"),
-        C("cert-impossible-version", "pem-der", (400, "malformed_input"),
-          lambda k: k.with_mid(D.resign(k.issue("hostile-v26")[1], k.mid.key, version=D.tlv(0xA0, D.integer(25))))),
+        C(
+            "cas-two-certificates",
+            "pem-der",
+            (400, "too_many_certificates"),
+            lambda k: ck.pem(k.stranger.cert, k.pending.cert),
+            path="/cas",
+        ),
+        C(
+            "cert-impossible-version",
+            "pem-der",
+            (400, "malformed_input"),
+            lambda k: k.with_mid(D.resign(k.issue("hostile-v26")[1], k.mid.key, version=D.tlv(0xA0, D.integer(25)))),
+        ),
         C("cert-serial-negative", "numbers", (400, "malformed_input"), lambda k: _leaf_serial(k, b"\xff\x01")),
         C("cert-serial-64-bytes", "numbers", (401, "chain_untrusted"), lambda k: _leaf_serial(k, b"\x01" * 64)),
         C("cert-validity-inverted", "numbers", (401, "cert_not_yet_valid"), _inverted_validity),
-        C("cert-validity-1950", "numbers", (401, "cert_expired"),
-          lambda k: _leaf_validity(k, (dt.datetime(1950, 1, 1, tzinfo=dt.timezone.utc),
-                                       dt.datetime(1951, 1, 1, tzinfo=dt.timezone.utc)))),
-        C("cert-validity-year-9999-start", "numbers", (401, "cert_not_yet_valid"),
-          lambda k: _leaf_validity(k, (dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc),
-                                       dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc)))),
+        C(
+            "cert-validity-1950",
+            "numbers",
+            (401, "cert_expired"),
+            lambda k: _leaf_validity(
+                k, (dt.datetime(1950, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(1951, 1, 1, tzinfo=dt.timezone.utc))
+            ),
+        ),
+        C(
+            "cert-validity-year-9999-start",
+            "numbers",
+            (401, "cert_not_yet_valid"),
+            lambda k: _leaf_validity(
+                k, (dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc))
+            ),
+        ),
         # Bodies far over the limits, announced and streamed (the hub must not read them).
         C("challenge-64MiB-announced", "size", (413, "upload_too_large"), stream=64 << 20),
         C("challenge-64MiB-chunked", "size", (413, "upload_too_large"), stream=64 << 20, chunked=True),
-        C("proof-64MiB-announced", "size", (413, "upload_too_large"), path="/devices/proof", content_type=JSON,
-          stream=64 << 20),
+        C(
+            "proof-64MiB-announced",
+            "size",
+            (413, "upload_too_large"),
+            path="/devices/proof",
+            content_type=JSON,
+            stream=64 << 20,
+        ),
         C("cas-64MiB-announced", "size", (413, "upload_too_large"), path="/cas", stream=64 << 20),
-        C("verify-64MiB-chunked", "size", (413, "upload_too_large"), path="/cas/{pending}/verify", stream=64 << 20,
-          chunked=True),
+        C(
+            "verify-64MiB-chunked",
+            "size",
+            (413, "upload_too_large"),
+            path="/cas/{pending}/verify",
+            stream=64 << 20,
+            chunked=True,
+        ),
         # The management credential: judged before any body is read. (Few cases present a bad one: each
         # counts against 127.0.0.1, which ten of them would lock out of the management plane.)
-        C("cas-64MiB-without-credential", "credential", (401, "admin_token_missing"), path="/cas",
-          stream=64 << 20, anonymous=True),
-        C("revoke-without-credential", "credential", (401, "admin_token_missing"), lambda k: b"{}",
-          path="/revocations", content_type=JSON, anonymous=True),
-        C("disable-with-basic-auth", "credential", (401, "admin_token_malformed"), path="/devices/d/disable",
-          headers=(("Authorization", b"Basic b3BlcmF0b3I6aHVudGVyMg=="),)),
-        C("delete-ca-with-a-wrong-token", "credential", (401, "admin_token_invalid"), path="/cas/{pending}",
-          method="DELETE", headers=(("Authorization", b"Bearer " + b"A" * 43),)),
+        C(
+            "cas-64MiB-without-credential",
+            "credential",
+            (401, "admin_token_missing"),
+            path="/cas",
+            stream=64 << 20,
+            anonymous=True,
+        ),
+        C(
+            "revoke-without-credential",
+            "credential",
+            (401, "admin_token_missing"),
+            lambda k: b"{}",
+            path="/revocations",
+            content_type=JSON,
+            anonymous=True,
+        ),
+        C(
+            "disable-with-basic-auth",
+            "credential",
+            (401, "admin_token_malformed"),
+            path="/devices/d/disable",
+            headers=(("Authorization", b"Basic b3BlcmF0b3I6aHVudGVyMg=="),),
+        ),
+        C(
+            "delete-ca-with-a-wrong-token",
+            "credential",
+            (401, "admin_token_invalid"),
+            path="/cas/{pending}",
+            method="DELETE",
+            headers=(("Authorization", b"Bearer " + b"A" * 43),),
+        ),
         C("thousand-certificates", "size", (413, "upload_too_large"), _thousand_certificates),
         C("nine-certificates", "size", (400, "too_many_certificates"), _nine_certificates),
-        C("forty-copies-of-one-certificate", "size", (400, "too_many_certificates"),
-          lambda k: ck.pem(k.device_cert) * 40),
+        C(
+            "forty-copies-of-one-certificate",
+            "size",
+            (400, "too_many_certificates"),
+            lambda k: ck.pem(k.device_cert) * 40,
+        ),
         # Path building.
-        C("same-subject-same-key-chain", "pathological", (400, "chain_ambiguous"), lambda k: _same_subject_chain(k, True)),
-        C("same-subject-different-keys", "pathological", (400, "chain_ambiguous"),
-          lambda k: _same_subject_chain(k, False)),
+        C(
+            "same-subject-same-key-chain",
+            "pathological",
+            (400, "chain_ambiguous"),
+            lambda k: _same_subject_chain(k, True),
+        ),
+        C(
+            "same-subject-different-keys",
+            "pathological",
+            (400, "chain_ambiguous"),
+            lambda k: _same_subject_chain(k, False),
+        ),
         C("same-name-seven-string-types", "pathological", (401, "chain_untrusted"), _name_variants_chain),
         C("issuer-cycle", "pathological", (401, "chain_untrusted"), _cycle_chain),
-        C("seven-intermediates-deep", "pathological", (401, "chain_untrusted"),
-          lambda k: _deep_chain(k, trusted=True, key_factory=lambda i: ec.generate_private_key(ec.SECP256R1()))),
-        C("six-p521-intermediates-untrusted", "pathological", (401, "chain_untrusted"),
-          lambda k: _deep_chain(k, trusted=False, count=6,
-                                key_factory=lambda i: ec.generate_private_key(ec.SECP521R1()))),
-        C("six-rsa3072-huge-exponent-intermediates", "pathological", (400, "unsupported_algorithm"),
-          lambda k: _deep_chain(k, trusted=False, count=6, key_factory=lambda i: _huge_exponent_rsa())),
-        C("leaf-with-1400-extensions", "numbers", (401, "chain_untrusted"), _many_extensions,
-          content_type="application/pkix-cert"),
+        C(
+            "seven-intermediates-deep",
+            "pathological",
+            (401, "chain_untrusted"),
+            lambda k: _deep_chain(k, trusted=True, key_factory=lambda i: ec.generate_private_key(ec.SECP256R1())),
+        ),
+        C(
+            "six-p521-intermediates-untrusted",
+            "pathological",
+            (401, "chain_untrusted"),
+            lambda k: _deep_chain(
+                k, trusted=False, count=6, key_factory=lambda i: ec.generate_private_key(ec.SECP521R1())
+            ),
+        ),
+        C(
+            "six-rsa3072-huge-exponent-intermediates",
+            "pathological",
+            (400, "unsupported_algorithm"),
+            lambda k: _deep_chain(k, trusted=False, count=6, key_factory=lambda i: _huge_exponent_rsa()),
+        ),
+        C(
+            "leaf-with-1400-extensions",
+            "numbers",
+            (401, "chain_untrusted"),
+            _many_extensions,
+            content_type="application/pkix-cert",
+        ),
         C("extension-nested-3000-deep", "numbers", (400, "malformed_input"), _deeply_nested_extension),
-        C("subject-with-two-common-names", "numbers", (400, "device_id_missing"),
-          lambda k: _leaf_name(k, [x509.NameAttribute(NameOID.COMMON_NAME, "a"),
-                                   x509.NameAttribute(NameOID.COMMON_NAME, "b")])),
-        C("subject-without-common-name", "numbers", (400, "device_id_missing"),
-          lambda k: _leaf_name(k, [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no-cn")])),
+        C(
+            "subject-with-two-common-names",
+            "numbers",
+            (400, "device_id_missing"),
+            lambda k: _leaf_name(
+                k, [x509.NameAttribute(NameOID.COMMON_NAME, "a"), x509.NameAttribute(NameOID.COMMON_NAME, "b")]
+            ),
+        ),
+        C(
+            "subject-without-common-name",
+            "numbers",
+            (400, "device_id_missing"),
+            lambda k: _leaf_name(k, [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no-cn")]),
+        ),
         # Private keys in every encoding.
-        *[C(f"key-{kind}", "private-key", (400, "private_key_in_upload"), (lambda kind: lambda k: _private_key(k, kind))(kind))
-          for kind in ("pkcs8-pem", "pkcs8-pem-encrypted", "pkcs1-pem", "pkcs1-pem-encrypted", "sec1-pem",
-                       "openssh-pem", "pkcs8-der", "pkcs8-der-ed25519", "pkcs8-der-ed448", "pkcs8-der-x25519",
-                       "pkcs8-der-dsa", "pkcs8-der-encrypted", "pkcs1-der", "sec1-der")],
-        C("key-pkcs12-with-password", "private-key", (400, "private_key_in_upload"), lambda k: _pkcs12(k, b"pw", "pkcs12")),
-        C("key-pkcs12-without-password", "private-key", (400, "private_key_in_upload"),
-          lambda k: _pkcs12(k, None, "pkcs12 plain")),
-        C("key-pkcs12-costly-mac", "private-key", (400, "private_key_in_upload"),
-          lambda k: _pkcs12_costly_mac(k, 1 << 20)),
+        *[
+            C(
+                f"key-{kind}",
+                "private-key",
+                (400, "private_key_in_upload"),
+                (lambda kind: lambda k: _private_key(k, kind))(kind),
+            )
+            for kind in (
+                "pkcs8-pem",
+                "pkcs8-pem-encrypted",
+                "pkcs1-pem",
+                "pkcs1-pem-encrypted",
+                "sec1-pem",
+                "openssh-pem",
+                "pkcs8-der",
+                "pkcs8-der-ed25519",
+                "pkcs8-der-ed448",
+                "pkcs8-der-x25519",
+                "pkcs8-der-dsa",
+                "pkcs8-der-encrypted",
+                "pkcs1-der",
+                "sec1-der",
+            )
+        ],
+        C(
+            "key-pkcs12-with-password",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _pkcs12(k, b"pw", "pkcs12"),
+        ),
+        C(
+            "key-pkcs12-without-password",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _pkcs12(k, None, "pkcs12 plain"),
+        ),
+        C(
+            "key-pkcs12-costly-mac",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _pkcs12_costly_mac(k, 1 << 20),
+        ),
         C("key-after-a-valid-chain", "private-key", (400, "private_key_in_upload"), _key_after_chain),
-        C("key-labelled-certificate-first", "private-key", (400, "private_key_in_upload"),
-          lambda k: _key_in_certificate_block(k, 0)),
-        C("key-labelled-certificate-second", "private-key", (400, "private_key_in_upload"),
-          lambda k: _key_in_certificate_block(k, 1)),
-        C("key-pkcs8-pem-to-cas", "private-key", (400, "private_key_in_upload"),
-          lambda k: _private_key(k, "pkcs8-pem"), path="/cas"),
-        C("key-sec1-der-to-cas", "private-key", (400, "private_key_in_upload"),
-          lambda k: _private_key(k, "sec1-der"), path="/cas"),
-        C("key-pkcs12-to-cas", "private-key", (400, "private_key_in_upload"),
-          lambda k: _pkcs12(k, b"pw", "pkcs12 to /cas"), path="/cas"),
-        C("key-pkcs8-pem-to-verify", "private-key", (400, "private_key_in_upload"),
-          lambda k: _private_key(k, "pkcs8-pem"), path="/cas/{pending}/verify"),
+        C(
+            "key-labelled-certificate-first",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _key_in_certificate_block(k, 0),
+        ),
+        C(
+            "key-labelled-certificate-second",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _key_in_certificate_block(k, 1),
+        ),
+        C(
+            "key-pkcs8-pem-to-cas",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _private_key(k, "pkcs8-pem"),
+            path="/cas",
+        ),
+        C(
+            "key-sec1-der-to-cas",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _private_key(k, "sec1-der"),
+            path="/cas",
+        ),
+        C(
+            "key-pkcs12-to-cas",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _pkcs12(k, b"pw", "pkcs12 to /cas"),
+            path="/cas",
+        ),
+        C(
+            "key-pkcs8-pem-to-verify",
+            "private-key",
+            (400, "private_key_in_upload"),
+            lambda k: _private_key(k, "pkcs8-pem"),
+            path="/cas/{pending}/verify",
+        ),
         C("key-as-bare-base64", "private-key", (400, "malformed_input"), _bare_base64_key),
         C("key-lower-case-armour", "private-key", (400, "malformed_input"), _lowercase_pem_key),
         C("key-jwk-as-proof", "private-key", (400, "malformed_input"), _jwk, path="/devices/proof", content_type=JSON),
         # Extensions.
-        C("leaf-unknown-critical-extension", "extensions", (401, "chain_untrusted"),
-          lambda k: _leaf_with_extension(k, D.extension("1.3.6.1.4.1.55555.1", D.NULL, critical=True))),
-        C("intermediate-unknown-critical-extension", "extensions", (401, "chain_untrusted"),
-          lambda k: _intermediate_variant(k, extra=[(x509.UnrecognizedExtension(
-              x509.ObjectIdentifier("1.3.6.1.4.1.55555.2"), b"\x05\x00"), True)], path_length=0)),
+        C(
+            "leaf-unknown-critical-extension",
+            "extensions",
+            (401, "chain_untrusted"),
+            lambda k: _leaf_with_extension(k, D.extension("1.3.6.1.4.1.55555.1", D.NULL, critical=True)),
+        ),
+        C(
+            "intermediate-unknown-critical-extension",
+            "extensions",
+            (401, "chain_untrusted"),
+            lambda k: _intermediate_variant(
+                k,
+                extra=[(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.2"), b"\x05\x00"), True)],
+                path_length=0,
+            ),
+        ),
         C("leaf-duplicate-extension", "extensions", (400, "malformed_input"), _duplicate_extension_leaf),
         C("cas-duplicate-extension", "extensions", (400, "malformed_input"), _duplicate_extension_ca, path="/cas"),
-        C("leaf-san-x400-address", "extensions", (400, "malformed_input"),
-          lambda k: _leaf_with_extension(k, D.extension("2.5.29.17", D.seq(D.tlv(0xA3, D.seq()))), "hostile-x400")),
+        C(
+            "leaf-san-x400-address",
+            "extensions",
+            (400, "malformed_input"),
+            lambda k: _leaf_with_extension(k, D.extension("2.5.29.17", D.seq(D.tlv(0xA3, D.seq()))), "hostile-x400"),
+        ),
         C("cas-san-edi-party-name", "extensions", (400, "malformed_input"), _edi_party_ca, path="/cas"),
         C("leaf-garbage-basic-constraints", "extensions", (400, "malformed_input"), _garbage_basic_constraints),
-        C("leaf-eku-server-auth-only", "extensions", (401, "eku_invalid"),
-          lambda k: k.with_mid(k.issue("hostile-eku", eku=[ExtendedKeyUsageOID.SERVER_AUTH])[1])),
-        C("leaf-key-usage-without-digital-signature", "extensions", (401, "key_usage_invalid"),
-          lambda k: k.with_mid(k.issue("hostile-ku", key_usage=("key_encipherment",))[1])),
-        C("intermediate-without-key-cert-sign", "extensions", (401, "chain_untrusted"),
-          lambda k: _intermediate_variant(k, key_usage=("digital_signature",))),
+        C(
+            "leaf-eku-server-auth-only",
+            "extensions",
+            (401, "eku_invalid"),
+            lambda k: k.with_mid(k.issue("hostile-eku", eku=[ExtendedKeyUsageOID.SERVER_AUTH])[1]),
+        ),
+        C(
+            "leaf-key-usage-without-digital-signature",
+            "extensions",
+            (401, "key_usage_invalid"),
+            lambda k: k.with_mid(k.issue("hostile-ku", key_usage=("key_encipherment",))[1]),
+        ),
+        C(
+            "intermediate-without-key-cert-sign",
+            "extensions",
+            (401, "chain_untrusted"),
+            lambda k: _intermediate_variant(k, key_usage=("digital_signature",)),
+        ),
         C("intermediate-path-length-exceeded", "extensions", (401, "chain_untrusted"), _pathlen_violation),
         # Algorithms outside policy.
         C("leaf-rsa1024", "algorithms", (400, "unsupported_algorithm"), lambda k: _leaf_alg(k, _rsa(1024))),
-        C("intermediate-rsa1024", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _intermediate_with(k, _rsa(1024))),
-        C("cas-rsa1024", "algorithms", (400, "unsupported_algorithm"), lambda k: _self_signed_ca(k, _rsa(1024)),
-          path="/cas"),
+        C(
+            "intermediate-rsa1024",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _intermediate_with(k, _rsa(1024)),
+        ),
+        C(
+            "cas-rsa1024",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _self_signed_ca(k, _rsa(1024)),
+            path="/cas",
+        ),
         C("leaf-p192", "algorithms", (400, "unsupported_algorithm"), _p192_leaf),
         C("cas-p192", "algorithms", (400, "unsupported_algorithm"), _p192_ca, path="/cas"),
-        C("leaf-secp256k1", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _leaf_alg(k, ec.generate_private_key(ec.SECP256K1()))),
-        C("intermediate-secp256k1", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _intermediate_with(k, ec.generate_private_key(ec.SECP256K1()))),
-        C("cas-secp256k1", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _self_signed_ca(k, ec.generate_private_key(ec.SECP256K1())), path="/cas"),
+        C(
+            "leaf-secp256k1",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _leaf_alg(k, ec.generate_private_key(ec.SECP256K1())),
+        ),
+        C(
+            "intermediate-secp256k1",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _intermediate_with(k, ec.generate_private_key(ec.SECP256K1())),
+        ),
+        C(
+            "cas-secp256k1",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _self_signed_ca(k, ec.generate_private_key(ec.SECP256K1())),
+            path="/cas",
+        ),
         C("leaf-ecdsa-sha1", "algorithms", (400, "unsupported_algorithm"), lambda k: _resigned_leaf(k, "ecdsa-sha1")),
         C("leaf-rsa-sha1", "algorithms", (400, "unsupported_algorithm"), lambda k: _rsa_signed_leaf(k, "rsa-sha1")),
         C("leaf-rsa-md5", "algorithms", (400, "unsupported_algorithm"), lambda k: _rsa_signed_leaf(k, "rsa-md5")),
-        C("intermediate-ecdsa-sha1", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _intermediate_with(k, ec.generate_private_key(ec.SECP256R1()), algorithm="ecdsa-sha1")),
-        C("cas-ecdsa-sha1", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _self_signed_ca(k, ec.generate_private_key(ec.SECP256R1()), "ecdsa-sha1"), path="/cas"),
-        C("leaf-ed448-key", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _leaf_alg(k, ed448.Ed448PrivateKey.generate())),
-        C("intermediate-ed448", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _intermediate_with(k, ed448.Ed448PrivateKey.generate())),
-        C("cas-ed448", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _self_signed_ca(k, ed448.Ed448PrivateKey.generate()), path="/cas"),
-        C("cas-ed25519", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _self_signed_ca(k, ed25519.Ed25519PrivateKey.generate()), path="/cas"),
-        C("leaf-dsa-key", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _leaf_alg(k, _dsa())),
-        C("leaf-x25519-key", "algorithms", (400, "unsupported_algorithm"),
-          lambda k: _leaf_alg(k, x25519.X25519PrivateKey.generate(), key_usage=("key_agreement",))),
-        C("leaf-signature-algorithm-mismatch", "algorithms", (401, "chain_untrusted"),
-          _mismatched_signature_algorithms),
+        C(
+            "intermediate-ecdsa-sha1",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _intermediate_with(k, ec.generate_private_key(ec.SECP256R1()), algorithm="ecdsa-sha1"),
+        ),
+        C(
+            "cas-ecdsa-sha1",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _self_signed_ca(k, ec.generate_private_key(ec.SECP256R1()), "ecdsa-sha1"),
+            path="/cas",
+        ),
+        C(
+            "leaf-ed448-key",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _leaf_alg(k, ed448.Ed448PrivateKey.generate()),
+        ),
+        C(
+            "intermediate-ed448",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _intermediate_with(k, ed448.Ed448PrivateKey.generate()),
+        ),
+        C(
+            "cas-ed448",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _self_signed_ca(k, ed448.Ed448PrivateKey.generate()),
+            path="/cas",
+        ),
+        C(
+            "cas-ed25519",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _self_signed_ca(k, ed25519.Ed25519PrivateKey.generate()),
+            path="/cas",
+        ),
+        C("leaf-dsa-key", "algorithms", (400, "unsupported_algorithm"), lambda k: _leaf_alg(k, _dsa())),
+        C(
+            "leaf-x25519-key",
+            "algorithms",
+            (400, "unsupported_algorithm"),
+            lambda k: _leaf_alg(k, x25519.X25519PrivateKey.generate(), key_usage=("key_agreement",)),
+        ),
+        C(
+            "leaf-signature-algorithm-mismatch",
+            "algorithms",
+            (401, "chain_untrusted"),
+            _mismatched_signature_algorithms,
+        ),
         # Self-signed device certificates, and devices posing as CAs.
         C("self-signed-device", "self-signed", (401, "chain_untrusted"), lambda k: _self_signed_device(k)),
         C("self-signed-device-v1", "self-signed", (401, "chain_untrusted"), lambda k: _self_signed_device(k, v1=True)),
-        C("self-signed-device-named-like-the-root", "self-signed", (401, "chain_untrusted"),
-          lambda k: _self_signed_device(k, impersonate=True)),
+        C(
+            "self-signed-device-named-like-the-root",
+            "self-signed",
+            (401, "chain_untrusted"),
+            lambda k: _self_signed_device(k, impersonate=True),
+        ),
         C("leaf-issued-by-a-device", "device-as-ca", (401, "chain_untrusted"), lambda k: _device_as_ca(k)),
-        C("leaf-issued-by-a-device-with-key-cert-sign", "device-as-ca", (401, "chain_untrusted"),
-          lambda k: _device_as_ca(k, key_usage=("digital_signature", "key_cert_sign"))),
-        C("intermediate-with-ca-false", "device-as-ca", (401, "chain_untrusted"),
-          lambda k: _intermediate_variant(k, ca=False, key_usage=("digital_signature", "key_cert_sign"), eku=None)),
-        C("device-certificate-registered-as-ca", "device-as-ca", (400, "not_a_ca"),
-          lambda k: ck.pem(k.device_cert), path="/cas"),
+        C(
+            "leaf-issued-by-a-device-with-key-cert-sign",
+            "device-as-ca",
+            (401, "chain_untrusted"),
+            lambda k: _device_as_ca(k, key_usage=("digital_signature", "key_cert_sign")),
+        ),
+        C(
+            "intermediate-with-ca-false",
+            "device-as-ca",
+            (401, "chain_untrusted"),
+            lambda k: _intermediate_variant(k, ca=False, key_usage=("digital_signature", "key_cert_sign"), eku=None),
+        ),
+        C(
+            "device-certificate-registered-as-ca",
+            "device-as-ca",
+            (400, "not_a_ca"),
+            lambda k: ck.pem(k.device_cert),
+            path="/cas",
+        ),
         C("ca-certificate-sent-as-device", "device-as-ca", (401, "leaf_is_ca"), lambda k: ck.pem(k.mid.cert)),
-        C("device-from-unregistered-root", "device-as-ca", (401, "chain_untrusted"),
-          lambda k: ck.pem(k.issue("hostile-stranger", issuer=k.stranger_mid)[1], k.stranger_mid.cert)),
-        C("device-from-unverified-root", "device-as-ca", (401, "chain_untrusted"),
-          lambda k: ck.pem(k.issue("hostile-pending", issuer=k.pending)[1])),
+        C(
+            "device-from-unregistered-root",
+            "device-as-ca",
+            (401, "chain_untrusted"),
+            lambda k: ck.pem(k.issue("hostile-stranger", issuer=k.stranger_mid)[1], k.stranger_mid.cert),
+        ),
+        C(
+            "device-from-unverified-root",
+            "device-as-ca",
+            (401, "chain_untrusted"),
+            lambda k: ck.pem(k.issue("hostile-pending", issuer=k.pending)[1]),
+        ),
         # Proofs.
-        C("proof-signed-by-another-key", "proof", (401, "pop_invalid"), _other_device_proof,
-          path="/devices/proof", content_type=JSON),
-        C("proof-4KiB-signature", "proof", (401, "pop_invalid"), lambda k: _proof(k, os.urandom(4096)),
-          path="/devices/proof", content_type=JSON),
-        C("proof-challenge-from-another-hub", "proof", (401, "challenge_invalid"), _foreign_challenge,
-          path="/devices/proof", content_type=JSON),
-        C("proof-challenge-truncated", "proof", (401, "challenge_invalid"), _truncated_challenge,
-          path="/devices/proof", content_type=JSON),
+        C(
+            "proof-signed-by-another-key",
+            "proof",
+            (401, "pop_invalid"),
+            _other_device_proof,
+            path="/devices/proof",
+            content_type=JSON,
+        ),
+        C(
+            "proof-4KiB-signature",
+            "proof",
+            (401, "pop_invalid"),
+            lambda k: _proof(k, os.urandom(4096)),
+            path="/devices/proof",
+            content_type=JSON,
+        ),
+        C(
+            "proof-challenge-from-another-hub",
+            "proof",
+            (401, "challenge_invalid"),
+            _foreign_challenge,
+            path="/devices/proof",
+            content_type=JSON,
+        ),
+        C(
+            "proof-challenge-truncated",
+            "proof",
+            (401, "challenge_invalid"),
+            _truncated_challenge,
+            path="/devices/proof",
+            content_type=JSON,
+        ),
     ]
     return cases
 
@@ -830,12 +1187,20 @@ def _static() -> list[Case]:
         if isinstance(content_type, dict):
             content_type = bytes.fromhex(content_type["hex"])
         raw = doc.get("raw")
-        out.append(Case(
-            doc["name"], doc["category"], (doc["status"], doc.get("code")), None, path=doc.get("path", "/devices/challenge"),
-            method=doc.get("method", "POST"), content_type=content_type,
-            headers=tuple((k, v.encode("latin-1")) for k, v in doc.get("headers", {}).items()),
-            raw=(lambda text: lambda kit: text.encode("latin-1"))(raw) if raw else None, body=data,
-        ))
+        out.append(
+            Case(
+                doc["name"],
+                doc["category"],
+                (doc["status"], doc.get("code")),
+                None,
+                path=doc.get("path", "/devices/challenge"),
+                method=doc.get("method", "POST"),
+                content_type=content_type,
+                headers=tuple((k, v.encode("latin-1")) for k, v in doc.get("headers", {}).items()),
+                raw=(lambda text: lambda kit: text.encode("latin-1"))(raw) if raw else None,
+                body=data,
+            )
+        )
     return out
 
 

@@ -91,8 +91,10 @@ ALGORITHMS = {
     "ecdsa-sha256": (seq(oid("1.2.840.10045.4.3.2")), lambda k, d: k.sign(d, ec.ECDSA(hashes.SHA256()))),
     "ecdsa-sha384": (seq(oid("1.2.840.10045.4.3.3")), lambda k, d: k.sign(d, ec.ECDSA(hashes.SHA384()))),
     "ecdsa-sha1": (seq(oid("1.2.840.10045.4.1")), lambda k, d: k.sign(d, ec.ECDSA(hashes.SHA1()))),
-    "rsa-sha256": (seq(oid("1.2.840.113549.1.1.11"), NULL),
-                   lambda k, d: k.sign(d, padding.PKCS1v15(), hashes.SHA256())),
+    "rsa-sha256": (
+        seq(oid("1.2.840.113549.1.1.11"), NULL),
+        lambda k, d: k.sign(d, padding.PKCS1v15(), hashes.SHA256()),
+    ),
     "rsa-sha1": (seq(oid("1.2.840.113549.1.1.5"), NULL), lambda k, d: k.sign(d, padding.PKCS1v15(), hashes.SHA1())),
     "rsa-md5": (seq(oid("1.2.840.113549.1.1.4"), NULL), lambda k, d: k.sign(d, padding.PKCS1v15(), hashes.MD5())),
     "ed25519": (seq(oid("1.3.101.112")), lambda k, d: k.sign(d)),
@@ -119,8 +121,7 @@ class TBS:
         tbs = children(certificate_der)[0]
         fields = children(tbs)
         self.version = fields.pop(0) if fields[0][0] == 0xA0 else None
-        (self.serial, self.signature, self.issuer, self.validity, self.subject, self.spki,
-         *rest) = fields
+        (self.serial, self.signature, self.issuer, self.validity, self.subject, self.spki, *rest) = fields
         self.extensions: list[bytes] = children(children(rest[0])[0]) if rest else []
 
     @classmethod

@@ -20,7 +20,7 @@ class Request:
     path: str = "/devices/challenge"
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     body: bytes = b""
-    stream: int = 0          # announce (Content-Length) or send (chunked) this many bytes instead of ``body``
+    stream: int = 0  # announce (Content-Length) or send (chunked) this many bytes instead of ``body``
     chunked: bool = False
     raw: bytes | None = None  # the whole request, as is
 
@@ -43,12 +43,13 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
-    sent: int = 0            # body bytes the kernel accepted from us (streamed requests)
-    closed: bool = False     # the hub closed the connection after answering
+    sent: int = 0  # body bytes the kernel accepted from us (streamed requests)
+    closed: bool = False  # the hub closed the connection after answering
     seconds: float = 0.0
 
     def json(self):
         import json
+
         return json.loads(self.body)
 
     def __repr__(self) -> str:
@@ -78,8 +79,9 @@ def exchange(host: str, port: int, request: Request, *, timeout: float = 20.0) -
         sock.close()
 
 
-def _stream(sock: socket.socket, request: Request, timeout: float, *, already: int = 0,
-            after_reply: bool = False) -> int:
+def _stream(
+    sock: socket.socket, request: Request, timeout: float, *, already: int = 0, after_reply: bool = False
+) -> int:
     """Send body bytes until the announced size, an answer from the hub (unless ``after_reply``), or
     an error; returns how many were sent."""
     total, sent = request.stream, already
