@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench bench-compare bench-baseline bench-smoke bench-gate differential clean
+.PHONY: run test test-slow lint bench bench-compare bench-baseline bench-smoke bench-gate differential clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "certstorm needs Python 3.11+"'
@@ -19,8 +19,19 @@ run: $(STAMP)
 
 # pytest exits 5 when it collects no tests. Without selection arguments that is not a failure of the code
 # under test; with them (PYTEST_ARGS='-k typo') it means nothing ran, which must not pass.
+# In parallel on every core (pytest-xdist); the ten slowest tests are printed at the end.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -z "$(strip $(PYTEST_ARGS))" ]; }
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=10 $(PYTEST_ARGS) \
+		|| { rc=$$?; [ $$rc -eq 5 ] && [ -z "$(strip $(PYTEST_ARGS))" ]; }
+
+# The tests that are long by nature (whole capacity runs, full-size chaos), marked slow; CI runs them too.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=10 -m slow $(PYTEST_ARGS)
+
+# Ruff's lint and format checks, with the rules in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Every benchmark, timed, with its cost in calibration verifies in the JSON.
 bench: $(STAMP)

@@ -19,10 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstorm.floor import FloorProbe
-from hubsim import sign, verify_signature
-from hubsim import ChainPolicy
-from hubsim import AuthEngine, EnginePolicy
 from devicekit.fleet import generate_fleet
+from hubsim import AuthEngine, ChainPolicy, EnginePolicy, sign, verify_signature
 
 ROUNDS = 300
 _ECDSA = ec.ECDSA(hashes.SHA256())

@@ -11,13 +11,13 @@ from __future__ import annotations
 import http.client
 
 import pytest
-
-from devicekit.httpdevice import authenticate, authenticate_all, register_and_prove
-from bench.measure import bench_cores, raw_verify_on_core
 from cryptography.hazmat.primitives.serialization import Encoding
-from hubsim import sign
+
+from bench.measure import bench_cores, raw_verify_on_core
 from certstorm.processes import cpu_seconds
 from devicekit.fleet import generate_fleet
+from devicekit.httpdevice import authenticate, authenticate_all, register_and_prove
+from hubsim import sign
 
 DEVICES = 1800
 CORES = bench_cores()  # (hub's core, client's core), or None on one core
@@ -101,7 +101,7 @@ def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn,
     """Hub worker CPU over a fixed number of authentications, from the worker's own accounting: first
     connections of the fleet's CN-only devices, of devices with per-device SANs, and reconnects of
     devices admitted before (the device cache)."""
-    fleet, conn = fleet_and_conn
+    fleet, _conn = fleet_and_conn
     pids = hub.healthz()["workers"]
     count = 800
     if shape == "cn-only":
@@ -112,7 +112,7 @@ def test_hub_cpu_per_authentication(benchmark, calibration, hub, fleet_and_conn,
         authenticate_all(
             hub.host, hub.port, identities[:1]
         )  # first sight of this shape: no different from any other device
-        identities = identities[1:] + [SanDevice(fleet, issuer_key, count)]
+        identities = [*identities[1:], SanDevice(fleet, issuer_key, count)]
     else:
         identities = [fleet.identity(i) for i in range(1, 1 + count)]
         authenticate_all(

@@ -33,12 +33,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certstorm.capacity.sampler import parse_auth_metrics
-from certstorm.processes import newest_summary, start_swarm, stop_swarm
-from devicekit.httpdevice import register_and_prove
 from bench.measure import bench_cores, raw_verify_on_core
-from certstorm.processes import cpu_seconds
+from certstorm.capacity.sampler import parse_auth_metrics
+from certstorm.processes import cpu_seconds, newest_summary, start_swarm, stop_swarm
 from devicekit.fleet import Fleet, generate_fleet
+from devicekit.httpdevice import register_and_prove
 
 CASES = ("cn-only", "per-device-san", "reconnect", "aiohttp")
 TARGETS = {"cn-only": 2.5, "per-device-san": 2.5, "reconnect": 1.6, "aiohttp": 2.5}  # x the two-verify floor
@@ -233,24 +232,24 @@ def test_hub_cpu_at_saturation(benchmark, pinned_hub, tmp_path, case):
     verify = measured[best]["verify"]
     _BEST[case] = per_auth[best]
     busy = [r["window"]["cpu"] / r["window"]["seconds"] for r in measured]
-    info = dict(
-        shape=case,
-        slots=SLOTS,
-        devices_per_round=devices,
-        rounds=len(measured),
-        hub_cpu_us_per_auth=round(per_auth[best] * 1e6, 1),
-        floor_us=round(2 * verify * 1e6, 1),
-        floor_multiple=round(multiples[best], 3),
-        floor_multiples=[round(m, 3) for m in multiples],
-        target_floor_multiple=TARGETS[case],
-        hub_core_busy=[round(b, 3) for b in busy],
-        admitted_per_second=[round(r["window"]["admitted"] / r["window"]["seconds"]) for r in measured],
-        operations_per_round=devices,
-        cpu_seconds_per_operation=per_auth[best],
-        cpu_verify_seconds=verify,
-        verifies=round(statistics.median(p / r["verify"] for p, r in zip(per_auth, measured)), 4),
-        verifies_min=round(per_auth[best] / verify, 4),
-    )
+    info = {
+        "shape": case,
+        "slots": SLOTS,
+        "devices_per_round": devices,
+        "rounds": len(measured),
+        "hub_cpu_us_per_auth": round(per_auth[best] * 1e6, 1),
+        "floor_us": round(2 * verify * 1e6, 1),
+        "floor_multiple": round(multiples[best], 3),
+        "floor_multiples": [round(m, 3) for m in multiples],
+        "target_floor_multiple": TARGETS[case],
+        "hub_core_busy": [round(b, 3) for b in busy],
+        "admitted_per_second": [round(r["window"]["admitted"] / r["window"]["seconds"]) for r in measured],
+        "operations_per_round": devices,
+        "cpu_seconds_per_operation": per_auth[best],
+        "cpu_verify_seconds": verify,
+        "verifies": round(statistics.median(p / r["verify"] for p, r in zip(per_auth, measured)), 4),
+        "verifies_min": round(per_auth[best] / verify, 4),
+    }
     line = (
         f"\n{case:>15}: {per_auth[best] * 1e6:6.0f} µs of hub CPU per authentication = {multiples[best]:.2f}x "
         f"the two-verify floor ({2 * verify * 1e6:.0f} µs on the hub's core; target <= {TARGETS[case]}x); "

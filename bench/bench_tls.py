@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bench.broker import INSTALL_HINT, Mosquitto, mosquitto_binary
-from devicekit.httpdevice import authenticate_all
 from bench.measure import bench_cores, raw_verify_on_core
 from certstorm.processes import HubProcess, cpu_seconds
 from devicekit.fleet import generate_fleet
+from devicekit.httpdevice import authenticate_all
 from devicekit.hubclient import HubClient
 from devicekit.mqtts import MqttsClient, MqttsTarget
 
@@ -115,12 +115,14 @@ def test_server_cpu_per_admission_by_transport(benchmark, tmp_path):
                     client = MqttsClient(MqttsTarget.from_url(hub.mqtts_url, ca_file=hub.tls_ca))
                     _connect_all(client, warm[1:2])
                     sessions = []
-                    cases.measure("hub mTLS cached", pids, lambda: sessions.extend(_connect_all(client, tls_ids)))
-                    cases.measure("hub mTLS resumed", pids, lambda: _connect_all(client, tls_ids, sessions))
+                    cases.measure(
+                        "hub mTLS cached", pids, lambda c=client, s=sessions: s.extend(_connect_all(c, tls_ids))
+                    )
+                    cases.measure("hub mTLS resumed", pids, lambda c=client, s=sessions: _connect_all(c, tls_ids, s))
                 else:
                     client = MqttsClient(MqttsTarget.from_url(hub.mqtts_url, ca_file=hub.tls_ca))
                     _connect_all(client, warm[2:3])
-                    cases.measure("hub mTLS full", pids, lambda: _connect_all(client, full_ids))
+                    cases.measure("hub mTLS full", pids, lambda c=client: _connect_all(c, full_ids))
         if mosquitto_binary() is None:
             if os.environ.get("CI") == "true":
                 pytest.fail(f"mosquitto is missing in CI: {INSTALL_HINT}")

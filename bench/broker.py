@@ -76,7 +76,7 @@ class Mosquitto:
     def pid(self) -> int:
         return self.proc.pid if self.proc else 0
 
-    def start(self, timeout: float = 15.0) -> "Mosquitto":
+    def start(self, timeout: float = 15.0) -> Mosquitto:
         self.proc = subprocess.Popen(
             [*self.prefix, self.binary, "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
@@ -108,7 +108,7 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "Mosquitto":
+    def __enter__(self) -> Mosquitto:
         return self.start()
 
     def __exit__(self, *exc) -> None:

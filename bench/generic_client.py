@@ -19,8 +19,8 @@ import time
 
 import aiohttp
 
-from hubsim.argtypes import integer
 from devicekit.fleet import Fleet
+from hubsim.argtypes import integer
 
 
 async def authenticate_range(url: str, fleet: Fleet, indices, concurrency: int) -> dict:

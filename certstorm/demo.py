@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certstorm.floor import FloorProbe
-from hubsim.argtypes import integer
-from hubsim import ChainPolicy
-from hubsim import AuthEngine, EnginePolicy
 from devicekit.fleet import Fleet, generate_fleet
 from devicekit.pki import ALGORITHMS, MAX_DEPTH
+from hubsim import AuthEngine, ChainPolicy, EnginePolicy
+from hubsim.argtypes import integer
 
 
 @dataclass

@@ -7,8 +7,8 @@ The hub (:mod:`hubsim`) never imports this package: the hub cannot reach a devic
 
 from devicekit.backoff import PRESETS, Backoff, preset
 from devicekit.fleet import DeviceIdentity, Fleet, derive_fleet, generate_fleet
-from devicekit.hubclient import HubClient, HubError, admin_token
 from devicekit.httpdevice import authenticate, authenticate_all, register_and_prove
+from devicekit.hubclient import HubClient, HubError, admin_token
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
 from devicekit.pki import ALGORITHMS, COMPANY, MAX_DEPTH, Custodian, Device, SupplyChain
 

@@ -88,7 +88,7 @@ def body_length(status: int, headers: dict[bytes, bytes]) -> int:
 
 
 class Reply:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, headers: dict[bytes, bytes], body: bytes):
         self.status = status

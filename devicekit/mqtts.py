@@ -50,7 +50,7 @@ class MqttsTarget:
     timeout: float = 10.0
 
     @classmethod
-    def from_url(cls, url: str, **kwargs) -> "MqttsTarget":
+    def from_url(cls, url: str, **kwargs) -> MqttsTarget:
         parts = urlsplit(url)
         if parts.scheme != "mqtts" or not parts.hostname:
             raise ValueError(f"the broker URL must look like mqtts://host:8883, got {url!r}")
@@ -63,7 +63,7 @@ class MqttsTarget:
 
 
 class Timings:
-    __slots__ = ("tcp", "tls", "connack")
+    __slots__ = ("connack", "tcp", "tls")
 
     def __init__(self):
         self.tcp = self.tls = self.connack = 0.0
@@ -103,7 +103,7 @@ class MqttsClient:
 
     def open(
         self, chain: list[bytes], key, *, session: SSL.Session | None = None, source: str | None = None
-    ) -> "MqttsConnection":
+    ) -> MqttsConnection:
         """TCP connect and TLS handshake, presenting ``chain`` (leaf first, DER) and ``key``; no MQTT yet.
         Raises MqttsFailure."""
         target = self.target
@@ -113,7 +113,7 @@ class MqttsClient:
             sock = socket.create_connection(
                 (target.host, target.port), timeout=target.timeout, source_address=(source, 0) if source else None
             )
-        except socket.timeout:
+        except TimeoutError:
             raise MqttsFailure("tcp", "timeout") from None
         except ConnectionRefusedError:
             raise MqttsFailure("tcp", "tcp_refused") from None
@@ -148,7 +148,7 @@ class MqttsClient:
         session: SSL.Session | None = None,
         source: str | None = None,
         client_id: str | None = None,
-    ) -> "MqttsConnection":
+    ) -> MqttsConnection:
         """Connect one device and wait for CONNACK 0: :meth:`open`, then CONNECT with ``client_id``
         (default: the device id). Raises MqttsFailure."""
         connection = self.open(chain, key, session=session, source=source)
@@ -178,7 +178,7 @@ class MqttsClient:
 class MqttsConnection:
     """An admitted device's open connection."""
 
-    __slots__ = ("sock", "tls", "timings", "_buffer")
+    __slots__ = ("_buffer", "sock", "timings", "tls")
 
     def __init__(self, sock: socket.socket, tls: SSL.Connection, timings: Timings):
         self.sock, self.tls, self.timings = sock, tls, timings
@@ -192,7 +192,7 @@ class MqttsConnection:
     def _receive(self, step: str) -> None:
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise MqttsFailure(step, "timeout") from None
         except OSError as exc:
             raise MqttsFailure(step, "connection_reset", str(exc)) from None

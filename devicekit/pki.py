@@ -48,8 +48,8 @@ MAX_DEPTH = len(DEFAULT_CUSTODIANS)
 COMPANY = "Company-X"
 PUBLIC_ROOT = "Public-Root-CA"
 
-NOT_BEFORE = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc)
-NOT_AFTER = _dt.datetime(2050, 1, 1, tzinfo=_dt.timezone.utc)
+NOT_BEFORE = _dt.datetime(2025, 1, 1, tzinfo=_dt.UTC)
+NOT_AFTER = _dt.datetime(2050, 1, 1, tzinfo=_dt.UTC)
 
 CURVES = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
 # Group orders, for mapping an HMAC output onto a valid private scalar in [1, n-1].
@@ -156,16 +156,16 @@ class Custodian:
     """
 
     __slots__ = (
-        "name",
-        "algorithm",
-        "_key",
         "_certificate",
-        "_seed",
-        "_not_before",
-        "_not_after",
-        "_hash",
-        "_tbs_args",
         "_deterministic",
+        "_hash",
+        "_key",
+        "_not_after",
+        "_not_before",
+        "_seed",
+        "_tbs_args",
+        "algorithm",
+        "name",
     )
 
     def __init__(self, name: str, key, *, seed: bytes | None, not_before, not_after):
@@ -187,13 +187,13 @@ class Custodian:
             self._tbs_args = (padding.PKCS1v15(), self._hash)
 
     @classmethod
-    def _with_new_key(cls, name: str, alg: str, seed, not_before, not_after) -> "Custodian":
+    def _with_new_key(cls, name: str, alg: str, seed, not_before, not_after) -> Custodian:
         seed = None if seed is None else _as_bytes(seed)
         key = generate_key(ca_algorithm(alg), seed=seed, label=b"custodian:" + name.encode("utf-8"))
         return cls(name, key, seed=seed, not_before=not_before or NOT_BEFORE, not_after=not_after or NOT_AFTER)
 
     @classmethod
-    def restore(cls, name: str, key, certificate: x509.Certificate) -> "Custodian":
+    def restore(cls, name: str, key, certificate: x509.Certificate) -> Custodian:
         """A custodian reloaded from its own key file and its certificate (e.g. Company-X of a stored fleet)."""
         new = cls(
             name, key, seed=None, not_before=certificate.not_valid_before_utc, not_after=certificate.not_valid_after_utc
@@ -227,12 +227,12 @@ class Custodian:
         name: str = COMPANY,
         alg: str = "p256",
         *,
-        issuer: "Custodian | None" = None,
+        issuer: Custodian | None = None,
         seed=None,
         not_before=None,
         not_after=None,
         path_length=None,
-    ) -> "Custodian":
+    ) -> Custodian:
         """A top-level CA: self-signed, or signed by ``issuer`` (an outside public root: a purchased CA).
 
         ``alg`` names the chain's algorithm; for ``"ed25519"`` the CA key is P-256 (see module docs).
@@ -248,7 +248,7 @@ class Custodian:
             )
         return new
 
-    def enroll(self, name: str, *, seed=None, path_length=None, not_before=None, not_after=None) -> "Custodian":
+    def enroll(self, name: str, *, seed=None, path_length=None, not_before=None, not_after=None) -> Custodian:
         """The next custodian: it makes its own key pair; this custodian signs only its public key."""
         new = Custodian._with_new_key(
             name, self.algorithm, seed, not_before or self._not_before, not_after or self._not_after
@@ -262,7 +262,7 @@ class Custodian:
     def _serial(self, label: str) -> int:
         if self._seed is None:
             return x509.random_serial_number()
-        return derive_serial(self._seed, f"{self.name}/{label}".encode("utf-8"))
+        return derive_serial(self._seed, f"{self.name}/{label}".encode())
 
     def _aki(self) -> x509.AuthorityKeyIdentifier:
         ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -403,7 +403,7 @@ def _pem(cert: x509.Certificate) -> bytes:
 class Device:
     """A device identity: its own key, its certificate and the custodian certificates above it."""
 
-    __slots__ = ("device_id", "certificate", "chain", "_key")
+    __slots__ = ("_key", "certificate", "chain", "device_id")
 
     def __init__(self, device_id: str, key, certificate: x509.Certificate, chain: list[x509.Certificate]):
         self.device_id = device_id
@@ -412,9 +412,7 @@ class Device:
         self.chain = list(chain)
 
     @classmethod
-    def create(
-        cls, device_id: str, issuer: Custodian, chain: list[x509.Certificate], *, alg=None, seed=None
-    ) -> "Device":
+    def create(cls, device_id: str, issuer: Custodian, chain: list[x509.Certificate], *, alg=None, seed=None) -> Device:
         """The device makes its own key; ``issuer`` signs its public key. ``chain`` is the custodian
         certificates below the registered CA, nearest issuer first."""
         alg = alg or issuer.algorithm
@@ -481,7 +479,7 @@ class SupplyChain:
         seed: bytes | None = None,
         not_before=None,
         not_after=None,
-    ) -> "SupplyChain":
+    ) -> SupplyChain:
         """Company-X plus ``depth`` (0..5) custodians, each enrolled by the previous one.
 
         ``purchased=True`` makes Company-X's CA an intermediate bought from an outside public root; the

@@ -64,7 +64,7 @@ from hubsim.algorithms import UnsupportedKey, key_algorithm
 from hubsim.errors import AuthError
 from hubsim.upload import ParsedCertificate
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 _EE_POLICY = (
     ExtensionPolicy.webpki_defaults_ee()
@@ -120,19 +120,19 @@ class _Issuer:
     """A CA certificate on a path the cold path accepted: what any device under it still needs."""
 
     __slots__ = (
-        "fingerprint",
-        "certificate",
-        "subject",
-        "not_before",
-        "not_after",
-        "path",
-        "members",
-        "required",
-        "distinct",
-        "alive",
+        "_second",
         "_store",
         "_verifier",
-        "_second",
+        "alive",
+        "certificate",
+        "distinct",
+        "fingerprint",
+        "members",
+        "not_after",
+        "not_before",
+        "path",
+        "required",
+        "subject",
     )
 
     def __init__(
@@ -173,7 +173,7 @@ class _Device(NamedTuple):
 
 
 class CacheStats:
-    __slots__ = ("warm", "reconnect", "cold", "verifier", "deferred", "unknown")
+    __slots__ = ("cold", "deferred", "reconnect", "unknown", "verifier", "warm")
 
     def __init__(self):
         self.warm = 0  # first sight of a device, admitted through the issuer cache

@@ -5,8 +5,9 @@ issued its challenge. So the challenge *is* a sealed token: everything the proof
 id, the device certificate's public key, the fingerprints of every certificate on its path, the expiry
 and a 128-bit random nonce) travels inside it, authenticated with keyed BLAKE2b-256 (RFC 7693's MAC mode,
 from the standard library) under a key all hub processes share. Only hub processes ever check the
-tag, so the MAC need not be interoperable; BLAKE2b's keyed mode costs a fraction of OpenSSL's HMAC here. Any process can check a proof without shared pending-challenge state, and a million
-challenges that are never answered cost the hub no memory at all.
+tag, so the MAC need not be interoperable; BLAKE2b's keyed mode costs a fraction of OpenSSL's HMAC
+here. Any process can check a proof without shared pending-challenge state, and a million challenges
+that are never answered cost the hub no memory at all.
 
 Single use is the replay guard's job: a proof *claims* its nonce, and a nonce can be claimed once until
 its token expires. The in-memory guard here serves one process; the service plugs in a guard shared

@@ -22,7 +22,8 @@ CODES: dict[str, tuple[int, str]] = {
     ),
     "private_key_in_upload": (
         400,
-        "The upload carries a private key (PEM, PKCS#8, PKCS#1, SEC1 or PKCS#12). It was discarded, not stored or logged.",
+        "The upload carries a private key (PEM, PKCS#8, PKCS#1, SEC1 or PKCS#12). "
+        "It was discarded, not stored or logged.",
     ),
     "unsupported_media_type": (415, "The request's content type is not one the endpoint accepts."),
     # CA registration and proof of possession

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Sequence
+
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_der_private_key
@@ -28,7 +29,7 @@ class ParsedCertificate:
     """One uploaded certificate. Parsing is deferred: the warm path recognises intermediates by the
     SHA-256 of their DER and never needs to parse them again."""
 
-    __slots__ = ("der", "fingerprint", "_certificate")
+    __slots__ = ("_certificate", "der", "fingerprint")
 
     def __init__(self, der: bytes, fingerprint: bytes, certificate: x509.Certificate | None = None):
         self.der = der

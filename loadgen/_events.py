@@ -150,7 +150,7 @@ def _on_test_start(environment, **_kw):
         sw.expected_workers = {0}
         stride = 1
     now = time.time()
-    run_id = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{o.shape}"
+    run_id = _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{o.shape}"
     plan = {
         "run_id": run_id,
         "t0": now,

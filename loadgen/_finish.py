@@ -120,7 +120,7 @@ def _latency_table(latency: dict) -> str:
 
 
 def iso(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _locust_stats(env) -> dict:

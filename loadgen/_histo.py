@@ -49,7 +49,7 @@ def bucket_bounds(index: int) -> tuple[int, int]:
 
 
 class Histogram:
-    __slots__ = ("counts", "count", "total", "min", "max", "_buf")
+    __slots__ = ("_buf", "count", "counts", "max", "min", "total")
 
     def __init__(self):
         self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
@@ -89,7 +89,7 @@ class Histogram:
         self.max = hi if self.max is None else max(self.max, hi)
 
     # -- merging and transport ---------------------------------------------------------------------------
-    def merge(self, other: "Histogram") -> "Histogram":
+    def merge(self, other: Histogram) -> Histogram:
         self.flush()
         other.flush()
         self.counts += other.counts
@@ -114,7 +114,7 @@ class Histogram:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Histogram":
+    def from_dict(cls, data: dict) -> Histogram:
         h = cls()
         if data["index"]:
             h.counts[np.asarray(data["index"], dtype=np.int64)] = np.asarray(data["counts"], dtype=np.int64)

@@ -24,10 +24,10 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+from devicekit.mqtts import TLS_VERSIONS, MqttsClient, MqttsFailure, MqttsTarget
 from hubsim.argtypes import integer, number
 from loadgen._outcome import Outcome
 from loadgen._recorder import Recorder
-from devicekit.mqtts import TLS_VERSIONS, MqttsClient, MqttsFailure, MqttsTarget
 
 SCHEME = "mqtts"
 _PHASES = (
@@ -217,7 +217,7 @@ class MqttsAuthenticator:
 
     def _failed(self, exc: MqttsFailure, elapsed: float) -> Outcome:
         rec = self.rec
-        name = dict((a, n) for a, _, n in _PHASES).get(exc.step, exc.step)
+        name = {a: n for a, _, n in _PHASES}.get(exc.step, exc.step)
         self.fire(
             request_type="MQTTS",
             name=name,

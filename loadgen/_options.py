@@ -3,13 +3,12 @@ parser without importing the swarm (see ``loadgen/_launch.py``)."""
 
 from __future__ import annotations
 
-from loadgen import _shapes
 from devicekit.backoff import PRESETS
-from devicekit.fleet import DEFAULT_SEED
-from loadgen._mqtt import add_arguments as _mqtt_arguments
-from devicekit.fleet import SAN_KINDS
+from devicekit.fleet import DEFAULT_SEED, SAN_KINDS
 from devicekit.pki import ALGORITHMS, MAX_DEPTH
 from hubsim.argtypes import integer, number
+from loadgen import _shapes
+from loadgen._mqtt import add_arguments as _mqtt_arguments
 
 # What the web UI may change between runs: everything read when a run starts. The fleet (--fleet,
 # --devices, --alg, --depth, --san, --seed) is opened at start-up, so the UI does not offer it.

@@ -8,7 +8,7 @@ __all__ = ["Outcome"]
 class Outcome:
     """What happened to one authentication attempt."""
 
-    __slots__ = ("ok", "code", "step", "status", "retriable", "retry_after", "first")
+    __slots__ = ("code", "first", "ok", "retriable", "retry_after", "status", "step")
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ __all__ = ["Partition"]
 class Partition:
     """Worker ``index`` of ``stride`` over devices ``[0, limit)``."""
 
-    __slots__ = ("index", "stride", "limit", "size")
+    __slots__ = ("index", "limit", "size", "stride")
 
     def __init__(self, index: int, stride: int, limit: int):
         if stride < 1 or not 0 <= index < stride or limit < 0:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loadgen._recorder import COSTS, HISTOGRAMS, summarize_timeline
 from loadgen._histo import Histogram, merge_all
+from loadgen._recorder import COSTS, HISTOGRAMS, summarize_timeline
 
 CPU_LIMIT = 0.85
 
@@ -171,7 +171,7 @@ def _rates(tl: dict, t0: float | None, phases: list[dict], phase_hists: dict[int
             total = sum(w for w in weights.values() if w > 0)
             row["seconds"] = round(hi - lo, 3)
 
-            def rate(col):
+            def rate(col, weights=weights, total=total):
                 n = len(tl[col])
                 return round(
                     sum(w * tl[col][s - start] for s, w in weights.items() if w > 0 and 0 <= s - start < n) / total, 1

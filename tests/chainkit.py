@@ -16,10 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hubsim import sign
-from hubsim import AuthEngine, EnginePolicy
+from hubsim import AuthEngine, EnginePolicy, sign
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 6, 1, tzinfo=UTC)
 PAST = (NOW - dt.timedelta(days=400), NOW - dt.timedelta(days=1))
 CURRENT = (NOW - dt.timedelta(days=30), NOW + dt.timedelta(days=365))
@@ -42,7 +41,7 @@ def new_key(alg: str = "p256"):
     raise ValueError(alg)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rsa_key(bits: int, _pid: int):
     # RSA key generation costs tens of milliseconds; tests share one key per size.
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
@@ -123,7 +122,7 @@ class CA:
     """A CA with its key, for tests (the device-side factory models custody properly)."""
 
     def __init__(
-        self, cn: str, alg: str = "p256", *, parent: "CA | None" = None, path_length=None, validity=CURRENT, **kwargs
+        self, cn: str, alg: str = "p256", *, parent: CA | None = None, path_length=None, validity=CURRENT, **kwargs
     ):
         self.cn = cn
         self.key = new_key(alg)
@@ -191,7 +190,7 @@ def authenticate(eng: AuthEngine, key, chain):
     return eng.complete(challenge.token, sign(key, challenge.token))
 
 
-def openssl_sha1(issuer: "CA | None", cn: str, *, ca: bool, tmp_path) -> tuple[x509.Certificate, object]:
+def openssl_sha1(issuer: CA | None, cn: str, *, ca: bool, tmp_path) -> tuple[x509.Certificate, object]:
     """A certificate signed with RSA/SHA-1, which cryptography refuses to make: the openssl CLI can.
     Returns (certificate, its RSA private key). ``issuer=None`` makes it self-signed."""
     import subprocess

@@ -50,12 +50,13 @@ if __package__ in (None, ""):  # run as a script: make the checkout and tests/ i
     _here = Path(__file__).resolve().parent
     sys.path[:0] = [str(_here.parent), str(_here)]
 
-from devicekit.httpdevice import register_and_prove
-from hubsim.service.credential import token_id
-from certstorm.processes import HubProcess
 from hubtools import request_then_worker
+
+from certstorm.processes import HubProcess
 from devicekit.fleet import generate_fleet
+from devicekit.httpdevice import register_and_prove
 from devicekit.pki import Custodian, Device
+from hubsim.service.credential import token_id
 
 PEM_TYPE = {"Content-Type": "application/x-pem-file"}
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -188,7 +189,7 @@ class Storm:
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
-    def start(self) -> "Storm":
+    def start(self) -> Storm:
         for t in self._workers:
             t.start()
         return self
@@ -389,7 +390,7 @@ def worker_kill(workdir: Path, *, devices: int = 300, threads: int = 8, rounds: 
         admissions = result.admissions()
         during = [t for t in admissions if killed <= t <= ready]
         after_kill = [t for t in admissions if t >= killed]
-        gaps = [b - a for a, b in zip([killed] + after_kill, after_kill)]
+        gaps = [b - a for a, b in zip([killed, *after_kill], after_kill)]
         restarts = metrics(hub).get("certstorm_worker_restarts_total", 0)
         log = hub.log()
     assert "was killed by SIGKILL" in log
@@ -428,7 +429,7 @@ class AdminWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "AdminWriter":
+    def start(self) -> AdminWriter:
         self._thread.start()
         return self
 
@@ -821,9 +822,8 @@ def cache_bound(workdir: Path, *, intermediates: int = 4500) -> dict:
     one connection while the next are made, and a reader thread counts the answers."""
     import datetime as dt
 
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     import chainkit
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     company_key = ec.generate_private_key(ec.SECP256R1())
     company = Custodian.restore(
@@ -836,13 +836,13 @@ def cache_bound(workdir: Path, *, intermediates: int = 4500) -> dict:
             company_key,
             ca=True,
             validity=(
-                dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1),
-                dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30),
+                dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+                dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
             ),
         ),
     )
     factory_key, device_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     validity = (now - dt.timedelta(hours=1), now + dt.timedelta(days=30))
     statuses: dict[int, int] = defaultdict(int)
     with HubProcess(workdir / "cache.db", workers=1) as hub:

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from devicekit.httpdevice import authenticate, register_and_prove
 from certstorm.processes import HubProcess
+from devicekit.httpdevice import authenticate, register_and_prove
 from devicekit.pki import SupplyChain
 
 
@@ -59,3 +59,9 @@ def issuers(request, hub):
         return chain
 
     return issue
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A fleet cache for the swarm's derived fleets, shared by a module's tests."""
+    return tmp_path_factory.mktemp("fleet-cache")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
+import chainkit as ck
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.rsa import (
     RSAPrivateNumbers,
     RSAPublicNumbers,
@@ -29,9 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import (
 )
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
-
-import chainkit as ck
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from hostile import der as D
 
 NOW = ck.NOW
@@ -84,8 +82,7 @@ class World:
         yield key, [ck.der(cert)]
 
     def engine(self, *, warm: bool, primed: bool):
-        from hubsim import ChainPolicy
-        from hubsim import EnginePolicy
+        from hubsim import ChainPolicy, EnginePolicy
 
         eng = ck.engine(policy=EnginePolicy(chain=ChainPolicy(warm=warm)))
         for root in self.roots:
@@ -102,8 +99,7 @@ def chain(cert, ca: ck.CA) -> list[bytes]:
 
 def verdict(eng, upload, key) -> str:
     """``ok``, or the refusal's code; at which step is part of the answer (``proof:`` for the second)."""
-    from hubsim import sign
-    from hubsim import AuthError
+    from hubsim import AuthError, sign
 
     try:
         challenge = eng.begin(upload)
@@ -243,7 +239,7 @@ def ext_edit(dotted: str, raw):
 
 def add_ext(raw):
     def edit(tbs, w, key):
-        tbs.extensions = tbs.extensions + [raw(w, key) if callable(raw) else raw]
+        tbs.extensions = [*tbs.extensions, raw(w, key) if callable(raw) else raw]
 
     return edit
 
@@ -264,7 +260,7 @@ def _ku(**flags) -> x509.KeyUsage:
     return x509.KeyUsage(**values)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rsa_with_exponent(bits: int, e: int):
     """An RSA key pair with any odd public exponent coprime to phi (cryptography only generates 3 and
     65537), so the device can still sign its proof."""
@@ -281,7 +277,7 @@ def _rsa_with_exponent(bits: int, e: int):
         ).private_key(unsafe_skip_rsa_key_validation=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rsa_bits(bits: int):
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
@@ -507,8 +503,8 @@ def cases() -> list[Case]:
     ):
         add(leaf_case(f"issuer-{label}", expect, _set("issuer", name)))
     # validity and its encoding
-    y2049 = dt.datetime(2049, 12, 31, tzinfo=dt.timezone.utc)
-    y2051 = dt.datetime(2051, 1, 1, tzinfo=dt.timezone.utc)
+    y2049 = dt.datetime(2049, 12, 31, tzinfo=dt.UTC)
+    y2051 = dt.datetime(2051, 1, 1, tzinfo=dt.UTC)
     for label, nb, na, expect in (
         ("generalized-notbefore", _gen(START), utc_na, "chain_untrusted"),
         ("generalized-notafter", utc_nb, _gen(END), "chain_untrusted"),

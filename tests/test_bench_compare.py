@@ -106,7 +106,7 @@ def _gate_runs(*runs):
         costs = next(replies)
         return {n: costs[n.split("::")[-1]] for n in names if n.split("::")[-1] in costs}
 
-    base = {n: 2.0 for n in gate.GATED}
+    base = dict.fromkeys(gate.GATED, 2.0)
     return gate, base, asked, runner
 
 
@@ -141,7 +141,7 @@ def test_gate_fails_past_the_limit_and_on_a_benchmark_that_did_not_run(tmp_path,
     monkeypatch.setattr(gate, "run_benchmarks", lambda names: {n: slow[n] for n in names})
     assert gate.main(["--baseline", base, "--attempts", "2"]) == 1
     assert "REGRESSED" in capsys.readouterr().out
-    monkeypatch.setattr(gate, "run_benchmarks", lambda names: {n: 2.9 for n in names})
+    monkeypatch.setattr(gate, "run_benchmarks", lambda names: dict.fromkeys(names, 2.9))
     assert gate.main(["--baseline", base]) == 0
     monkeypatch.setattr(gate, "run_benchmarks", lambda names: {})
     assert gate.main(["--baseline", base, "--attempts", "1"]) == 1

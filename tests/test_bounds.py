@@ -14,12 +14,14 @@ Run with ``-s`` to see the figures.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
 import chaos
-from devicekit.httpdevice import HubError, authenticate, register_and_prove
+
 from certstorm.processes import HubProcess
+from devicekit.httpdevice import HubError, authenticate, register_and_prove
 from devicekit.pki import Custodian, Device
 
 MIB = 1024
@@ -29,6 +31,7 @@ def _show(name: str, figures: dict) -> None:
     print(f"\n{name}: {json.dumps(figures)}")
 
 
+@pytest.mark.slow
 def test_unanswered_challenges_do_not_grow_worker_memory(tmp_path):
     figures = chaos.unanswered_challenges(tmp_path, total=120_000, checkpoints=3, warmup=20_000)
     _show("120,000 unanswered challenges after the warm-up", figures)
@@ -57,7 +60,7 @@ def test_the_pending_challenge_gauge_forgets_expired_challenges(tmp_path):
         chaos.wait_for(lambda: pending() == 600, 5, "the gauge to count the 600 challenges", step=0.05)
         chaos.wait_for(lambda: pending() == 0, 30, "the gauge to forget the expired challenges", step=0.05)
     counted = seen[seen.index(600) :]  # nothing was issued after the flood: from 600 it only falls
-    assert all(a >= b for a, b in zip(counted, counted[1:])), seen
+    assert all(a >= b for a, b in itertools.pairwise(counted)), seen
 
 
 def test_the_issuer_cache_holds_at_most_4096_intermediates(tmp_path):

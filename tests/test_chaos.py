@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import chaos
+import pytest
 
 
 def _show(name: str, figures: dict) -> None:

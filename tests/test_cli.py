@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from certstorm.cli import COMMANDS, build_parser
-from hubsim.service.supervisor import default_db
 from certstorm.processes import HubProcess
 from devicekit.fleet import Fleet, generate_fleet
+from hubsim.service.supervisor import default_db
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTSTORM = str(Path(sys.executable).with_name("certstorm"))
@@ -37,7 +37,7 @@ def test_the_top_level_help_lists_every_command_with_whole_sentences(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "mass IoT device authentication with X.509 CA\ncertificates." in out
-    for name, (*_, text) in COMMANDS.items():
+    for name, (*_, _text) in COMMANDS.items():
         assert f"    {name} " in out
     assert "so that, say" not in out
 

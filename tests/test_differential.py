@@ -23,10 +23,9 @@ import chainkit as ck
 import mutations as M
 import pytest
 from cryptography.hazmat.primitives import hashes
+from hostile import der as D
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from hostile import der as D
 
 CASES = M.cases()
 

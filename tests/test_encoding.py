@@ -6,8 +6,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from hubsim import der_header, pem_certificate, read_der_header
 from devicekit.pki import SupplyChain
+from hubsim import der_header, pem_certificate, read_der_header
 
 
 @pytest.mark.parametrize("length", [0, 1, 127, 128, 255, 256, 65535, 65536, 1 << 24])

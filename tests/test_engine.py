@@ -16,7 +16,6 @@ from chainkit import (
     der,
     engine,
     make_cert,
-    name,
     new_key,
     openssl_sha1,
     pem,
@@ -27,11 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from hubsim import CODES, AuthError, ChainPolicy, EnginePolicy, sign
 from hubsim import challenge as tokens
-from hubsim import sign
-from hubsim import ChainPolicy
-from hubsim import EnginePolicy
-from hubsim import CODES, AuthError
 
 
 def refused(code, fn, *args, **kwargs):
@@ -326,7 +322,7 @@ def test_self_signed_device_certificate_is_refused(hub):
 
 
 def test_intermediate_that_is_not_a_ca_is_refused(hub, pki):
-    root, factory, _ = pki
+    _root, factory, _ = pki
     key = new_key()
     fake = make_cert(
         "Fake-Z", key.public_key(), factory.cn, factory.key, ca=False, key_usage=("key_cert_sign",), eku=None
@@ -352,7 +348,7 @@ def test_path_length_exceeded_is_refused(hub, pki):
 
 
 def test_missing_intermediate_is_refused(hub, pki):
-    key, chain = device(pki[2])
+    _key, chain = device(pki[2])
     refused("chain_untrusted", hub.begin, chain[:1])
 
 
@@ -366,7 +362,7 @@ def test_bad_leaf_signature_is_refused(hub, pki):
 def test_too_many_certificates_are_refused_before_parsing_them_all(hub, pki):
     root = pki[0]
     cas = [CA(f"Layer-{i}", parent=root) for i in range(ChainPolicy().max_certificates + 1)]
-    key, cert = cas[0].issue("dev-1")
+    _key, cert = cas[0].issue("dev-1")
     refused("too_many_certificates", hub.begin, [der(cert)] + [der(c.cert) for c in cas])
 
 
@@ -430,8 +426,8 @@ def test_proof_by_another_key_is_refused(hub, pki):
 
 
 def test_challenge_issued_for_another_certificate_is_refused(hub, pki):
-    key_a, chain_a = device(pki[2], "dev-a")
-    key_b, chain_b = device(pki[2], "dev-b")
+    key_a, _chain_a = device(pki[2], "dev-a")
+    _key_b, chain_b = device(pki[2], "dev-b")
     token_b = hub.begin(chain_b).token
     refused("pop_invalid", hub.complete, token_b, sign(key_a, token_b))
 
@@ -471,7 +467,7 @@ def test_replay_guard_is_bounded_and_fails_closed():
 def test_revoked_intermediate_is_refused_on_the_very_next_request(hub, pki):
     key, chain = device(pki[2], "dev-1")
     authenticate(hub, key, chain)
-    key2, chain2 = device(pki[2], "dev-2")
+    _key2, chain2 = device(pki[2], "dev-2")
     assert hub.begin(chain2).warm
     hub.revoke(x509.load_der_x509_certificate(chain[1]).fingerprint(hashes.SHA256()).hex())
     refused("cert_revoked", hub.begin, chain2)
@@ -573,7 +569,7 @@ def test_device_admitted_once_then_warm(hub, pki, request):
     again = hub.begin(pem(*[x509.load_der_x509_certificate(c) for c in chain]))
     assert again.warm and hub.stats()["reconnect"] == reconnects + 1  # the device cache, PEM or DER alike
     assert not hub.complete(again.token, sign(key, again.token)).first_connection
-    key2, chain2 = device(pki[2], "dev-2")
+    _key2, chain2 = device(pki[2], "dev-2")
     assert hub.begin(chain2).warm
 
 
@@ -623,7 +619,7 @@ def test_every_error_code_is_in_the_docs():
 def test_device_common_name_that_is_not_valid_text_is_refused(hub, pki):
     from hostile import der as D
 
-    root, factory, tech = pki
+    _root, _factory, tech = pki
     key = new_key()
     for tag, value in ((0x0C, b"dev-\xff\xfe"), (0x16, b"dev-\xe9")):
         tbs = D.TBS.of(tech.issue("x")[1])
@@ -641,7 +637,7 @@ def test_ca_with_a_malformed_name_constraint_ip_range_is_refused():
     cert = make_cert("Odd-NC", key.public_key(), "Odd-NC", key, ca=True)
     tbs = D.TBS.of(cert)
     bad_range = (D.seq(D.tlv(0xA0, D.seq(D.tlv(0x87, b"\x0a\x00\x00\x00\xff\xff")))),)  # 6 bytes: no IP/mask
-    tbs.extensions = tbs.extensions + [D.extension("2.5.29.30", bad_range[0], True)]
+    tbs.extensions = [*tbs.extensions, D.extension("2.5.29.30", bad_range[0], True)]
     refused("malformed_input", engine().register_ca, tbs.sign(key))
 
 
@@ -655,8 +651,8 @@ def test_remove_ca_accepts_the_id_in_upper_case(pki):
 
 def test_time_is_whole_seconds_on_both_paths(pki):
     """A millisecond past notAfter is still inside the second notAfter names, as the verifier rounds."""
-    root, factory, tech = pki
-    key, cert = tech.issue("edge", validity=(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), NOW))
+    root, _factory, tech = pki
+    key, cert = tech.issue("edge", validity=(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), NOW))
     chain = [der(cert)] + [der(c) for c in tech.chain()]
     for warm in (False, True):
         clock = FakeClock(NOW.timestamp() + 0.999)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -12,12 +13,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from hubsim import verify_signature
 from certstorm.fleet import add_fleet_arguments, fleet_command
 from devicekit.fleet import (
     DATA_FILE,
     META_FILE,
-    SAN_KINDS,
     Fleet,
     RecordMaker,
     Template,
@@ -28,6 +27,7 @@ from devicekit.fleet import (
     san_names,
 )
 from devicekit.pki import SupplyChain, generate_key
+from hubsim import verify_signature
 
 DER = serialization.Encoding.DER
 _FLEETS: dict = {}
@@ -197,8 +197,7 @@ def test_san_fleet_devices_take_the_warm_path(tmp_path):
     SAN differs per device are admitted warm after the first sight of their issuer."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from hubsim import sign
-    from hubsim import AuthEngine
+    from hubsim import AuthEngine, sign
 
     f = generate_fleet(tmp_path, 6, depth=2, san="both", workers=1, progress=False)
     engine = AuthEngine(secret=b"s" * 32, clock=time.time, random=os.urandom)
@@ -259,7 +258,7 @@ def test_identity_round_trip(tmp_path_factory, alg, count):
         assert pems == [cert, *reopened.intermediates]
     # intermediates are nearest first and chain up to the registered CA
     certs = [issuer, *reopened.intermediates[1:], reopened.ca_certificate]
-    for child, parent in zip(certs, certs[1:]):
+    for child, parent in itertools.pairwise(certs):
         child.verify_directly_issued_by(parent)
     reopened.close()
 
@@ -395,9 +394,9 @@ def test_derived_fleet_is_made_once_and_waits_for_a_process_holding_the_lock(tmp
     from devicekit.fleet import cache_key, derive_fleet
 
     target = tmp_path / cache_key("s", 5, "p256", 1, "")
-    with FileLock(target.with_suffix(".lock")):  # another process deriving the same fleet
-        with pytest.raises(TimeoutError, match="waited 0 s for another process"):
-            derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), timeout=0.3)
+    # another process holds the lock: it is deriving the same fleet
+    with FileLock(target.with_suffix(".lock")), pytest.raises(TimeoutError, match="waited 0 s for another process"):
+        derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), timeout=0.3)
     assert not target.exists()
     said = []
     fleet = derive_fleet(5, alg="p256", depth=1, seed="s", cache_dir=str(tmp_path), log=said.append)

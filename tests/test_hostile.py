@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from devicekit.httpdevice import HubError, authenticate, register_and_prove
 from hostile import corpus
 from hostile.wire import exchange
+
 from certstorm.processes import HubProcess, cpu_seconds
+from devicekit.httpdevice import HubError, authenticate, register_and_prove
 from devicekit.pki import SupplyChain
 
 CASES = corpus.cases()
@@ -73,7 +73,7 @@ class Traffic:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="valid-traffic", daemon=True)
 
-    def start(self) -> "Traffic":
+    def start(self) -> Traffic:
         self._thread.start()
         return self
 
@@ -238,7 +238,7 @@ def test_cpu_summary(solo, kit):
     )
     for name, (t, precise) in worst:
         print(f"  {name:48s} {precise * 1e3:7.2f} ms (schedstat)  {t * 1e3:4.0f} ms (ticks)")
-    for name, (t, precise) in COSTS.items():
+    for name, (_, precise) in COSTS.items():
         if name not in measured:
             print(f"  known gap {name}: {precise * 1e3:.1f} ms")
     assert worst_cost < CPU_BUDGET, worst_cost
@@ -249,6 +249,7 @@ def test_cpu_summary(solo, kit):
 @pytest.fixture(scope="module")
 def engine(kit):
     import chainkit as ck
+
     from hubsim import AuthEngine
 
     eng = AuthEngine(secret=b"k" * 32, clock=time.time, random=os.urandom)

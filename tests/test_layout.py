@@ -158,7 +158,7 @@ def test_no_import_loops_among_the_shipped_modules():
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                loops.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
+                loops.append(" -> ".join([*stack[stack.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -29,19 +29,19 @@ import sys
 import time
 from pathlib import Path
 
+import chaos
 import pytest
+from conftest import serve_hub
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
-import chaos
-from devicekit.httpdevice import authenticate
-from conftest import serve_hub
-from hubsim.service.credential import token_id
 from certstorm.processes import HubProcess, Reply
+from devicekit.httpdevice import authenticate
+from devicekit.pki import SupplyChain
+from hubsim.service.credential import token_id
 from hubsim.service.lockout import LockoutPolicy, SharedLockout, address_key, create_lockout_file
 from hubsim.service.store import Store, initialise
-from devicekit.pki import SupplyChain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -284,7 +284,7 @@ def test_device_endpoints_need_no_token_and_ignore_one(hub):
         {"challenge": challenge, "signature": base64.b64encode(device.sign(base64.b64decode(challenge))).decode()}
     ).encode()
     admitted = call_from(
-        hub, source, "POST", "/devices/proof", proof, junk[:1] + [("Content-Type", "application/json")]
+        hub, source, "POST", "/devices/proof", proof, [*junk[:1], ("Content-Type", "application/json")]
     )
     assert admitted.status == 200 and admitted.json()["device_id"] == "junk-token", admitted
     for path in ("/healthz", "/metrics", "/"):  # public on purpose (docs/api.md says why)

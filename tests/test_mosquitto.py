@@ -9,12 +9,12 @@ import os
 import time
 
 import pytest
-from test_swarm import cache, swarm  # noqa: F401 - cache: the shared fleet-cache fixture
+from test_swarm import swarm
 
 from bench.broker import INSTALL_HINT, Mosquitto, mosquitto_binary
 from devicekit.fleet import derive_fleet
-from devicekit.pki import SupplyChain
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
+from devicekit.pki import SupplyChain
 
 DEVICES = 80
 

@@ -11,19 +11,17 @@ import datetime as dt
 import hashlib
 import socket
 import ssl
-import time
 
 import pytest
+from chainkit import CA, der, make_cert, new_key, trust
+from chainkit import engine as make_engine
 from conftest import serve_hub
 from test_service import eventually, metric, metric_values
 
-from chainkit import CA, der, make_cert, new_key, trust
-from chainkit import engine as make_engine
-from hubsim import mqtt
-from hubsim import AuthError
 from devicekit.hubclient import HubClient
-from devicekit.pki import Device, SupplyChain
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
+from devicekit.pki import Device, SupplyChain
+from hubsim import AuthError, mqtt
 
 CONNECT_TIMEOUT = 1.0  # the hub's --mqtts-connect-timeout in these tests (seconds)
 
@@ -92,7 +90,7 @@ def closed_by_hub(sock) -> bool:
             pass
     except (ssl.SSLError, ConnectionError):
         pass
-    except socket.timeout:
+    except TimeoutError:
         return False
     return True
 
@@ -114,7 +112,7 @@ def test_engine_admits_a_proven_chain_only_for_its_own_cn():
     root = CA("root")
     trust(eng, root)
     inter = CA("inter", parent=root)
-    key, leaf = inter.issue("dev-1")
+    _key, leaf = inter.issue("dev-1")
     chain = [der(leaf), der(inter.cert)]
     with pytest.raises(AuthError) as caught:
         eng.admit_proven(chain, "dev-2")
@@ -147,7 +145,7 @@ def test_client_without_certificate_is_refused(hub, client, fleet):
 
 def test_expired_device_certificate_is_refused(hub, client, fleet):
     key = new_key()
-    past = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     cert = fleet.issuer.sign_device(
         "dev-expired", key.public_key(), not_before=past, not_after=past + dt.timedelta(days=1)
     )

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from conftest import serve_hub
 from test_service import eventually, metric, metric_values
-from test_swarm import LOCUST, ROOT, cache, swarm  # noqa: F401 - cache: the shared fleet-cache fixture
+from test_swarm import LOCUST, ROOT, swarm
 
 DEVICES = 60
 
@@ -120,7 +120,7 @@ def test_held_connections_send_keepalives(hub, cache, tmp_path):
 
 def test_foreign_fleet_is_refused_by_the_hub(hub, cache, tmp_path):
     """A fleet whose CA was never registered (no --hub-url: the swarm registers nothing)."""
-    rc, s, out = swarm(
+    rc, s, _out = swarm(
         None,
         tmp_path,
         cache,

@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from hubsim import key_algorithm, verify_signature
 from devicekit.pki import (
     ALGORITHMS,
     DEFAULT_CUSTODIANS,
@@ -22,8 +21,9 @@ from devicekit.pki import (
     SupplyChain,
     generate_key,
 )
+from hubsim import key_algorithm, verify_signature
 
-WHEN = dt.datetime(2030, 6, 1, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 DER = serialization.Encoding.DER
 PRIVATE_TYPES = (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)
 
@@ -87,13 +87,13 @@ def test_bad_depth_refused(depth):
 def test_expired_and_not_yet_valid_chains_fail_verification():
     expired = SupplyChain.build(
         2,
-        not_before=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
-        not_after=dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc),
+        not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+        not_after=dt.datetime(2021, 1, 1, tzinfo=dt.UTC),
         seed=b"x",
     )
     with pytest.raises(VerificationError):
         verify(expired, expired.device("d1"))
-    future = SupplyChain.build(2, not_before=dt.datetime(2040, 1, 1, tzinfo=dt.timezone.utc), seed=b"x")
+    future = SupplyChain.build(2, not_before=dt.datetime(2040, 1, 1, tzinfo=dt.UTC), seed=b"x")
     with pytest.raises(VerificationError):
         verify(future, future.device("d1"))
 

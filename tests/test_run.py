@@ -13,8 +13,8 @@ from browser import render, visible_problems
 from test_report import SCHEMA, strict_load
 
 from certstorm.capacity import analysis
-from certstorm.capacity.sections import SECTIONS
 from certstorm.capacity.requirements import check_requirements, parse_requirement
+from certstorm.capacity.sections import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -186,6 +186,7 @@ def test_hub_metrics_are_read_with_prometheus_parser():
     assert parse_auth_metrics(text) == (4000.0, 7.0)
 
 
+@pytest.mark.slow
 def test_short_run_over_mqtts_says_so(tmp_path):
     """The same job with devices over MQTT with mutual TLS: the hub's TLS listener, the swarm's mqtts
     transport, and a report whose first line says which transport it measured."""

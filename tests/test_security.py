@@ -18,14 +18,13 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import serve_hub
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-
-from devicekit.httpdevice import authenticate, register_and_prove
-from conftest import serve_hub
+from hubtools import request_then_worker
 
 from certstorm.processes import HubProcess
-from hubtools import request_then_worker
+from devicekit.httpdevice import authenticate, register_and_prove
 from devicekit.pki import Device, SupplyChain
 
 PEM = serialization.Encoding.PEM

@@ -18,16 +18,15 @@ import threading
 import time
 
 import pytest
+from conftest import serve_hub
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from conftest import serve_hub
-
-from certstorm.processes import HubProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from hubsim.service.quota import parse_quota
+from certstorm.processes import HubProcess
 from devicekit.pki import SupplyChain
+from hubsim.service.quota import parse_quota
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -364,7 +363,7 @@ def test_first_connection_is_reported_once_when_two_workers_race(hub, fleet, wor
         bodies = [proof_body(device, challenge(hub, device, conn)) for conn in workers]
         results = [None] * len(workers)
 
-        def run(i):
+        def run(i, results=results, bodies=bodies):
             results[i] = prove(hub, bodies[i], workers[i])
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(workers))]
@@ -657,6 +656,7 @@ def test_a_body_cut_short_is_the_clients_fault():
 # -- the shared pieces, in-process --------------------------------------------------------------------
 def test_replay_guard_claims_once_reuses_expired_slots_and_fails_closed(tmp_path):
     import os
+
     from hubsim import AuthError
     from hubsim.service.guard import SharedReplayGuard, ensure_guard_file
 

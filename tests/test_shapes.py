@@ -33,22 +33,22 @@ def ticks(shape, until, done_at=None, step=0.5):
 
 
 def options(**kw):
-    base = dict(
-        shape="closed",
-        run_time=None,
-        num_users=4,
-        spawn_rate=2.0,
-        rate=100.0,
-        latency_budget=0.05,
-        slots=0,
-        step_rate=50.0,
-        step_seconds=10.0,
-        steps=3,
-        storm_devices=1000,
-        churn_devices=200,
-        churn_stay=5.0,
-        churn_away=5.0,
-    )
+    base = {
+        "shape": "closed",
+        "run_time": None,
+        "num_users": 4,
+        "spawn_rate": 2.0,
+        "rate": 100.0,
+        "latency_budget": 0.05,
+        "slots": 0,
+        "step_rate": 50.0,
+        "step_seconds": 10.0,
+        "steps": 3,
+        "storm_devices": 1000,
+        "churn_devices": 200,
+        "churn_stay": 5.0,
+        "churn_away": 5.0,
+    }
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -148,7 +148,7 @@ def test_histogram_buckets_are_exact_below_1024_us_and_within_0_2_percent_above(
     assert list(idx[:3]) == [0, 1, 1023] and idx[-1] == N_BUCKETS - 1
     for v, i in zip(values, idx):
         lo, hi = bucket_bounds(int(i))
-        assert lo <= v < hi and (hi - lo) / max(lo, 1) <= 1 / 512 + 1e-12 or v < EXACT
+        assert (lo <= v < hi and (hi - lo) / max(lo, 1) <= 1 / 512 + 1e-12) or v < EXACT
     assert bucket_index([MAX_US * 10])[0] == N_BUCKETS - 1  # clamped
 
 

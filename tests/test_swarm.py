@@ -24,11 +24,6 @@ DEVICES = 400
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("fleet-cache")
-
-
-@pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     with HubProcess(tmp_path_factory.mktemp("hub") / "hub.db", workers=2) as h:
         yield h
@@ -264,7 +259,7 @@ def test_each_shape_starts_and_stops(hub, cache, tmp_path, shape, args, seconds)
 
 def test_throttled_storm_retries_until_every_device_is_admitted(cache, tmp_path):
     with HubProcess(tmp_path / "quota.db", workers=1, args=("--quota", "150")) as h:
-        rc, s, out = swarm(
+        rc, s, _out = swarm(
             h,
             tmp_path / "res",
             cache,

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from loadgen import Authenticator, Recorder
 from devicekit.fleet import generate_fleet
 from devicekit.httpclient import Connection, Reply, WireError, body_length, parse_head
+from loadgen import Authenticator, Recorder
 
 OK_BODY = b'{"device_id":"d","challenge":"AAEC","expires_at":1.5}'
 OK = (

@@ -15,8 +15,10 @@ A *sample* is one second of a segment (one hub lifetime, ``segment`` = ``"w<work
 A *step* is one constant target rate of a ramp or a refinement (see :func:`steps_from_swarm`)::
 
     {"workers", "stage": "ramp"|"refine", "target", "start", "end", "achieved", "error_rate", "hub_cpu",
-     "gen_cpu", "machine_cpu" (every process on the machine, as a fraction of all its cores), "hub_us_per_auth", "gen_us_per_auth", "count", "p50", "p90", "p99", "p999"}  # latency in ms,
-                                                              # from the swarm's µs histogram of that step
+     "gen_cpu", "machine_cpu", "hub_us_per_auth", "gen_us_per_auth", "count", "p50", "p90", "p99", "p999"}
+
+``machine_cpu`` is every process on the machine as a fraction of all its cores; latencies are in ms, from
+the swarm's µs histogram of that step.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def steps_from_swarm(
         swarm_share = failed / (failed + row["achieved_rate"]) if row.get("achieved_rate") else 0.0
         count = row.get("auth_count", 0)
 
-        def ms(key):
+        def ms(key, row=row, count=count):
             return row[key] / 1000.0 if count and row.get(key) is not None else None
 
         out.append(

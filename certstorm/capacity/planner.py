@@ -117,7 +117,7 @@ def simulate_storm(
         raise ValueError("devices, capacity and dt must be positive")
     rng = np.random.default_rng(seed)
     burst = capacity if burst is None else burst
-    n_buckets = int(math.ceil(horizon / dt))
+    n_buckets = math.ceil(horizon / dt)
     pending = np.zeros((n_buckets + 1, max_retries + 1), dtype=np.int32)
     if spread > 0:
         np.add.at(pending[:, 0], np.minimum((rng.uniform(0, spread, devices) / dt).astype(np.int64), n_buckets), 1)

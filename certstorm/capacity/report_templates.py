@@ -9,9 +9,11 @@ HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>certstorm run {{ run_id }}</title>
 <style>
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222;line-height:1.4}
-h1{font-size:1.5em}.headline{font-size:1.15em;font-weight:bold;padding:.6em;border-left:5px solid #c60;background:#fff6ec}
-.note{color:#7a4a00}table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:bold;padding:.3em 0}img{max-width:100%}
+h1{font-size:1.5em}
+.headline{font-size:1.15em;font-weight:bold;padding:.6em;border-left:5px solid #c60;background:#fff6ec}
+.note{color:#7a4a00}table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+caption{text-align:left;font-weight:bold;padding:.3em 0}img{max-width:100%}
 </style></head><body>
 <h1>certstorm run {{ run_id }}</h1>
 <p class="headline">{{ headline }}</p>

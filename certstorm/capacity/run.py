@@ -368,7 +368,7 @@ class Run:
             if isinstance(item, HubProcess):
                 try:
                     item.stop(10)
-                except Exception:  # noqa: BLE001 - stopping on the way out: kill what does not stop
+                except Exception:
                     item.kill()
                 self._drop_guard(item)
             else:

@@ -42,6 +42,10 @@ def finite(x):
     return x if x is not None and math.isfinite(x) else None
 
 
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
+
+
 def _headline(side: str, k: dict | None, per: list[dict], config: dict) -> str:
     at = f"knee at {k['achieved']:,.0f} authentications/s with {k['workers']} hub worker(s)" if k else "no step held"
     if side == "hub":
@@ -73,7 +77,7 @@ def _headline(side: str, k: dict | None, per: list[dict], config: dict) -> str:
             + (
                 f", while the machine's cores were {broke['machine_cpu']:.0%} busy: other work held them."
                 if (broke.get("machine_cpu") or 0) >= analysis.CPU_LIMIT
-                else f", the machine {fmt(100 * broke['machine_cpu'] if broke.get('machine_cpu') is not None else None, '%')}"
+                else f", the machine {fmt(_percent(broke.get('machine_cpu')), '%')}"
                 " busy: the swarm's pacing fell short without a saturated side; rerun on a quieter machine."
             )
         )

@@ -57,7 +57,7 @@ class HubProcess:
         self._err = Path(f"{self.db}.stderr")
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> "HubProcess":
+    def start(self, timeout: float = 30.0) -> HubProcess:
         cmd = [
             *self.prefix,
             sys.executable,
@@ -126,7 +126,7 @@ class HubProcess:
                 text += path.read_text(errors="replace")
         return text
 
-    def __enter__(self) -> "HubProcess":
+    def __enter__(self) -> HubProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -181,7 +181,7 @@ def generate_fleet(
     progress: bool = True,
     prefix: str = DEFAULT_PREFIX,
     san: str | None = None,
-) -> "Fleet":
+) -> Fleet:
     """Generate ``devices`` identities under a fresh supply chain into ``out_dir`` and open the fleet.
 
     ``seed`` (bytes or str) makes the whole fleet reproducible. ``workers`` defaults to the usable CPUs.
@@ -278,7 +278,7 @@ def generate_fleet(
         "key_files": key_files,
         "intermediates": [pem(c) for c in chain.intermediates()],
         "ca_certificate": pem(chain.company.certificate),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     tmp = out / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1) + "\n")

@@ -22,9 +22,9 @@ __all__ = ["DeviceIdentity", "Fleet"]
 class DeviceIdentity:
     """One device of a fleet. The private key and certificate are built on first use."""
 
-    __slots__ = ("_fleet", "index", "device_id", "_record", "_key", "_cert_der")
+    __slots__ = ("_cert_der", "_fleet", "_key", "_record", "device_id", "index")
 
-    def __init__(self, fleet: "Fleet", index: int, record: bytes):
+    def __init__(self, fleet: Fleet, index: int, record: bytes):
         self._fleet = fleet
         self.index = index
         self.device_id = f"{fleet.id_prefix}{index:0{fleet.id_width}d}"
@@ -91,7 +91,7 @@ class Fleet:
         self.custodian_names: list[str] = list(meta["custodians"])
         self._file, self._mm = fd_file, mm
         self._template = Template.from_json(meta["template"])
-        self._priv_len, self._pub_len, sig_max, siglen_bytes = LAYOUTS[self.alg]
+        self._priv_len, self._pub_len, _sig_max, siglen_bytes = LAYOUTS[self.alg]
         self._siglen_at = self._priv_len + self._pub_len
         self._sig_at = self._siglen_at + siglen_bytes
         self.ca_certificate: x509.Certificate = x509.load_pem_x509_certificate(meta["ca_certificate"].encode())
@@ -103,7 +103,7 @@ class Fleet:
         self._curve = CURVES.get(self.alg)
 
     @classmethod
-    def open(cls, path) -> "Fleet":
+    def open(cls, path) -> Fleet:
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.is_file():

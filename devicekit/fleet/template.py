@@ -101,7 +101,7 @@ class Template:
         self.tbs_length = sum(map(len, pieces)) + sum(lengths[f] for f in fields)
 
     @classmethod
-    def build(cls, issuer, alg: str, fleet_id: bytes, prefix: str, width: int, san: str | None = None) -> "Template":
+    def build(cls, issuer, alg: str, fleet_id: bytes, prefix: str, width: int, san: str | None = None) -> Template:
         sample = generate_key(alg)
         public = public_bits(alg, sample.public_key())
         index = 10**width - 1
@@ -188,7 +188,7 @@ class Template:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Template":
+    def from_json(cls, data: dict) -> Template:
         return cls(
             [unb64(p) for p in data["pieces"]],
             {k: int(v) for k, v in data["lengths"].items()},

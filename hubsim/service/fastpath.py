@@ -9,8 +9,9 @@ So each new connection starts on :class:`DeviceProtocol`. It answers a request i
 exactly ``POST /devices/challenge HTTP/1.1`` or ``POST /devices/proof HTTP/1.1`` with CRLF line ends, a
 single plain ``Content-Length`` within the endpoint's limit, and no ``Transfer-Encoding``,
 ``Content-Encoding`` or ``Upgrade``; ``Expect: 100-continue`` (sent by some HTTP clients before a body,
-older curl among them) is answered here with ``100 Continue``. The engine is synchronous, so such a request is handled inside
-``data_received``: no task, no future, no per-request objects beyond the reply bytes. Anything else --
+older curl among them) is answered here with ``100 Continue``. The engine is synchronous, so such a
+request is handled inside ``data_received``: no task, no future, no per-request objects beyond the reply
+bytes. Anything else --
 another endpoint or method, a query string, HTTP/1.0, chunked bodies, oversized or malformed heads --
 hands the connection, with every byte not yet answered, to aiohttp's own protocol for the rest of its
 life. aiohttp then parses it properly and the same :class:`~hubsim.service.httpapi.HttpApi` answers it (including
@@ -50,7 +51,7 @@ _INTERNAL = b'{"error": "internal_error", "message": "The hub failed; the error 
 class _Clock:
     """The Date header, formatted once per second."""
 
-    __slots__ = ("second", "header")
+    __slots__ = ("header", "second")
 
     def __init__(self):
         self.second = -1
@@ -90,7 +91,7 @@ def encode_reply(reply: DeviceReply, close: bool) -> bytes:
 class DeviceProtocol(asyncio.Protocol):
     """One client connection, answered here until something needs aiohttp (see the module docstring)."""
 
-    __slots__ = ("hub", "server", "connections", "transport", "last_active", "_buffer", "_paused", "_continued")
+    __slots__ = ("_buffer", "_continued", "_paused", "connections", "hub", "last_active", "server", "transport")
 
     def __init__(self, hub: Hub, server: web.Server, connections: set):
         self.hub = hub

@@ -26,8 +26,8 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from hubsim.encoding import pem_certificate
 from hubsim.errors import AuthError
-from hubsim.service.credential import Operator, Refusal
 from hubsim.service.codec import JSON_LIMIT, JSON_TYPES, PEM_TYPES, DeviceReply, decode_b64, error_reply, json_object
+from hubsim.service.credential import Operator, Refusal
 from hubsim.service.hub import Hub, parsing_input
 from hubsim.service.metrics import render
 from hubsim.upload import read_certificates
@@ -177,7 +177,7 @@ class HttpApi:
             response = _json(
                 {"error": "internal_error", "message": "The hub failed; the error is in its log."}, status=500
             )
-        refused_unread = response.status == 413 or endpoint == "admin" and response.status in _CREDENTIAL_REFUSALS
+        refused_unread = response.status == 413 or (endpoint == "admin" and response.status in _CREDENTIAL_REFUSALS)
         if refused_unread and not request.content.is_eof():
             await self._close_after_refusal(request, response)
         self.metrics.request(endpoint, response.status, perf_counter() - start)
@@ -209,7 +209,7 @@ class HttpApi:
                 if not chunk:
                     break
                 drained += len(chunk)
-        except (asyncio.TimeoutError, ConnectionError, RequestPayloadError, HttpProcessingError):
+        except (TimeoutError, ConnectionError, RequestPayloadError, HttpProcessingError):
             pass
         request.protocol.force_close()
 
@@ -222,12 +222,10 @@ class HttpApi:
                 self.metrics.management_refused(verdict.error.code)
                 return "admin", _error(verdict.error, verdict.headers)
             operator = verdict
-        for pattern, methods in ROUTES:
-            args = _match(pattern, parts)
-            if args is not None:
-                break
-        else:
+        found = next(((m, a) for p, m in ROUTES if (a := _match(p, parts)) is not None), None)
+        if found is None:
             raise AuthError("not_found", f"no endpoint {path}")
+        methods, args = found
         if method not in methods:
             names = ", ".join(methods)
             return "other", _error(AuthError("method_not_allowed", f"{path} takes {names}"), {"Allow": names})

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import NamedTuple
 
@@ -54,8 +54,8 @@ class WorkerConfig:
     quota_label: str | None
     workers_file: str  # the supervisor keeps the live worker pids here
     index: int  # this worker's slot (0-based)
-    policy: EnginePolicy = EnginePolicy()
-    management: ManagementAccess = ManagementAccess()
+    policy: EnginePolicy = field(default_factory=EnginePolicy)
+    management: ManagementAccess = field(default_factory=ManagementAccess)
     lockout_path: str | None = None  # the shared table of bad credentials per address
 
 
@@ -131,7 +131,7 @@ class Hub:
         return seq
 
     def _restore(self, row) -> None:
-        ca_id, der, status, registered_at, code, code_expires_at, verified_at = row
+        _ca_id, der, status, registered_at, code, code_expires_at, verified_at = row
         self.engine.restore_ca(
             der,
             status=status,

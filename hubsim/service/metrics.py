@@ -44,7 +44,7 @@ class BatchedHistogram:
     releases where they are as used here, and tests/test_metrics.py fails if a release changes them.
     """
 
-    __slots__ = ("target", "bounds", "counts", "total")
+    __slots__ = ("bounds", "counts", "target", "total")
 
     def __init__(self, target):
         self.target = target

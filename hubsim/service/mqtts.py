@@ -29,9 +29,9 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from hubsim import mqtt
-from hubsim.tlsbio import outgoing
 from hubsim.service.hub import Hub, TlsRefusal
 from hubsim.service.tlsfiles import TlsFiles
+from hubsim.tlsbio import outgoing
 
 log = logging.getLogger("certstorm.hub")
 
@@ -68,7 +68,7 @@ class MqttsFront:
         # leaf fingerprint -> (device id, path): what a resumed session stands for.
         self._sessions: OrderedDict[bytes, tuple[str, tuple[bytes, ...]]] = OrderedDict()
 
-    def protocol(self) -> "MqttsProtocol":
+    def protocol(self) -> MqttsProtocol:
         return MqttsProtocol(self)
 
     def context(self) -> SSL.Context:

@@ -223,7 +223,8 @@ class Store:
     # -- CAs ---------------------------------------------------------------------------------------------
     def ca_row(self, ca_id: str) -> tuple | None:
         return self.admin.execute(
-            "SELECT id, der, status, registered_at, verification_code, code_expires_at, verified_at FROM cas WHERE id = ?",
+            "SELECT id, der, status, registered_at, verification_code, code_expires_at, verified_at"
+            " FROM cas WHERE id = ?",
             (ca_id,),
         ).fetchone()
 
@@ -232,7 +233,7 @@ class Store:
         statements: Iterable[tuple[str, tuple]],
         change: tuple[str, str],
         now: float,
-        audit: "AuditEntry",
+        audit: AuditEntry,
         *,
         always_acknowledged: bool = False,
     ) -> list[int]:
@@ -263,8 +264,8 @@ class Store:
             self._write(
                 [
                     (
-                        "INSERT INTO cas (id, der, subject, status, registered_at, verification_code, code_expires_at, verified_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO cas (id, der, subject, status, registered_at, verification_code,"
+                        " code_expires_at, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             record.id,
                             record.der,
@@ -305,8 +306,8 @@ class Store:
         (count,) = self._write(
             [
                 (
-                    "UPDATE cas SET status = 'verified', verified_at = ?, verification_code = NULL, code_expires_at = NULL"
-                    " WHERE id = ? AND status = 'unverified' AND verification_code = ?",
+                    "UPDATE cas SET status = 'verified', verified_at = ?, verification_code = NULL,"
+                    " code_expires_at = NULL WHERE id = ? AND status = 'unverified' AND verification_code = ?",
                     (record.verified_at, record.id, used_code),
                 )
             ],
@@ -433,7 +434,8 @@ class Store:
                 con.executemany(
                     "INSERT INTO devices (id, first_seen, last_auth, ca, auths) VALUES (?1, ?2, ?2, ?3, ?4)"
                     " ON CONFLICT(id) DO UPDATE SET last_auth = max(coalesce(last_auth, 0), excluded.last_auth),"
-                    " ca = excluded.ca, auths = auths + excluded.auths, first_seen = coalesce(first_seen, excluded.first_seen)",
+                    " ca = excluded.ca, auths = auths + excluded.auths,"
+                    " first_seen = coalesce(first_seen, excluded.first_seen)",
                     rows,
                 )
             except BaseException:

@@ -66,7 +66,7 @@ class HubConfig:
     policy: EnginePolicy = field(default_factory=EnginePolicy)
     management: str = "token"  # token | open | off (hubsim.service.credential)
     admin_token_file: str | None = None
-    mqtts: "MqttsSettings | None" = None  # the MQTT-over-TLS listener, off when None
+    mqtts: MqttsSettings | None = None  # the MQTT-over-TLS listener, off when None
 
 
 @dataclass
@@ -232,7 +232,8 @@ class Supervisor:
                     break
             if not self._stop:
                 print(
-                    f"certstorm hub serving {self.url} with {self.count} worker(s); db {os.path.abspath(self.config.db)}"
+                    f"certstorm hub serving {self.url} with {self.count} worker(s); "
+                    f"db {os.path.abspath(self.config.db)}"
                     + (
                         f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
                         if self.config.quota

@@ -64,7 +64,7 @@ def _builder(subject: str, issuer: x509.Name | None, public_key, now: dt.datetim
 
 def _issue_server(directory: str, ca_cert: x509.Certificate, ca_key, names: list[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         _builder("certstorm hub", ca_cert.subject, key.public_key(), now)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -96,7 +96,7 @@ def ensure_hub_tls(db: str, host: str) -> TlsFiles:
     names = list(dict.fromkeys([*DEFAULT_NAMES, *([host] if host not in ("", "0.0.0.0", "::") else [])]))
     if not (os.path.exists(files.ca) and os.path.exists(ca_key_path)):
         ca_key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         ca_cert = (
             _builder("certstorm hub CA", None, ca_key.public_key(), now)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)

@@ -19,9 +19,9 @@ import time
 
 from aiohttp import web
 
+from hubsim.service.fastpath import DeviceProtocol
 from hubsim.service.httpapi import HttpApi
 from hubsim.service.hub import SYNC_INTERVAL, Hub, WorkerConfig
-from hubsim.service.fastpath import DeviceProtocol
 
 log = logging.getLogger("certstorm.hub")
 SHUTDOWN_TIMEOUT = 5.0  # seconds in-flight requests get at a clean stop

@@ -22,11 +22,12 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import unquote
 
+import chainkit as ck
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x25519
@@ -40,7 +41,6 @@ from cryptography.hazmat.primitives.asymmetric.rsa import (
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-import chainkit as ck
 from hostile import der as D
 from hostile.wire import Request
 from hubsim.service.httpapi import is_management
@@ -56,14 +56,14 @@ class Case:
     name: str
     category: str
     expect: tuple[int, str | None]  # (status, error code); code None: the HTTP parser's own answer
-    make: Callable[["Kit"], bytes] | None = None
+    make: Callable[[Kit], bytes] | None = None
     path: str = "/devices/challenge"
     method: str = "POST"
     content_type: str | bytes | None = PEM_FILE
     headers: tuple[tuple[str, bytes], ...] = ()
     stream: int = 0
     chunked: bool = False
-    raw: Callable[["Kit"], bytes] | None = None
+    raw: Callable[[Kit], bytes] | None = None
     engine_gap: str | None = None
     cpu_gap: str | None = None
     hub_gap: str | None = None  # a bug of the service layer (hubsim/service)
@@ -74,7 +74,7 @@ class Case:
         parts = [unquote(p) for p in self.path.split("?", 1)[0].strip("/").split("/")]
         return is_management(parts)
 
-    def request(self, kit: "Kit") -> Request:
+    def request(self, kit: Kit) -> Request:
         if self.raw is not None:
             return Request(raw=self.raw(kit))
         headers = list(self.headers)
@@ -101,7 +101,7 @@ class Secret:
 
 
 def _utc_window():
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return now - dt.timedelta(days=1), now + dt.timedelta(days=3650)
 
 
@@ -283,7 +283,7 @@ def _edi_party_ca(kit: Kit) -> bytes:
 def _same_subject_chain(kit: Kit, same_key: bool) -> bytes:
     shared = ec.generate_private_key(ec.SECP256R1())
     certs = []
-    for i in range(7):
+    for _i in range(7):
         key = shared if same_key else ec.generate_private_key(ec.SECP256R1())
         certs.append(ck.make_cert("Loop-CA", key.public_key(), "Loop-CA", shared, ca=True, validity=kit.validity))
     _, leaf = kit.issue("hostile-loop", issuer=_Signer("Loop-CA", shared))
@@ -405,7 +405,7 @@ def _pkcs12_costly_mac(kit: Kit, iterations: int) -> bytes:
         .build(b"password")
     )
     blob = pkcs12.serialize_key_and_certificates(b"device", key, None, None, encryption)
-    version, auth_safe, mac = D.children(blob)
+    _version, auth_safe, mac = D.children(blob)
     digest, salt, _ = D.children(mac)
     forged = D.seq(D.integer(2), auth_safe, D.seq(digest, salt, D.integer(iterations)))
     return kit.secret_key("pkcs12 with a costly MAC", key, forged)
@@ -440,7 +440,7 @@ _KEY_ENCODINGS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dsa():
     return dsa.generate_private_key(1024)  # refused for its type, not its size; 2048 bits take seconds
 
@@ -670,7 +670,7 @@ def _foreign_challenge(kit: Kit) -> bytes:
 
 
 def _truncated_challenge(kit: Kit) -> bytes:
-    text, token = kit.live_challenge()
+    _text, token = kit.live_challenge()
     from hubsim import sign
 
     short = token[:-40]
@@ -685,7 +685,6 @@ def _truncated_challenge(kit: Kit) -> bytes:
 # -- the table ------------------------------------------------------------------------------------------------
 def _generated() -> list[Case]:
     C = Case
-    pem_type = {"content_type": PEM_FILE}
     cases = [
         # Malformed and truncated PEM/DER.
         C("pem-truncated-in-second-block", "pem-der", (400, "malformed_input"), lambda k: k.good_chain()[:-300]),
@@ -723,7 +722,7 @@ def _generated() -> list[Case]:
             "numbers",
             (401, "cert_expired"),
             lambda k: _leaf_validity(
-                k, (dt.datetime(1950, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(1951, 1, 1, tzinfo=dt.timezone.utc))
+                k, (dt.datetime(1950, 1, 1, tzinfo=dt.UTC), dt.datetime(1951, 1, 1, tzinfo=dt.UTC))
             ),
         ),
         C(
@@ -731,7 +730,7 @@ def _generated() -> list[Case]:
             "numbers",
             (401, "cert_not_yet_valid"),
             lambda k: _leaf_validity(
-                k, (dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc))
+                k, (dt.datetime(9999, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
             ),
         ),
         # Bodies far over the limits, announced and streamed (the hub must not read them).
@@ -859,7 +858,7 @@ def _generated() -> list[Case]:
                 f"key-{kind}",
                 "private-key",
                 (400, "private_key_in_upload"),
-                (lambda kind: lambda k: _private_key(k, kind))(kind),
+                functools.partial(_private_key, kind=kind),
             )
             for kind in (
                 "pkcs8-pem",

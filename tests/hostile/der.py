@@ -125,7 +125,7 @@ class TBS:
         self.extensions: list[bytes] = children(children(rest[0])[0]) if rest else []
 
     @classmethod
-    def of(cls, certificate) -> "TBS":
+    def of(cls, certificate) -> TBS:
         return cls(certificate.public_bytes(Encoding.DER) if hasattr(certificate, "public_bytes") else certificate)
 
     def encode(self) -> bytes:
@@ -135,7 +135,7 @@ class TBS:
             fields.append(tlv(0xA3, seq(*self.extensions)))
         return seq(*fields)
 
-    def drop_extension(self, dotted: str) -> "TBS":
+    def drop_extension(self, dotted: str) -> TBS:
         marker = oid(dotted)
         self.extensions = [e for e in self.extensions if children(e)[0] != marker]
         return self

@@ -108,10 +108,9 @@ def _stream(
                 except OSError:
                     break
                 sent += min(n, _CHUNK)
-            elif not readable:
+            elif not readable and after_reply:
                 # Neither: the hub stopped reading (flow control). That is a bounded hub: stop too.
-                if after_reply:
-                    break
+                break
     finally:
         sock.setblocking(True)
         sock.settimeout(timeout)
@@ -163,7 +162,7 @@ def _recv(sock: socket.socket, deadline: float) -> bytes:
         return sock.recv(65536)
     except (ConnectionResetError, BrokenPipeError):
         return b""
-    except socket.timeout:
+    except TimeoutError:
         return b""
 
 
@@ -174,7 +173,7 @@ def _closed(sock: socket.socket, wait: float = 2.0) -> bool:
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return False
         except OSError:
             return True
