@@ -19,6 +19,7 @@ import json
 import os
 
 import chaos
+import pytest
 
 from certstorm.processes import HubProcess
 from devicekit.httpdevice import HubError, authenticate, register_and_prove
