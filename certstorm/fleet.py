@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from devicekit.fleet import META_FILE, SAN_DNS_SUFFIX, SAN_KINDS, SAN_URI_PREFIX, generate_fleet
+from devicekit.fleet import CA_FILE, CHAIN_FILE, META_FILE, SAN_DNS_SUFFIX, SAN_KINDS, SAN_URI_PREFIX, generate_fleet
 from devicekit.pki import ALGORITHMS, MAX_DEPTH
 from hubsim.argtypes import integer
 
@@ -105,5 +105,8 @@ def fleet_command(args: argparse.Namespace) -> int:
         f"{n / seconds:,.0f} devices/s, {fleet.record_size} bytes per device record "
         f"({on_disk / n:.1f} on disk) -> {args.out}"
     )
+    out = Path(args.out).resolve()
+    print(f"the CA a broker must trust (Company-X): {out / CA_FILE}")
+    print(f"the intermediates every device presents: {out / CHAIN_FILE}")
     fleet.close()
     return 0

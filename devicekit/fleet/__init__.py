@@ -4,11 +4,13 @@ the generator, :mod:`.reader` the reader, :mod:`.derived` fleets every process d
 
 from devicekit.fleet.derived import DEFAULT_SEED, cache_key, derive_fleet
 from devicekit.fleet.generate import RecordMaker, generate_fleet
-from devicekit.fleet.layout import DATA_FILE, META_FILE, device_key_label, record_size
+from devicekit.fleet.layout import CA_FILE, CHAIN_FILE, DATA_FILE, META_FILE, device_key_label, record_size
 from devicekit.fleet.reader import DeviceIdentity, Fleet
 from devicekit.fleet.template import SAN_DNS_SUFFIX, SAN_KINDS, SAN_URI_PREFIX, Template, new_fleet_id, san_names
 
 __all__ = [
+    "CA_FILE",
+    "CHAIN_FILE",
     "DATA_FILE",
     "DEFAULT_SEED",
     "META_FILE",

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from devicekit.fleet.layout import (
+    CA_FILE,
+    CHAIN_FILE,
     DATA_FILE,
     DEFAULT_PREFIX,
     DER,
@@ -258,6 +260,9 @@ def generate_fleet(
         key_files[custodian.name] = f"{KEY_DIR}/{name}"
 
     pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode("ascii")  # noqa: E731
+    # what a broker needs to admit the fleet: the registered CA, and the intermediates a device presents
+    (out / CA_FILE).write_text(pem(chain.company.certificate))
+    (out / CHAIN_FILE).write_text("".join(pem(c) for c in chain.intermediates()))
     meta = {
         "format": FORMAT,
         "version": VERSION,

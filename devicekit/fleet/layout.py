@@ -19,6 +19,8 @@
 
 * ``keys/<custodian>.pem`` -- each custodian's own key, unencrypted PKCS#8 PEM, one file per custodian.
   The load generator needs Company-X's key to prove possession of the CA to the hub.
+* ``ca.pem`` -- Company-X's CA certificate, what a broker trusts to admit the fleet (Mosquitto's ``cafile``);
+  ``chain.pem`` -- the custodians' intermediates, nearest the devices first, which every device presents.
 """
 
 from __future__ import annotations
@@ -29,11 +31,24 @@ import struct
 
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["DATA_FILE", "FORMAT", "KEY_DIR", "LAYOUTS", "META_FILE", "VERSION", "device_key_label", "record_size"]
+__all__ = [
+    "CA_FILE",
+    "CHAIN_FILE",
+    "DATA_FILE",
+    "FORMAT",
+    "KEY_DIR",
+    "LAYOUTS",
+    "META_FILE",
+    "VERSION",
+    "device_key_label",
+    "record_size",
+]
 
 FORMAT = "certstorm-fleet"
 VERSION = 1
 META_FILE = "fleet.json"
+CA_FILE = "ca.pem"
+CHAIN_FILE = "chain.pem"
 DATA_FILE = "devices.bin"
 KEY_DIR = "keys"
 DEFAULT_PREFIX = "device-"
