@@ -9,7 +9,17 @@ patches the process for gevent).
 
 from pathlib import Path
 
-from loadgen._histo import EXACT, MAX_US, N_BUCKETS, Histogram, bucket_bounds, bucket_index, merge_all
+from loadgen._histo import (
+    EXACT,
+    MAX_US,
+    N_BUCKETS,
+    Histogram,
+    bucket_bounds,
+    bucket_index,
+    from_sparse,
+    merge_all,
+    sparse_counts,
+)
 from loadgen._http import Authenticator
 from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._partition import Partition
@@ -38,7 +48,9 @@ __all__ = [
     "bucket_bounds",
     "bucket_index",
     "build_shape",
+    "from_sparse",
     "merge_all",
     "merge_reports",
     "slots_for",
+    "sparse_counts",
 ]

@@ -15,9 +15,23 @@ from devicekit.backoff import preset
 from devicekit.hubclient import HubClient, admin_token
 from loadgen import _mqtt
 from loadgen._finish import finish_local, finish_run, iso
+from loadgen._live import VERSION, hello, report_seconds
 from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._shapes import build_shape
-from loadgen._state import MSG_DONE, MSG_FINISH, MSG_PACE, MSG_PLAN, MSG_REPORT, current, install
+from loadgen._state import (
+    MSG_DONE,
+    MSG_FINISH,
+    MSG_HELLO,
+    MSG_PACE,
+    MSG_PLAN,
+    MSG_READY,
+    MSG_REPORT,
+    MSG_SCHEDULE,
+    MSG_SECONDS,
+    Swarm,
+    current,
+    install,
+)
 
 __all__ = []  # listeners only: importing this module registers them
 
@@ -82,23 +96,102 @@ def _on_init(environment, **_kw):
     # Register the message handlers first: a worker is already connected to the master while it opens or
     # derives its fleet, and the master may send the run's plan meanwhile.
     if sw.role == "worker":
-        runner.register_message(MSG_PLAN, lambda environment, msg, **kw: gevent.spawn(sw.start_run, msg.data))
+        runner.register_message(MSG_PLAN, lambda environment, msg, **kw: gevent.spawn(_start_worker, sw, msg.data))
         runner.register_message(MSG_PACE, lambda environment, msg, **kw: sw.set_pace(**msg.data))
+        runner.register_message(MSG_SCHEDULE, lambda environment, msg, **kw: sw.schedule.update(msg.data))
         runner.register_message(MSG_FINISH, _on_finish_message, concurrent=True)
     elif sw.role == "master":
         runner.register_message(MSG_REPORT, _on_report)
         runner.register_message(MSG_DONE, lambda environment, msg, **kw: sw.done_workers.add(msg.data["index"]))
+        runner.register_message(MSG_HELLO, lambda environment, msg, **kw: _on_hello(sw, msg.data))
+        runner.register_message(MSG_READY, lambda environment, msg, **kw: sw.live.write(msg.data))
+        runner.register_message(MSG_SECONDS, lambda environment, msg, **kw: sw.live.write(*msg.data))
+        gevent.spawn(_watch_workers, sw)
     try:
-        sw.load_fleet()
-        if _mqtt.is_mqtts(sw.target_url):
-            _mqtt.configure(sw.target_url, sw.options)
+        if sw.role != "worker":  # a worker opens the fleet of the master's plan
+            sw.load_fleet()
+            if _mqtt.is_mqtts(sw.target_url):
+                _mqtt.configure(sw.target_url, sw.options)
     except (ValueError, OSError, RuntimeError, TimeoutError) as exc:
         sw.failed_setup = str(exc)
         _quit(environment, f"swarm set-up failed: {exc}")
         return
     finally:
         sw.fleet_loaded.set()
+    if sw.role == "worker":
+        runner.send_message(MSG_HELLO, hello(sw.index))
+    elif sw.role == "local":
+        sw.live.write(hello(0))
+    if sw.role != "master":
+        gevent.spawn(report_seconds, lambda: sw.recorder, lambda: sw.index, _seconds_sink(sw))
+    if sw.options.shape == "follow" and sw.role != "worker":
+        if not sw.options.schedule_file:
+            sw.failed_setup = "the follow shape needs --schedule-file"
+            _quit(environment, sw.failed_setup)
+            return
+        gevent.spawn(sw.schedule.follow_file, sw.options.schedule_file, _schedule_sink(sw))
     gevent.spawn(_cpu_sampler)
+
+
+def _seconds_sink(sw: Swarm):
+    if sw.role == "worker":
+        return lambda records: sw.runner.send_message(MSG_SECONDS, records)
+    return lambda records: sw.live.write(*records)
+
+
+def _schedule_sink(sw: Swarm):
+    if sw.role == "master":
+        return lambda entries: sw.runner.send_message(MSG_SCHEDULE, entries)
+    return lambda entries: None  # a lone process applies the same schedule object
+
+
+def _start_worker(sw: Swarm, plan: dict) -> None:
+    sw.schedule.update(plan.get("schedule", []))
+    sw.start_run(plan)
+    if sw.failed_setup:
+        sw.runner.send_message(
+            MSG_READY, {"kind": "error", "worker": sw.index, "message": sw.failed_setup, "t": time.time()}
+        )
+        return
+    _follow(sw)
+    sw.runner.send_message(MSG_READY, _ready(sw))
+
+
+def _ready(sw: Swarm) -> dict:
+    return {"kind": "ready", "worker": sw.index, "devices": sw.partition.size, "t": time.time()}
+
+
+def _follow(sw: Swarm) -> None:
+    """The follow shape: this process applies the schedule's entries at their times."""
+    if sw.options.shape == "follow":
+        gevent.spawn(sw.schedule.apply, sw.set_pace, sw.stop_pacing)
+
+
+def _on_hello(sw: Swarm, data: dict) -> None:
+    sw.live.write(data)
+    if data.get("version") != VERSION:
+        message = (
+            f"swarm worker {data.get('worker')} on {data.get('host')} runs certstorm {data.get('version')}, "
+            f"this master {VERSION}: install the same version on every generator host"
+        )
+        sw.live.write({"kind": "error", "message": message, "t": time.time()})
+        sw.failed_setup = message
+        _quit(sw.env, message)
+
+
+def _watch_workers(sw: Swarm) -> None:
+    """The master names every worker it loses, in the live file."""
+    from locust.runners import STATE_MISSING
+
+    gone: set[str] = set()
+    while True:
+        gevent.sleep(1.0)
+        for client in list(sw.runner.clients.values()):
+            if client.state == STATE_MISSING and client.id not in gone:
+                gone.add(client.id)
+                worker = sw.runner.get_worker_index(client.id)
+                sw.live.write({"kind": "missing", "worker": worker, "t": time.time()})
+                log.warning("swarm worker %s (%s) went missing", worker, client.id)
 
 
 def _cpu_sampler():
@@ -140,7 +233,7 @@ def _on_test_start(environment, **_kw):
         _quit(environment, sw.failed_setup)
         return
     log.info("CA %s on %s: %s in %.3f s", (ca["id"] or "-")[:16], sw.hub_url, ca["action"], ca["seconds"])
-    sw.shape = build_shape(o)
+    sw.shape = build_shape(o, schedule=sw.schedule, clock=time.time)
     if sw.role == "master":
         runner = environment.runner
         clients = list(runner.clients.ready) + list(runner.clients.running) + list(runner.clients.spawning)
@@ -156,9 +249,12 @@ def _on_test_start(environment, **_kw):
         "t0": now,
         "stride": stride,
         "limit": sw.device_limit(),
+        "processes": max(1, len(sw.expected_workers)),
         "results_dir": str(Path(o.results_dir).resolve()),
         # the web UI may have changed these since start-up; workers take the master's
         "options": {k: getattr(o, k) for k in RUN_OPTIONS},
+        "schedule": sw.schedule.entries,
+        **sw.plan_for_workers(),
     }
     sw.meta = {
         "run": {
@@ -191,6 +287,8 @@ def _on_test_start(environment, **_kw):
         environment.runner.send_message(MSG_PLAN, plan)
     else:
         sw.start_run(plan)
+        _follow(sw)
+        sw.live.write(_ready(sw))
 
 
 @events.test_stop.add_listener

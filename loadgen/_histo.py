@@ -149,6 +149,29 @@ class Histogram:
         return out
 
 
+def sparse_counts(values) -> list[list[int]]:
+    """``[[bucket, ...], [count, ...]]`` of the values: a few hundred numbers for a second's latencies,
+    where a dense histogram holds ``N_BUCKETS``."""
+    arr = np.clip(np.asarray(values, dtype=np.float64).astype(np.int64), 0, MAX_US)
+    buckets, counts = np.unique(bucket_index(arr), return_counts=True)
+    return [buckets.tolist(), counts.tolist()]
+
+
+def from_sparse(parts) -> Histogram:
+    """One histogram of several ``sparse_counts``: its minimum, maximum and sum are those of the buckets'
+    bounds and middles, so its percentiles are the buckets' as for any histogram."""
+    h = Histogram()
+    for buckets, counts in parts:
+        if buckets:
+            np.add.at(h.counts, np.asarray(buckets, dtype=np.int64), np.asarray(counts, dtype=np.int64))
+    nz = np.flatnonzero(h.counts)
+    if nz.size:
+        h.count = int(h.counts.sum())
+        h.min, h.max = bucket_bounds(int(nz[0]))[0], bucket_bounds(int(nz[-1]))[1] - 1
+        h.total = int(sum(int(h.counts[i]) * sum(bucket_bounds(int(i))) // 2 for i in nz))
+    return h
+
+
 def merge_all(histograms) -> Histogram:
     out = Histogram()
     for h in histograms:
@@ -156,4 +179,14 @@ def merge_all(histograms) -> Histogram:
     return out
 
 
-__all__ = ["EXACT", "MAX_US", "N_BUCKETS", "Histogram", "bucket_bounds", "bucket_index", "merge_all"]
+__all__ = [
+    "EXACT",
+    "MAX_US",
+    "N_BUCKETS",
+    "Histogram",
+    "bucket_bounds",
+    "bucket_index",
+    "from_sparse",
+    "merge_all",
+    "sparse_counts",
+]

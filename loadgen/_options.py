@@ -102,7 +102,7 @@ def add_arguments(parser) -> None:
         "--shape",
         choices=_shapes.SHAPES,
         default="closed",
-        help="load shape (default closed: -u slots back to back for -t)",
+        help="load shape (default closed: -u slots back to back for -t; follow: the rates of --schedule-file)",
     )
     add(
         "--rate",
@@ -181,6 +181,19 @@ def add_arguments(parser) -> None:
         default="swarm-results",
         metavar="DIR",
         help="where each run writes summary.json, histograms.npz and worker reports",
+    )
+    add(
+        "--schedule-file",
+        default=None,
+        metavar="PATH",
+        help="follow: the schedule of rates a runner writes while the run goes on (certstorm run does)",
+    )
+    add(
+        "--live-file",
+        default=None,
+        metavar="PATH",
+        help="append every process's figures second by second to PATH as JSON lines, with the workers that "
+        "join, are ready or go missing (certstorm run reads it)",
     )
     _mqtt_arguments(add)
     add(

@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 
-from loadgen._histo import Histogram
+from loadgen._histo import Histogram, sparse_counts
 
 __all__ = ["COSTS", "HISTOGRAMS", "CpuMonitor", "Recorder", "summarize_timeline"]
 
@@ -109,6 +109,8 @@ class Recorder:
         self.first_pass_admissions = 0
         self.duplicate_in_pass = 0
         self.cpu = CpuMonitor()
+        self.second_latency: dict[int, list[float]] = {}  # epoch second -> µs of the admissions ending then
+        self.reported_until = 0  # the live reports hold every second before this one
 
     def second(self, t: float) -> list[int]:
         s = int(t)
@@ -138,6 +140,11 @@ class Recorder:
         in its load phase), the counts and the timeline."""
         self.hist["auth"].record(seconds * 1e6)
         now = _now()
+        second = int(now)
+        lat = self.second_latency.get(second)
+        if lat is None:
+            lat = self.second_latency[second] = []
+        lat.append(seconds * 1e6)
         if intended is not None:
             self.hist["auth_from_intended"].record((now - intended) * 1e6)
         if phase is not None:
@@ -150,6 +157,27 @@ class Recorder:
             self.counts["first_connection"] += 1
         self.second(now)[1] += 1
         self.admit(index, pass_number)
+
+    def ended_seconds(self, before: int) -> list[dict]:
+        """The seconds from the last call up to ``before`` (not included): counts and the admissions' latency
+        as sparse histogram buckets, for the live reports; each second is handed out once."""
+        start = self.reported_until or min([*self.timeline, *self.second_latency], default=before)
+        out = []
+        for second in range(start, before):
+            row = self.timeline.get(second, (0, 0, 0, 0))
+            lat = self.second_latency.pop(second, None)
+            out.append(
+                {
+                    "second": second,
+                    "intended": row[0],
+                    "admitted": row[1],
+                    "failed": row[2],
+                    "retries": row[3],
+                    "lat": sparse_counts(lat) if lat else None,
+                }
+            )
+        self.reported_until = max(self.reported_until, before)
+        return out
 
     def admit(self, index: int, pass_number: int) -> None:
         if pass_number == 0:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SHAPES = ("closed", "steady", "step", "storm", "churn")
+SHAPES = ("closed", "steady", "step", "storm", "churn", "follow")
+SPAWN_AHEAD = 1.5  # seconds: slots for a scheduled rate are started this long before it holds
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ def slots_for(rate: float, latency_budget: float, minimum: int = 1) -> int:
 class Shape:
     name = "shape"
     duration: float | None = None
+    self_paced = False  # True: the processes set their pace themselves (follow), not from the tick
 
     def tick(self, t: float, done: bool = False) -> Plan | None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -158,7 +160,37 @@ class Churn(Shape):
         return Plan(self.slots, float(self.slots))
 
 
-def build_shape(options) -> Shape:
+class Follow(Shape):
+    """The rates a runner sets while the run goes on: a schedule of entries ``{"at": epoch seconds, "rate":
+    authentications/s (None: closed model), "users": slots, "phase": step number}`` and a final ``{"at",
+    "stop": true}``. Each process applies an entry's rate at its ``at`` itself (:mod:`loadgen._schedule`);
+    the shape starts the slots a little ahead and never stops any, and ends the run at the stop."""
+
+    name = "follow"
+    self_paced = True
+
+    def __init__(self, entries, clock):
+        self.entries, self.clock = entries, clock
+        self.duration = None
+
+    def tick(self, t, done=False):
+        now, entries = self.clock(), self.entries()
+        if any(e.get("stop") and e["at"] <= now for e in entries):
+            return None
+        started = [e for e in entries if e["at"] <= now and not e.get("stop")]
+        coming = [e for e in entries if e["at"] <= now + SPAWN_AHEAD and not e.get("stop")]
+        users = max((e.get("users") or 1 for e in coming), default=1)
+        current = started[-1] if started else None
+        return Plan(users, float(users), current["rate"] if current else 0.0, current["phase"] if current else 0)
+
+    def describe(self) -> dict:
+        return {"entries": len(self.entries())}
+
+    def phases(self):
+        return []  # the runner that wrote the schedule cuts its steps from the live seconds
+
+
+def build_shape(options, schedule=None, clock=None) -> Shape:
     """The shape named by ``options.shape`` with its parameters (a parsed Locust options namespace)."""
     name = options.shape
     run_time = getattr(options, "run_time", None) or None
@@ -181,7 +213,24 @@ def build_shape(options) -> Shape:
             options.churn_stay,
             options.churn_away,
         )
+    if name == "follow":
+        if schedule is None:
+            raise ValueError("the follow shape needs a schedule (--schedule-file)")
+        return Follow(schedule, clock or (lambda: 0.0))
     raise ValueError(f"unknown shape {name!r}; choose one of {', '.join(SHAPES)}")
 
 
-__all__ = ["SHAPES", "Churn", "Closed", "Plan", "Shape", "Steady", "Step", "Storm", "build_shape", "slots_for"]
+__all__ = [
+    "SHAPES",
+    "SPAWN_AHEAD",
+    "Churn",
+    "Closed",
+    "Follow",
+    "Plan",
+    "Shape",
+    "Steady",
+    "Step",
+    "Storm",
+    "build_shape",
+    "slots_for",
+]

@@ -5,12 +5,17 @@ A run goes through stages, in order: ``IDLE`` (nothing started, or the last run 
 ``DRAINING`` (no new authentications; the ones in flight end), ``REPORTED`` (this process's report is
 built) and ``FINISHED`` (the master or a single process wrote the summary). Running out of devices
 (``done``) is separate: a storm whose devices are all admitted is done while still running.
+
+A worker runs the fleet and transport of the master's plan, whatever its own command line says, so a
+bare ``certstorm swarm --worker --master-host HOST`` on another machine joins a run as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import time
 from enum import IntEnum
 
 from gevent.event import Event
@@ -20,16 +25,50 @@ from devicekit.backoff import preset
 from devicekit.fleet import Fleet, derive_fleet
 from loadgen import _mqtt
 from loadgen._http import Authenticator
+from loadgen._live import LiveFile
+from loadgen._pacer import Pacer
 from loadgen._partition import Partition
 from loadgen._queue import DeviceQueue
 from loadgen._recorder import Recorder
+from loadgen._schedule import Schedule
 
-__all__ = ["MSG_DONE", "MSG_FINISH", "MSG_PACE", "MSG_PLAN", "MSG_REPORT", "Stage", "Swarm", "current", "install"]
+__all__ = [
+    "FLEET_OPTIONS",
+    "MSG_DONE",
+    "MSG_FINISH",
+    "MSG_HELLO",
+    "MSG_PACE",
+    "MSG_PLAN",
+    "MSG_READY",
+    "MSG_REPORT",
+    "MSG_SCHEDULE",
+    "MSG_SECONDS",
+    "TRANSPORT_OPTIONS",
+    "Stage",
+    "Swarm",
+    "current",
+    "install",
+]
 
 log = logging.getLogger("certstorm.swarm")
 
 MSG_PLAN, MSG_PACE, MSG_FINISH = "certstorm-plan", "certstorm-pace", "certstorm-finish"
 MSG_REPORT, MSG_DONE = "certstorm-report", "certstorm-done"
+MSG_HELLO, MSG_READY, MSG_SECONDS = "certstorm-hello", "certstorm-ready", "certstorm-seconds"
+MSG_SCHEDULE = "certstorm-schedule"
+FLEET_OPTIONS = ("fleet", "devices", "alg", "depth", "san", "seed")
+TRANSPORT_OPTIONS = (
+    "hub_url",
+    "tls_server_name",
+    "tls_version",
+    "mqtt_username",
+    "mqtt_keepalive",
+    "resume",
+    "hold",
+    "source_addresses",
+    "request_timeout",
+    "first_device",
+)
 
 
 class Stage(IntEnum):
@@ -47,13 +86,12 @@ class Swarm:
         self.env = environment
         self.options = environment.parsed_options
         self.runner = environment.runner
-        self.role = (
-            "master"
-            if isinstance(self.runner, MasterRunner)
-            else "worker"
-            if isinstance(self.runner, WorkerRunner)
-            else "local"
-        )
+        if isinstance(self.runner, MasterRunner):
+            self.role = "master"
+        elif isinstance(self.runner, WorkerRunner):
+            self.role = "worker"
+        else:
+            self.role = "local"
         self.fleet: Fleet | None = None
         self.limit = 0
         self.fleet_loaded = Event()  # set once the fleet is open (or failed to open)
@@ -70,10 +108,15 @@ class Swarm:
         self.rate: float | None = None
         self.total_users = 1
         self.phase = 0
+        self.pacer = Pacer(poisson=self.options.arrivals == "poisson")
+        self.share = 1.0  # this process's part of the swarm's rate
+        self.schedule = Schedule()  # the follow shape's entries
+        self.live = LiveFile(None if self.role == "worker" else self.options.live_file)
         self.k = 0  # authentications this process has started (closed and paced shapes)
         self.in_flight = 0
         self.stage = Stage.IDLE
         self.done = False  # out of devices
+        self.stopped_at: float | None = None  # the follow shape's stop
         self.reports: dict[int, dict] = {}
         self.done_workers: set[int] = set()
         self.expected_workers: set[int] = set()
@@ -98,7 +141,12 @@ class Swarm:
     def draining(self) -> bool:
         return self.stage >= Stage.DRAINING
 
+    @property
+    def index(self) -> int:
+        return 0 if self.role == "local" else self.runner.worker_index
+
     def load_fleet(self) -> None:
+        """Open the fleet the options name, or derive it."""
         o = self.options
         if o.fleet:
             self.fleet = Fleet.open(o.fleet)
@@ -129,17 +177,57 @@ class Swarm:
             return self.options.churn_devices
         return self.limit
 
+    def plan_for_workers(self) -> dict:
+        """What a worker takes from the master, beside the run options: the fleet, the transport, the
+        server's CA certificate as text and the target."""
+        o = self.options
+        ca = None
+        if getattr(o, "tls_ca", None):
+            with open(o.tls_ca) as fh:
+                ca = fh.read()
+        return {
+            "fleet": {key: getattr(o, key) for key in FLEET_OPTIONS},
+            "transport": {key: getattr(o, key) for key in TRANSPORT_OPTIONS},
+            "tls_ca_pem": ca,
+            "host": self.target_url,
+        }
+
+    def _take_master_options(self, plan: dict) -> None:
+        o = self.options
+        fleet = plan["fleet"]
+        if self.fleet is None or any(getattr(o, key) != fleet[key] for key in FLEET_OPTIONS):
+            for key in FLEET_OPTIONS:
+                setattr(o, key, fleet[key])
+            self.load_fleet()
+        for key, value in plan["transport"].items():
+            setattr(o, key, value)
+        if plan.get("tls_ca_pem"):
+            fd, path = tempfile.mkstemp(prefix="certstorm-ca-", suffix=".pem")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(plan["tls_ca_pem"])
+            o.tls_ca = path
+        self.env.host = plan["host"]
+        if _mqtt.is_mqtts(self.target_url):
+            _mqtt.configure(self.target_url, o)
+
     def start_run(self, plan: dict) -> None:
         """Apply the master's plan (every role); called before any slot authenticates."""
         self.fleet_loaded.wait()
+        if self.role == "worker" and not self.failed_setup:
+            try:
+                self._take_master_options(plan)
+            except (ValueError, OSError, RuntimeError, TimeoutError) as exc:
+                self.failed_setup = f"this worker cannot run the master's plan: {exc}"
+                log.error(self.failed_setup)
         if self.failed_setup:
             return
         self.plan = plan
         for key, value in plan["options"].items():
             setattr(self.options, key, value)
+        self.share = 1.0 / max(1, plan.get("processes", 1))
+        self.pacer.poisson = self.options.arrivals == "poisson"
         self.backoff = preset(self.options.backoff)
-        index = 0 if self.role == "local" else self.runner.worker_index
-        self.partition = Partition(index, plan["stride"], plan["limit"])
+        self.partition = Partition(self.index, plan["stride"], plan["limit"])
         self.recorder = Recorder(self.fleet.count, plan["t0"])
         fire = self.env.events.request.fire
         if _mqtt.is_mqtts(self.target_url):
@@ -148,7 +236,7 @@ class Swarm:
             self.auth = Authenticator(self.fleet, self.recorder, fire)
         self.k = 0
         self.in_flight = 0
-        self.stage, self.done = Stage.RUNNING, False
+        self.stage, self.done, self.stopped_at = Stage.RUNNING, False, None
         o = self.options
         if o.shape == "storm":
             self.queue = DeviceQueue(self.partition.devices(), plan["t0"], o.storm_spread)
@@ -163,10 +251,15 @@ class Swarm:
 
     # -- pacing ------------------------------------------------------------------------------------------
     def set_pace(self, rate, users, phase) -> None:
+        """The swarm's target rate (None: the closed model), its slots and the step number; this process
+        paces its share of the rate."""
         self.rate, self.total_users, self.phase = rate, max(1, users), phase
+        self.pacer.set_rate(None if rate is None else rate * self.share)
 
-    def interval(self) -> float | None:
-        return self.total_users / self.rate if self.rate else None
+    def stop_pacing(self) -> None:
+        """The schedule's stop: no authentication starts after this instant."""
+        self.stopped_at = time.time()
+        self.pacer.set_rate(0.0)
 
     def next_device(self):
         """(device index, pass number) for the closed and paced shapes, or None when the passes are used up."""

@@ -31,7 +31,7 @@ class DeviceSlot(User):
             if getattr(sw.auth, "transport", "http") == _mqtt.SCHEME
             else Connection(sw.hub_url, timeout=sw.options.request_timeout)
         )
-        self.rng = random.Random()
+        self.rng = random.Random()  # the storm and churn backoffs' jitter
         sw.recorder.cpu.start()
 
     def on_stop(self):
@@ -45,7 +45,7 @@ class DeviceSlot(User):
         shape = sw.options.shape
         if shape == "closed":
             self._closed(sw)
-        elif shape in ("steady", "step"):
+        elif shape in ("steady", "step", "follow"):
             self._paced(sw)
         else:
             self._queued(sw, churn=shape == "churn")
@@ -65,31 +65,25 @@ class DeviceSlot(User):
                 sw.in_flight -= 1
 
     def _paced(self, sw: Swarm):
-        auth, conn, rng, rec = sw.auth, self.conn, self.rng, sw.recorder
-        poisson = sw.options.arrivals == "poisson"
-        interval = sw.interval()
-        while interval is None and not sw.draining:
-            gevent.sleep(0.05)
-            interval = sw.interval()
-        next_t = time.time() + rng.random() * interval  # random phase: slots do not fire together
+        """Authenticate at the due times of the process's pacer (back to back when it runs closed)."""
+        auth, conn, rec, pacer = sw.auth, self.conn, sw.recorder, sw.pacer
+
+        def stopping() -> bool:
+            return sw.draining
+
         while not sw.draining:
-            delay = next_t - time.time()
-            if delay > 0:
-                gevent.sleep(delay)
-                if sw.draining:
-                    return
+            intended = pacer.take(stopping)
+            if sw.draining:
+                return
             nxt = sw.next_device()
             if nxt is None:
                 return
-            intended = next_t
-            rec.second(intended)[0] += 1
+            rec.second(time.time() if intended is None else intended)[0] += 1
             sw.in_flight += 1
             try:
                 auth.authenticate(conn, nxt[0], nxt[1], intended=intended, phase=sw.phase)
             finally:
                 sw.in_flight -= 1
-            interval = sw.interval() or interval
-            next_t += rng.expovariate(1.0 / interval) if poisson else interval
 
     def _queued(self, sw: Swarm, churn: bool):
         q, auth, conn, rec, backoff = sw.queue, sw.auth, self.conn, sw.recorder, sw.backoff
