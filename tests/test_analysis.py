@@ -1,194 +1,293 @@
-"""The capacity analysis from synthetic measurements: which steps hold, the knee, the saturated side, scaling
-from hub-limited points only, steps cut from a swarm run, references."""
+"""The capacity analysis from synthetic measurements: which steps hold, the knee by admitted rate, the
+saturated side, the cost as a slope, the ceiling, steps cut from whole seconds, the search's schedule,
+scaling from hub-limited points only, and references."""
 
+import itertools
 import math
 
 import pytest
+from synthetic import Model, simulate
 
 from certstorm.capacity import analysis
 from certstorm.capacity.planner import USL
+from certstorm.capacity.search import Search, SearchSettings
+from certstorm.capacity.windows import cut_steps, window
+from loadgen import sparse_counts
 
 
 def step(
     target,
     *,
     achieved=None,
-    workers=1,
     stage="ramp",
-    hub_cpu=0.5,
+    target_cpu=0.5,
     gen_cpu=0.5,
     p99=5.0,
     errors=0.0,
     start=None,
-    hub_us=400.0,
-    gen_us=300.0,
+    segment="w1",
+    cores_busy=None,
+    gen_busy=None,
 ):
     achieved = target if achieved is None else achieved
     return {
-        "workers": workers,
+        "segment": segment,
+        "workers": 1,
         "stage": stage,
-        "target": float(target),
-        "start": float(start or target),
-        "end": float(start or target) + 4,
+        "phase": 0,
+        "target": None if target is None else float(target),
+        "start": float(start if start is not None else (target or 0)),
+        "end": float(start or target or 0) + 5,
+        "seconds": 5,
         "achieved": float(achieved),
+        "intended": float(target or achieved),
         "error_rate": errors,
-        "hub_cpu": hub_cpu,
+        "target_cpu": target_cpu,
+        "target_cores_busy": cores_busy,
+        "target_us_per_auth": 400.0,
         "gen_cpu": gen_cpu,
+        "gen_cpu_by_worker": {"0": gen_cpu},
+        "gen_cores_busy": gen_busy,
+        "gen_us_per_auth": 300.0,
         "machine_cpu": 0.6,
-        "hub_us_per_auth": hub_us,
-        "gen_us_per_auth": gen_us,
-        "count": int(achieved * 4),
+        "reconnect_share": None,
+        "count": int(achieved * 5),
         "p50": p99 / 4,
         "p90": p99 / 2,
         "p99": p99,
         "p999": p99 * 1.5,
+        "workers_missing": [],
     }
 
 
-def ramp(*, hub_us, gen_us, ceiling=math.inf, levels=(500, 1000, 1500, 2000, 2500), workers=1, hub_cores=1.0):
-    """Steps as a machine would measure them: CPU from the cost per authentication, the hub capped at ``ceiling``."""
-    out = []
-    for i, target in enumerate(levels):
-        done = min(target, ceiling)
-        out.append(
-            step(
-                target,
-                achieved=done,
-                workers=workers,
-                start=100 * workers + i * 5,
-                hub_cpu=done * hub_us / 1e6 / hub_cores,
-                gen_cpu=done * gen_us / 1e6,
-                p99=5.0 if done < ceiling else 900.0,
-                hub_us=hub_us,
-                gen_us=gen_us,
-            )
-        )
-    return out
-
-
+# -- steps ------------------------------------------------------------------------------------------------
 def test_a_step_holds_only_within_slo_errors_cpu_and_its_target():
     assert analysis.holds(step(1000), slo_ms=100)
     assert analysis.reasons(step(1000, p99=150), 100) == ["p99 150 ms > 100 ms"]
     assert analysis.reasons(step(1000, errors=0.002), 100) == ["errors 0.20%"]
-    assert analysis.reasons(step(1000, hub_cpu=0.86), 100) == ["hub CPU 86%"]
+    assert analysis.reasons(step(1000, target_cpu=0.86), 100) == ["target CPU 86%"]
     assert analysis.reasons(step(1000, gen_cpu=0.9), 100) == ["generator CPU 90%"]
     assert analysis.reasons(step(1000, achieved=850), 100) == ["admitted 850/s of 1,000/s"]
     assert "no authentication completed" in analysis.reasons(dict(step(1000), p99=None), 100)
+    # a target whose CPU is not measured is judged without it; the closed-loop ceiling has no intended rate
+    assert analysis.holds(step(1000, target_cpu=None), 100)
+    assert analysis.reasons(step(None, achieved=1500, target_cpu=0.99, stage="ceiling"), 100) == ["target CPU 99%"]
 
 
-def test_knee_is_the_highest_rate_that_holds():
-    steps = ramp(hub_us=400, gen_us=200, ceiling=2200)
-    k = analysis.knee(steps, slo_ms=100)
-    # 2,000/s costs 0.8 of the hub's core: holds; 2,500/s is capped at 2,200 and breaks the SLO and CPU
-    assert k["achieved"] == 2000 and k["hub_us_per_auth"] == 400
-    assert analysis.knee(steps, 100, workers=2) is None
+def test_the_knee_is_chosen_by_admitted_rate_not_by_intended_rate():
+    # 1,100/s intended delivered 995/s (90.5%: it holds) while 1,000/s delivered all of it: the knee is
+    # the step that admitted more, not the one that was asked for more
+    held_short = step(1100, achieved=995, start=10)
+    held_full = step(1000, achieved=1000, start=5)
+    assert analysis.holds(held_short, 100) and analysis.holds(held_full, 100)
+    assert analysis.knee([held_full, held_short], 100) is held_full
+    assert analysis.knee([held_short, held_full, step(1200, target_cpu=0.9, start=15)], 100) is held_full
+
+
+def test_the_ceiling_is_never_the_knee_and_never_the_break():
+    steps = [
+        step(1000, start=0),
+        step(1500, target_cpu=0.9, start=5),
+        step(None, achieved=1800, stage="ceiling", target_cpu=0.99, start=10),
+    ]
+    assert analysis.knee(steps, 100)["target"] == 1000
+    assert analysis.decisive_break(steps, 100)["target"] == 1500
+    assert analysis.ceiling(steps)["achieved"] == 1800
+
+
+def test_the_decisive_break_is_the_lowest_broken_step_above_the_knee():
+    steps = [
+        step(500, start=0),
+        step(1000, target_cpu=0.9, start=5),
+        step(750, start=10),
+        step(875, target_cpu=0.88, start=15),
+        step(1500, target_cpu=0.95, start=20),
+    ]
+    assert analysis.knee(steps, 100)["target"] == 750
+    assert analysis.decisive_break(steps, 100)["target"] == 875
+    assert analysis.decisive_break([step(500), step(600)], 100) is None
+
+
+@pytest.mark.parametrize("target_cpu,gen_cpu", [(0.9, 0.9), (0.86, 0.99), (0.99, 0.86)])
+def test_never_neither_when_a_side_reached_the_limit(target_cpu, gen_cpu):
+    assert analysis.side_of(step(1000, target_cpu=target_cpu, gen_cpu=gen_cpu)) in ("target", "generator")
 
 
 def test_the_saturated_side_comes_from_measured_cpu():
-    hub = ramp(hub_us=400, gen_us=200)  # hub: 2,500/s x 400 µs = 100% of its core; generator 50%
-    gen = ramp(hub_us=200, gen_us=400)
-    assert analysis.side_of(analysis.first_break(hub, 100)) == "hub"
-    assert analysis.side_of(analysis.first_break(gen, 100)) == "generator"
-    # falling behind with both sides idle is neither side's saturation, and says so
-    idle = [step(500, hub_cpu=0.13, gen_cpu=0.18), step(1000, achieved=700, hub_cpu=0.18, gen_cpu=0.13)]
-    assert analysis.side_of(analysis.first_break(idle, 100)) == "neither"
-    assert analysis.side_of(analysis.first_break(ramp(hub_us=100, gen_us=100), 100)) == "not-found"
+    assert analysis.side_of(step(1000, target_cpu=0.95, gen_cpu=0.5)) == "target"
+    assert analysis.side_of(step(1000, target_cpu=0.5, gen_cpu=0.95)) == "generator"
+    assert analysis.side_of(step(1000, target_cpu=0.5, gen_cpu=0.5, p99=900)) == "neither"
+    assert analysis.side_of(step(1000, target_cpu=None, gen_cpu=0.95)) == "generator"
+    assert analysis.side_of(None) == "not-found"
 
 
-@pytest.mark.parametrize("hub_cpu,gen_cpu", [(0.85, 0.1), (0.1, 0.85), (0.95, 0.9), (0.86, 0.99)])
-def test_never_neither_when_a_side_reached_the_limit(hub_cpu, gen_cpu):
-    broke = analysis.first_break([step(1000, achieved=500, hub_cpu=hub_cpu, gen_cpu=gen_cpu)], 100)
-    side = analysis.side_of(broke)
-    assert side == ("hub" if hub_cpu >= gen_cpu else "generator")
+def test_the_cost_slope_recovers_the_fixed_part_and_the_marginal_cost():
+    fixed, per_auth = 0.1, 450e-6
+    steps = [step(r, cores_busy=fixed + r * per_auth, gen_busy=0.02 + r * 300e-6) for r in (500, 1000, 1500, 2000)]
+    cost = analysis.cost_slope(steps, "target_cores_busy")
+    assert cost["slope_us"] == pytest.approx(450.0) and cost["fixed_cores"] == pytest.approx(0.1)
+    assert cost["r2"] == pytest.approx(1.0) and cost["steps"] == 4
+    assert analysis.cost_slope(steps, "gen_cores_busy")["slope_us"] == pytest.approx(300.0)
+    # the average at a low rate overstates the marginal cost: the fixed part is spread over fewer admissions
+    assert fixed / 500 * 1e6 + 450 > cost["slope_us"]
+    assert analysis.cores_for(3000, cost) == pytest.approx(fixed + 3000 * per_auth)
+    assert analysis.cost_slope(steps[:2], "target_cores_busy") is None  # too few steps
+    assert analysis.cost_slope([dict(s, target_cores_busy=None) for s in steps], "target_cores_busy") is None
 
 
-def test_verdicts_take_the_refinement_over_the_ramp():
-    steps = ramp(hub_us=400, gen_us=200, levels=(1000, 2000, 3000))
-    steps.append(step(2400, stage="refine", start=500, hub_cpu=0.96, achieved=2300))
-    steps.append(step(2200, stage="refine", start=490, hub_cpu=0.84, achieved=2200))
-    [v] = analysis.verdicts(steps, [{"workers": 1, "seconds": 40, "bound_s": 80}], 100)
-    assert v["side"] == "hub" and v["broke"]["target"] == 2400 and v["knee"]["achieved"] == 2200
-    assert analysis.hub_capacity_points([v]) == {1: 2200}
-    assert analysis.overall_side([v, dict(v, side="generator")]) == "hub"
-
-
-def test_live_break_averages_the_last_seconds():
-    calm = {"ok_rate": 1000, "error_rate": 0, "hub_cpu": 0.5, "gen_cpu": 0.5}
-    assert analysis.live_break([calm] * 3, 1000) == ""
-    assert analysis.live_break([calm, calm, dict(calm, hub_cpu=0.99)], 1000) == ""  # one noisy second
-    assert analysis.live_break([dict(calm, gen_cpu=0.9)] * 3, 1000) == "generator CPU 90%"
-    assert analysis.live_break([dict(calm, ok_rate=800)] * 3, 1000) == "admitted 800/s of 1,000/s"
-
-
-def test_steps_from_a_swarm_run_use_its_phases_and_the_samples_inside():
-    t0 = 1000.0
-    swarm = {
-        "run": {"t0": t0, "duration_s": 9.0},
-        "phases": [
-            {"phase": 0, "start": 0.0, "end": 5.0, "rate": 500},
-            {"phase": 1, "start": 5.0, "end": 10.0, "rate": 1000},
-        ],
-        "rates": {
-            "phases": [
-                {
-                    "phase": 0,
-                    "achieved_rate": 500,
-                    "failed_rate": 0,
-                    "auth_count": 2000,
-                    "auth_p50_us": 2000,
-                    "auth_p90_us": 3000,
-                    "auth_p99_us": 9000,
-                    "auth_p999_us": 12000,
-                },
-                {"phase": 1, "achieved_rate": 900, "failed_rate": 9, "auth_count": 0},
-            ]
-        },
-    }
-    samples = []
-    for i in range(11):  # 500/s for 5 s, then 1,000/s; hub 400 µs, generator 300 µs per authentication
-        done = 500 * min(i, 5) + 1000 * max(0, i - 5)
-        samples.append(
+# -- whole-second windows ------------------------------------------------------------------------------------
+def _seconds(first, last, rate, workers=(0,), skip=()):
+    rows = []
+    for s in range(first, last):
+        rows.append(
             {
-                "t": i,
-                "wall": t0 + i,
-                "ok": done,
-                "errors": 0,
-                "hub_cpu_s": done * 400e-6,
-                "gen_cpu_s": done * 300e-6,
-                "machine_cpu_s": i * 1.5,
+                "second": s,
+                "workers": {
+                    str(w): {
+                        "second": s,
+                        "intended": rate,
+                        "admitted": rate,
+                        "failed": 0,
+                        "retries": 0,
+                        "cpu_s": 0.3,
+                        "lat": sparse_counts([1000.0] * rate),
+                    }
+                    for w in workers
+                    if (w, s) not in skip
+                },
             }
         )
-    first, second = analysis.steps_from_swarm(swarm, samples, 1, "ramp", hub_cores=1.0, machine_cores=2)
-    assert first["achieved"] == pytest.approx(500) and first["hub_cpu"] == pytest.approx(0.2)
-    assert first["hub_us_per_auth"] == pytest.approx(400) and first["gen_us_per_auth"] == pytest.approx(300)
-    assert first["p99"] == 9.0 and first["machine_cpu"] == pytest.approx(0.75)
-    # the second phase ended early (the run stopped at 9 s), saw failures and no completed authentication
-    assert second["end"] <= 9.5 and second["error_rate"] == pytest.approx(9 / 909) and second["p99"] is None
+    return rows
 
 
+def test_a_window_is_the_whole_seconds_between_two_changes_of_rate():
+    schedule = [
+        {"at": 100, "rate": 500, "stage": "ramp"},
+        {"at": 105, "rate": 1000, "stage": "ramp"},
+        {"at": 110.5, "stop": True},
+    ]
+    assert window(schedule, 0) == (100, 105)
+    assert window(schedule, 1) == (105, 110)  # the half second before the stop is no whole second
+    assert window(schedule, 2) is None
+
+
+def test_steps_take_only_their_own_seconds_and_nothing_after_the_stop():
+    schedule = [
+        {"at": 100, "rate": 500, "stage": "ramp", "phase": 0},
+        {"at": 105, "rate": 1000, "stage": "ramp", "phase": 1},
+        {"at": 110, "stop": True},
+    ]
+    # the swarm ran before the first step and after the stop at other rates: none of it may count
+    seconds = _seconds(97, 100, 50) + _seconds(100, 105, 500) + _seconds(105, 110, 1000) + _seconds(110, 112, 7)
+    samples = [{"second": s, "cpu_s": (s - 90) * 0.5, "busiest_s": 0.5, "machine_s": s} for s in range(95, 113)]
+    steps = cut_steps(
+        schedule, seconds, samples, segment="w1", workers=1, target_cores=1.0, machine_cores=2, origin=90.0
+    )
+    assert [(s["target"], s["achieved"], s["seconds"], s["start"], s["end"]) for s in steps] == [
+        (500.0, 500.0, 5, 10.0, 15.0),
+        (1000.0, 1000.0, 5, 15.0, 20.0),
+    ]
+    assert steps[0]["target_cpu"] == pytest.approx(0.5) and steps[0]["target_us_per_auth"] == pytest.approx(1000.0)
+    assert steps[1]["gen_cpu"] == pytest.approx(0.3) and steps[1]["count"] == 5000
+    assert 0.9 < steps[1]["p50"] < 1.1  # ms, from the per-second histograms
+
+
+def test_a_worker_missing_from_a_window_is_named_and_the_step_judged_on_the_others():
+    schedule = [{"at": 100, "rate": 1000, "stage": "ramp"}, {"at": 105, "stop": True}]
+    lost = {(1, s) for s in range(102, 105)}
+    seconds = _seconds(100, 105, 500, workers=(0, 1), skip=lost)
+    [s] = cut_steps(
+        schedule,
+        seconds,
+        [],
+        segment="target",
+        workers=None,
+        target_cores=None,
+        machine_cores=2,
+        origin=0.0,
+        expected={0, 1, 2},
+    )
+    assert s["workers_missing"] == [2]  # worker 2 never reported a second of this window
+    assert s["achieved"] == pytest.approx((5 * 500 + 2 * 500) / 5) and s["target_cpu"] is None
+    assert set(s["gen_cpu_by_worker"]) == {"0", "1"}
+
+
+def test_the_busiest_thread_counts_when_it_is_busier_than_the_cores_on_average():
+    schedule = [{"at": 100, "rate": 500, "stage": "ramp"}, {"at": 102, "stop": True}]
+    # four cores, one thread busy 90%: the target is saturated although the tree uses 0.9 of 4 cores
+    samples = [{"second": s, "cpu_s": (s - 100) * 0.9, "busiest_s": 0.9, "machine_s": s} for s in range(100, 103)]
+    [s] = cut_steps(
+        schedule,
+        _seconds(100, 102, 500),
+        samples,
+        segment="target",
+        workers=None,
+        target_cores=4.0,
+        machine_cores=4,
+        origin=0.0,
+    )
+    assert s["target_cpu"] == pytest.approx(0.9) and s["target_cores_busy"] == pytest.approx(0.9)
+
+
+# -- the search's schedule -----------------------------------------------------------------------------------
+def test_the_search_ramps_refines_measures_the_ceiling_and_stops_without_gaps():
+    settings = SearchSettings(start=500, add=500, step_s=5, bound_s=80, slo_ms=100, ceiling_s=10)
+    search, _, _, steps, _ = simulate(Model(capacity=1800, target_us=450, fixed=0.05), settings)
+    entries = search.entries
+    stages = [e.get("stage", "stop") for e in entries]
+    assert stages[0] == "ramp" and stages[-2:] == ["ceiling", "stop"] and "refine" in stages
+    for a, b in itertools.pairwise(entries):  # every entry starts when the one before it ends
+        assert b["at"] == a["at"] + (10 if a["stage"] == "ceiling" else 5)
+    assert entries[-1]["at"] - entries[0]["at"] <= 80
+    assert sum(s["seconds"] for s in steps) == entries[-1]["at"] - entries[0]["at"]  # every second is a window
+    refine = [e["rate"] for e in entries if e.get("stage") == "refine"]
+    assert refine == sorted(refine) and len(refine) == 3
+    knee = analysis.knee(steps, 100)
+    # 85% of a 1,800/s target at 450 µs + 0.05 cores is about 1,780/s of CPU... the knee lands below the
+    # first step at 85% CPU and above the last that was under it
+    assert 1000 <= knee["achieved"] <= (0.85 - 0.05) / 450e-6
+    assert analysis.ceiling(steps)["achieved"] == pytest.approx(1800)
+
+
+def test_a_rate_that_breaks_with_neither_side_saturated_is_tried_once_more():
+    search = Search(SearchSettings(start=500, add=500, step_s=5, bound_s=100, slo_ms=100), 0)
+    noisy = step(500, target_cpu=0.4, gen_cpu=0.4, p99=500)
+    assert search.next(noisy)["rate"] == 500 and search.current["stage"] == "ramp"
+    assert search.next(noisy)["stage"] == "refine"  # the second time it is believed
+
+
+def test_a_target_that_refuses_everything_stops_the_search_at_once():
+    search, _, _, steps, _ = simulate(Model(refuse=True), SearchSettings(slo_ms=100))
+    assert [e.get("stop", False) for e in search.entries] == [False, True]
+    assert search.why_stopped == "the target refused every authentication" and steps[0]["error_rate"] == 1.0
+
+
+def test_the_time_bound_ends_a_ramp_that_never_breaks_with_the_ceiling():
+    settings = SearchSettings(start=100, add=100, step_s=5, bound_s=40, slo_ms=100, ceiling_s=10)
+    search, *_ = simulate(Model(capacity=1e6, target_us=1.0), settings)
+    assert search.entries[-2]["stage"] == "ceiling" and "time bound" in search.why_stopped
+    assert search.entries[-1]["at"] - search.begin_at <= 40
+
+
+def test_slots_never_shrink_and_the_ceiling_has_its_own():
+    search, *_ = simulate(Model(capacity=1800), SearchSettings(slo_ms=100, ceiling_slots=64))
+    users = [e["users"] for e in search.entries if not e.get("stop")]
+    assert users == sorted(users) and search.entries[-2]["users"] >= 64
+
+
+# -- scaling and references ------------------------------------------------------------------------------------
 def test_scaling_fits_hub_limited_points_only_and_otherwise_says_which_run_gives_them():
-    s = analysis.scaling({1: 1000.0}, cores=2)
-    assert s.usl is None and s.predicted_from_fewer is None and "--master" in s.note
-    truth = USL(1000, 0.05, 0.01)
-    s = analysis.scaling({n: float(truth.throughput(n)) for n in (1, 2, 3, 4)}, cores=8)
-    assert s.usl.alpha == pytest.approx(0.05, rel=1e-6)
-    assert s.predicted_from_fewer["error"] == pytest.approx(0, abs=1e-9)
+    truth = USL(gamma=1800.0, alpha=0.05, beta=0.001)
+    points = {n: float(truth.throughput(n)) for n in (1, 2, 3, 4)}
+    fitted = analysis.scaling(points, cores=8)
+    assert fitted.usl is not None and fitted.usl.gamma == pytest.approx(1800.0, rel=0.01)
+    few = analysis.scaling({1: 1800.0}, cores=2)
+    assert few.usl is None and "--workers 1,2,3" in few.note
 
 
 def test_cores_and_cloud_references():
-    assert analysis.cores_needed(3500, 1000, None) == 4
-    refs = {r["service"]: r for r in analysis.cloud_references(3333)}
-    assert refs["Azure IoT Hub S1"]["units"] == 278 and not refs["Azure IoT Hub S1"]["possible"]
-    assert refs["Azure IoT Hub S2"]["units"] == 28
-    assert refs["Azure IoT Hub S3"]["units"] == 1
-    assert not refs["AWS IoT Core (default quota)"]["possible"]
-
-
-def test_a_rate_that_broke_once_and_held_when_retried_is_not_the_verdict():
-    noisy = step(1000, achieved=800, hub_cpu=0.4, gen_cpu=0.3, start=10)
-    steps = [step(500, start=5), noisy, step(1000, start=20), step(1500, start=25)]
-    search = {"workers": 1, "seconds": 80, "bound_s": 80}
-    [v] = analysis.verdicts(steps, [search], 100)
-    assert v["side"] == "neither"  # an old run's record: the first break counts
-    [v] = analysis.verdicts(steps, [dict(search, broke=None)], 100)
-    assert v["side"] == "not-found" and v["knee"]["achieved"] == 1500
+    assert analysis.cores_needed(3000.0, 1000.0, None) == 3
+    assert analysis.cores_needed(0.0, 1000.0, None) == 0
+    refs = {r["service"]: r for r in analysis.cloud_references(2000.0)}
+    assert refs["Azure IoT Hub S2"]["units"] == math.ceil(2000 / 120) and refs["Azure IoT Hub S2"]["possible"]
+    assert not refs["AWS IoT Core (default quota)"]["possible"] and refs["AWS IoT Core (raised quota)"]["possible"]

@@ -1,5 +1,6 @@
-"""The report from a synthetic run directory: every section, valid plots, strict JSON that validates against
-docs/summary.schema.json, and the page as headless Chromium shows it."""
+"""The report from synthetic run folders (tests/synthetic.py: the real search, windows and analysis over a
+modelled target): every section, valid plots, strict JSON that validates against
+docs/summary.schema.json, the headline for each limiting side, and the page as headless Chromium shows it."""
 
 import json
 from pathlib import Path
@@ -7,9 +8,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 from browser import render, visible_problems
-from test_analysis import ramp
+from synthetic import Model, write_run
 
 from certstorm.capacity.report import build_report
+from certstorm.capacity.search import SearchSettings
 from certstorm.capacity.sections import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -23,125 +25,90 @@ def strict_load(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def timeline(steps, segment):
-    rows = []
-    for s in steps:
-        for i in range(4):
-            rows.append(
-                {
-                    "t": s["start"] + i,
-                    "wall": 1e9 + s["start"] + i,
-                    "segment": segment,
-                    "workers": s["workers"],
-                    "ok_rate": s["achieved"],
-                    "error_rate": 0.0,
-                    "hub_cpu": s["hub_cpu"],
-                    "gen_cpu": s["gen_cpu"],
-                    "machine_cpu": 0.6,
-                }
-            )
-    return rows
-
-
-def write_run(tmp_path, *, hub_us, gen_us, storm=True, workers=(1,)):
-    run = tmp_path / "run-1"
-    raw = run / "raw"
-    raw.mkdir(parents=True)
-    steps, samples, searches = [], [], []
-    for w in workers:
-        ws = ramp(hub_us=hub_us / w, gen_us=gen_us, ceiling=2200 * w, workers=w, levels=(500, 1000, 1500, 2000, 2500))
-        steps += ws
-        samples += timeline(ws, f"w{w}")
-        searches.append({"workers": w, "seconds": 30.0, "bound_s": 80.0})
-    (raw / "steps.json").write_text(json.dumps(steps))
-    (raw / "timeline.json").write_text(json.dumps(samples))
-    (raw / "search.json").write_text(json.dumps(searches))
-    (raw / "errors.json").write_text(json.dumps({"1 worker(s), ramp": {"proof:timeout": 3}}))
-    (raw / "config.json").write_text(
-        json.dumps(
-            {
-                "slo_p99_ms": 100,
-                "hub_cores": {str(w): w for w in workers},
-                "machine_cores": 2,
-                "shared_cores": True,
-                "projection": {"devices": 2_000_000, "window_s": 600},
-            }
-        )
-    )
-    (raw / "floor.json").write_text(json.dumps({"verify_us": 80.0}))
-    if storm:
-        # 3,000 devices against 1,000 admissions/s; the curve stops at 2,900: one device short
-        curve = [[t / 10, min(2900, 100 * t)] for t in range(1, 41)]
-        (raw / "storm.json").write_text(
-            json.dumps(
-                {
-                    "devices": 3000,
-                    "capacity": 1000,
-                    "backoff": "aws-crt",
-                    "curve": curve,
-                    "retries": 5000,
-                    "attempt_rate": 1500,
-                    "bound_s": 20,
-                    "failures_by_code": {"challenge:throttled": 5000},
-                }
-            )
-        )
-    return run
-
-
 def test_report_has_every_section_plot_and_a_strict_schema_valid_summary(tmp_path):
-    run = write_run(tmp_path, hub_us=400, gen_us=200)
+    run = write_run(tmp_path / "run-1", Model(capacity=1800, target_us=450, fixed=0.05))
     summary = build_report(run)
     page = (run / "report.html").read_text()
     for title in SECTIONS:
         assert f">{title}</h2>" in page, title
-    assert "<ul><li>" in page and "<li>" not in page.replace("<ul><li>", "").split("</ul>")[-1]
     for name in ("timeline", "latency", "storm"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:8] == PNG, name
     data = strict_load((run / "summary.json").read_text())
     jsonschema.validate(data, SCHEMA)
     assert data == summary
-    assert data["limit"] == "hub" and data["first_line"].startswith("HUB-LIMITED: knee at 2,000")
-    # shared cores are said on the first screen, before the first section
-    assert data["notes"] == [
-        "Hub and generator shared this machine's 2 core(s): hub CPU is read against the cores "
-        "left beside the generator's 1."
-    ]
-    assert page.index("Hub and generator shared") < page.index("<h2")
-    assert data["cost"]["hub_us_per_auth"] == pytest.approx(400)
-    assert data["cost"]["floor_multiple"] == pytest.approx(400 / 160)
-    assert data["scaling"]["usl"] is None and "--master" in data["scaling"]["note"]
+    assert data["limit"] == "target" and data["first_line"].startswith("HUB-LIMITED: knee at 1,")
+    assert "closed-loop ceiling 1,800/s" in data["first_line"]
+    [segment] = data["per_segment"]
+    assert segment["knee_of_ceiling"] == pytest.approx(data["knee"]["achieved"] / 1800)
+    # the slope comes back as the model's marginal cost, the average at the knee above it
+    assert data["cost"]["slope"]["slope_us"] == pytest.approx(450, rel=0.01)
+    assert data["cost"]["target_us_per_auth"] > 450
+    assert data["time"]["outside_share"] == 0 and data["time"]["search_s"] == data["time"]["in_windows_s"]
+    assert data["cost"]["floor_multiple"] == pytest.approx(data["cost"]["target_us_per_auth"] / 160)
+    assert data["scaling"]["usl"] is None and "--workers 1,2,3" in data["scaling"]["note"]
     assert not (run / "plots" / "scaling.png").exists()  # no line drawn through too few points
     storm = data["storm"]
-    assert (
-        storm["admitted"] == 2900 and not storm["finished"] and storm["admitted_fraction"] == pytest.approx(2900 / 3000)
-    )
+    assert storm["admitted"] == 2900 and not storm["finished"]
+    assert storm["admitted_fraction"] == pytest.approx(2900 / 3000)
     by = {m["fraction"]: m for m in storm["milestones"]}
     assert by[0.5]["measured_s"] == pytest.approx(1.5) and by[0.5]["simulated_s"] > 0
     assert by[1.0]["measured_s"] is None and "not reached" in by[1.0]["reason"]
-    assert data["projection"]["cores"] == 2  # 3,333/s at 2,000/s per core
+    # 3,333/s at 450 µs + 0.05 cores, each core 85% busy: 2 cores
+    assert data["projection"]["cores"] == 2 and "slope" in data["projection"]["basis"]
     assert (run / "report.md").read_text().count("\n## ") == len(SECTIONS)
 
 
-def test_the_generator_limited_headline_says_by_how_much(tmp_path):
-    run = write_run(tmp_path, hub_us=200, gen_us=400, storm=False)
+def test_the_generator_limited_headline_gives_the_targets_headroom_and_the_command_that_adds_generators(tmp_path):
+    model = Model(capacity=4000, target_us=200, fixed=0.0, gen_us=500, gen_capacity=1900)
+    run = write_run(
+        tmp_path / "run-2",
+        model,
+        SearchSettings(slo_ms=100, ceiling_s=0),
+        storm=False,
+        target_url="mqtts://127.0.0.1:8883",
+    )
     data = build_report(run)
     assert data["limit"] == "generator"
-    # the generator broke at 2,500/s (100% of its core) with the hub at 50%: the hub would take ~4,250/s
-    assert data["first_line"].startswith("GENERATOR-LIMITED: knee at 2,000") and "4,250/s" in data["first_line"]
+    line = data["first_line"]
+    assert line.startswith("GENERATOR-LIMITED: knee at ") and "at mqtts://127.0.0.1:8883" in line
+    assert "the target used" in line and "so it would take about" in line
+    assert "add generator capacity with: certstorm run --devices 1000 --swarm-workers 1" in line
+    assert "certstorm swarm --worker --master-host THIS-HOST --master-port 5557" in line
     assert data["storm"] is None
 
 
+def test_a_target_whose_cpu_is_not_measured_is_judged_without_it_and_says_so(tmp_path):
+    model = Model(capacity=1500, target_us=500, target_cores=None)
+    run = write_run(tmp_path / "run-3", model, storm=False, target_url="mqtts://broker.example:8883")
+    data = build_report(run)
+    jsonschema.validate(data, SCHEMA)
+    assert data["target"]["cost_known"] is False and data["cost"]["target_us_per_auth"] is None
+    assert data["limit"] == "target" and "its CPU is not measured, so its cost is unknown" in data["first_line"]
+    assert any("judged by p99, errors and the rate delivered only" in n for n in data["notes"])
+    assert all(s["target_cpu"] is None for s in data["steps"])
+
+
+def test_a_lost_generator_is_named(tmp_path):
+    model = Model(capacity=1800, generators=2, lose={1: 12})
+    run = write_run(tmp_path / "run-4", model, storm=False)
+    data = build_report(run)
+    assert any("Generator worker 1 was lost" in n for n in data["notes"])
+    late = [s for s in data["steps"] if s["start"] >= 12 + 5]
+    assert late and all(s["workers_missing"] == [1] for s in late)
+    page = (run / "report.html").read_text()
+    assert "Generator 1 was lost" in page
+
+
 def test_values_are_escaped(tmp_path):
-    run = write_run(tmp_path, hub_us=400, gen_us=200, storm=False)
-    (run / "raw" / "errors.json").write_text(json.dumps({"1 worker(s), ramp": {"<script>alert(1)</script>": 1}}))
+    run = write_run(tmp_path / "run-5", Model(), storm=False)
+    (run / "raw" / "errors.json").write_text(json.dumps({"w1, knee search": {"<script>alert(1)</script>": 1}}))
     build_report(run)
     page = (run / "report.html").read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_report_in_headless_chromium(tmp_path):
-    run = write_run(tmp_path, hub_us=400, gen_us=200)
+    run = write_run(tmp_path / "run-6", Model(capacity=1800))
     build_report(run)
     seen = render(run / "report.html")
     assert len(seen["images"]) == 3 and "Reconnect storm" in seen["text"]

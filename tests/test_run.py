@@ -1,5 +1,5 @@
-"""A short 'certstorm run' end to end (real hub, real Locust swarm, the report in a real browser), and the
-thresholds a run can be gated on."""
+"""A short 'certstorm run' end to end against the hub it starts (real hub, real Locust swarm following the
+search's schedule, the report in a real browser), and the thresholds a run can be gated on."""
 
 import argparse
 import json
@@ -17,14 +17,28 @@ from certstorm.capacity.requirements import check_requirements, parse_requiremen
 from certstorm.capacity.sections import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
+RUN = [sys.executable, "-m", "certstorm", "run"]
 
 
 def assert_knee_and_cost(summary: dict) -> None:
-    """The knee is a step that held (it admitted what it was asked for), and the hub's CPU per
+    """The knee is a step that held (it admitted what it was asked for), and the target's CPU per
     authentication there is no less than the two-verify floor measured in the same run."""
     knee, cost = summary["knee"], summary["cost"]
     assert knee and knee["achieved"] >= analysis.BEHIND * knee["target"], knee
-    assert cost["hub_us_per_auth"] >= cost["floor_us"] and cost["floor_multiple"] >= 1, cost
+    assert cost["target_us_per_auth"] >= cost["floor_us"] and cost["floor_multiple"] >= 1, cost
+
+
+def assert_whole_second_windows(run: Path, summary: dict) -> None:
+    """Every step is the whole seconds between two entries of the schedule, and nothing after the stop."""
+    for v in summary["per_segment"]:
+        schedule = json.loads((run / "raw" / f"{v['segment']}-schedule.json").read_text())
+        starts = {e["at"] - summary["config"]["origin"]: e for e in schedule}
+        stop = schedule[-1]["at"] - summary["config"]["origin"]
+        assert schedule[-1].get("stop")
+        for s in (s for s in summary["steps"] if s["segment"] == v["segment"]):
+            assert s["start"] in starts and s["end"] <= stop and s["seconds"] == s["end"] - s["start"], s
+        assert v["in_windows_s"] == sum(s["seconds"] for s in summary["steps"] if s["segment"] == v["segment"])
+    assert summary["time"]["outside_share"] <= 0.10, summary["time"]
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +46,21 @@ def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "certstorm.cli",
-            "run",
+            *RUN,
             "--devices",
-            "2000",
+            "30000",
             "--workers",
             "1",
             "--search-seconds",
-            "24",
+            "30",
             "--step-seconds",
             "4",
             "--start-rate",
             "400",
             "--step-rate",
             "800",
+            "--ceiling-seconds",
+            "4",
             "--storm-devices",
             "300",
             "--storm-quota",
@@ -79,26 +92,29 @@ def test_the_verdict_follows_the_measured_cpu(short_run):
     _, run = short_run
     summary = strict_load((run / "summary.json").read_text())
     jsonschema.validate(summary, SCHEMA)
-    [w1] = summary["per_workers"]
+    [w1] = summary["per_segment"]
     broke = w1["broke"]
     if broke is None:  # every step held within the time bound: the verdict says so and what to change
         assert summary["limit"] == "not-found" and summary["first_line"].startswith("KNEE NOT FOUND"), summary
         assert "--search-seconds" in summary["first_line"]
-    elif max(broke["hub_cpu"], broke["gen_cpu"]) >= analysis.CPU_LIMIT:
-        assert summary["limit"] in ("hub", "generator")
-        assert summary["limit"] == ("hub" if broke["hub_cpu"] >= broke["gen_cpu"] else "generator")
+    elif max(broke["target_cpu"], broke["gen_cpu"]) >= analysis.CPU_LIMIT:
+        assert summary["limit"] == ("target" if broke["target_cpu"] >= broke["gen_cpu"] else "generator")
+        assert summary["first_line"].startswith("HUB-LIMITED" if summary["limit"] == "target" else "GENERATOR")
     else:  # a busy machine can stall both: the report must then say neither, never blame a side
         assert summary["limit"] == "neither" and summary["first_line"].startswith("NEITHER SIDE SATURATED")
     assert_knee_and_cost(summary)
     assert summary["knee"]["p99"] is not None and summary["knee"]["p99"] < 500
+    ceiling = w1["ceiling"]
+    assert ceiling and ceiling["stage"] == "ceiling" and ceiling["target"] is None and ceiling["achieved"] > 0
 
 
-def test_no_plotted_rate_or_cpu_is_negative(short_run):
+def test_steps_are_whole_seconds_of_steady_load(short_run):
     _, run = short_run
-    samples = json.loads((run / "raw" / "timeline.json").read_text())
-    assert samples
-    for s in samples:
-        assert min(s["ok_rate"], s["error_rate"], s["hub_cpu"], s["gen_cpu"], s["machine_cpu"]) >= 0, s
+    summary = strict_load((run / "summary.json").read_text())
+    assert_whole_second_windows(run, summary)
+    for s in summary["steps"]:
+        assert s["workers_missing"] == [] and s["seconds"] >= 1
+        assert min(s["achieved"], s["gen_cpu"], s["target_cpu"], s["machine_cpu"]) >= 0, s
 
 
 def test_the_report_is_complete_and_reads_well_in_a_browser(short_run):
@@ -132,10 +148,17 @@ def test_the_storm_ran_until_done_and_the_folder_is_small(short_run):
         ("p99<40", False),
         ("errors<=0.1%", True),
         ("storm_admitted>=99%", False),
+        ("target_us<=500us", True),
+        ("ceiling>=2500/s", False),
     ],
 )
 def test_requirements_compare_what_was_measured(text, met):
-    summary = {"knee": {"achieved": 2000.0, "p99": 45.0, "error_rate": 0.0005}, "storm": {"admitted_fraction": 0.97}}
+    summary = {
+        "knee": {"achieved": 2000.0, "p99": 45.0, "error_rate": 0.0005},
+        "storm": {"admitted_fraction": 0.97},
+        "cost": {"target_us_per_auth": 450.0},
+        "per_segment": [{"ceiling": {"achieved": 2400.0}}],
+    }
     assert (check_requirements([parse_requirement(text)], summary) == []) == met
 
 
@@ -155,20 +178,22 @@ def test_a_malformed_requirement_is_refused(text):
     [
         (["--workers", "0"], "--workers"),
         (["--step-seconds", "-1"], "--step-seconds"),
+        (["--step-seconds", "2"], "--step-seconds"),
         (["--require", "knee"], "--require"),
         (["--backoff", "nope"], "--backoff"),
         (["--storm-devices", "-3"], "--storm-devices"),
+        (["--swarm-workers", "0"], "--swarm-workers"),
+        (["--target", "ftp://example.test:21"], "--target"),
+        (["--target", "mqtts://127.0.0.1:1"], "--target"),
+        (["--target-pid", "999999999"], "--target-pid"),
+        (["--fleet", "/nonexistent/fleet"], "--fleet"),
     ],
 )
-def test_bad_run_arguments_exit_2_naming_the_argument(args, named, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "certstorm.cli", "run", *args, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_bad_run_arguments_exit_2_naming_the_argument_before_anything_is_made(args, named, tmp_path):
+    proc = subprocess.run([*RUN, *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and f"argument {named}" in proc.stderr.splitlines()[-1], proc.stderr
-    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())  # no run folder, no fleet
 
 
 def test_hub_metrics_are_read_with_prometheus_parser():
@@ -186,6 +211,19 @@ def test_hub_metrics_are_read_with_prometheus_parser():
     assert parse_auth_metrics(text) == (4000.0, 7.0)
 
 
+def test_reconnects_are_read_from_the_hubs_cache_counter():
+    from certstorm.capacity.sampler import parse_cache_metrics
+
+    text = (
+        "# HELP certstorm_chain_cache_total Device chain validations by cache result\n"
+        "# TYPE certstorm_chain_cache_total counter\n"
+        'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'
+        'certstorm_chain_cache_total{result="hit"} 300.0\n'
+        'certstorm_chain_cache_total{result="miss"} 2.0\n'
+    )
+    assert parse_cache_metrics(text) == 1200.0
+
+
 @pytest.mark.slow
 def test_short_run_over_mqtts_says_so(tmp_path):
     """The same job with devices over MQTT with mutual TLS: the hub's TLS listener, the swarm's mqtts
@@ -193,14 +231,11 @@ def test_short_run_over_mqtts_says_so(tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "certstorm.cli",
-            "run",
+            *RUN,
             "--transport",
             "mqtts",
             "--devices",
-            "600",
+            "3000",
             "--workers",
             "1",
             "--search-seconds",
@@ -225,52 +260,4 @@ def test_short_run_over_mqtts_says_so(tmp_path):
     jsonschema.validate(summary, SCHEMA)
     assert summary["transport"] == "mqtts" and summary["first_line"].endswith("Devices over MQTT with mutual TLS.")
     assert_knee_and_cost(summary)
-
-
-def test_reconnects_are_read_from_the_hubs_cache_counter():
-    from certstorm.capacity.sampler import parse_cache_metrics
-
-    text = (
-        "# HELP certstorm_chain_cache_total Device chain validations by cache result\n"
-        "# TYPE certstorm_chain_cache_total counter\n"
-        'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'
-        'certstorm_chain_cache_total{result="hit"} 300.0\n'
-        'certstorm_chain_cache_total{result="miss"} 2.0\n'
-    )
-    assert parse_cache_metrics(text) == 1200.0
-
-
-def test_each_step_says_how_many_admissions_were_reconnects():
-    samples = [
-        {
-            "wall": 100.0 + i,
-            "t": float(i),
-            "ok": 1000.0 * i,
-            "errors": 0.0,
-            "reconnects": 250.0 * i,
-            "hub_cpu_s": 0.3 * i,
-            "gen_cpu_s": 0.4 * i,
-            "machine_cpu_s": 1.0 * i,
-        }
-        for i in range(8)
-    ]
-    swarm = {
-        "run": {"t0": 100.0, "duration_s": 7.0},
-        "phases": [{"phase": 0, "rate": 1000, "start": 0.0, "end": 7.0}],
-        "rates": {
-            "phases": [
-                {
-                    "phase": 0,
-                    "achieved_rate": 1000.0,
-                    "failed_rate": 0.0,
-                    "auth_count": 7000,
-                    "auth_p50_us": 1000,
-                    "auth_p90_us": 2000,
-                    "auth_p99_us": 3000,
-                    "auth_p999_us": 4000,
-                }
-            ]
-        },
-    }
-    [step] = analysis.steps_from_swarm(swarm, samples, 1, "ramp", 1.0, 2)
-    assert step["reconnect_share"] == 0.25 and step["hub_us_per_auth"] == pytest.approx(300.0)
+    assert_whole_second_windows(out / "latest", summary)

@@ -1,24 +1,9 @@
-"""From what a run measured to the answers the report gives: steps, whether each held, the saturation knee,
-which side saturated, hub CPU per authentication, the USL fit and the sizing projections.
+"""From the steps a run measured to the answers the report gives: whether each step held, the knee, which
+side saturated, the cost per authentication as a slope, the ceiling, the USL fit and the sizing
+projections. Steps are cut from the run's seconds by :mod:`certstorm.capacity.windows`.
 
-Everything here is a pure function of plain data, so the report can be rebuilt from a run's raw files at any
-time (``certstorm report``) and tested without a run.
-
-A *sample* is one second of a segment (one hub lifetime, ``segment`` = ``"w<workers>"`` or ``"storm"``)::
-
-    {"t": seconds since the run began, "wall": epoch, "segment", "workers",
-     "ok_rate": admitted/s, "error_rate": refused/s,          # from the hub's /metrics
-     "hub_cpu": fraction of the hub's cores busy, "gen_cpu": fraction of the generator's core busy,
-     "machine_cpu": fraction of all the machine's cores busy (other work included),
-     "ok", "errors", "hub_cpu_s", "gen_cpu_s": the cumulative values those rates come from}
-
-A *step* is one constant target rate of a ramp or a refinement (see :func:`steps_from_swarm`)::
-
-    {"workers", "stage": "ramp"|"refine", "target", "start", "end", "achieved", "error_rate", "hub_cpu",
-     "gen_cpu", "machine_cpu", "hub_us_per_auth", "gen_us_per_auth", "count", "p50", "p90", "p99", "p999"}
-
-``machine_cpu`` is every process on the machine as a fraction of all its cores; latencies are in ms, from
-the swarm's µs histogram of that step.
+Everything here is a pure function of plain data, so the report can be rebuilt from a run's raw files at
+any time (``certstorm report``) and tested without a run.
 """
 
 from __future__ import annotations
@@ -44,49 +29,37 @@ AWS_CONNECT_RAISED = 3000.0  # commonly granted after a quota increase
 
 def _reasons(
     achieved: float,
-    target: float,
+    target: float | None,
     error_share: float,
-    hub_cpu: float,
+    target_cpu: float | None,
     gen_cpu: float,
     p99_ms: float | None,
     slo_ms: float,
 ) -> list[str]:
     out = []
-    if hub_cpu >= CPU_LIMIT:
-        out.append(f"hub CPU {hub_cpu:.0%}")
+    if target_cpu is not None and target_cpu >= CPU_LIMIT:
+        out.append(f"target CPU {target_cpu:.0%}")
     if gen_cpu >= CPU_LIMIT:
         out.append(f"generator CPU {gen_cpu:.0%}")
     if p99_ms is not None and p99_ms > slo_ms:
         out.append(f"p99 {p99_ms:,.0f} ms > {slo_ms:g} ms")
     if error_share > ERROR_LIMIT:
         out.append(f"errors {error_share:.2%}")
-    if achieved < BEHIND * target:
+    if target is not None and achieved < BEHIND * target:
         out.append(f"admitted {achieved:,.0f}/s of {target:,.0f}/s")
     return out
-
-
-def live_break(rows: list[dict], target: float) -> str:
-    """Why the last seconds' samples break the step (empty when they hold): what a run can see live, before
-    the swarm's latency histograms exist. Averages over the rows, so one noisy second does not stop a step."""
-    n = len(rows)
-    ok = sum(r["ok_rate"] for r in rows) / n
-    err = sum(r["error_rate"] for r in rows) / n
-    reasons = _reasons(
-        ok,
-        target,
-        err / (ok + err) if ok + err else 0.0,
-        sum(r["hub_cpu"] for r in rows) / n,
-        sum(r["gen_cpu"] for r in rows) / n,
-        None,
-        math.inf,
-    )
-    return ", ".join(reasons)
 
 
 def reasons(step: dict, slo_ms: float) -> list[str]:
     """Why a measured step does not hold; empty when it does."""
     out = _reasons(
-        step["achieved"], step["target"], step["error_rate"], step["hub_cpu"], step["gen_cpu"], step["p99"], slo_ms
+        step["achieved"],
+        step["target"],
+        step["error_rate"],
+        step["target_cpu"],
+        step["gen_cpu"],
+        step["p99"],
+        slo_ms,
     )
     if step["p99"] is None:
         out.append("no authentication completed")
@@ -97,134 +70,114 @@ def holds(step: dict, slo_ms: float) -> bool:
     return step["achieved"] > 0 and not reasons(step, slo_ms)
 
 
-def first_break(steps: list[dict], slo_ms: float) -> dict | None:
-    """The earliest step that does not hold, with its reasons."""
-    for s in sorted(steps, key=lambda s: s["start"]):
-        why = reasons(s, slo_ms)
-        if why:
-            return dict(s, reasons=why)
-    return None
+def paced(steps: list[dict]) -> list[dict]:
+    """The steps at a scheduled rate (ramp and refinement), not the closed-loop ceiling."""
+    return [s for s in steps if s["stage"] != "ceiling"]
 
 
-def steps_from_swarm(
-    swarm: dict, samples: list[dict], workers: int, stage: str, hub_cores: float, machine_cores: int
-) -> list[dict]:
-    """One step per phase of a swarm step run: rates and CPU from the run's own samples inside the phase
-    (its first second skipped as the ramp into it), latency from the swarm's histogram of that phase."""
-    run = swarm.get("run", {})
-    t0, ended = run.get("t0"), run.get("duration_s")
-    rows = {r["phase"]: r for r in swarm.get("rates", {}).get("phases", [])}
-    out = []
-    if t0 is None:
-        return out
-    for ph in swarm.get("phases", []):
-        lo = t0 + ph["start"] + 1.0
-        hi = t0 + min(ph["end"], ended if ended is not None else ph["end"])
-        inside = [s for s in samples if lo <= s["wall"] <= hi + 0.5]
-        if len(inside) < 2 or inside[-1]["wall"] - inside[0]["wall"] < 1.5:
-            continue
-        a, b = inside[0], inside[-1]
-        dt = b["wall"] - a["wall"]
-        ok, err = b["ok"] - a["ok"], b["errors"] - a["errors"]
-        # what the hub's CPU per authentication is of: first connections cost a full device judgement and a
-        # registry insert, reconnects (the device cache) a hash, a lookup and the proof
-        again = b.get("reconnects", 0.0) - a.get("reconnects", 0.0)
-        hub_s, gen_s = b["hub_cpu_s"] - a["hub_cpu_s"], b["gen_cpu_s"] - a["gen_cpu_s"]
-        machine = (b["machine_cpu_s"] - a["machine_cpu_s"]) / dt / machine_cores if "machine_cpu_s" in a else None
-        row = rows.get(ph["phase"], {})
-        failed = row.get("failed_rate") or 0.0
-        swarm_share = failed / (failed + row["achieved_rate"]) if row.get("achieved_rate") else 0.0
-        count = row.get("auth_count", 0)
-
-        def ms(key, row=row, count=count):
-            return row[key] / 1000.0 if count and row.get(key) is not None else None
-
-        out.append(
-            {
-                "workers": workers,
-                "stage": stage,
-                "target": float(ph["rate"]),
-                "start": a["t"],
-                "end": b["t"],
-                "achieved": ok / dt,
-                "error_rate": max(err / (ok + err) if ok + err else 0.0, swarm_share),
-                "hub_cpu": hub_s / dt / hub_cores,
-                "gen_cpu": gen_s / dt,
-                "machine_cpu": machine,
-                "hub_us_per_auth": hub_s / ok * 1e6 if ok else None,
-                "gen_us_per_auth": gen_s / ok * 1e6 if ok else None,
-                "reconnect_share": min(1.0, max(0.0, again / ok)) if ok else None,
-                "count": count,
-                "p50": ms("auth_p50_us"),
-                "p90": ms("auth_p90_us"),
-                "p99": ms("auth_p99_us"),
-                "p999": ms("auth_p999_us"),
-            }
-        )
-    return out
-
-
-def knee(steps: list[dict], slo_ms: float, workers: int | None = None) -> dict | None:
-    """The step with the highest admitted rate that holds: p99 within the SLO, errors <= 0.1%, neither side at
-    85% CPU, at least 90% of its target delivered."""
-    good = [s for s in steps if holds(s, slo_ms) and (workers is None or s["workers"] == workers)]
+def knee(steps: list[dict], slo_ms: float) -> dict | None:
+    """The paced step that holds with the highest *admitted* rate: p99 within the SLO, errors <= 0.1%,
+    neither side at 85% CPU, at least 90% of its intended rate delivered."""
+    good = [s for s in paced(steps) if holds(s, slo_ms)]
     return max(good, key=lambda s: s["achieved"]) if good else None
 
 
+def decisive_break(steps: list[dict], slo_ms: float) -> dict | None:
+    """The paced step just above the knee that broke (the lowest intended rate among the broken steps
+    above the knee's), with its reasons; None when every step held."""
+    k = knee(steps, slo_ms)
+    floor = k["target"] if k else -1.0
+    broken = [s for s in paced(steps) if s["target"] > floor and reasons(s, slo_ms)]
+    if not broken:
+        return None
+    step = min(broken, key=lambda s: (s["target"], s["start"]))
+    return dict(step, reasons=reasons(step, slo_ms))
+
+
 def side_of(broken: dict | None) -> str:
-    """Which side a broken step saturated: 'hub', 'generator', 'neither' (it broke with both below 85%), or
-    'not-found' (nothing broke)."""
+    """Which side a broken step saturated: 'target', 'generator', 'neither' (it broke with both below 85%
+    or the target's CPU unknown), or 'not-found' (nothing broke)."""
     if broken is None:
         return "not-found"
-    if broken["hub_cpu"] >= CPU_LIMIT and broken["hub_cpu"] >= broken["gen_cpu"]:
-        return "hub"
-    if broken["gen_cpu"] >= CPU_LIMIT:
+    target, gen = broken["target_cpu"], broken["gen_cpu"]
+    if target is not None and target >= CPU_LIMIT and target >= gen:
+        return "target"
+    if gen >= CPU_LIMIT:
         return "generator"
-    if broken["hub_cpu"] >= CPU_LIMIT:
-        return "hub"
+    if target is not None and target >= CPU_LIMIT:
+        return "target"
     return "neither"
 
 
-def verdicts(steps: list[dict], searches: list[dict], slo_ms: float) -> list[dict]:
-    """Per worker count: the side that saturated, the step that broke, the knee."""
+def ceiling(steps: list[dict]) -> dict | None:
+    """The closed-loop step at saturation, if the run measured one."""
+    closed = [s for s in steps if s["stage"] == "ceiling" and s["achieved"] > 0]
+    return closed[-1] if closed else None
+
+
+def verdicts(steps: list[dict], segments: list[dict], slo_ms: float) -> list[dict]:
+    """Per segment (a hub worker count, or the target): the side that saturated, the step that broke, the
+    knee, the ceiling and the cost slopes."""
     out = []
-    for search in searches:
-        w = search["workers"]
-        ws = [s for s in steps if s["workers"] == w]
-        # the run records the break it acted on (a rate that broke once and held when tried again does not
-        # count); older runs did not, so find the first break
-        broken = (
-            search.get("broke")
-            if "broke" in search
-            else first_break([s for s in ws if s["stage"] == "refine"], slo_ms) or first_break(ws, slo_ms)
-        )
-        if broken is not None:
-            broken = dict(broken, reasons=reasons(broken, slo_ms))
+    for segment in segments:
+        ss = [s for s in steps if s["segment"] == segment["name"]]
+        broke = decisive_break(ss, slo_ms)
+        k = knee(ss, slo_ms)
+        top = ceiling(ss)
         out.append(
             {
-                "workers": w,
-                "side": side_of(broken),
-                "broke": broken,
-                "knee": knee(ws, slo_ms),
-                "seconds": search.get("seconds"),
-                "bound_s": search.get("bound_s"),
-                "highest_target": max((s["target"] for s in ws), default=None),
+                **segment,
+                "segment": segment["name"],
+                "side": side_of(broke),
+                "broke": broke,
+                "knee": k,
+                "ceiling": top,
+                "knee_of_ceiling": k["achieved"] / top["achieved"] if k and top else None,
+                "cost": cost_slope(ss, "target_cores_busy"),
+                "generator_cost": cost_slope(ss, "gen_cores_busy"),
+                "highest_target": max((s["target"] for s in paced(ss)), default=None),
             }
         )
     return out
 
 
-def overall_side(per_workers: list[dict]) -> str:
-    sides = [v["side"] for v in per_workers]
-    for side in ("hub", "generator", "neither"):
+def cost_slope(steps: list[dict], key: str) -> dict | None:
+    """``key`` (cores busy) against admitted rate over the paced steps, fitted as ``cores = fixed + slope x
+    rate``: the marginal CPU per authentication in µs, the fixed part in cores and R²; None with fewer than
+    three steps at two rates or more, or where the CPU is unknown."""
+    points = [(s["achieved"], s[key]) for s in paced(steps) if s["achieved"] > 0 and s.get(key) is not None]
+    if len(points) < 3 or len({round(x) for x, _ in points}) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    sxy = sum((x - mx) * (y - my) for x, y in points)
+    slope = sxy / sxx
+    fixed = my - slope * mx
+    syy = sum((y - my) ** 2 for _, y in points)
+    r2 = 1.0 - sum((y - fixed - slope * x) ** 2 for x, y in points) / syy if syy > 0 else 1.0
+    return {"slope_us": slope * 1e6, "fixed_cores": fixed, "r2": r2, "steps": n}
+
+
+def cores_for(rate: float, cost: dict) -> float:
+    """Cores busy at ``rate`` by the fitted cost: the fixed part plus the slope."""
+    return cost["fixed_cores"] + cost["slope_us"] * 1e-6 * rate
+
+
+def overall_side(per_segment: list[dict]) -> str:
+    sides = [v["side"] for v in per_segment]
+    for side in ("target", "generator", "neither"):
         if side in sides:
             return side
     return "not-found"
 
 
-def hub_capacity_points(per_workers: list[dict]) -> dict[int, float]:
-    """Knee rate per worker count, for the counts whose search ended with the hub saturated only."""
-    return {v["workers"]: v["knee"]["achieved"] for v in per_workers if v["side"] == "hub" and v["knee"]}
+def hub_capacity_points(per_segment: list[dict]) -> dict[int, float]:
+    """Knee rate per hub worker count, for the counts whose search ended with the hub saturated only."""
+    return {
+        v["workers"]: v["knee"]["achieved"] for v in per_segment if v["workers"] and v["side"] == "target" and v["knee"]
+    }
 
 
 @dataclass
@@ -304,17 +257,19 @@ __all__ = [
     "CPU_LIMIT",
     "ERROR_LIMIT",
     "Scaling",
+    "ceiling",
     "cloud_references",
+    "cores_for",
     "cores_needed",
-    "first_break",
+    "cost_slope",
+    "decisive_break",
     "holds",
     "hub_capacity_points",
     "knee",
-    "live_break",
     "overall_side",
+    "paced",
     "reasons",
     "scaling",
     "side_of",
-    "steps_from_swarm",
     "verdicts",
 ]

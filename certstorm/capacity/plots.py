@@ -9,11 +9,12 @@ import numpy as np
 from certstorm.capacity import analysis
 from certstorm.capacity.planner import USL
 from certstorm.capacity.summary import load
+from certstorm.capacity.windows import series
 
 __all__ = ["draw_plots"]
 
 
-def draw_plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, Path]:
+def draw_plots(run_dir: Path, summary: dict) -> dict[str, Path]:
     """Every figure the run's data allows: {name: PNG path}."""
     import matplotlib
 
@@ -21,73 +22,116 @@ def draw_plots(run_dir: Path, summary: dict, samples: list[dict]) -> dict[str, P
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
     made: dict[str, Path] = {}
-    _timeline(summary, samples, out_dir, made)
+    _timeline(run_dir, summary, out_dir, made)
     _latency(summary, out_dir, made)
     _storm(run_dir, summary, out_dir, made)
     _scaling(summary, out_dir, made)
     return made
 
 
-def _timeline(summary: dict, samples: list[dict], out_dir: Path, made: dict[str, Path]) -> None:
-    """Rates, CPU and p99 over time, one line per hub lifetime."""
+def _segment_series(run_dir: Path, summary: dict) -> dict[str, list[dict]]:
+    raw, config = run_dir / "raw", summary["config"]
+    out = {}
+    for v in summary["per_segment"]:
+        name = v["segment"]
+        out[name] = series(
+            load(raw / f"{name}-seconds.json", []),
+            load(raw / f"{name}-samples.json", []),
+            origin=config.get("origin", 0.0),
+            target_cores=v.get("target_cores"),
+        )
+    return out
+
+
+def _label(v: dict) -> str:
+    return f"{v['workers']} hub worker(s)" if v.get("workers") else "target"
+
+
+def _timeline(run_dir: Path, summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
+    """Rates, CPU and p99 over time, second by second; one line per search, none across a restart."""
     import matplotlib.pyplot as plt
 
-    steps = summary["steps"]
-    segments = sorted({s["segment"] for s in samples}, key=lambda g: min(s["t"] for s in samples if s["segment"] == g))
-    if segments:
-        fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-        for g in segments:  # one line per hub lifetime: nothing is drawn across a restart
-            rows = [s for s in samples if s["segment"] == g]
-            t = [s["t"] for s in rows]
-            label = "storm" if g == "storm" else f"{rows[0]['workers']} worker(s)"
-            ax1.plot(t, [s["ok_rate"] for s in rows], label=f"admitted/s, {label}")
-            ax1.plot(t, [s["error_rate"] for s in rows], ":", label=f"refused/s, {label}")
-            ax2.plot(t, [100 * s["hub_cpu"] for s in rows], label=f"hub CPU %, {label}")
-            ax2.plot(t, [100 * s["gen_cpu"] for s in rows], "--", label=f"generator CPU %, {label}")
-        for s in steps:
+    data = _segment_series(run_dir, summary)
+    if not any(data.values()):
+        return
+    noun = summary["target"]["noun"]
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for v in summary["per_segment"]:
+        rows, label = data.get(v["segment"], []), _label(v)
+        if not rows:
+            continue
+        t = [r["t"] for r in rows]
+        ax1.plot(t, [r["admitted"] for r in rows], label=f"admitted/s, {label}")
+        ax1.plot(t, [r["failed"] for r in rows], ":", label=f"failed/s, {label}")
+        if any(r["target_cpu"] is not None for r in rows):
+            ax2.plot(
+                t,
+                [None if r["target_cpu"] is None else 100 * r["target_cpu"] for r in rows],
+                label=f"{noun} CPU %, {label}",
+            )
+        for worker in sorted({w for r in rows for w in r["gen"]}, key=int):
+            ax2.plot(
+                t,
+                [100 * r["gen"][worker] if worker in r["gen"] else None for r in rows],
+                "--",
+                lw=0.8,
+                label=f"generator {worker} CPU %, {label}",
+            )
+    for s in summary["steps"]:
+        if s["target"] is not None:
             ax1.hlines(s["target"], s["start"], s["end"], colors="grey", lw=0.8)
-            if s["p99"] is not None:
-                ax3.hlines(s["p99"], s["start"], s["end"], colors="C3", lw=2)
-        ax1.set_ylabel("authentications/s\n(grey: intended)")
-        ax1.set_ylim(bottom=0)
-        ax1.legend(loc="upper left", fontsize=7)
-        ax2.axhline(100 * analysis.CPU_LIMIT, color="grey", lw=0.8, ls=":")
-        ax2.set_ylabel("CPU % of own cores")
-        ax2.set_ylim(bottom=0)
-        ax2.legend(loc="upper left", fontsize=7)
-        ax3.axhline(summary["slo_p99_ms"], color="red", lw=0.8, ls="--", label="SLO")
-        ax3.set_yscale("log")
-        ax3.set_ylabel("p99 per step, ms")
-        ax3.set_xlabel("seconds since the run began")
-        ax3.legend(loc="upper left", fontsize=7)
-        _save(fig, out_dir, "timeline", made)
+        if s["p99"] is not None:
+            ax3.hlines(s["p99"], s["start"], s["end"], colors="C3" if s["stage"] != "ceiling" else "C4", lw=2)
+    ax1.set_ylabel("authentications/s\n(grey: intended)")
+    ax1.set_ylim(bottom=0)
+    ax1.legend(loc="upper left", fontsize=7)
+    ax2.axhline(100 * analysis.CPU_LIMIT, color="grey", lw=0.8, ls=":")
+    ax2.set_ylabel("CPU % of own cores")
+    ax2.set_ylim(bottom=0)
+    ax2.legend(loc="upper left", fontsize=7)
+    ax3.axhline(summary["slo_p99_ms"], color="red", lw=0.8, ls="--", label="SLO")
+    ax3.set_yscale("log")
+    ax3.set_ylabel("p99 per step, ms")
+    ax3.set_xlabel("seconds since the run began")
+    ax3.legend(loc="upper left", fontsize=7)
+    _save(fig, out_dir, "timeline", made)
 
 
 def _latency(summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
-    """Latency and CPU per authentication against the admitted rate."""
+    """Latency and CPU per authentication against the admitted rate, with the fitted cost lines."""
     import matplotlib.pyplot as plt
 
-    steps = summary["steps"]
-    if steps:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        for w in sorted({s["workers"] for s in steps}):
-            ws = sorted((s for s in steps if s["workers"] == w and s["p99"] is not None), key=lambda s: s["achieved"])
-            x = [s["achieved"] for s in ws]
-            ax1.plot(x, [s["p99"] for s in ws], "o-", label=f"p99, {w} worker(s)")
-            ax1.plot(x, [s["p50"] for s in ws], "x:", label=f"p50, {w} worker(s)")
-            cs = sorted((s for s in steps if s["workers"] == w and s["hub_us_per_auth"]), key=lambda s: s["achieved"])
-            ax2.plot([s["achieved"] for s in cs], [s["hub_us_per_auth"] for s in cs], "o-", label=f"hub, {w} worker(s)")
-            ax2.plot([s["achieved"] for s in cs], [s["gen_us_per_auth"] for s in cs], "x:", label=f"generator, {w} w.")
-        ax1.axhline(summary["slo_p99_ms"], color="red", lw=0.8, ls="--", label="SLO")
-        ax1.set_yscale("log")
-        ax1.set_xlabel("admitted authentications/s")
-        ax1.set_ylabel("whole authentication, ms")
-        ax1.legend(fontsize=7)
-        ax2.set_xlabel("admitted authentications/s")
-        ax2.set_ylabel("CPU µs per authentication")
-        ax2.set_ylim(bottom=0)
-        ax2.legend(fontsize=7)
-        _save(fig, out_dir, "latency", made)
+    steps = analysis.paced(summary["steps"])
+    if not steps:
+        return
+    noun = summary["target"]["noun"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for v in summary["per_segment"]:
+        ss = [s for s in steps if s["segment"] == v["segment"]]
+        label = _label(v)
+        ws = sorted((s for s in ss if s["p99"] is not None), key=lambda s: s["achieved"])
+        x = [s["achieved"] for s in ws]
+        ax1.plot(x, [s["p99"] for s in ws], "o-", label=f"p99, {label}")
+        ax1.plot(x, [s["p50"] for s in ws], "x:", label=f"p50, {label}")
+        cs = sorted((s for s in ss if s["target_us_per_auth"]), key=lambda s: s["achieved"])
+        if cs:
+            ax2.plot([s["achieved"] for s in cs], [s["target_us_per_auth"] for s in cs], "o", label=f"{noun}, {label}")
+        gs = sorted((s for s in ss if s["gen_us_per_auth"]), key=lambda s: s["achieved"])
+        ax2.plot([s["achieved"] for s in gs], [s["gen_us_per_auth"] for s in gs], "x", label=f"generator, {label}")
+        for cost, style in ((v.get("cost"), "-"), (v.get("generator_cost"), ":")):
+            if cost and x:
+                grid = np.linspace(max(1.0, min(x)), max(x), 30)
+                ax2.plot(grid, [analysis.cores_for(r, cost) / r * 1e6 for r in grid], style, lw=0.8, color="grey")
+    ax1.axhline(summary["slo_p99_ms"], color="red", lw=0.8, ls="--", label="SLO")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("admitted authentications/s")
+    ax1.set_ylabel("whole authentication, ms")
+    ax1.legend(fontsize=7)
+    ax2.set_xlabel("admitted authentications/s")
+    ax2.set_ylabel("CPU µs per authentication\n(grey: fixed part + slope)")
+    ax2.set_ylim(bottom=0)
+    ax2.legend(fontsize=7)
+    _save(fig, out_dir, "latency", made)
 
 
 def _storm(run_dir: Path, summary: dict, out_dir: Path, made: dict[str, Path]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from certstorm.capacity.plots import draw_plots
 from certstorm.capacity.report_templates import html_template, markdown_template
 from certstorm.capacity.sections import sections
-from certstorm.capacity.summary import load, summarise
+from certstorm.capacity.summary import summarise
 
 __all__ = ["build_report", "report_command"]
 
@@ -33,8 +33,7 @@ __all__ = ["build_report", "report_command"]
 def build_report(run_dir) -> dict:
     run_dir = Path(run_dir)
     summary = summarise(run_dir)
-    samples = load(run_dir / "raw" / "timeline.json", [])
-    plots = draw_plots(run_dir, summary, samples)
+    plots = draw_plots(run_dir, summary)
     content = sections(summary, plots)
     images = {name: "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode() for name, p in plots.items()}
     page = {

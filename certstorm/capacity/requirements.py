@@ -14,7 +14,13 @@ METRICS = {
     "p99": (("ms", ""), lambda s: (s.get("knee") or {}).get("p99"), " ms"),
     "errors": (("%", ""), lambda s: None if not s.get("knee") else 100 * s["knee"]["error_rate"], "%"),
     "storm_admitted": (("%", ""), lambda s: None if not s.get("storm") else 100 * s["storm"]["admitted_fraction"], "%"),
-    "hub_us": (("us", "µs", ""), lambda s: (s.get("cost") or {}).get("hub_us_per_auth"), " µs"),
+    "target_us": (("us", "µs", ""), lambda s: (s.get("cost") or {}).get("target_us_per_auth"), " µs"),
+    "hub_us": (("us", "µs", ""), lambda s: (s.get("cost") or {}).get("target_us_per_auth"), " µs"),  # the older name
+    "ceiling": (
+        ("/s", ""),
+        lambda s: max((v["ceiling"]["achieved"] for v in s.get("per_segment", []) if v.get("ceiling")), default=None),
+        "/s",
+    ),
 }
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _FORM = re.compile(r"\s*([a-z_0-9]+)\s*(>=|<=|>|<)\s*([0-9]*\.?[0-9]+)\s*([a-zµ/%]*)\s*")

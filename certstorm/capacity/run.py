@@ -1,18 +1,19 @@
-"""``certstorm run``: the main job. Starts the hub, makes a fleet, searches the saturation knee at each hub
-worker count (ramp until the SLO breaks or a side saturates, then refine inside the bracket, bounded in
-time), runs a reconnect storm until every device is admitted or a bound derived from the simulation, and
-writes ``results/<run-id>/`` with the report.
+"""``certstorm run``: the main job. Measures the crypto floor, makes or opens a fleet, and searches the
+saturation knee of a hub it starts (at each hub worker count) or of any system at ``--target``, with as
+many generator processes and hosts as it takes; then a reconnect storm; then the report in
+``results/<run-id>/``.
 
-Everything measured lands in ``raw/`` first (see :mod:`certstorm.capacity.report`); the report is built from it at the
-end, and again on Ctrl-C with whatever was measured by then.
+Everything measured lands in ``raw/`` first (see :mod:`certstorm.capacity.report`); the report is built
+from it at the end, and again on Ctrl-C with whatever was measured by then.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import shutil
-import subprocess
+import socket
 import sys
 import time
 from pathlib import Path
@@ -20,20 +21,47 @@ from pathlib import Path
 import psutil
 
 from certstorm.capacity import analysis
+from certstorm.capacity.drive import SearchFailed, drive_search
 from certstorm.capacity.report import build_report
 from certstorm.capacity.requirements import check_requirements, parse_requirement
-from certstorm.capacity.sampler import GEN_CORES, Sampler
+from certstorm.capacity.sampler import SecondSampler
+from certstorm.capacity.search import SearchSettings
+from certstorm.capacity.storm import run_storm
+from certstorm.capacity.target import MetricsMeter, PidMeter, TargetError, parse_target
 from certstorm.floor import FloorProbe
-from certstorm.processes import HubProcess, newest_summary, start_swarm, stop_swarm
+from certstorm.processes import HubProcess, SwarmGroup, worker_command
 from devicekit.backoff import PRESETS
-from devicekit.fleet import generate_fleet
+from devicekit.fleet import Fleet, generate_fleet
 from hubsim.argtypes import integer, integer_list, number
 
+__all__ = ["Run", "add_run_arguments", "default_workers", "run_command"]
 
-def default_workers(cores: int) -> list[int]:
-    """Hub worker counts that fit beside the generator: never more than the cores left after its one core."""
-    top = max(1, cores - GEN_CORES)
+DERIVED_SEED = "certstorm-run-"  # + run id: the fleet every generator host derives alike
+
+
+def default_workers(cores: int, generator_cores: int = 1) -> list[int]:
+    """Hub worker counts that fit beside the generator: never more than the cores left after its own."""
+    top = max(1, cores - generator_cores)
     return sorted({1, min(2, top), min(3, top), top})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _this_host() -> str:
+    """This machine's name, as the command printed for other hosts says it."""
+    return socket.getfqdn()
+
+
+class RunError(Exception):
+    """A run that cannot go on: ``code`` 2 for what the operator must change, 1 for what was measured."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
 
 
 class Run:
@@ -42,37 +70,73 @@ class Run:
         self.run_id = time.strftime("%Y%m%d-%H%M%S")
         self.dir = Path(args.out) / self.run_id
         self.raw = self.dir / "raw"
-        self.raw.mkdir(parents=True, exist_ok=True)
         self.cores = psutil.cpu_count() or 1
-        self.workers = args.workers or default_workers(self.cores)
-        self.samples: list[dict] = []
+        self.target = parse_target(args.target) if args.target else None
+        self.meter = None
+        self.local_generators = args.swarm_processes or (0 if args.swarm_workers else 1)
+        self.generator_cores = max(1, args.swarm_processes)
+        self.workers = [None] if self.target else (args.workers or default_workers(self.cores, self.generator_cores))
+        self.fleet_dir: Path | None = Path(args.fleet) if args.fleet else None
         self.steps: list[dict] = []
-        self.searches: list[dict] = []
+        self.segments: list[dict] = []
         self.errors: dict[str, dict[str, int]] = {}
         self.t_origin = time.time()
         self.active: list = []
-        self.stopped_live = False  # whether the last step run was stopped because a step looked broken
-        self.swarm_runs = 0
-        self.next_device = 0  # each swarm run starts where the previous ones stopped: first connections
+        self.refused = False
 
     def say(self, text: str) -> None:
         print(f"[{time.time() - self.t_origin:6.1f}s] {text}", flush=True)
 
-    def hub_cores(self, workers: int) -> float:
-        """The cores a hub of ``workers`` processes can have beside the generator's."""
-        return float(max(1, min(workers, self.cores - GEN_CORES)))
+    # -- what the run is asked to do, checked before anything is made -------------------------------------
+    def check(self) -> None:
+        a = self.args
+        if self.target:
+            if a.workers:
+                raise TargetError(
+                    "--workers", "sets the worker counts of the hub a run starts; --target is measured as it runs"
+                )
+            if a.transport != "http" and a.transport != self.target.transport:
+                raise TargetError("--transport", f"the target {self.target.url} says how devices connect")
+            self.target.check_reachable()
+            if self.target.transport == "mqtts" and not (a.fleet or a.hub_url):
+                raise TargetError(
+                    "--fleet",
+                    "a broker admits devices by the CA it trusts: make a fleet "
+                    "(certstorm fleet --devices N --out DIR), add DIR/ca.pem to the broker's "
+                    "CA file, and pass --fleet DIR (or --hub-url for a certstorm hub)",
+                )
+            if a.target_pid is not None:
+                self.meter = PidMeter(a.target_pid)
+            elif a.target_metrics:
+                self.meter = MetricsMeter(a.target_metrics)
+            if self.meter is not None and a.target_cores:
+                self.meter.cores = a.target_cores
+        elif a.target_pid is not None or a.target_metrics:
+            raise TargetError(
+                "--target-pid" if a.target_pid is not None else "--target-metrics",
+                "names the target's CPU: give --target too (a hub the run starts is measured itself)",
+            )
+        if self.fleet_dir is not None:
+            try:
+                Fleet.open(self.fleet_dir).close()
+            except (ValueError, OSError) as exc:
+                raise TargetError("--fleet", f"{self.fleet_dir} is not a fleet ({exc})") from None
+        if a.swarm_workers and len(self.workers) > 1:
+            raise TargetError("--swarm-workers", "workers on other hosts join one search: give one --workers count")
 
     def config(self) -> dict:
         a = self.args
         return {
             "devices": a.devices,
             "workers": self.workers,
-            "workers_from": "argument" if a.workers else "machine",
+            "workers_from": "target" if self.target else ("argument" if a.workers else "machine"),
+            "target": self._target_config(),
             "search": {
                 "start": a.start_rate,
                 "add": a.step_rate,
                 "seconds": a.step_seconds,
                 "bound_s": a.search_seconds,
+                "ceiling_s": a.ceiling_seconds,
             },
             "storm": {
                 "devices": a.storm_devices,
@@ -81,267 +145,246 @@ class Run:
                 "cap_s": a.storm_timeout,
             },
             "slo_p99_ms": a.slo_ms,
-            "hub_cores": {str(w): self.hub_cores(w) for w in self.workers},
-            "generator_cores": GEN_CORES,
+            "hub_cores": {str(w): self.hub_cores(w) for w in self.workers if w},
+            "generator": {
+                "local_processes": self.local_generators,
+                "remote_workers": a.swarm_workers,
+                "cores": self.generator_cores,
+            },
+            "generator_cores": self.generator_cores,
             "machine_cores": self.cores,
-            "shared_cores": any(w + GEN_CORES > self.cores for w in self.workers),
+            "origin": self.t_origin,
+            "shared_cores": any(w and w + self.generator_cores > self.cores for w in self.workers),
             "projection": {"devices": a.plan_devices, "window_s": a.plan_window},
             "requires": [r.text for r in a.require],
-            "transport": a.transport,
+            "transport": self.transport,
         }
 
-    def save(self) -> None:
-        (self.raw / "config.json").write_text(json.dumps(self.config(), indent=1))
-        for name, data in (
-            ("timeline", self.samples),
-            ("steps", self.steps),
-            ("search", self.searches),
-            ("errors", self.errors),
-        ):
-            (self.raw / f"{name}.json").write_text(json.dumps(data, indent=None))
+    def _target_config(self) -> dict:
+        if self.target is None:
+            return {
+                "url": None,
+                "kind": "hub",
+                "name": "the certstorm hub this run started",
+                "cpu": "its worker processes",
+                "cost_known": True,
+            }
+        return {
+            "url": self.target.url,
+            "kind": "target",
+            "name": self.target.url,
+            "cpu": self.meter.describe() if self.meter else None,
+            "cost_known": self.meter is not None,
+            "cores": self.meter.cores if self.meter else None,
+        }
 
-    # -- phases ---------------------------------------------------------------------------------------
+    @property
+    def transport(self) -> str:
+        return self.target.transport if self.target else self.args.transport
+
+    def hub_cores(self, workers: int) -> float:
+        """The cores a hub of ``workers`` processes can have beside the generator's."""
+        return float(max(1, min(workers, self.cores - self.generator_cores)))
+
+    def save(self) -> None:
+        self.raw.mkdir(parents=True, exist_ok=True)
+        (self.raw / "config.json").write_text(json.dumps(self.config(), indent=1))
+        for name, data in (("steps", self.steps), ("segments", self.segments), ("errors", self.errors)):
+            (self.raw / f"{name}.json").write_text(json.dumps(data))
+
+    # -- phases -------------------------------------------------------------------------------------------
     def floor(self) -> None:
         probe = FloorProbe()
         verify = min(probe.run(500) / 500 for _ in range(5)) / 2
         (self.raw / "floor.json").write_text(json.dumps({"verify_us": verify * 1e6}))
         self.say(f"crypto floor: one raw P-256 verify = {verify * 1e6:.0f} µs")
 
-    def fleet(self):
+    def fleet(self) -> None:
+        if self.fleet_dir is not None:
+            self.say(f"fleet: {self.fleet_dir} (made beforehand)")
+            return
+        self.fleet_dir = self.dir / "fleet"
         self.say(f"making a fleet of {self.args.devices:,} devices (supply chain Company-X → Factory-Y → Technician-Z)")
-        return generate_fleet(self.dir / "fleet", self.args.devices, progress=sys.stderr.isatty())
+        seed = DERIVED_SEED + self.run_id if self.args.swarm_workers else None
+        generate_fleet(self.fleet_dir, self.args.devices, progress=sys.stderr.isatty(), seed=seed)
+
+    def fleet_args(self) -> list[str]:
+        if self.args.swarm_workers and not self.args.fleet:
+            # generator hosts cannot read this machine's folder: every one derives the same seeded fleet
+            return ["--devices", str(self.args.devices), "--seed", DERIVED_SEED + self.run_id]
+        return ["--fleet", str(self.fleet_dir)]
 
     def _hub(self, workers: int, name: str, extra=()) -> HubProcess:
-        if self.args.transport == "mqtts":
+        if self.transport == "mqtts":
             extra = (*extra, "--mqtts-port", "0")
         hub = HubProcess(self.dir / f"hub-{name}.db", workers=workers, args=tuple(extra)).start()
         self.active.append(hub)
         return hub
 
-    def _target(self, hub: HubProcess) -> list[str]:
-        """The swarm's options that point it at the hub, over the transport under test, with the token it
-        registers the fleet's CA with."""
-        token = ["--admin-token-file", hub.admin_token_path]
-        if self.args.transport == "mqtts":
-            return ["--host", hub.mqtts_url, "--hub-url", hub.url, "--tls-ca", hub.tls_ca, *token]
-        return ["--host", hub.url, *token]
-
-    def _stepped(
-        self, hub: HubProcess, workers: int, stage: str, start: float, add: float, steps: int, deadline: float
-    ) -> dict | None:
-        """One Locust step run against ``hub``, stopped as soon as a step breaks or at ``deadline``.
-        Returns the first broken step, if any; every measured step is appended to ``self.steps``."""
+    def target_args(self, hub: HubProcess | None) -> list[str]:
+        """The swarm's options that point it at the target, with what registers the fleet's CA."""
         a = self.args
-        self.swarm_runs += 1
-        name = f"w{workers}-{stage}-{self.swarm_runs}"  # each swarm run keeps its own CSVs and log
-        prefix = self.raw / name
-        proc = start_swarm(
-            [
-                *self._target(hub),
-                "--fleet",
-                str(self.dir / "fleet"),
-                "--shape",
-                "step",
-                "--first-device",
-                str(self.next_device % a.devices),
-                "--rate",
-                f"{start:g}",
-                "--step-rate",
-                f"{add:g}",
-                "--step-seconds",
-                f"{a.step_seconds:g}",
-                "--steps",
-                str(steps),
-                "--results-dir",
-                f"{prefix}-swarm",
-                "--csv",
-                str(prefix),
-            ],
-            prefix.with_suffix(".log"),
-        )
-        self.active.append(proc)
-        sampler = Sampler(hub, proc.pid, f"w{workers}", workers, self.hub_cores(workers), self.t_origin)
-        sampler.start()
-        try:
-            first_ok, end_at = None, deadline
-            self.stopped_live = False
-            while proc.poll() is None and time.time() < end_at:
-                time.sleep(0.5)
-                rows = sampler.samples
-                if first_ok is None:
-                    first_ok = next((r["wall"] for r in rows if r["ok_rate"] > 0), None)
-                    continue
-                if self.stopped_live:
-                    continue
-                k = int((time.time() - first_ok) // a.step_seconds)
-                target = start + min(k, steps - 1) * add
-                # judge a step on its samples after the ramp into it, two seconds at least
-                inside = [r for r in rows if first_ok + k * a.step_seconds + 1.5 <= r["wall"]]
-                why = analysis.live_break(inside[-3:], target) if len(inside) >= 2 else ""
-                if why:
-                    # let the step run to its end, so that it is measured whole, then stop
-                    end_at = min(deadline, first_ok + (k + 1) * a.step_seconds)
-                    self.stopped_live = True
-                    self.say(f"  {stage}: {target:,.0f}/s looks broken ({why}); stopping after this step")
-        finally:
-            stopped = time.time()
-            stop_swarm(proc)
-            sampler.stop()
-            # seconds after the swarm was told to stop measure its exit, not the load
-            sampler.samples = [r for r in sampler.samples if r["wall"] <= stopped + 0.2]
-            self.samples.extend(sampler.samples)
-        summary = newest_summary(Path(f"{prefix}-swarm"))
-        if not summary:
-            self.say(f"  {stage}: the swarm wrote no summary (see {prefix.with_suffix('.log')})")
-            return None
-        auth = summary["authentications"]
-        self.next_device += int(auth["admitted"]) + sum(auth["failures_by_code"].values())
-        for code, n in summary["authentications"]["failures_by_code"].items():
-            seg = self.errors.setdefault(f"{workers} worker(s), {stage}", {})
-            seg[code] = seg.get(code, 0) + n
-        measured = analysis.steps_from_swarm(
-            summary, sampler.samples, workers, stage, self.hub_cores(workers), self.cores
-        )
-        self.steps.extend(measured)
-        for s in measured:
-            self.say(
-                f"  {stage} {s['target']:>7,.0f}/s: admitted {s['achieved']:,.0f}/s, p99 {s['p99']:.1f} ms, "
-                f"hub CPU {s['hub_cpu']:.0%}, generator CPU {s['gen_cpu']:.0%}"
-            )
-        return analysis.first_break(measured, a.slo_ms)
+        if hub is not None:
+            token = ["--admin-token-file", hub.admin_token_path]
+            if self.transport == "mqtts":
+                return ["--host", hub.mqtts_url, "--hub-url", hub.url, "--tls-ca", hub.tls_ca, *token]
+            return ["--host", hub.url, *token]
+        out = ["--host", self.target.url]
+        for flag, value in (
+            ("--hub-url", a.hub_url),
+            ("--admin-token-file", a.admin_token_file),
+            ("--tls-ca", a.tls_ca),
+            ("--tls-server-name", a.tls_server_name),
+            ("--mqtt-username", a.mqtt_username),
+        ):
+            if value:
+                out += [flag, value]
+        return out
 
-    def search(self, workers: int) -> None:
-        """Ramp until a step breaks, then refine between the last step that held and the first that broke."""
+    def search(self, workers: int | None) -> None:
+        """One knee search: against a hub of ``workers`` processes started for it, or against the target."""
         a = self.args
-        hub = self._hub(workers, f"w{workers}")
-        began = time.time()
-        deadline = began + a.search_seconds
+        name = f"w{workers}" if workers else "target"
+        hub = self._hub(workers, name) if workers else None
+        meter = PidMeter(hub.proc.pid, "hub") if hub else self.meter
+        if hub:
+            meter.cores = self.hub_cores(workers)
+        where = (
+            f"hub with {workers} worker(s) on {self.hub_cores(workers):g} core(s) at {hub.url}"
+            if hub
+            else f"target {self.target.url}" + (f" ({meter.describe()})" if meter else " (its CPU unknown)")
+        )
         self.say(
-            f"hub with {workers} worker(s) on {self.hub_cores(workers):g} core(s) at {hub.url}: "
-            f"ramp from {a.start_rate:,.0f}/s by {a.step_rate:,.0f}/s every {a.step_seconds:g} s "
+            f"{where}: ramp from {a.start_rate:,.0f}/s by {a.step_rate:,.0f}/s every {a.step_seconds} s "
             f"(bound {a.search_seconds:g} s)"
         )
-        try:
-            start, retried, broke = a.start_rate, set(), None
-            while deadline - time.time() > 2 * a.step_seconds:
-                steps = max(2, int((deadline - time.time()) // a.step_seconds))
-                broke = self._stepped(hub, workers, "ramp", start, a.step_rate, steps, deadline)
-                if broke is None and self.stopped_live:
-                    # what looked broken live held once measured whole: climb on from the next rate
-                    start = (
-                        max((s["target"] for s in self.steps if s["workers"] == workers), default=start - a.step_rate)
-                        + a.step_rate
-                    )
-                    continue
-                if broke is None or analysis.side_of(broke) != "neither" or broke["target"] in retried:
-                    break
-                # Neither side saturated: on a shared machine that is often a noisy second, not a knee.
-                # Try that rate once more before believing it.
-                retried.add(broke["target"])
-                self.say(f"  {broke['target']:,.0f}/s broke with neither side saturated; trying it again")
-                start = broke["target"]
-            if broke:
-                good = max(
-                    (
-                        s["target"]
-                        for s in self.steps
-                        if s["workers"] == workers and s["target"] < broke["target"] and analysis.holds(s, a.slo_ms)
-                    ),
-                    default=0.0,
-                )
-                gap = broke["target"] - good
-                if gap > 0 and deadline - time.time() > 2 * a.step_seconds:
-                    self.say(f"  refining between {good:,.0f}/s and {broke['target']:,.0f}/s")
-                    again = self._stepped(hub, workers, "refine", good + gap / 4, gap / 4, 3, deadline)
-                    broke = again or broke
-        finally:
-            hub.stop()
-            self._drop_guard(hub)
-        self.searches.append(
-            {"workers": workers, "seconds": round(time.time() - began, 1), "bound_s": a.search_seconds, "broke": broke}
+        sampler = SecondSampler(meter, hub)
+        sampler.start()
+        remote = a.swarm_workers
+        port = a.swarm_port if remote else _free_port()
+        group = SwarmGroup(
+            [
+                *self.target_args(hub),
+                *self.fleet_args(),
+                "--shape",
+                "follow",
+                "--schedule-file",
+                str(self.raw / f"{name}-schedule.json"),
+                "--live-file",
+                str(self.raw / f"{name}-live.jsonl"),
+                "--results-dir",
+                str(self.raw / f"{name}-swarm"),
+                "--csv",
+                str(self.raw / name),
+            ],
+            self.raw,
+            name,
+            local=a.swarm_processes,
+            remote=remote,
+            port=port,
+            wait_s=a.swarm_wait,
         )
+        self.active.append(group)
+        if remote:
+            self.say(
+                f"  waiting up to {a.swarm_wait:g} s for {remote} swarm worker(s): on each generator host run "
+                f"'{worker_command(_this_host(), port)}'"
+            )
+        segment = {
+            "name": name,
+            "workers": workers,
+            "target_cores": meter.cores if meter else None,
+            "machine_cores": self.cores,
+        }
+        settings = SearchSettings(
+            start=a.start_rate,
+            add=a.step_rate,
+            step_s=a.step_seconds,
+            bound_s=a.search_seconds,
+            slo_ms=a.slo_ms,
+            ceiling_s=a.ceiling_seconds,
+            ceiling_slots=a.ceiling_slots or 40 * (workers or 1),
+        )
+        expected = (a.swarm_processes + remote) or 1
+        try:
+            result = drive_search(
+                group,
+                self.raw / f"{name}-schedule.json",
+                self.raw / f"{name}-live.jsonl",
+                sampler,
+                settings,
+                segment,
+                expected=expected,
+                ready_timeout=a.swarm_wait + 120,
+                origin=self.t_origin,
+                say=self.say,
+            )
+        except SearchFailed as exc:
+            hint = f"; start them with '{worker_command(_this_host(), port)}'" if remote else ""
+            raise RunError(f"the swarm could not run: {exc}{hint}") from None
+        finally:
+            group.stop()
+            sampler.stop()
+            if hub:
+                hub.stop()
+                self._drop_guard(hub)
+        self._keep(name, result, segment, settings)
+        if result.refused:
+            self.refused = True
+
+    def _keep(self, name: str, result, segment: dict, settings: SearchSettings) -> None:
+        for kind, data in (("schedule", result.schedule), ("seconds", result.seconds), ("samples", result.samples)):
+            (self.raw / f"{name}-{kind}.json").write_text(json.dumps(data))
+        self.steps.extend(result.steps)
+        search_s = (result.stop_at - result.first_at) if result.stop_at and result.first_at else None
+        in_windows = sum(s["seconds"] for s in result.steps)
+        self.segments.append(
+            {
+                **segment,
+                "bound_s": settings.bound_s,
+                "seconds": search_s,
+                "in_windows_s": in_windows,
+                "startup_s": (result.first_at - result.started_at) if result.first_at else None,
+                "stopped": result.why_stopped,
+                "generators": {
+                    str(w): {
+                        "host": s.get("hello", {}).get("host"),
+                        "pid": s.get("hello", {}).get("pid"),
+                        "missing_at": s.get("missing") - self.t_origin if s.get("missing") else None,
+                    }
+                    for w, s in result.workers.items()
+                },
+                "workers_lost": {str(w): t - self.t_origin for w, t in result.lost.items()},
+            }
+        )
+        summary = _newest(self.raw / f"{name}-swarm")
+        codes = (summary or {}).get("authentications", {}).get("failures_by_code", {})
+        if codes:
+            self.errors[f"{name}, knee search"] = codes
+        for s in result.steps:
+            rate = "closed loop" if s["target"] is None else f"{s['target']:>7,.0f}/s"
+            self.say(
+                f"  {s['stage']:>7} {rate}: admitted {s['achieved']:,.0f}/s over {s['seconds']} s, p99 "
+                f"{s['p99'] if s['p99'] is not None else float('nan'):.1f} ms"
+                + (f", target CPU {s['target_cpu']:.0%}" if s["target_cpu"] is not None else "")
+                + f", busiest generator {s['gen_cpu']:.0%}"
+            )
         self.save()
 
-    def storm(self, workers: int, expected_rate: float | None) -> None:
-        """All devices at once against a throttled hub, until every one is admitted or twice the simulated
-        time to admit them (at least 20 s, at most ``--storm-timeout``)."""
-        from certstorm.capacity.planner import simulate_storm
-        from devicekit.backoff import preset
-
+    def storm(self, expected_rate: float | None) -> None:
         a = self.args
-        backoff = preset(a.backoff).vectorized()
-        capacity = a.storm_quota or expected_rate or 1000.0
-        sims = [
-            simulate_storm(a.storm_devices, capacity, backoff, attempt_rate=r, horizon=a.storm_timeout * 2)
-            for r in (None, expected_rate)
-        ]
-        simulated = max(s.time_to_admit for s in sims)
-        bound = min(a.storm_timeout, max(20.0, 2 * simulated))
-        extra = ("--quota", f"{a.storm_quota:g}") if a.storm_quota else ()
-        hub = self._hub(workers, "storm", extra)
-        self.say(
-            f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, hub quota "
-            f"{a.storm_quota or 'none'}/s; simulated time to admit all {simulated:.1f} s, so run until all are "
-            f"admitted or {bound:.0f} s"
-        )
-        swarm_dir = self.raw / "storm-swarm"
-        proc = start_swarm(
-            [
-                *self._target(hub),
-                "--fleet",
-                str(self.dir / "fleet"),
-                "--shape",
-                "storm",
-                "--storm-devices",
-                str(a.storm_devices),
-                "--backoff",
-                a.backoff,
-                "-t",
-                f"{bound:.0f}s",
-                "--results-dir",
-                str(swarm_dir),
-                "--csv",
-                str(self.raw / "storm"),
-            ],
-            self.raw / "storm.log",
-        )
-        self.active.append(proc)
+        hub = None
+        if not self.target:
+            extra = ("--quota", f"{a.storm_quota:g}") if a.storm_quota else ()
+            hub = self._hub(max(w for w in self.workers if w), "storm", extra)
         try:
-            proc.wait(bound + 40)
-        except subprocess.TimeoutExpired:
-            self.say("  the swarm did not end in time; stopping it")
+            record = run_storm(self, hub, expected_rate)
         finally:
-            stop_swarm(proc)
-            hub.stop()
-            self._drop_guard(hub)
-        summary = newest_summary(swarm_dir)
-        curve = (summary or {}).get("admission_curve")
-        if not curve:
-            self.say("  the storm admitted nobody or wrote no summary")
-            return
-        step = curve.get("bucket_s", 0.1)
-        pts = [[round((i + 1) * step, 3), c] for i, c in enumerate(curve["admitted_cumulative"])]
-        busy = sorted(x for x in curve.get("attempts", []) if x > 0)
-        # The swarm's connection slots cap its attempts per second; the simulation must know that cap
-        # (real devices have none). The 95th percentile of busy buckets is its sustained rate.
-        attempt_rate = busy[int(0.95 * (len(busy) - 1))] / step if busy else None
-        (self.raw / "storm.json").write_text(
-            json.dumps(
-                {
-                    "devices": curve.get("devices", a.storm_devices),
-                    "capacity": a.storm_quota or None,
-                    "backoff": a.backoff,
-                    "curve": pts,
-                    "retries": int(sum(curve.get("refused", []))),
-                    "attempt_rate": attempt_rate,
-                    "bound_s": bound,
-                    "simulated_before_s": simulated,
-                    "failures_by_code": summary["authentications"]["failures_by_code"],
-                }
-            )
-        )
-        admitted = pts[-1][1] if pts else 0
-        self.say(f"  admitted {admitted:,} of {a.storm_devices:,} in {pts[-1][0] if pts else 0:.1f} s")
+            if hub:
+                hub.stop()
+                self._drop_guard(hub)
+        if record:
+            (self.raw / "storm.json").write_text(json.dumps(record))
 
     def _drop_guard(self, hub: HubProcess) -> None:
         """The replay guard is sized for millions of live nonces (tens of MB); it holds nothing the report
@@ -350,12 +393,13 @@ class Run:
             path.unlink(missing_ok=True)
 
     def compress_raw(self) -> None:
-        """Locust's CSVs, the logs and the hubs' databases, gzipped: run folders stay small."""
+        """Locust's CSVs, the logs, the live records and the hubs' databases, gzipped: run folders stay small."""
         for lock in self.dir.glob("hub-*.lock"):
             lock.unlink()
         for path in [
             *self.raw.glob("*.csv"),
             *self.raw.glob("*.log"),
+            *self.raw.glob("*.jsonl"),
             *self.dir.glob("*.std*"),
             *self.dir.glob("hub-*.db"),
         ]:
@@ -372,34 +416,55 @@ class Run:
                     item.kill()
                 self._drop_guard(item)
             else:
-                stop_swarm(item, 10)
+                item.stop(10)
+
+
+def _newest(directory: Path) -> dict | None:
+    found = sorted(directory.rglob("summary.json"), key=lambda p: p.stat().st_mtime) if directory.exists() else []
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"certstorm run: error: {message}", file=sys.stderr)
+    return code
 
 
 def run_command(args) -> int:
-    run = Run(args)
-    run.say(f"certstorm run {run.run_id} → {run.dir} (devices over {args.transport})")
+    try:
+        run = Run(args)
+        run.check()
+    except TargetError as exc:
+        return _fail(str(exc), 2)
+    run.raw.mkdir(parents=True, exist_ok=True)
+    where = run.target.url if run.target else "a hub it starts"
+    run.say(f"certstorm run {run.run_id} → {run.dir} (devices over {run.transport} to {where})")
     if run.config()["shared_cores"]:
         run.say(
             f"note: {run.cores} core(s) here; hub and generator share cores for worker counts above "
-            f"{run.cores - GEN_CORES}"
+            f"{run.cores - run.generator_cores}"
         )
-    interrupted = False
+    interrupted, failed_run = False, None
     try:
         run.floor()
         run.fleet()
         for w in run.workers:
             run.search(w)
-        if args.storm_devices:
-            top = max(run.workers)
-            rates = [s["achieved"] for s in run.steps if s["workers"] == top and analysis.holds(s, args.slo_ms)]
-            run.storm(top, max(rates, default=None))
+            if run.refused:
+                break
+        if args.storm_devices and not run.refused:
+            knees = [s["achieved"] for s in run.steps if s["stage"] != "ceiling" and analysis.holds(s, args.slo_ms)]
+            run.storm(max(knees, default=None))
     except KeyboardInterrupt:
         interrupted = True
         run.say("interrupted: stopping the hub and the swarm, writing what was measured")
+    except RunError as exc:
+        failed_run = exc
+        run.say(str(exc))
     finally:
         run.cleanup()
         run.save()
-    shutil.rmtree(run.dir / "fleet", ignore_errors=True)  # identities are re-creatable; keep results small
+    if run.fleet_dir and run.fleet_dir.parent == run.dir:
+        shutil.rmtree(run.fleet_dir, ignore_errors=True)  # identities are re-creatable; keep results small
     run.compress_raw()
     summary = build_report(run.dir)
     latest = Path(args.out) / "latest"
@@ -409,17 +474,17 @@ def run_command(args) -> int:
     print()
     print(summary["first_line"])
     cost = summary["cost"]
-    if cost["hub_us_per_auth"]:
-        mix = (
-            ""
-            if cost.get("reconnect_share") is None
-            else f" ({cost['reconnect_share']:.0%} of the admissions there were reconnects through the device cache)"
-        )
+    if cost["target_us_per_auth"]:
         print(
-            f"hub CPU per authentication at the knee: {cost['hub_us_per_auth']:.0f} µs = "
-            f"{cost['floor_multiple']:.2f}× the crypto floor{mix}"
+            f"{summary['target']['noun']} CPU per authentication at the knee: {cost['target_us_per_auth']:.0f} µs = "
+            f"{cost['floor_multiple']:.2f}× the crypto floor"
         )
     print(f"report: {run.dir / 'report.html'}  (also {latest}/report.html)")
+    if failed_run is not None:
+        return _fail(str(failed_run), failed_run.code)
+    if run.refused:
+        codes = ", ".join(f"{c} × {n:,}" for seg in run.errors.values() for c, n in seg.items()) or "no code"
+        return _fail(f"the target refused every authentication of the first step ({codes})", 1)
     failed = check_requirements(args.require, summary)
     for line in failed:
         print(f"requirement not met: {line}")
@@ -428,58 +493,172 @@ def run_command(args) -> int:
     return 1 if failed else 0
 
 
+def _pid(text: str) -> int:
+    value = integer(1)(text)
+    if not psutil.pid_exists(value):
+        raise argparse.ArgumentTypeError(f"no process {value} on this machine")
+    return value
+
+
 def add_run_arguments(p) -> None:
-    p.add_argument(
+    g = p.add_argument_group("what is measured")
+    g.add_argument(
+        "--target",
+        default=None,
+        metavar="URL",
+        help="measure a system this run does not start: mqtts://HOST:PORT (an MQTT broker or hub over "
+        "mutual TLS), http://HOST:PORT or https://HOST:PORT (a certstorm hub's device API); "
+        "default: start a certstorm hub (docs/targets.md)",
+    )
+    g.add_argument(
+        "--target-pid",
+        type=_pid,
+        default=None,
+        metavar="PID",
+        help="with --target: read its CPU from this local process and its children",
+    )
+    g.add_argument(
+        "--target-metrics",
+        default=None,
+        metavar="URL",
+        help="with --target: read its CPU from Prometheus text (process_cpu_seconds_total) at URL",
+    )
+    g.add_argument(
+        "--target-cores",
+        type=number(0, low_open=True),
+        default=None,
+        metavar="N",
+        help="the cores the target may use, to judge its saturation (default: its allowed cores for "
+        "--target-pid, where its busiest thread also counts; 1 for --target-metrics)",
+    )
+    g.add_argument(
+        "--fleet",
+        default=None,
+        metavar="DIR",
+        help="device identities made beforehand by 'certstorm fleet' (a broker must trust DIR/ca.pem); "
+        "default: make a fleet of --devices in the run folder",
+    )
+    g.add_argument(
+        "--hub-url",
+        default=None,
+        metavar="URL",
+        help="with --target: a certstorm hub's HTTP URL, to register the fleet's CA there",
+    )
+    g.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="PATH",
+        help="with --hub-url or an http:// target: the hub's management token",
+    )
+    g.add_argument("--tls-ca", default=None, metavar="FILE", help="mqtts targets: the server's CA certificate")
+    g.add_argument("--tls-server-name", default=None, metavar="NAME", help="mqtts targets: the TLS server name")
+    g.add_argument(
+        "--mqtt-username",
+        default=None,
+        metavar="TEMPLATE",
+        help="mqtts targets: CONNECT username with {device_id} and {hub}",
+    )
+    g.add_argument(
+        "--workers",
+        type=integer_list(1),
+        default=None,
+        help="hub worker counts to measure, comma-separated (default: from the machine, never more "
+        "than the cores left beside the generator's)",
+    )
+    g.add_argument(
+        "--transport",
+        choices=("http", "mqtts"),
+        default="http",
+        help="how devices reach the hub this run starts: the HTTP two-step exchange (default) or MQTT "
+        "over mutual TLS (the hub's --mqtts-port listener, cached validation, no resumption)",
+    )
+    g.add_argument(
         "--devices",
         type=integer(1),
         default=250_000,
         help="fleet size (default 250000: more than a default search admits, so the knee is of first "
         "connections; a smaller fleet makes later steps reconnects, which the report counts)",
     )
-    p.add_argument(
-        "--workers",
-        type=integer_list(1),
-        default=None,
-        help="hub worker counts to measure, comma-separated (default: from the machine, never more "
-        "than the cores left beside the generator's one)",
+    s = p.add_argument_group("the generator")
+    s.add_argument(
+        "--swarm-processes",
+        type=integer(1),
+        default=0,
+        metavar="K",
+        help="K local swarm worker processes under a master (default: one swarm process)",
     )
-    p.add_argument(
+    s.add_argument(
+        "--swarm-workers",
+        type=integer(1),
+        default=0,
+        metavar="N",
+        help="wait for N swarm workers on other hosts ('certstorm swarm --worker --master-host "
+        "THIS-HOST --master-port PORT'), beside --swarm-processes (docs/targets.md)",
+    )
+    s.add_argument(
+        "--swarm-port",
+        type=integer(1, 65535),
+        default=5557,
+        metavar="PORT",
+        help="the master's port for workers on other hosts (default 5557)",
+    )
+    s.add_argument(
+        "--swarm-wait",
+        type=number(1),
+        default=60.0,
+        metavar="S",
+        help="how long to wait for the swarm workers to connect (default 60)",
+    )
+    k = p.add_argument_group("the knee search")
+    k.add_argument(
         "--start-rate", type=number(0, low_open=True), default=500.0, help="the ramp's first authentications/s"
     )
-    p.add_argument("--step-rate", type=number(0, low_open=True), default=500.0, help="added per ramp step")
-    p.add_argument(
-        "--step-seconds", type=number(0, low_open=True), default=5.0, help="length of a step (ramp and refine)"
-    )
-    p.add_argument(
+    k.add_argument("--step-rate", type=number(0, low_open=True), default=500.0, help="added per ramp step")
+    k.add_argument("--step-seconds", type=integer(3, 600), default=5, help="whole seconds per step (default 5)")
+    k.add_argument(
         "--search-seconds",
-        type=number(0, low_open=True),
+        type=number(10),
         default=80.0,
-        help="time bound of the knee search per worker count (default 80)",
+        help="time bound of the knee search per worker count or target: ramp, refinement and ceiling (default 80)",
     )
-    p.add_argument("--storm-devices", type=integer(0), default=2000, help="devices in the reconnect storm (0: none)")
-    p.add_argument(
+    k.add_argument(
+        "--ceiling-seconds",
+        type=integer(0, 600),
+        default=10,
+        help="the closed-loop step at saturation after the search, in whole seconds (0: none; default 10)",
+    )
+    k.add_argument(
+        "--ceiling-slots",
+        type=integer(1),
+        default=0,
+        metavar="N",
+        help="connections the closed-loop step keeps busy (default 40 per hub worker)",
+    )
+    k.add_argument(
+        "--slo-ms", type=number(0, low_open=True), default=500.0, help="p99 latency objective for the knee (ms)"
+    )
+    t = p.add_argument_group("the storm and the answers")
+    t.add_argument("--storm-devices", type=integer(0), default=2000, help="devices in the reconnect storm (0: none)")
+    t.add_argument(
         "--storm-quota",
         type=number(0),
         default=500.0,
-        help="hub admission quota during the storm, per second (0: unlimited)",
+        help="the started hub's admission quota during the storm, per second (0: unlimited)",
     )
-    p.add_argument(
+    t.add_argument(
         "--storm-timeout",
         type=number(0, low_open=True),
         default=120.0,
         help="cap on the storm's duration; it otherwise runs to twice its simulated time to admit all",
     )
-    p.add_argument(
+    t.add_argument(
         "--backoff", default="azure-c", choices=sorted(PRESETS), help="reconnect backoff preset for the storm"
     )
-    p.add_argument(
-        "--slo-ms", type=number(0, low_open=True), default=500.0, help="p99 latency objective for the knee (ms)"
-    )
-    p.add_argument("--plan-devices", type=integer(1), default=2_000_000, help="projection: devices to admit")
-    p.add_argument(
+    t.add_argument("--plan-devices", type=integer(1), default=2_000_000, help="projection: devices to admit")
+    t.add_argument(
         "--plan-window", type=number(0, low_open=True), default=600.0, help="projection: within this many seconds"
     )
-    p.add_argument(
+    t.add_argument(
         "--require",
         type=parse_requirement,
         action="append",
@@ -488,14 +667,4 @@ def add_run_arguments(p) -> None:
         help="a threshold the run must meet, else it exits 1: knee>=2000/s, p99<=50ms, errors<=0.1%%, "
         "storm_admitted>=99%% (repeatable)",
     )
-    p.add_argument("--out", default="results", help="where run folders go (default results/)")
-    p.add_argument(
-        "--transport",
-        choices=("http", "mqtts"),
-        default="http",
-        help="how devices reach the hub: the HTTP two-step exchange (default) or MQTT over mutual "
-        "TLS (the hub's --mqtts-port listener, cached validation, no session resumption)",
-    )
-
-
-__all__ = ["Run", "add_run_arguments", "default_workers", "run_command"]
+    t.add_argument("--out", default="results", help="where run folders go (default results/)")

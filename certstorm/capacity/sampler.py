@@ -1,5 +1,4 @@
-"""The run's per-second samples: the hub's admissions and refusals from its Prometheus ``/metrics``, and
-the CPU of hub, generator and machine."""
+"""The run's per-second samples of the target's and the machine's CPU, and of a hub's own counts."""
 
 from __future__ import annotations
 
@@ -10,11 +9,9 @@ import time
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from certstorm.processes import CpuMeter, HubProcess
+from certstorm.processes import HubProcess
 
-__all__ = ["GEN_CORES", "Sampler", "parse_auth_metrics", "parse_cache_metrics"]
-
-GEN_CORES = 1  # the swarm runs as one Locust process: at most one core
+__all__ = ["SecondSampler", "parse_auth_metrics", "parse_cache_metrics"]
 
 
 def parse_cache_metrics(text: str) -> float:
@@ -47,76 +44,56 @@ def parse_auth_metrics(text: str) -> tuple[float, float]:
     return ok, bad
 
 
-class Sampler(threading.Thread):
-    """Once a second, for one segment (one hub lifetime): the hub's admissions and refusals from /metrics and
-    the CPU of hub and generator, as per-second rates within the segment (so never negative)."""
+class SecondSampler(threading.Thread):
+    """Just after each whole second: the target's CPU seconds so far and its busiest thread's since the
+    last second, the machine's busy CPU seconds, and, from a hub's ``/metrics``, its admissions, refusals
+    and reconnects so far. A sample keyed by second ``s`` was read at ``s + OFFSET``."""
 
-    def __init__(self, hub: HubProcess, gen_pid: int, segment: str, workers: int, hub_cores: float, t_origin: float):
+    OFFSET = 0.05
+
+    def __init__(self, meter, hub: HubProcess | None = None):
         super().__init__(daemon=True)
-        self.hub, self.segment, self.workers, self.hub_cores = hub, segment, workers, hub_cores
-        self.t_origin = t_origin
-        self.hub_cpu, self.gen_cpu = CpuMeter(hub.proc.pid), CpuMeter(gen_pid)
-        self.cores = psutil.cpu_count() or 1
+        self.meter, self.hub = meter, hub
         self.samples: list[dict] = []
         self.stop_event = threading.Event()
-        self._last: dict | None = None
 
-    def _read(self) -> dict | None:
+    def _hub_counts(self) -> tuple:
+        if self.hub is None:
+            return None, None, None
         try:
-            conn = http.client.HTTPConnection(self.hub.host, self.hub.port, timeout=5)
+            conn = http.client.HTTPConnection(self.hub.host, self.hub.port, timeout=2)
             conn.request("GET", "/metrics")
             text = conn.getresponse().read().decode()
             conn.close()
         except (OSError, http.client.HTTPException):
-            return None
+            return None, None, None
         ok, bad = parse_auth_metrics(text)
-        busy = psutil.cpu_times()
-        return {
-            "wall": time.time(),
-            "ok": ok,
-            "errors": bad,
-            "reconnects": parse_cache_metrics(text),
-            "hub": self.hub_cpu.read(),
-            "gen": self.gen_cpu.read(),
-            "machine": busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0),
-        }
+        return ok, bad, parse_cache_metrics(text)
 
-    def sample(self) -> None:
-        now = self._read()
-        if now is None:
-            return
-        last, self._last = self._last, now
-        if last is None:
-            return
-        dt = now["wall"] - last["wall"]
-        if dt <= 0:
-            return
+    def sample(self, second: int) -> None:
+        cpu, busiest = self.meter.read() if self.meter is not None else (None, 0.0)
+        busy = psutil.cpu_times()
+        ok, bad, again = self._hub_counts()
         self.samples.append(
             {
-                "t": now["wall"] - self.t_origin,
-                "wall": now["wall"],
-                "segment": self.segment,
-                "workers": self.workers,
-                "ok_rate": max(0.0, now["ok"] - last["ok"]) / dt,
-                "error_rate": max(0.0, now["errors"] - last["errors"]) / dt,
-                "hub_cpu": (now["hub"] - last["hub"]) / dt / self.hub_cores,
-                "gen_cpu": (now["gen"] - last["gen"]) / dt / GEN_CORES,
-                "machine_cpu": (now["machine"] - last["machine"]) / dt / self.cores,
-                "ok": now["ok"],
-                "errors": now["errors"],
-                "reconnects": now["reconnects"],
-                "hub_cpu_s": now["hub"],
-                "gen_cpu_s": now["gen"],
-                "machine_cpu_s": now["machine"],
+                "second": second,
+                "cpu_s": cpu,
+                "busiest_s": busiest,
+                "machine_s": busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0),
+                "hub_ok": ok,
+                "hub_err": bad,
+                "hub_reconnects": again,
             }
         )
 
     def run(self):
-        while not self.stop_event.is_set():
-            self.sample()
-            self.stop_event.wait(1.0)
+        while True:
+            now = time.time()
+            second = int(now) + 1
+            if self.stop_event.wait(second + self.OFFSET - now):
+                return
+            self.sample(second)
 
     def stop(self):
         self.stop_event.set()
         self.join(5)
-        self.sample()

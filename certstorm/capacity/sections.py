@@ -11,117 +11,223 @@ from certstorm.capacity.text import fmt, image, table, text
 __all__ = ["SECTIONS", "sections"]
 
 
+def _pct(x: float | None) -> str:
+    return fmt(None if x is None else 100 * x, "%", 0, "unknown")
+
+
+def _rate(step: dict) -> str:
+    return "closed loop" if step["target"] is None else fmt(step["target"])
+
+
+def _where(v: dict) -> str:
+    return f"{v['workers']} hub worker(s)" if v.get("workers") else "the target"
+
+
+def _side(side: str, noun: str) -> str:
+    return noun if side == "target" else side
+
+
+def _measured(target: dict) -> str:
+    if target.get("cpu"):
+        return f"Measured: {target['name']} (CPU from {target['cpu']})"
+    if not target.get("cost_known", True):
+        return f"Measured: {target['name']} (its CPU not measured: its cost is unknown)"
+    return f"Measured: {target['name']}"
+
+
 def _verdict(summary: dict, plots: dict) -> list[dict]:
-    slo, per = summary["slo_p99_ms"], summary["per_workers"]
-    overall = (
-        f"Overall: {summary['limit']}-limited"
-        if summary["limit"] in ("hub", "generator")
-        else f"Overall: {summary['limit']}"
-    )
-    per_workers = [
-        f"{v['workers']} hub worker(s): {v['side']}"
-        + (
-            f" at {v['broke']['target']:,.0f}/s ({', '.join(v['broke']['reasons'])})"
-            if v["broke"]
-            else f", every step up to {fmt(v['highest_target'])}/s held"
+    slo, per, noun = summary["slo_p99_ms"], summary["per_segment"], summary["target"]["noun"]
+    limit = _side(summary["limit"], noun)
+    limited = summary["limit"] in ("target", "generator")
+    items = [_measured(summary["target"]), f"Overall: {limit}-limited" if limited else f"Overall: {limit}"]
+    for v in per:
+        broke = v["broke"]
+        if broke:
+            line = f"{_where(v)}: {_side(v['side'], noun)} at {_rate(broke)}/s ({', '.join(broke['reasons'])})"
+        else:
+            line = f"{_where(v)}: {_side(v['side'], noun)}, every step up to {fmt(v['highest_target'])}/s held"
+        items.append(
+            f"{line}; searched {fmt(v['seconds'], ' s')} of {fmt(v['bound_s'], ' s')}, stopped because {v['stopped']}"
         )
-        + f"; searched {fmt(v['seconds'], ' s')} of {fmt(v['bound_s'], ' s')}"
-        for v in per
-    ]
-    rule = (
-        f"A step holds when p99 ≤ {slo:g} ms, errors ≤ 0.1%, at least 90% of its intended rate is admitted, "
-        f"and neither the hub nor the generator reaches {analysis.CPU_LIMIT:.0%} CPU."
+    tm = summary["time"]
+    if tm["search_s"]:
+        items.append(
+            f"Time: {fmt(tm['in_windows_s'], ' s')} of the {fmt(tm['search_s'], ' s')} of search were measurement "
+            f"windows ({_pct(tm['outside_share'])} outside them: every step is whole seconds at one rate, none of a "
+            "start-up, a change of rate or the stop); start-up before the first step took "
+            f"{fmt(tm['startup_s'], ' s', 1)}."
+        )
+    items.append(
+        f"A step holds when p99 ≤ {slo:g} ms, errors ≤ 0.1%, at least 90% of its intended rate is admitted, and "
+        f"neither the {noun} nor any generator process reaches {analysis.CPU_LIMIT:.0%} CPU. The knee is the step "
+        "that holds with the highest admitted rate."
     )
-    return [{"kind": "list", "items": [overall, *per_workers, rule]}]
+    return [{"kind": "list", "items": items}]
 
 
 def _knee(summary: dict, plots: dict) -> list[dict]:
-    k, slo = summary["knee"], summary["slo_p99_ms"]
+    k, slo, noun = summary["knee"], summary["slo_p99_ms"], summary["target"]["noun"]
     rows = [
         (
-            s["workers"],
+            s["segment"],
             s["stage"],
-            fmt(s["target"]),
+            _rate(s),
             fmt(s["achieved"]),
+            s["seconds"],
             f"{s['error_rate']:.2%}",
-            f"{s['hub_cpu']:.0%}",
+            _pct(s["target_cpu"]),
             f"{s['gen_cpu']:.0%}",
-            fmt(100 * s["machine_cpu"] if s.get("machine_cpu") is not None else None, "%"),
+            _pct(s.get("machine_cpu")),
             fmt(s["p50"], "", 2),
             fmt(s["p99"], "", 1),
-            "holds" if analysis.holds(s, slo) else ", ".join(analysis.reasons(s, slo)),
+            "ceiling"
+            if s["stage"] == "ceiling"
+            else "holds"
+            if analysis.holds(s, slo)
+            else ", ".join(analysis.reasons(s, slo)),
+            ", ".join(map(str, s.get("workers_missing") or [])) or "none",
         )
         for s in summary["steps"]
     ]
-    return [
+    out = [
         text(
-            f"{fmt(k['achieved'])} authentications/s with {k['workers']} hub worker(s) ({k['stage']} step at "
-            f"{fmt(k['target'])}/s): p99 {fmt(k['p99'], ' ms', 1)}, errors {k['error_rate']:.3%}, hub CPU "
-            f"{k['hub_cpu']:.0%}, generator CPU {k['gen_cpu']:.0%}."
+            f"{fmt(k['achieved'])} authentications/s ({k['stage']} step at {_rate(k)}/s): "
+            f"p99 {fmt(k['p99'], ' ms', 1)}, "
+            f"errors {k['error_rate']:.3%}, {noun} CPU {_pct(k['target_cpu'])}, busiest generator {k['gen_cpu']:.0%}."
             if k
             else "No step held."
-        ),
+        )
+    ]
+    for v in summary["per_segment"]:
+        top = v.get("ceiling")
+        if top:
+            share = f"; the knee is {v['knee_of_ceiling']:.0%} of it" if v.get("knee_of_ceiling") else ""
+            out.append(
+                text(
+                    f"Ceiling with {_where(v)}: {fmt(top['achieved'])}/s closed-loop over {top['seconds']} s "
+                    f"({summary['config'].get('search', {}).get('ceiling_s', top['seconds'])} s asked), {noun} CPU "
+                    f"{_pct(top['target_cpu'])}, busiest generator {top['gen_cpu']:.0%}{share}. The knee's rule "
+                    "(85% CPU, the SLO, 90% delivered) leaves the rest in reserve."
+                )
+            )
+    out.append(
         table(
-            "Every step of the knee search, in the order run (latency: whole authentication, the swarm's µs "
-            "histogram of that step)",
+            "Every step, in the order run: whole seconds at one rate (latency: the swarm's µs histogram of those "
+            "seconds)",
             (
-                "workers",
+                "search",
                 "stage",
                 "intended/s",
                 "admitted/s",
+                "seconds",
                 "errors",
-                "hub CPU",
-                "gen CPU",
+                f"{noun} CPU",
+                "busiest gen CPU",
                 "machine CPU",
                 "p50 ms",
                 "p99 ms",
                 "verdict",
+                "workers missing",
             ),
             rows,
-        ),
-    ]
+        )
+    )
+    return out
 
 
 def _share(step: dict) -> str:
     return fmt(None if step.get("reconnect_share") is None else 100 * step["reconnect_share"], "%")
 
 
+def _slope_text(name: str, cost: dict | None) -> str:
+    if not cost:
+        return f"The {name}'s cost could not be fitted (fewer than three steps at two rates, or its CPU unknown)."
+    return (
+        f"The {name}'s marginal CPU per authentication is {fmt(cost['slope_us'], ' µs')} (the slope of its CPU "
+        f"against the admitted rate over {cost['steps']} steps, R² {cost['r2']:.2f}), on top of "
+        f"{cost['fixed_cores']:.2f} core(s) busy at no load."
+    )
+
+
 def _cost(summary: dict, plots: dict) -> list[dict]:
-    k, c = summary["knee"], summary["cost"]
+    k, c, noun = summary["knee"], summary["cost"], summary["target"]["noun"]
     rows = [
         (
-            s["workers"],
+            s["segment"],
             fmt(s["achieved"]),
             _share(s),
-            f"{s['hub_cpu']:.0%}",
-            fmt(s["hub_us_per_auth"]),
+            _pct(s["target_cpu"]),
+            fmt(s["target_us_per_auth"]),
             fmt(s["gen_us_per_auth"]),
         )
-        for s in sorted(summary["steps"], key=lambda s: (s["workers"], s["achieved"]))
+        for s in sorted(analysis.paced(summary["steps"]), key=lambda s: (s["segment"], s["achieved"]))
     ]
     mix = (
         ""
         if not k or k.get("reconnect_share") is None
         else f" At the knee {k['reconnect_share']:.0%} of the admissions were reconnects of devices the hub had "
-        "admitted before (its device cache: a hash, a lookup and the proof's verify), the rest first connections "
-        "(a full device judgement and a registry insert); a fleet larger than the devices a step admits "
-        "measures first connections only (--devices)."
+        "admitted before (its device cache), the rest first connections."
     )
     return [
         text(
-            f"At the knee the hub spent {fmt(c['hub_us_per_auth'], ' µs')} of CPU per authentication (both "
-            f"requests) and the generator {fmt(c['gen_us_per_auth'], ' µs')}; the crypto floor (two raw P-256 "
-            f"verifies, measured in this run) is {fmt(c['floor_us'], ' µs')}, so the hub spends "
-            f"{fmt(c['floor_multiple'], '×', 2)} the floor. The table shows how the cost moves with load; "
-            "projections use the cost at the knee, where the hub's fixed per-second work is spread over the most "
-            "authentications." + mix
+            f"At the knee the {noun} spent {fmt(c['target_us_per_auth'], ' µs', 0, 'an unknown amount')} of CPU per "
+            f"authentication on average and the generator {fmt(c['gen_us_per_auth'], ' µs')}; the crypto floor (two "
+            f"raw P-256 verifies, measured in this run) is {fmt(c['floor_us'], ' µs')}, so the {noun} spends "
+            f"{fmt(c['floor_multiple'], '×', 2)} the floor." + mix
+        ),
+        text(
+            _slope_text(noun, c.get("slope"))
+            + " "
+            + _slope_text("generator", c.get("generator_slope"))
+            + " An average at one rate spreads the fixed part over that rate's authentications, so it overstates "
+            "the cost at low rates; projections use the slope plus the fixed part."
         ),
         table(
             "CPU per authentication by load",
-            ("workers", "admitted/s", "reconnects", "hub CPU", "hub µs/auth", "generator µs/auth"),
+            ("search", "admitted/s", "reconnects", f"{noun} CPU", f"{noun} µs/auth", "generator µs/auth"),
             rows,
         ),
     ]
+
+
+def _generators(summary: dict, plots: dict) -> list[dict]:
+    out = []
+    for v in summary["per_segment"]:
+        gens = v.get("generators") or {}
+        names = sorted(gens, key=int)
+        if not names:
+            continue
+        rows = [
+            (
+                s["stage"],
+                _rate(s),
+                *(_pct(s["gen_cpu_by_worker"].get(w)) if w in s["gen_cpu_by_worker"] else "lost" for w in names),
+            )
+            for s in summary["steps"]
+            if s["segment"] == v["segment"]
+        ]
+        hosts = ", ".join(f"{w} on {gens[w].get('host') or '?'} (pid {gens[w].get('pid') or '?'})" for w in names)
+        out.append(
+            text(
+                f"Generator processes with {_where(v)}: {hosts}. A step is generator-limited when the "
+                f"busiest of them reaches {analysis.CPU_LIMIT:.0%} of its core."
+            )
+        )
+        out.append(
+            table(
+                "Each generator process's CPU per step",
+                ("stage", "intended/s", *(f"generator {w}" for w in names)),
+                rows,
+            )
+        )
+        for w, at in (v.get("workers_lost") or {}).items():
+            out.append(
+                text(
+                    f"Generator {w} was lost {float(at):.0f} s into the run: every step after it was judged "
+                    "on the generators that still reported, and says so in the step table."
+                )
+            )
+    return out or [text("No generator reported.")]
 
 
 def _latency(summary: dict, plots: dict) -> list[dict]:
@@ -130,8 +236,7 @@ def _latency(summary: dict, plots: dict) -> list[dict]:
     if k:
         out.append(
             table(
-                f"At the knee ({k['workers']} worker(s), {k['stage']} step at {fmt(k['target'])}/s): whole "
-                "authentication, µs histogram",
+                f"At the knee ({k['stage']} step at {_rate(k)}/s): whole authentication, µs histogram",
                 ("p50 ms", "p90 ms", "p99 ms", "p99.9 ms"),
                 [(fmt(k["p50"], "", 2), fmt(k["p90"], "", 2), fmt(k["p99"], "", 2), fmt(k["p999"], "", 2))],
             )
@@ -143,13 +248,10 @@ def _latency(summary: dict, plots: dict) -> list[dict]:
 def _errors(summary: dict, plots: dict) -> list[dict]:
     rows = [(seg, code, f"{n:,}") for seg, codes in summary["errors"].items() for code, n in codes.items()]
     if summary["storm"]:
-        rows += [
-            ("reconnect storm (throttled on purpose)", code, f"{n:,}")
-            for code, n in summary["storm"]["failures_by_code"].items()
-        ]
+        rows += [("reconnect storm", code, f"{n:,}") for code, n in summary["storm"]["failures_by_code"].items()]
     if not rows:
         return [text("No authentication failed.")]
-    return [table("Failed authentications by step and error code, per run", ("run", "code", "count"), rows)]
+    return [table("Failed authentications by search and error code", ("run", "code", "count"), rows)]
 
 
 def _over_time(summary: dict, plots: dict) -> list[dict]:
@@ -160,16 +262,17 @@ def _storm(summary: dict, plots: dict) -> list[dict]:
     st = summary["storm"]
     if not st:
         return [text("No storm in this run.")]
+    against = f"{fmt(st['capacity'])} admissions/s" if st["capacity"] else "the target's own pace"
     return [
         text(
-            f"{st['devices']:,} devices reconnecting at once against {fmt(st['capacity'])} admissions/s, backoff "
-            f"{st['backoff']}: {st['admitted']:,} admitted ({st['admitted_fraction']:.1%}) in "
-            f"{fmt(st['duration_s'], ' s', 1)}, {fmt(st['retries'])} refused attempts. The storm ran until every "
-            f"device was admitted or {fmt(st['bound_s'], ' s')} (twice the simulated time to admit all, at least "
-            "20 s, capped by --storm-timeout)."
+            f"{st['devices']:,} devices reconnecting at once against {against}, backoff {st['backoff']}: "
+            f"{st['admitted']:,} admitted ({st['admitted_fraction']:.1%}) in {fmt(st['duration_s'], ' s', 1)}, "
+            f"{fmt(st['retries'])} refused attempts. The storm ran until every device was admitted or "
+            f"{fmt(st['bound_s'], ' s')} (twice the simulated time to admit all, at least 20 s, capped by "
+            "--storm-timeout)."
         ),
         table(
-            "Time to admit, measured beside simulated (simulation: the quota, the backoff, and the swarm's "
+            "Time to admit, measured beside simulated (simulation: the capacity, the backoff, and the swarm's "
             f"measured attempt rate of {fmt(st['attempt_rate'])}/s)",
             ("admitted", "measured", "simulated"),
             [
@@ -216,9 +319,9 @@ def _projections(summary: dict, plots: dict) -> list[dict]:
     return [
         text(
             f"To admit {pr['devices']:,} devices arriving evenly over {pr['window_s'] / 60:g} min at p99 ≤ "
-            f"{pr['p99_ms']:g} ms ({fmt(pr['rate'])} admissions/s): {fmt(pr['cores'], ' hub core(s)', 0, 'unknown')} "
-            f"of this machine ({fmt(pr['per_core'])}/s per core, from {pr['basis']}). For all of them reconnecting "
-            f"at once with an SDK's backoff, ask certstorm plan --devices {pr['devices']} --window "
+            f"{pr['p99_ms']:g} ms ({fmt(pr['rate'])} admissions/s): {fmt(pr['cores'], ' core(s)', 0, 'unknown')} "
+            f"like the ones measured ({fmt(pr['per_core'])}/s per core at the margin, from {pr['basis']}). For all of "
+            f"them reconnecting at once with an SDK's backoff, ask certstorm plan --devices {pr['devices']} --window "
             f"{pr['window_s']:g}s --backoff azure-c: it simulates the storm for each core count."
         ),
         table(
@@ -236,6 +339,7 @@ _BUILDERS = (
     ("Verdict", _verdict),
     ("Saturation knee", _knee),
     ("Cost per authentication", _cost),
+    ("Generators", _generators),
     ("Latency", _latency),
     ("Errors", _errors),
     ("Over time", _over_time),

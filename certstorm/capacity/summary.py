@@ -46,45 +46,104 @@ def _percent(fraction: float | None) -> float | None:
     return None if fraction is None else 100 * fraction
 
 
-def _headline(side: str, k: dict | None, per: list[dict], config: dict) -> str:
-    at = f"knee at {k['achieved']:,.0f} authentications/s with {k['workers']} hub worker(s)" if k else "no step held"
-    if side == "hub":
-        return f"HUB-LIMITED: {at} (the hub reached {analysis.CPU_LIMIT:.0%} CPU first)."
+def _target(config: dict) -> dict:
+    """What was measured, as the report names it: the hub the run started, or the target at its URL."""
+    t = config.get("target") or {"kind": "hub", "url": None, "cost_known": True}
+    hub = t.get("kind", "hub") == "hub"
+    return {
+        **t,
+        "noun": "hub" if hub else "target",
+        "label": "HUB" if hub else "TARGET",
+        "name": t.get("name") or ("the certstorm hub this run started" if hub else t.get("url")),
+    }
+
+
+def _more_generators(config: dict) -> str:
+    """The exact command that gives the run more generator capacity: another local swarm process where
+    this machine has a core to spare beside the target and the generator, else a worker on another host."""
+    command = list(config.get("command") or ["certstorm", "run"])
+    gen = config.get("generator", {})
+    local = gen.get("local_processes") or 1
+    target_cores = max([*config.get("hub_cores", {}).values(), config.get("target", {}).get("cores") or 1])
+    spare = int(config.get("machine_cores", 1)) - int(gen.get("cores", 1)) - int(target_cores)
+    if spare >= 1:
+        return " ".join([*_without(command, "--swarm-processes"), "--swarm-processes", str(local + 1)])
+    remote = int(gen.get("remote_workers") or 0) + 1
+    return (
+        " ".join([*_without(command, "--swarm-workers"), "--swarm-workers", str(remote)])
+        + ", and on another host: certstorm swarm --worker --master-host THIS-HOST --master-port "
+        + str(gen.get("port", 5557))
+    )
+
+
+def _without(command: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for word in command:
+        if skip:
+            skip = False
+            continue
+        if word == flag:
+            skip = True
+            continue
+        if not word.startswith(flag + "="):
+            out.append(word)
+    return out
+
+
+def _headline(side: str, k: dict | None, per: list[dict], config: dict, target: dict) -> str:
+    noun = target["noun"]
+    if k:
+        where = f" with {k['workers']} hub worker(s)" if k.get("workers") else f" at {target['name']}"
+        at = f"knee at {k['achieved']:,.0f} authentications/s{where}"
+    else:
+        at = "no step held"
+    top = next((v["ceiling"] for v in per if v.get("ceiling")), None)
+    ceiling = ""
+    if top:
+        share = f", the knee {k['achieved'] / top['achieved']:.0%} of it" if k else ""
+        ceiling = f"; closed-loop ceiling {top['achieved']:,.0f}/s{share}"
+    if side == "target":
+        if not target.get("cost_known", True):
+            broke = next(v["broke"] for v in per if v["side"] == "target")
+            return (
+                f"{target['label']}-LIMITED: {at}{ceiling} (at {broke['target']:,.0f}/s the target broke: "
+                f"{', '.join(broke['reasons'])}; its CPU is not measured, so its cost is unknown)."
+            )
+        return f"{target['label']}-LIMITED: {at}{ceiling} (the {noun} reached {analysis.CPU_LIMIT:.0%} CPU first)."
     if side == "generator":
         broke = next(v["broke"] for v in per if v["side"] == "generator")
         headroom = ""
-        if k and k["hub_us_per_auth"]:
-            hub_rate = (
-                analysis.CPU_LIMIT
-                * 1e6
-                / k["hub_us_per_auth"]
-                * config.get("hub_cores", {}).get(str(k["workers"]), k["workers"])
-            )
+        if broke.get("target_cpu") is not None and broke["target_cpu"] > 0:
+            rate = broke["achieved"] * analysis.CPU_LIMIT / broke["target_cpu"]
             headroom = (
-                f"; the hub used {broke['hub_cpu']:.0%} of its core(s) there, so it would take about "
-                f"{hub_rate:,.0f}/s at {analysis.CPU_LIMIT:.0%} CPU ({hub_rate / k['achieved']:.1f}× this)"
+                f"; the {noun} used {broke['target_cpu']:.0%} there, so it would take about {rate:,.0f}/s at "
+                f"{analysis.CPU_LIMIT:.0%} CPU ({rate / broke['achieved']:.1f}× this)"
             )
+        elif not target.get("cost_known", True):
+            headroom = f"; the {noun}'s CPU is not measured, so its headroom is unknown"
         return (
-            f"GENERATOR-LIMITED: {at}; the generator reached {broke['gen_cpu']:.0%} of its core at "
-            f"{broke['target']:,.0f}/s{headroom}. These figures are the generator's, not the hub's capacity."
+            f"GENERATOR-LIMITED: {at}{ceiling}; the busiest generator process reached {broke['gen_cpu']:.0%} of its "
+            f"core at {broke['target']:,.0f}/s{headroom}. These figures are the generator's, not the {noun}'s "
+            f"capacity: add generator capacity with: {_more_generators(config)}"
         )
     if side == "neither":
         broke = next(v["broke"] for v in per if v["side"] == "neither")
-        return (
-            f"NEITHER SIDE SATURATED: {at}; at {broke['target']:,.0f}/s "
-            f"{', '.join(broke['reasons'])} with the hub at {broke['hub_cpu']:.0%} and the generator at "
-            f"{broke['gen_cpu']:.0%} CPU"
-            + (
-                f", while the machine's cores were {broke['machine_cpu']:.0%} busy: other work held them."
-                if (broke.get("machine_cpu") or 0) >= analysis.CPU_LIMIT
-                else f", the machine {fmt(_percent(broke.get('machine_cpu')), '%')}"
-                " busy: the swarm's pacing fell short without a saturated side; rerun on a quieter machine."
-            )
+        machine = broke.get("machine_cpu")
+        tail = (
+            f", while the machine's cores were {machine:.0%} busy: other work held them."
+            if (machine or 0) >= analysis.CPU_LIMIT
+            else f", the machine {fmt(_percent(machine), '%')} busy: the swarm's pacing fell short without a "
+            "saturated side; rerun on a quieter machine."
         )
-    top = max((v["highest_target"] or 0 for v in per), default=0)
+        target_cpu = fmt(_percent(broke.get("target_cpu")), "%", 0, "unknown")
+        return (
+            f"NEITHER SIDE SATURATED: {at}{ceiling}; at {broke['target']:,.0f}/s {', '.join(broke['reasons'])} "
+            f"with the {noun} at {target_cpu} and the busiest generator at {broke['gen_cpu']:.0%} CPU{tail}"
+        )
+    top_rate = max((v["highest_target"] or 0 for v in per), default=0)
     return (
-        f"KNEE NOT FOUND within the time bound: every step up to {top:,.0f}/s held; "
-        f"raise --search-seconds or --step-rate."
+        f"KNEE NOT FOUND within the time bound: every step up to {top_rate:,.0f}/s held{ceiling}; "
+        "raise --search-seconds or --step-rate."
     )
 
 
@@ -150,33 +209,52 @@ def summarise(run_dir: Path) -> dict:
     config = load(raw / "config.json", {})
     floor = load(raw / "floor.json", {})
     steps = load(raw / "steps.json", [])
-    searches = load(raw / "search.json", [])
+    segments = load(raw / "segments.json", [])
+    target = _target(config)
     slo = float(config.get("slo_p99_ms", 500))
-    per = analysis.verdicts(steps, searches, slo)
+    per = analysis.verdicts(steps, segments, slo)
+    if not target.get("cost_known", True):
+        for v in per:
+            broke = v["broke"]
+            if v["side"] == "neither" and broke and broke["gen_cpu"] < analysis.CPU_LIMIT:
+                v["side"] = "target"
     side = analysis.overall_side(per)
     k = analysis.knee(steps, slo)
     verify_us = floor.get("verify_us")
     floor_us = 2 * verify_us if verify_us else None
-    hub_us = k["hub_us_per_auth"] if k else None
+    target_us = k["target_us_per_auth"] if k else None
+    verdict = next((v for v in per if v["knee"] is k), None) if k else None
+    slope = verdict["cost"] if verdict else None
 
     points = analysis.hub_capacity_points(per)
     cores = int(config.get("machine_cores", 1))
     scale = analysis.scaling(points, cores)
     hub_cores = {int(w): float(c) for w, c in config.get("hub_cores", {}).items()}
     per_core, basis = None, "no step held, so nothing to project from"
-    if side == "hub" and points:
-        w = max(points, key=lambda w: points[w] / hub_cores.get(w, w))
-        per_core = points[w] / hub_cores.get(w, w)
-        basis = f"the hub-limited knee with {w} worker(s), per hub core"
-    elif hub_us:
-        per_core = analysis.CPU_LIMIT * 1e6 / hub_us
-        basis = (
-            f"hub CPU per authentication at the knee ({hub_us:,.0f} µs) with a core {analysis.CPU_LIMIT:.0%} "
-            "busy, because the hub did not saturate"
-        )
     projection = config.get("projection", {"devices": 2_000_000, "window_s": 600})
     rate = projection["devices"] / projection["window_s"]
-    needed = analysis.cores_needed(rate, per_core, scale.usl) if per_core else None
+    needed = None
+    if side == "target" and points and scale.usl is not None:
+        w = max(points, key=lambda w: points[w] / hub_cores.get(w, w))
+        per_core = points[w] / hub_cores.get(w, w)
+        basis = f"the USL fitted to the hub-limited knees, {points[w]:,.0f}/s with {w} worker(s)"
+        needed = analysis.cores_needed(rate, per_core, scale.usl)
+    elif slope and slope["slope_us"] > 0:
+        busy = analysis.cores_for(rate, slope)
+        needed = math.ceil(busy / analysis.CPU_LIMIT)
+        per_core = analysis.CPU_LIMIT / (slope["slope_us"] * 1e-6)
+        basis = (
+            f"the {target['noun']}'s CPU as a slope: {slope['slope_us']:,.0f} µs per authentication plus "
+            f"{slope['fixed_cores']:.2f} core(s) fixed (R² {slope['r2']:.2f}), each core {analysis.CPU_LIMIT:.0%} "
+            "busy"
+        )
+    elif target_us:
+        per_core = analysis.CPU_LIMIT * 1e6 / target_us
+        basis = (
+            f"the {target['noun']}'s CPU per authentication at the knee ({target_us:,.0f} µs) with a core "
+            f"{analysis.CPU_LIMIT:.0%} busy"
+        )
+        needed = analysis.cores_needed(rate, per_core, None)
 
     notes = []
     gen_cores = config.get("generator_cores", 1)
@@ -185,7 +263,7 @@ def summarise(run_dir: Path) -> dict:
             f"Hub and generator shared this machine's {cores} core(s): hub CPU is read against the "
             f"cores left beside the generator's {gen_cores}."
         )
-    elif any(c + gen_cores >= cores for c in hub_cores.values()):
+    elif target["kind"] == "hub" and any(c + gen_cores >= cores for c in hub_cores.values()):
         notes.append(
             f"Hub and generator together took all {cores} core(s) of this machine, with nothing left for "
             "other work: a busy machine shows as falling behind with neither side saturated."
@@ -196,26 +274,41 @@ def summarise(run_dir: Path) -> dict:
             f"The machine's cores were up to {max(busy):.0%} busy during the search (every process "
             "counted): figures from a busy machine are lower and noisier than from an idle one."
         )
+    if not target.get("cost_known", True):
+        notes.append(
+            "The target's CPU was not measured (no --target-pid or --target-metrics): steps were judged "
+            "by p99, errors and the rate delivered only, and its cost per authentication is unknown."
+        )
+    for v in per:
+        for worker, at in (v.get("workers_lost") or {}).items():
+            notes.append(
+                f"Generator worker {worker} was lost {float(at):.0f} s into the run; the steps after it "
+                "were judged on the workers that still reported."
+            )
     return strict(
         {
             "run_id": run_dir.name,
             # a plan must say how devices connected: a TLS handshake costs far more than the HTTP exchange
-            "first_line": _headline(side, k, per, config)
+            "first_line": _headline(side, k, per, config, target)
             + (" Devices over MQTT with mutual TLS." if config.get("transport") == "mqtts" else ""),
             "transport": config.get("transport", "http"),
+            "target": target,
             "notes": notes,
             "limit": side,
             "slo_p99_ms": slo,
             "knee": k,
-            "per_workers": per,
+            "per_segment": per,
             "cost": {
-                "hub_us_per_auth": hub_us,
+                "target_us_per_auth": target_us,
                 "gen_us_per_auth": k["gen_us_per_auth"] if k else None,
                 "reconnect_share": k.get("reconnect_share") if k else None,
+                "slope": slope,
+                "generator_slope": verdict["generator_cost"] if verdict else None,
                 "floor_us": floor_us,
-                "floor_multiple": hub_us / floor_us if hub_us and floor_us else None,
+                "floor_multiple": target_us / floor_us if target_us and floor_us else None,
                 "reason": None if k else "no step held",
             },
+            "time": _time_accounting(per),
             "steps": steps,
             "errors": load(raw / "errors.json", {}),
             "storm": _storm(load(raw / "storm.json"), k),
@@ -238,3 +331,17 @@ def summarise(run_dir: Path) -> dict:
             "config": config,
         }
     )
+
+
+def _time_accounting(per: list[dict]) -> dict:
+    """How much of the searches' time was in measurement windows (the rest: start-up, or seconds no step
+    holds)."""
+    search = sum(v.get("seconds") or 0 for v in per)
+    windows = sum(v.get("in_windows_s") or 0 for v in per)
+    startup = sum(v.get("startup_s") or 0 for v in per)
+    return {
+        "search_s": search,
+        "in_windows_s": windows,
+        "startup_s": startup,
+        "outside_share": (search - windows) / search if search else None,
+    }

@@ -2,6 +2,16 @@
 
 from certstorm.processes.cpu import CpuMeter, cpu_seconds
 from certstorm.processes.hub import HubProcess, Reply
-from certstorm.processes.swarm import newest_summary, start_swarm, stop_swarm
+from certstorm.processes.swarm import SwarmGroup, newest_summary, start_swarm, stop_swarm, worker_command
 
-__all__ = ["CpuMeter", "HubProcess", "Reply", "cpu_seconds", "newest_summary", "start_swarm", "stop_swarm"]
+__all__ = [
+    "CpuMeter",
+    "HubProcess",
+    "Reply",
+    "SwarmGroup",
+    "cpu_seconds",
+    "newest_summary",
+    "start_swarm",
+    "stop_swarm",
+    "worker_command",
+]

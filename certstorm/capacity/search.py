@@ -1,0 +1,133 @@
+"""The knee search as a schedule written while it runs: a ramp of rates, each for whole seconds, until a
+step breaks; then a refinement between the last rate that held and the one that broke; then a short
+closed-loop step at saturation (the ceiling); then the stop. No input but the steps judged so far, so it
+is tested without a swarm.
+
+The runner asks for the next entry a little before the current one ends, with the current step judged on
+the whole seconds it has so far; the entry starts exactly when the current one ends, so the load never
+pauses and every second of the search belongs to some step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from certstorm.capacity import analysis
+
+__all__ = ["Search", "SearchSettings"]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    start: float = 500.0  # the ramp's first rate, authentications/s
+    add: float = 500.0  # added per ramp step
+    step_s: int = 5  # seconds per step
+    bound_s: float = 80.0  # the whole search: ramp, refinement and ceiling
+    slo_ms: float = 500.0
+    refine_steps: int = 3
+    ceiling_s: int = 10  # the closed-loop step at saturation (0: none)
+    ceiling_slots: int = 40  # connection slots the closed-loop step keeps busy
+    latency_budget: float = 0.05  # slots per rate: a slot per authentication this long in flight
+    min_slots: int = 10
+
+
+class Search:
+    """The schedule of one search: ``entries`` so far, each ``{"at", "rate", "users", "phase", "stage"}``,
+    the last ``{"at", "stop": True}``; ``why_stopped`` says what ended it."""
+
+    def __init__(self, settings: SearchSettings, begin_at: int):
+        self.s = settings
+        self.begin_at = begin_at
+        self.entries: list[dict] = []
+        self.plan: list[tuple[str, float | None]] = []  # (stage, rate) still to run after the current entry
+        self.retried: set[float] = set()
+        self.why_stopped = ""
+        self._add("ramp", settings.start)
+
+    # -- the schedule ---------------------------------------------------------------------------------------
+    @property
+    def current(self) -> dict:
+        return self.entries[-1]
+
+    @property
+    def ends_at(self) -> int:
+        """When the current entry ends, and the next must start."""
+        e = self.current
+        return e["at"] + (self.s.ceiling_s if e["stage"] == "ceiling" else self.s.step_s)
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.entries) and self.entries[-1].get("stop", False)
+
+    def _users(self, rate: float | None) -> int:
+        previous = self.entries[-1]["users"] if self.entries and not self.entries[-1].get("stop") else 0
+        if rate is None:
+            return max(previous, self.s.ceiling_slots)
+        return max(previous, self.s.min_slots, math.ceil(rate * self.s.latency_budget))
+
+    def _add(self, stage: str, rate: float | None) -> dict:
+        at = self.ends_at if self.entries else self.begin_at
+        entry = {"at": at, "rate": rate, "users": self._users(rate), "phase": len(self.entries), "stage": stage}
+        self.entries.append(entry)
+        return entry
+
+    def _stop(self, why: str) -> dict:
+        self.why_stopped = why
+        entry = {"at": self.ends_at, "stop": True}
+        self.entries.append(entry)
+        return entry
+
+    def _time_left(self, needed_s: float) -> bool:
+        return self.ends_at + needed_s <= self.begin_at + self.s.bound_s
+
+    def _finish(self, why: str) -> dict:
+        """The ceiling, if there is time for it, then the stop."""
+        self.plan = [("ceiling", None)] if self.s.ceiling_s and self._time_left(self.s.ceiling_s) else []
+        self.why_stopped = self.why_stopped or why
+        return self._next_planned() or self._stop(self.why_stopped)
+
+    def _next_planned(self) -> dict | None:
+        if not self.plan:
+            return None
+        stage, rate = self.plan.pop(0)
+        return self._add(stage, rate)
+
+    # -- decisions ------------------------------------------------------------------------------------------
+    def next(self, judged: dict | None) -> dict:
+        """The entry that starts when the current one ends, given the current step as judged so far (None
+        when none of its seconds is in yet: it is taken to hold)."""
+        if self.stopped:
+            return self.current
+        stage = self.current["stage"]
+        if stage == "ceiling":
+            return self._stop(self.why_stopped or "the search ended")
+        if judged is not None and judged["achieved"] == 0 and judged["error_rate"] > 0:
+            return self._stop("the target refused every authentication")
+        planned = self._next_planned()
+        if planned is not None:
+            return planned
+        if stage == "refine":
+            return self._finish("the refinement ended")
+        why = analysis.reasons(judged, self.s.slo_ms) if judged else []
+        rate = self.current["rate"]
+        reserve = self.s.refine_steps * self.s.step_s + self.s.ceiling_s
+        if not why:
+            if self._time_left(self.s.step_s + reserve):
+                return self._add("ramp", rate + self.s.add)
+            return self._finish("the time bound ended the ramp before any step broke")
+        if analysis.side_of(judged) == "neither" and rate not in self.retried and self._time_left(self.s.step_s):
+            # neither side saturated: on a shared machine that is often a noisy second, not a knee
+            self.retried.add(rate)
+            return self._add("ramp", rate)
+        held = [
+            e["rate"] for e in self.entries if e.get("stage") == "ramp" and e["rate"] < rate and e is not self.current
+        ]
+        good = max(held, default=0.0)
+        gap = rate - good
+        n = self.s.refine_steps
+        self.why_stopped = f"{rate:,.0f}/s broke ({', '.join(why)})"
+        self.plan = [("refine", good + gap * i / (n + 1)) for i in range(1, n + 1)]
+        while self.plan and not self._time_left(len(self.plan) * self.s.step_s):
+            self.plan.pop()
+        return self._next_planned() or self._finish(self.why_stopped)
