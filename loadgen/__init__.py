@@ -22,11 +22,13 @@ from loadgen._histo import (
 )
 from loadgen._http import Authenticator
 from loadgen._options import RUN_OPTIONS, add_arguments
+from loadgen._pacer import Pacer
 from loadgen._partition import Partition
 from loadgen._queue import DeviceQueue
 from loadgen._recorder import Recorder
 from loadgen._report import merge_reports
-from loadgen._shapes import SHAPES, Plan, Shape, build_shape, slots_for
+from loadgen._schedule import Schedule
+from loadgen._shapes import SHAPES, SPAWN_AHEAD, Follow, Plan, Shape, build_shape, slots_for
 
 SWARM_DIR = Path(__file__).resolve().parent  # what Locust's -f takes
 
@@ -36,13 +38,17 @@ __all__ = [
     "N_BUCKETS",
     "RUN_OPTIONS",
     "SHAPES",
+    "SPAWN_AHEAD",
     "SWARM_DIR",
     "Authenticator",
     "DeviceQueue",
+    "Follow",
     "Histogram",
+    "Pacer",
     "Partition",
     "Plan",
     "Recorder",
+    "Schedule",
     "Shape",
     "add_arguments",
     "bucket_bounds",

@@ -11,11 +11,14 @@ from loadgen import (
     EXACT,
     MAX_US,
     N_BUCKETS,
+    SPAWN_AHEAD,
     DeviceQueue,
     Histogram,
+    Pacer,
     Partition,
     Plan,
     Recorder,
+    Schedule,
     bucket_bounds,
     bucket_index,
     build_shape,
@@ -216,3 +219,134 @@ def test_reports_merge_counts_devices_and_detect_duplicates():
     assert ok["latency_us"]["auth"]["count"] == 6 and ok["authentications"]["admitted"] == 6
     bad, _ = merge_reports({0: report([0, 2]), 1: report([2, 3])}, meta)
     assert bad["devices"]["duplicates_within_a_pass"] == 1 and not bad["devices"]["all_distinct"]
+
+
+# -- the follow shape: rates a runner sets while the run goes on ------------------------------------------------
+def test_the_pacer_holds_a_rate_and_changes_it_in_place():
+    import gevent
+
+    pacer = Pacer(poisson=False)
+    due: list[float] = []
+
+    def slot():
+        while True:
+            t = pacer.take(lambda: False)
+            if t is None:
+                return
+            due.append(t)
+
+    pacer.set_rate(200.0)
+    workers = [gevent.spawn(slot) for _ in range(4)]
+    gevent.sleep(0.5)
+    first = len(due)
+    pacer.set_rate(1000.0)
+    gevent.sleep(0.5)
+    second = len(due) - first
+    pacer.set_rate(None)  # the closed model: no pacing at all
+    gevent.joinall(workers, timeout=2)
+    assert all(w.dead for w in workers)
+    assert 80 <= first <= 110 and 450 <= second <= 520, (first, second)
+    gaps = [b - a for a, b in zip(due[first + 5 : first + 50], due[first + 6 : first + 51])]
+    assert max(gaps) < 0.0011  # 1,000/s from the moment it was set, not after the old 5 ms gaps ran out
+
+
+def test_the_pacer_idles_at_zero_and_stops_when_asked():
+    pacer = Pacer()
+    assert pacer.take(lambda: True) is None
+    pacer.set_rate(0.0)
+    calls = iter([False, False, True])
+    assert pacer.take(lambda: next(calls)) is None
+
+
+def test_the_schedule_applies_each_entry_at_its_time_and_stops():
+    import time
+
+    import gevent
+
+    schedule = Schedule()
+    now = time.time()
+    applied: list = []
+    schedule.update(
+        [
+            {"at": now + 0.3, "rate": 200, "users": 5, "phase": 1},
+            {"at": now + 0.1, "rate": 100, "users": 3, "phase": 0},
+            {"at": now + 0.5, "stop": True},
+        ]
+    )
+    assert [e["phase"] for e in schedule.entries[:2]] == [0, 1]  # kept in order of time
+    done = gevent.spawn(
+        schedule.apply,
+        lambda *a: applied.append((round(time.time() - now, 1), *a)),
+        lambda: applied.append((round(time.time() - now, 1), "stop")),
+    )
+    done.join(timeout=2)
+    assert applied == [(0.1, 100, 3, 0), (0.3, 200, 5, 1), (0.5, "stop")]
+    assert not schedule.update(list(schedule.entries))  # the same entries again change nothing
+
+
+def test_the_follow_shape_starts_slots_ahead_and_ends_at_the_stop():
+    clock = [100.0]
+    entries = [
+        {"at": 100, "rate": 100, "users": 10, "phase": 0},
+        {"at": 105, "rate": None, "users": 40, "phase": 1},
+        {"at": 110, "stop": True},
+    ]
+    shape = build_shape(options(shape="follow"), schedule=lambda: entries, clock=lambda: clock[0])
+    plan = shape.tick(0)
+    assert (plan.users, plan.rate, plan.phase) == (10, 100, 0)
+    clock[0] = 105 - SPAWN_AHEAD + 0.1
+    assert shape.tick(0).users == 40 and shape.tick(0).rate == 100  # slots first, the rate at its time
+    clock[0] = 106
+    assert shape.tick(0).rate is None
+    clock[0] = 110
+    assert shape.tick(0) is None
+    with pytest.raises(ValueError, match="--schedule-file"):
+        build_shape(options(shape="follow"))
+
+
+def test_a_recorder_hands_out_each_ended_second_once_with_its_latencies():
+    r = Recorder(10, t0=0.0)
+    for second, n in ((1000, 3), (1002, 2)):
+        for _ in range(n):
+            r.second(second + 0.5)[0] += 1
+            r.second(second + 0.5)[1] += 1
+            r.second_latency.setdefault(second, []).append(1500.0)
+    rows = r.ended_seconds(1002)
+    assert [(x["second"], x["admitted"]) for x in rows] == [(1000, 3), (1001, 0)]
+    assert rows[0]["lat"] == [[bucket_index(np.array([1500]))[0].item()], [3]] and rows[1]["lat"] is None
+    assert [x["second"] for x in r.ended_seconds(1003)] == [1002] and r.ended_seconds(1003) == []
+
+
+def test_the_runner_reads_the_live_file_as_it_grows(tmp_path):
+    import json
+
+    from certstorm.capacity.live import LiveLog
+
+    path = tmp_path / "live.jsonl"
+    log = LiveLog(path)
+    log.read()  # not there yet
+    lines = [
+        {"kind": "hello", "worker": 0, "version": "1", "host": "a", "pid": 1, "t": 1.0},
+        {"kind": "ready", "worker": 0, "devices": 5, "t": 2.0},
+        {"kind": "ready", "worker": 1, "devices": 5, "t": 2.0},
+        {
+            "kind": "second",
+            "worker": 0,
+            "second": 10,
+            "intended": 1,
+            "admitted": 1,
+            "failed": 0,
+            "retries": 0,
+            "cpu_s": 0.1,
+            "lat": None,
+        },
+    ]
+    text = "".join(json.dumps(x) + "\n" for x in lines)
+    path.write_text(text[:-20])  # the last line half written
+    log.read()
+    assert log.ready() == [0, 1] and log.seconds == {} and log.complete_until() == 0
+    with open(path, "a") as fh:
+        fh.write(text[-20:] + json.dumps(dict(lines[-1], worker=1)) + "\n")
+        fh.write(json.dumps({"kind": "missing", "worker": 1, "t": 3.0}) + "\n")
+    log.read()
+    assert log.complete_until() == 11 and log.missing() == {1: 3.0} and log.ready() == [0]

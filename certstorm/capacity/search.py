@@ -5,7 +5,9 @@ is tested without a swarm.
 
 The runner asks for the next entry a little before the current one ends, with the current step judged on
 the whole seconds it has so far; the entry starts exactly when the current one ends, so the load never
-pauses and every second of the search belongs to some step.
+pauses and every second of the search belongs to some step. Connection slots (what bounds the swarm's
+concurrency) never shrink and cover each rate for twice the highest p99 seen, so a slow handshake does
+not make the swarm fall behind a rate the target could take.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class SearchSettings:
     refine_steps: int = 3
     ceiling_s: int = 10  # the closed-loop step at saturation (0: none)
     ceiling_slots: int = 40  # connection slots the closed-loop step keeps busy
-    latency_budget: float = 0.05  # slots per rate: a slot per authentication this long in flight
+    latency_budget: float = 0.05  # slots per rate: a slot per authentication this long in flight, at least
     min_slots: int = 10
 
 
@@ -43,6 +45,7 @@ class Search:
         self.plan: list[tuple[str, float | None]] = []  # (stage, rate) still to run after the current entry
         self.retried: set[float] = set()
         self.why_stopped = ""
+        self.latency_s = 0.0  # the highest p99 seen: slots must cover rate x latency (Little's law)
         self._add("ramp", settings.start)
 
     # -- the schedule ---------------------------------------------------------------------------------------
@@ -64,7 +67,8 @@ class Search:
         previous = self.entries[-1]["users"] if self.entries and not self.entries[-1].get("stop") else 0
         if rate is None:
             return max(previous, self.s.ceiling_slots)
-        return max(previous, self.s.min_slots, math.ceil(rate * self.s.latency_budget))
+        budget = max(self.s.latency_budget, 2.0 * self.latency_s)
+        return max(previous, self.s.min_slots, math.ceil(rate * budget))
 
     def _add(self, stage: str, rate: float | None) -> dict:
         at = self.ends_at if self.entries else self.begin_at
@@ -99,6 +103,8 @@ class Search:
         when none of its seconds is in yet: it is taken to hold)."""
         if self.stopped:
             return self.current
+        if judged is not None and judged.get("p99") is not None:
+            self.latency_s = max(self.latency_s, judged["p99"] / 1000.0)
         stage = self.current["stage"]
         if stage == "ceiling":
             return self._stop(self.why_stopped or "the search ended")
