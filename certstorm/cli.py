@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.error(f"a command is required, one of: {', '.join(COMMANDS)}")
+    args.argv = argv[1:]  # the command's own words, as given
     return _command(args.command)(args)
 
 

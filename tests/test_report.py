@@ -72,7 +72,7 @@ def test_the_generator_limited_headline_gives_the_targets_headroom_and_the_comma
     line = data["first_line"]
     assert line.startswith("GENERATOR-LIMITED: knee at ") and "at mqtts://127.0.0.1:8883" in line
     assert "the target used" in line and "so it would take about" in line
-    assert "add generator capacity with: certstorm run --devices 1000 --swarm-workers 1" in line
+    assert "Add generator capacity: certstorm run --devices 1000 --swarm-workers 1" in line
     assert "certstorm swarm --worker --master-host THIS-HOST --master-port 5557" in line
     assert data["storm"] is None
 

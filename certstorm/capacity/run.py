@@ -81,6 +81,8 @@ class Run:
         self.segments: list[dict] = []
         self.errors: dict[str, dict[str, int]] = {}
         self.t_origin = time.time()
+        # how this run was asked for, so the report can say how to ask for more generator capacity
+        self.command = ["certstorm", "run", *getattr(args, "argv", [])]
         self.active: list = []
         self.refused = False
 
@@ -150,7 +152,10 @@ class Run:
                 "local_processes": self.local_generators,
                 "remote_workers": a.swarm_workers,
                 "cores": self.generator_cores,
+                "port": a.swarm_port,
+                "host": _this_host(),
             },
+            "command": self.command,
             "generator_cores": self.generator_cores,
             "machine_cores": self.cores,
             "origin": self.t_origin,

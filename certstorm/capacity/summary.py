@@ -68,11 +68,14 @@ def _more_generators(config: dict) -> str:
     spare = int(config.get("machine_cores", 1)) - int(gen.get("cores", 1)) - int(target_cores)
     if spare >= 1:
         return " ".join([*_without(command, "--swarm-processes"), "--swarm-processes", str(local + 1)])
+    workers = [w for w in config.get("workers", []) if w]
+    if len(workers) > 1:  # workers on other hosts join one search
+        command = [*_without(command, "--workers"), "--workers", str(max(workers))]
     remote = int(gen.get("remote_workers") or 0) + 1
     return (
         " ".join([*_without(command, "--swarm-workers"), "--swarm-workers", str(remote)])
-        + ", and on another host: certstorm swarm --worker --master-host THIS-HOST --master-port "
-        + str(gen.get("port", 5557))
+        + f", and on another host: certstorm swarm --worker --master-host {gen.get('host') or 'THIS-HOST'} "
+        + f"--master-port {gen.get('port', 5557)}"
     )
 
 
@@ -112,19 +115,24 @@ def _headline(side: str, k: dict | None, per: list[dict], config: dict, target: 
         return f"{target['label']}-LIMITED: {at}{ceiling} (the {noun} reached {analysis.CPU_LIMIT:.0%} CPU first)."
     if side == "generator":
         broke = next(v["broke"] for v in per if v["side"] == "generator")
-        headroom = ""
-        if broke.get("target_cpu") is not None and broke["target_cpu"] > 0:
-            rate = broke["achieved"] * analysis.CPU_LIMIT / broke["target_cpu"]
+        target_cpu = broke.get("target_cpu")
+        if target_cpu is not None and target_cpu >= analysis.CPU_LIMIT:
             headroom = (
-                f"; the {noun} used {broke['target_cpu']:.0%} there, so it would take about {rate:,.0f}/s at "
+                f"; the {noun} was at {target_cpu:.0%} there too, so both sides were saturated and the "
+                f"{noun}'s own knee cannot be told from the generator's"
+            )
+        elif target_cpu:
+            rate = broke["achieved"] * analysis.CPU_LIMIT / target_cpu
+            headroom = (
+                f"; the {noun} used {target_cpu:.0%} there, so it would take about {rate:,.0f}/s at "
                 f"{analysis.CPU_LIMIT:.0%} CPU ({rate / broke['achieved']:.1f}× this)"
             )
-        elif not target.get("cost_known", True):
+        else:
             headroom = f"; the {noun}'s CPU is not measured, so its headroom is unknown"
         return (
             f"GENERATOR-LIMITED: {at}{ceiling}; the busiest generator process reached {broke['gen_cpu']:.0%} of its "
             f"core at {broke['target']:,.0f}/s{headroom}. These figures are the generator's, not the {noun}'s "
-            f"capacity: add generator capacity with: {_more_generators(config)}"
+            f"capacity. Add generator capacity: {_more_generators(config)}."
         )
     if side == "neither":
         broke = next(v["broke"] for v in per if v["side"] == "neither")
