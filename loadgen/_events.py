@@ -19,6 +19,7 @@ from loadgen._live import VERSION, hello, report_seconds
 from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._shapes import build_shape
 from loadgen._state import (
+    FLEET_OPTIONS,
     MSG_DONE,
     MSG_FINISH,
     MSG_HELLO,
@@ -28,6 +29,7 @@ from loadgen._state import (
     MSG_REPORT,
     MSG_SCHEDULE,
     MSG_SECONDS,
+    TRANSPORT_OPTIONS,
     Swarm,
     current,
     install,
@@ -39,45 +41,18 @@ log = logging.getLogger("certstorm.swarm")
 
 events.init_command_line_parser.add_listener(add_arguments)
 
+# the options a run's summary records: what the run did, whatever the web UI or the master changed
 _OPTION_KEYS = {
-    "hub_url",
+    *RUN_OPTIONS,
+    *FLEET_OPTIONS,
+    *TRANSPORT_OPTIONS,
     "host",
-    "fleet",
-    "devices",
-    "alg",
-    "depth",
-    "san",
-    "seed",
-    "shape",
-    "rate",
-    "step_rate",
-    "step_seconds",
-    "steps",
-    "slots",
-    "latency_budget",
-    "arrivals",
-    "storm_devices",
-    "storm_spread",
-    "backoff",
-    "churn_devices",
-    "churn_stay",
-    "churn_away",
-    "passes",
     "num_users",
     "spawn_rate",
     "run_time",
     "processes",
     "expect_workers",
-    "request_timeout",
-    "results_dir",
     "tls_ca",
-    "tls_server_name",
-    "tls_version",
-    "mqtt_username",
-    "mqtt_keepalive",
-    "resume",
-    "hold",
-    "source_addresses",
 }
 
 

@@ -1,7 +1,6 @@
 """A short 'certstorm run' end to end against the hub it starts (real hub, real Locust swarm following the
 search's schedule, the report in a real browser), and the thresholds a run can be gated on."""
 
-import argparse
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from browser import render, visible_problems
 from test_report import SCHEMA, strict_load
 
 from certstorm.capacity import analysis
-from certstorm.capacity.requirements import check_requirements, parse_requirement
 from certstorm.capacity.sections import SECTIONS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -44,40 +42,33 @@ def assert_whole_second_windows(run: Path, summary: dict) -> None:
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    proc = subprocess.run(
-        [
-            *RUN,
-            "--devices",
-            "30000",
-            "--workers",
-            "1",
-            "--search-seconds",
-            "30",
-            "--step-seconds",
-            "4",
-            "--start-rate",
-            "400",
-            "--step-rate",
-            "800",
-            "--ceiling-seconds",
-            "4",
-            "--storm-devices",
-            "300",
-            "--storm-quota",
-            "150",
-            "--storm-timeout",
-            "30",
-            "--require",
-            "knee>=1000000/s",
-            "--require",
-            "p99<=60000ms",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    args = [
+        "--devices",
+        "20000",
+        "--workers",
+        "1",
+        "--search-seconds",
+        "24",
+        "--step-seconds",
+        "3",
+        "--start-rate",
+        "400",
+        "--step-rate",
+        "800",
+        "--ceiling-seconds",
+        "3",
+        "--storm-devices",
+        "300",
+        "--storm-quota",
+        "150",
+        "--storm-timeout",
+        "30",
+        "--require",
+        "knee>=1000000/s",
+        "--require",
+        "p99<=60000ms",
+    ]
+    proc = subprocess.run([*RUN, *args, "--out", str(out)], capture_output=True, text=True, timeout=240)
     return proc, out / "latest"
 
 
@@ -137,91 +128,6 @@ def test_the_storm_ran_until_done_and_the_folder_is_small(short_run):
     assert not (run / "fleet").exists() and not list(run.glob("*.guard*"))
     size = sum(p.stat().st_size for p in Path(run).resolve().rglob("*") if p.is_file())
     assert size < 10 * 2**20, size
-
-
-@pytest.mark.parametrize(
-    "text,met",
-    [
-        ("knee>=2000/s", True),
-        ("knee>=2001/s", False),
-        ("p99<=50ms", True),
-        ("p99<40", False),
-        ("errors<=0.1%", True),
-        ("storm_admitted>=99%", False),
-        ("target_us<=500us", True),
-        ("ceiling>=2500/s", False),
-    ],
-)
-def test_requirements_compare_what_was_measured(text, met):
-    summary = {
-        "knee": {"achieved": 2000.0, "p99": 45.0, "error_rate": 0.0005},
-        "storm": {"admitted_fraction": 0.97},
-        "cost": {"target_us_per_auth": 450.0},
-        "per_segment": [{"ceiling": {"achieved": 2400.0}}],
-    }
-    assert (check_requirements([parse_requirement(text)], summary) == []) == met
-
-
-def test_a_requirement_on_something_not_measured_fails():
-    [msg] = check_requirements([parse_requirement("knee>=10/s")], {"knee": None, "storm": None})
-    assert "not measured" in msg
-
-
-@pytest.mark.parametrize("text", ["knee", "knee>=fast", "latency<=5ms", "p99<=5s", "knee=>5/s"])
-def test_a_malformed_requirement_is_refused(text):
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_requirement(text)
-
-
-@pytest.mark.parametrize(
-    "args,named",
-    [
-        (["--workers", "0"], "--workers"),
-        (["--step-seconds", "-1"], "--step-seconds"),
-        (["--step-seconds", "2"], "--step-seconds"),
-        (["--require", "knee"], "--require"),
-        (["--backoff", "nope"], "--backoff"),
-        (["--storm-devices", "-3"], "--storm-devices"),
-        (["--swarm-workers", "0"], "--swarm-workers"),
-        (["--target", "ftp://example.test:21"], "--target"),
-        (["--target", "mqtts://127.0.0.1:1"], "--target"),
-        (["--target-pid", "999999999"], "--target-pid"),
-        (["--fleet", "/nonexistent/fleet"], "--fleet"),
-    ],
-)
-def test_bad_run_arguments_exit_2_naming_the_argument_before_anything_is_made(args, named, tmp_path):
-    proc = subprocess.run([*RUN, *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and f"argument {named}" in proc.stderr.splitlines()[-1], proc.stderr
-    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert not list(tmp_path.iterdir())  # no run folder, no fleet
-
-
-def test_hub_metrics_are_read_with_prometheus_parser():
-    from certstorm.capacity.sampler import parse_auth_metrics
-
-    text = (
-        "# HELP certstorm_authentications_total Device authentications by outcome\n"
-        "# TYPE certstorm_authentications_total counter\n"
-        'certstorm_authentications_total{outcome="admitted",worker="0"} 1500.0\n'
-        'certstorm_authentications_total{outcome="admitted",worker="1"} 2.5e3\n'
-        'certstorm_authentications_total{outcome="refused",code="throttled"} 7.0\n'
-        'certstorm_authentications_created{outcome="admitted",worker="0"} 1.7e9\n'
-        '# TYPE certstorm_other_total counter\ncertstorm_other_total{outcome="admitted"} 99.0\n'
-    )
-    assert parse_auth_metrics(text) == (4000.0, 7.0)
-
-
-def test_reconnects_are_read_from_the_hubs_cache_counter():
-    from certstorm.capacity.sampler import parse_cache_metrics
-
-    text = (
-        "# HELP certstorm_chain_cache_total Device chain validations by cache result\n"
-        "# TYPE certstorm_chain_cache_total counter\n"
-        'certstorm_chain_cache_total{result="reconnect"} 1200.0\n'
-        'certstorm_chain_cache_total{result="hit"} 300.0\n'
-        'certstorm_chain_cache_total{result="miss"} 2.0\n'
-    )
-    assert parse_cache_metrics(text) == 1200.0
 
 
 @pytest.mark.slow
