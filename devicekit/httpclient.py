@@ -2,15 +2,14 @@
 
 The generator must cost less per authentication than the hub it loads, and FastHttpUser's client cost
 it markedly more CPU than this one (docs/design.md). The device exchange is always the same two POSTs
-with a ``Content-Length`` body, so the client writes each request with one ``sendall`` and reads the
-reply with a few ``recv`` calls: no cookie jar, redirects or compression. Everything else (CA
-registration, metrics) goes through ordinary clients.
+with a ``Content-Length`` body, so each request is one ``sendall`` and its reply a few ``recv`` calls:
+no cookie jar, redirects or compression. Everything else (CA registration, metrics) uses ordinary clients.
 
-It reads only replies framed by ``Content-Length``, as the hub sends them. A reply it cannot frame
+Only replies framed by ``Content-Length`` are read, as the hub sends them. A reply it cannot frame
 (chunked, no or a malformed ``Content-Length``, a malformed head) or a 200 whose body is not a JSON
-object raises :class:`WireError` naming the problem (``chunked_reply``, ``reply_without_length``, ...),
-counted by the swarm as a failure: never a body guessed from a misread reply. ``https://`` hubs work
-(unverified, like FastHttpUser's default), at a TLS handshake per connection slot, not per device.
+object raises :class:`WireError` naming the problem (``chunked_reply``, ...), which the swarm counts as a
+failure: never a body guessed from a misread reply. ``https://`` hubs work (unverified, like
+FastHttpUser's default), at a TLS handshake per connection slot, not per device.
 """
 
 from __future__ import annotations

@@ -4,13 +4,11 @@ A device's proof may reach another hub process than the one that issued its chal
 *is* a sealed token: what the proof step needs travels inside it, tagged with keyed BLAKE2b-256 (RFC 7693)
 under a key all hub processes share. Only hub processes check the tag, so it need not be HMAC; keyed
 BLAKE2b is the cheaper of the two (docs/design.md). Unanswered challenges cost the hub no memory. A proof
-*claims* its nonce in the replay guard, once, until its token expires, so the guard holds at most
-(proofs per second) x (challenge lifetime) entries. The device signs the token bytes as received::
+*claims* its nonce in the replay guard (:class:`MemoryReplayGuard` in one process, a shared one in the
+service) once, until its token expires. Layout (integers big-endian), signed by the device as received::
 
     version 1 | expires_ms 8 | nonce 16 | leaf fp 32 | n 1 | path fps n*32 | id_len 2 | device id
               | spki_len 2 | SubjectPublicKeyInfo DER | BLAKE2b-256(key, everything before) 32
-
-(integers big-endian). :class:`MemoryReplayGuard` serves one process; the service plugs in a shared one.
 """
 
 from __future__ import annotations

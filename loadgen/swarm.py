@@ -1,16 +1,15 @@
-"""The device swarm: ``locust -f loadgen`` (this is the only locustfile under loadgen/).
+"""The device swarm: ``locust -f loadgen`` (this is the only locustfile under loadgen/), for example
+``locust -f loadgen --headless --host http://127.0.0.1:8080 --devices 20000 -u 50 -t 30``.
 
 A Locust user here is a *connection slot*: one keep-alive connection to the hub that authenticates many
 devices in turn. Identities come from a fleet (``--fleet DIR``) or are derived at start-up (``--devices
 N``); worker ``w`` of ``W`` uses devices ``w, w+W, ...``, so no device is used twice in one pass. The
 master (or the single process) registers Company-X's CA once per run, before any slot starts. ``--shape``
-chooses the load (``closed``, ``steady``, ``step``, ``storm``, ``churn``: :mod:`loadgen._shapes`,
-docs/swarm.md), and this module exposes exactly one ``LoadTestShape``, a dispatcher, because Locust
-silently takes the first shape class it finds. It only wires the pieces into Locust: the listeners
-(:mod:`loadgen._events`), the connection slot (:mod:`loadgen._users`) and the one load shape
-(:mod:`loadgen._dispatch`); results are written by :mod:`loadgen._report`. For example::
-
-    locust -f loadgen --headless --host http://127.0.0.1:8080 --devices 20000 -u 50 -t 30
+chooses the load (:mod:`loadgen._shapes`, docs/swarm.md); this module exposes exactly one
+``LoadTestShape``, a dispatcher, because Locust silently takes the first shape class it finds. It only
+wires the pieces into Locust: the listeners (:mod:`loadgen._events`), the connection slot
+(:mod:`loadgen._users`) and the load shape (:mod:`loadgen._dispatch`); :mod:`loadgen._report` writes the
+results.
 """
 
 from loadgen import _events  # noqa: F401 - registers the swarm's listeners and options with Locust

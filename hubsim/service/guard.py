@@ -11,17 +11,14 @@ memory-mapped file, ``<db>.guard``, beside the SQLite database.
 * **The change generation** is bumped after administrative writes commit; every worker reads it per
   request and catches up with the database when it moved (:meth:`SharedReplayGuard.generation`).
 
-Safety: a claim records the nonce before the proof is accepted, under a lock every worker takes and the
-kernel releases if its holder dies. The nonce is written before its expiry, so a worker killed between
-the two writes leaves a slot that reads as free, and the proof it never answered can be sent again. If
-both buckets are full of live entries the claim fails closed with ``throttled`` (refusing a proof is
-safe, forgetting a used nonce is not). Size the table for (proofs per second) x (challenge lifetime)
-under about half the slots: the default 2^20 slots are 24 MiB and hold about 17,000 proofs/s with 30 s
-challenges.
-
-Durability: writes go to the page cache through a shared mapping, so they survive a worker or hub crash;
-an operating-system crash may lose the last seconds of claims, and with them the guarantee for the
-challenges still live at that moment.
+Safety: a claim records the nonce before the proof is accepted, under a lock the kernel releases if its
+holder dies. The nonce is written before its expiry, so a worker killed between the two writes leaves a
+slot that reads as free, and the proof it never answered can be sent again. Both buckets full of live
+entries: the claim fails closed with ``throttled`` (refusing a proof is safe, forgetting a used nonce is
+not). Size the table for (proofs per second) x (challenge lifetime) under about half the slots: the
+default 2^20 slots are 24 MiB and hold about 17,000 proofs/s with 30 s challenges. Durability: the
+shared mapping's writes survive a worker or hub crash; an operating-system crash may lose the last
+seconds of claims, and with them the guarantee for the challenges still live at that moment.
 """
 
 from __future__ import annotations
