@@ -1,37 +1,11 @@
 """Reconnect backoff presets of real device SDKs, for the swarm's storm shape and the storm simulator.
 
 Each preset answers "a device's connection attempt was refused (HTTP 429, a 5xx, or a connection error);
-how long until it tries again?" in two forms that share one formula:
-
-* :meth:`Backoff.delay` -- one device, one refusal, at wall-clock time ``now`` (the swarm);
-* :meth:`Backoff.vectorized` -- a callable ``(retry_numbers, previous_delays, rng) -> delays`` over numpy
-  arrays, the ``Backoff`` signature of :func:`certstorm.capacity.planner.simulate_storm`.
-
-``retry`` counts from 1: the first retry follows the first refusal.
-
-Presets (from the SDK sources; see ``../shared/field-notes.md``):
-
-``azure-c``
-    Azure IoT C SDK, ``IOTHUB_CLIENT_RETRY_EXPONENTIAL_BACKOFF_WITH_JITTER`` (its default policy),
-    ``iothub_client_retry_control.c``: the first retry is immediate; then the wait is
-    ``2**(retry-2) * 1 s * (1 + max_jitter_percent/100 * U(0, 1))``, truncated to whole seconds (an
-    ``unsigned int``), no cap, no time-out. The SDK compares ``time_t`` seconds, so the retry happens at
-    ``floor(t_refused) + wait``: devices refused within the same second retry in the same second, which
-    is why this preset synchronises a storm. The source sets ``max_jitter_percent`` to 5; the field notes
-    describe 0-100 % jitter, available as ``azure-c-100``.
-``azure-dotnet``
-    Azure IoT .NET SDK default ``ExponentialBackoff(int.MaxValue, min 100 ms, max 10 s, delta 100 ms)``:
-    ``min(min + (2**(retry-1) - 1) * U(0.8, 1.2) * delta, max)``; on throttling (HTTP 429) the SDK's
-    throttling policy ``(min 10 s, max 60 s, delta 5 s)``; a retry never comes sooner than 1 s after an
-    immediate failure (a connection error); the operation gives up 4 minutes after the first attempt.
-``aws-crt``
-    AWS CRT MQTT5 client: ``U(0, min(1 s * 2**(retry-1), 120 s))`` (full jitter, min 1 s, max 120 s;
-    ``aws-c-mqtt`` ``s_aws_mqtt5_compute_reconnect_backoff_full_jitter``). The delay resets after 30 s of
-    connection, which a storm never reaches.
-``none``
-    No backoff: retry at once (a naive client; the worst case).
-``exponential``
-    ``min(1 s * 2**(retry-1), 60 s)`` with no jitter, Brooker's "no jitter" baseline.
+how long until it tries again?" in two forms that share one formula: :meth:`Backoff.delay`, one device
+at wall-clock time ``now`` (the swarm), and :meth:`Backoff.vectorized`, a callable ``(retry_numbers,
+previous_delays, rng) -> delays`` over numpy arrays (:func:`certstorm.capacity.planner.simulate_storm`).
+``retry`` counts from 1: the first retry follows the first refusal. The presets' formulas, each from its
+SDK's source, are tabled in docs/design.md ("Reconnect backoff presets").
 """
 
 from __future__ import annotations

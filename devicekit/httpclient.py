@@ -1,21 +1,15 @@
 """A minimal HTTP/1.1 keep-alive client for the two device requests, on gevent sockets.
 
-Why not FastHttpUser's client: measured here (hub pinned to one core, Locust to the other), a device
-authentication through ``FastHttpUser`` cost the generator about 815 µs of CPU -- 1,230 authentications
-per generator core-second, short of the 1,500 the swarm must reach -- against about 490 µs with this
-client. The device exchange is always the same two POSTs with a ``Content-Length`` body, so the client
-writes each request with one ``sendall`` and reads the reply with a few ``recv`` calls: no cookie jar, no
-redirects, no compression. Everything else (CA registration, metrics) goes through ordinary clients.
+The generator must cost less per authentication than the hub it loads, and FastHttpUser's client cost
+it markedly more CPU than this one (docs/design.md). The device exchange is always the same two POSTs
+with a ``Content-Length`` body, so each request is one ``sendall`` and its reply a few ``recv`` calls:
+no cookie jar, redirects or compression. Everything else (CA registration, metrics) uses ordinary clients.
 
-It reads only replies framed by ``Content-Length``, as the hub sends them. A reply it cannot frame
-(chunked, no or a malformed ``Content-Length``, a malformed head) or a 200 whose body is not a JSON object
-raises :class:`WireError` naming the problem (``chunked_reply``, ``reply_without_length``, ...), and the
-swarm counts it as a failure under that code: never a body guessed from a misread reply. Reading both
-replies of an authentication this way (heads split into fields, bodies parsed as JSON) costs about 17 µs
-of the generator's ~500 (``bench/bench_wire.py``), some 7 µs more than the regular expressions it replaced.
-
-``https://`` hubs are supported (no certificate verification, like FastHttpUser's default), which costs a
-TLS handshake per connection slot, not per device.
+Only replies framed by ``Content-Length`` are read, as the hub sends them. A reply it cannot frame
+(chunked, no or a malformed ``Content-Length``, a malformed head) or a 200 whose body is not a JSON
+object raises :class:`WireError` naming the problem (``chunked_reply``, ...), which the swarm counts as a
+failure: never a body guessed from a misread reply. ``https://`` hubs work (unverified, like
+FastHttpUser's default), at a TLS handshake per connection slot, not per device.
 """
 
 from __future__ import annotations

@@ -1,32 +1,15 @@
 """The supply-chain PKI on the device side: CA holders ("custodians") and the devices they certify.
 
 The model is Azure IoT Hub's X.509 CA authentication. Company-X registers its CA certificate with the hub
-(and proves possession of its key with a verification certificate). Custodians down the supply chain --
-Factory-Y, then Technician-Z, and so on -- each hold an intermediate CA signed by the one before them; the
-last one signs each device's public key. Every :class:`Custodian` owns exactly one private key: a new
-custodian makes its own key pair and its issuer only ever sees (and signs) the public half. Device keys are
-made on the device (:meth:`Device.create`).
+and proves possession of its key; custodians down the supply chain (Factory-Y, then Technician-Z, ...)
+each hold an intermediate CA signed by the one before; the last signs each device's public key. Every
+:class:`Custodian` owns exactly one private key, and its issuer only ever sees the public half; device
+keys are made on the device (:meth:`Device.create`).
 
-Decisions worth knowing:
-
-* **Device certificates carry no SubjectAltName.** The subject CN is the device id, as Azure uses it and
-  as the openssl tutorials make them; the hub policy accepts leaves without a SAN. The profile is
-  CN only, BasicConstraints CA:FALSE (critical), KeyUsage digitalSignature (critical), EKU clientAuth,
-  SKI and AKI.
-* **Ed25519 means Ed25519 device keys under a P-256 chain.** cryptography's RFC 5280 verifier (WebPKI
-  profile) refuses Ed25519 as a *certificate signature* algorithm but accepts an Ed25519 *leaf public
-  key*. So for ``alg="ed25519"`` every custodian key is P-256 (:func:`ca_algorithm`) and only the device
-  keys, and the proof-of-possession signatures they make, are Ed25519. ``Custodian.algorithm`` always
-  names the custodian's real key algorithm.
-* **Fixed validity.** Everything is valid from 2025-01-01T00:00:00Z to 2050-01-01T00:00:00Z unless told
-  otherwise, so that a seeded chain is byte-identical on any day. Tests override the window to make
-  expired or not-yet-valid certificates.
-* **Seeds make everything deterministic.** With a seed, custodian and device keys derive from
-  HMAC(seed, label) (:func:`generate_key`), serial numbers derive from the seed too, and ECDSA certificate
-  signatures use RFC 6979 deterministic nonces, so the same seed gives byte-identical DER. RSA keys cannot
-  be derived from a seed with cryptography, so ``rsa2048`` with a seed is refused.
-* Signature hashes: SHA-256 for P-256 and RSA issuers, SHA-384 for P-384 issuers. Proof-of-possession
-  signatures follow :mod:`hubsim.algorithms`.
+Device certificates name the device by their CN and carry no SubjectAltName; Ed25519 fleets have Ed25519
+device keys under a P-256 chain; everything is valid from 2025 to 2050, and a seed makes keys, serials
+and signatures deterministic, so a seeded chain is byte-identical on any day. The reasons for each are
+in docs/design.md ("Device certificates and determinism").
 """
 
 from __future__ import annotations

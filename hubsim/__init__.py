@@ -2,18 +2,14 @@
 
 The engine's face, with the signature schemes and certificate framing both ends of the protocol share::
 
-    from hubsim import AuthEngine, EnginePolicy, ChainPolicy, AuthError
-
     engine = AuthEngine(secret=..., clock=time.time, random=os.urandom)
     record = engine.register_ca(pem)                       # then engine.verify_ca(record.id, ...)
     challenge = engine.begin(chain)                        # the device's upload, leaf first
     admission = engine.complete(challenge.token, signature)
 
-The device registry and the replay guard are pluggable (:class:`DeviceRegistry`, :class:`ReplayGuard`);
-the in-memory ones serve one process. Other packages use this face and the public modules that stand for
-a protocol or a program of their own: :mod:`hubsim.mqtt` (the MQTT packets hub and devices speak),
-:mod:`hubsim.tlsbio` (pyOpenSSL over memory BIOs), :mod:`hubsim.argtypes` (argument types of every
-command line) and :mod:`hubsim.service` (the hub as a service).
+Registry and replay guard are pluggable (:class:`DeviceRegistry`, :class:`ReplayGuard`). Other packages
+use this face and the modules that stand for a protocol or a program of their own: :mod:`hubsim.mqtt`,
+:mod:`hubsim.tlsbio`, :mod:`hubsim.argtypes` (every command line's argument types), :mod:`hubsim.service`.
 """
 
 from hubsim.algorithms import UnsupportedKey, key_algorithm, sign, signature_args, verify_signature

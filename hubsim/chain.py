@@ -1,42 +1,23 @@
 """Device chain validation: the full RFC 5280 cold path, and two caches in front of it.
 
-The verdict on a device chain is split by what it depends on.
+The verdict on a device chain is split by what it depends on:
 
-* **The path above the device** (every CA up to a verified CA: their signatures, CA constraints, path
-  length, validity, revocation, registration) is the same for every device under one issuer. The cold
-  path proves it once; the issuer cache remembers it, keyed by the SHA-256 of each CA's DER, with the
-  intersection of the validity periods up to the anchor.
-* **The device certificate itself** (version, serial, signature algorithm, issuer name, validity and
-  its encoding, key type and parameters, subject and CN, every extension, the signature by its issuer)
-  is judged for every device, on both paths, by the same code: :func:`check_device` (the engine's own
-  rules, which give refusals specific codes) and ``cryptography.x509.verification``'s client verifier.
-  On the warm path that verifier is given the cached issuer as its only trust anchor, so it checks
-  exactly the device certificate and its link to that issuer (about 1.2 raw verifies, against 3.5+ for
-  the whole path).
-* **A device seen before**: the device cache memoises the whole verdict, keyed by the SHA-256 of the
-  device certificate's DER. The verdict depends on nothing else but the rest of the upload (checked:
-  same path), the clock (checked: the intersection of the device's and the path's validity) and the
-  registry (revocation, CA removal: entries die with their issuer entry; a revoked device certificate is
-  checked before any cache).
+* **the path above the device** (every CA up to a verified CA) is the same for every device under one
+  issuer: the cold path proves it once and the issuer cache keeps it, keyed by the SHA-256 of each CA's
+  DER, with the intersection of the validity periods up to the anchor;
+* **the device certificate itself** is judged for every device, on both paths, by the same code:
+  :func:`check_device` (the engine's own rules, with specific refusal codes) and cryptography's client
+  verifier, which on the warm path has the cached issuer as its only anchor (docs/design.md);
+* **a device seen before**: the device cache memoises the whole verdict, keyed by the SHA-256 of its
+  DER, for as long as the rest of the upload, the clock and the registry still agree.
 
-Rules both paths share, so that the verdict never depends on what was cached:
-
-* **Time** is whole seconds, rounded down, as cryptography's verifier compares it: a certificate whose
-  notAfter is 12:00:00 is valid until 12:00:00.999.
-* **Completeness:** the upload must carry every certificate of the path below the verified CA (the CA
-  itself may be included or not). The hub never fills gaps from certificates it has seen before.
-* **Bounds:** two certificates with one subject above the device are refused (``chain_ambiguous``);
-  every uploaded CA key must be one the policy allows.
-
-The warm paths never refuse: whatever they cannot vouch for goes to the cold path, which gives the
-verdict. Paths with name or policy constraints are never cached (they always go cold).
-
-Policy (``cryptography``'s client verifier with two relaxations): X.509 v3; RSA >= 2048 (exponent
-65537 .. 2^256-1) or P-256/384/521 keys, Ed25519 as a device key only; SHA-2 signatures; CAs need
-CA:TRUE, keyCertSign, pathLen and name constraints honoured; the device must not be a CA, its KeyUsage
-(if present) must include digitalSignature and its ExtendedKeyUsage (if present) clientAuth. No SAN and
-no AuthorityKeyIdentifier are required, so certificates made with the openssl CLI as the common
-tutorials show are accepted.
+So that the verdict never depends on what was cached, both paths compare time in whole seconds rounded
+down (as the verifier does), require the upload to carry every certificate below the verified CA (the hub
+never fills gaps), and refuse two certificates with one subject above the device (``chain_ambiguous``).
+The warm paths never refuse: what they cannot vouch for, and any path with name or policy constraints,
+goes to the cold path for the verdict. The policy (README, "Cold path") is cryptography's client verifier
+with two relaxations, no SAN and no AuthorityKeyIdentifier required, so that certificates made with the
+openssl CLI as the common tutorials show are accepted.
 """
 
 from __future__ import annotations
@@ -101,7 +82,7 @@ class ChainPolicy:
     max_certificates: int = 8  # per upload, leaf included, after dropping duplicates
     max_chain_depth: int = 6  # cryptography's limit on the built path
     cache_size: int = 4096  # cached issuers (anchors are not counted)
-    device_cache_size: int = 65_536  # admitted devices remembered for reconnects (about 2.6 KiB each)
+    device_cache_size: int = 65_536  # admitted devices remembered for reconnects (memory: docs/design.md)
     warm: bool = True  # False sends every chain to the full verifier (the reference)
 
 

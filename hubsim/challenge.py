@@ -1,25 +1,14 @@
 """Stateless, authenticated challenge tokens and the replay guard that makes them single-use.
 
-The hub runs as several processes and a device's proof may reach a different process than the one that
-issued its challenge. So the challenge *is* a sealed token: everything the proof step needs (the device
-id, the device certificate's public key, the fingerprints of every certificate on its path, the expiry
-and a 128-bit random nonce) travels inside it, authenticated with keyed BLAKE2b-256 (RFC 7693's MAC mode,
-from the standard library) under a key all hub processes share. Only hub processes ever check the
-tag, so the MAC need not be interoperable; BLAKE2b's keyed mode costs a fraction of OpenSSL's HMAC
-here. Any process can check a proof without shared pending-challenge state, and a million challenges
-that are never answered cost the hub no memory at all.
-
-Single use is the replay guard's job: a proof *claims* its nonce, and a nonce can be claimed once until
-its token expires. The in-memory guard here serves one process; the service plugs in a guard shared
-by all its processes. Guard entries live only as long as tokens do, so the guard's size is bounded by
-(proofs per second) x (challenge lifetime).
-
-Token layout (all integers big-endian)::
+A device's proof may reach another hub process than the one that issued its challenge, so the challenge
+*is* a sealed token: what the proof step needs travels inside it, tagged with keyed BLAKE2b-256 (RFC 7693)
+under a key all hub processes share. Only hub processes check the tag, so it need not be HMAC; keyed
+BLAKE2b is the cheaper of the two (docs/design.md). Unanswered challenges cost the hub no memory. A proof
+*claims* its nonce in the replay guard (:class:`MemoryReplayGuard` in one process, a shared one in the
+service) once, until its token expires. Layout (integers big-endian), signed by the device as received::
 
     version 1 | expires_ms 8 | nonce 16 | leaf fp 32 | n 1 | path fps n*32 | id_len 2 | device id
               | spki_len 2 | SubjectPublicKeyInfo DER | BLAKE2b-256(key, everything before) 32
-
-The device signs the token bytes exactly as it received them (base64-decoded).
 """
 
 from __future__ import annotations

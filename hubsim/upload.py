@@ -106,8 +106,8 @@ def _split_body(data: bytes, max_certificates: int) -> list[bytes]:
         label = _PEM_BLOCK.search(data)
         what = repr(label.group(1).decode()) if label and label.group(1) != b"CERTIFICATE" else "a non-certificate"
         raise AuthError("malformed_input", f"unexpected PEM block {what}; only CERTIFICATE is accepted")
-    # Split on the markers instead of a regular expression: a third of the cost of a warm challenge
-    # went to the regex on three-certificate bundles.
+    # Split on the markers instead of a regular expression, which cost a large share of a warm
+    # challenge (docs/design.md).
     ders = []
     for part in data.split(_BEGIN)[1:]:
         end = part.find(_END)

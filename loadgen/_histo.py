@@ -5,10 +5,8 @@ each power-of-two range is cut into 512 equal buckets, so a recorded value is kn
 Values are clamped to ``MAX_US`` (about 19 hours). A histogram is one dense ``int64`` array of
 ``N_BUCKETS`` counts plus an exact count, sum, minimum and maximum, so merging is adding arrays, and
 percentiles of a merged histogram are the percentiles of all the values recorded anywhere -- never an
-average of per-worker percentiles.
-
-Recording is a list append; values are bucketed with numpy in batches (``flush``), which keeps the cost per
-value well under a microsecond in the load generator's hot loop.
+average of per-worker percentiles. Recording is a list append and values are bucketed with numpy in
+batches (``flush``), which keeps recording cheap in the generator's hot loop (docs/design.md).
 """
 
 from __future__ import annotations

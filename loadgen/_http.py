@@ -1,19 +1,14 @@
 """The swarm's HTTP transport: one device authentication over the hub's two-step exchange, recorded.
 
-One authentication (:meth:`Authenticator.authenticate`), as a device does it:
+:meth:`Authenticator.authenticate` does what a device does: build its PEM chain (leaf re-spliced from the
+fleet template, then the intermediates), ``POST /devices/challenge``, sign the raw challenge with the
+device's own key (loaded from its fleet record on first use), ``POST /devices/proof``.
 
-1. build the device's PEM chain (leaf re-spliced from the fleet template, then the intermediates);
-2. ``POST /devices/challenge`` with it; the reply carries a base64 challenge;
-3. sign the raw challenge bytes with the device's own key (loaded from the fleet record on first use);
-4. ``POST /devices/proof`` with ``{"challenge", "signature"}``.
-
-Locust's request statistics get the two HTTP requests only, ``POST challenge`` and ``POST proof``, so its
-requests/s and aggregated percentiles count real requests. The whole authentication and the signing step
-are timed in the swarm's own µs histograms (its summary, ``latency_us.csv`` and the end-of-run table), never
-as Locust "requests". Failures are named by the hub's JSON error code (``throttled``, ``chain_untrusted``,
-...), ``http_<status>`` when a refusal is not the hub's JSON, the transport failure (``connection_refused``,
-``connection_reset``, ``timeout`` ...), or what made a reply unreadable (``chunked_reply``,
-``reply_without_length``, ``reply_not_json``, ``reply_without_challenge``).
+Locust's statistics get the two HTTP requests only, ``POST challenge`` and ``POST proof``, so its
+requests/s and percentiles count real requests; the whole authentication and the signing step are timed
+in the swarm's own µs histograms. Failures are named by the hub's JSON error code (``throttled``, ...),
+``http_<status>`` when a refusal is not the hub's JSON, the transport failure (``connection_refused``,
+``timeout``, ...), or what made a reply unreadable (``chunked_reply``, ``reply_not_json``, ...).
 """
 
 from __future__ import annotations

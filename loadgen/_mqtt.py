@@ -3,16 +3,11 @@ connect, a mutual-TLS handshake with the device's own certificate, chain and key
 answered by CONNACK (:mod:`devicekit.mqtts`), against the hub's TLS listener or any broker.
 
 :class:`MqttsAuthenticator` has the HTTP authenticator's interface (``authenticate(conn, index, ...)``
-returning an :class:`~loadgen._core.Outcome`), so every shape drives it unchanged. Locust gets
+returning an :class:`~loadgen._outcome.Outcome`), so every shape drives it unchanged. Locust gets
 ``MQTTS tcp connect``, ``MQTTS tls handshake``, ``MQTTS connack`` and ``AUTH authentication``; the swarm's
-µs histograms ``tcp_connect``, ``tls_handshake`` and ``connack`` keep the sub-millisecond phases.
-
-- ``--resume``: a device that connected before offers its TLS session (ticket) again, so the server may
-  skip certificate validation; the summary's ``resumed_offers`` says how many attempts offered one.
-- ``--hold SECONDS``: an admitted device stays connected that long, sending PINGREQ every keepalive
-  interval, in a greenlet of its own, while its slot goes on with the next device.
-- ``--source-addresses N``: connections are spread over 127.0.0.1 .. 127.0.0.N (loopback targets only),
-  so one address's ephemeral ports do not cap the number of held connections.
+µs histograms ``tcp_connect``, ``tls_handshake`` and ``connack`` keep the sub-millisecond phases. Its
+options (:func:`add_arguments`: ``--resume``, ``--hold``, ``--source-addresses``, ...) are described in
+docs/swarm.md.
 """
 
 from __future__ import annotations

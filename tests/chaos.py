@@ -21,8 +21,8 @@ The storm's devices behave like device SDKs: on a connection error, a 429 or a 5
 (exponential, full jitter) and try again, on a new connection.
 
 This file is a script and a library: tests/test_chaos.py and tests/test_bounds.py run the same
-scenarios at CI size. It imports from loadgen (the device side) and so lives with the tests: the hub
-itself never imports loadgen.
+scenarios at CI size. It imports from devicekit (the device side) and so lives with the tests: the hub
+itself never imports devicekit.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from hubsim.service.supervisor import default_db
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTSTORM = str(Path(sys.executable).with_name("certstorm"))
-MINE = ("hub", "fleet", "demo", "report")  # run and plan define their arguments in bench/capacity
+MINE = ("hub", "fleet", "demo", "report")  # run and plan define their arguments in certstorm/capacity
 
 
 def certstorm(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -3,8 +3,8 @@ custodian, written as fixed-size records (:mod:`devicekit.fleet.layout`).
 
 Seeded fleets are deterministic: the chain comes from :meth:`SupplyChain.build` with the seed, device keys
 derive from HMAC(seed, ``device_key_label(index)``), signatures are RFC 6979, so two generations write
-byte-identical ``devices.bin`` files whatever the number of workers. Generation costs are measured by
-``bench/bench_fleet.py`` against the keygen + sign floor (docs/benchmarks.md).
+byte-identical ``devices.bin`` files whatever the number of workers. ``bench/bench_fleet.py`` measures
+generation against the keygen + sign floor (docs/design.md).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from devicekit.pki import ALGORITHMS, CURVES, MAX_DEPTH, ORDERS, SEED_DIGESTS, S
 
 __all__ = ["RecordMaker", "generate_fleet"]
 
-CHUNK = 2000  # devices per work unit: ~0.1 s of work, small enough for a smooth progress bar
+CHUNK = 2000  # devices per work unit: a fraction of a second (docs/design.md), for a smooth progress bar
 
 
 class RecordMaker:

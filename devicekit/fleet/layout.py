@@ -4,11 +4,7 @@
   template pieces (base64), the intermediates (PEM, nearest to the device first), the registered CA
   certificate (Company-X), custodian names and key files, creation time. Written last: a directory
   without it is not a fleet.
-* ``devices.bin`` -- fixed-size records, one per device, at ``index * record_size``:
-  ``private | public | signature length | signature (zero padded)``. Device certificates are not stored;
-  they are re-spliced from the template on demand (about a microsecond).
-
-  =========  =======================================================================  =======
+=  =======================================================================  =======
   alg        record                                                                   bytes
   =========  =======================================================================  =======
   p256       32 scalar + 65 point + 1 + 72 ECDSA-P-256 signature                      170
@@ -19,6 +15,14 @@
 
 * ``keys/<custodian>.pem`` -- each custodian's own key, unencrypted PKCS#8 PEM, one file per custodian.
   The load generator needs Company-X's key to prove possession of the CA to the hub.
+* ``ca.pem`` -- Company-X's CA certificate, what a broker trusts to admit the fleet (Mosquitto's ``cafile``);
+  ``chain.pem`` -- the custodians' intermediates, nearest the devices first, which every device presents.
+=======
+* ``devices.bin`` -- one fixed-size record per device at ``index * record_size``: ``private | public |
+  signature length | signature (zero padded)``, sized by :data:`LAYOUTS` (170 bytes for P-256; every
+  algorithm's in docs/design.md). Certificates are not stored: they are re-spliced from the template.
+* ``keys/<custodian>.pem`` -- each custodian's own key, unencrypted PKCS#8 PEM. The load generator needs
+  Company-X's key to prove possession of the CA to the hub.
 * ``ca.pem`` -- Company-X's CA certificate, what a broker trusts to admit the fleet (Mosquitto's ``cafile``);
   ``chain.pem`` -- the custodians' intermediates, nearest the devices first, which every device presents.
 """
@@ -62,7 +66,7 @@ UNCOMPRESSED = serialization.PublicFormat.UncompressedPoint
 
 # alg -> (private slot, public slot, max signature, signature length field bytes)
 INDEX = struct.Struct(">Q")
-try:  # CPython's built-in SHA-1 is cheaper per call than the OpenSSL-backed hashlib.sha1
+try:  # CPython's built-in SHA-1: it measured cheaper per call than hashlib.sha1 (docs/design.md)
     from _sha1 import sha1 as sha1_digest
 except ImportError:  # pragma: no cover - other interpreters
     sha1_digest = hashlib.sha1

@@ -1,16 +1,13 @@
 """The fleet's device certificate template: one certificate made by ``CertificateBuilder`` and cut at its
-per-device fields, so that each device's certificate is spliced, not built.
+per-device fields, so that each device's certificate is spliced, not built: building each would roughly
+double what generating a device costs (docs/design.md).
 
-``CertificateBuilder`` costs about as much per certificate as a key generation and a signature together.
-So the generator builds ONE template whose per-device fields all have a fixed length -- the device id
-``f"{prefix}{index:0{width}d}"``, a 16-byte serial (8-byte fleet id + 8-byte big-endian index, first byte
-0x40..0x7f), the subject public key (fixed length per algorithm) and the SubjectKeyIdentifier (SHA-1 of
-the public key bit string) -- finds those fields' byte offsets in the TBSCertificate, and splices each
-device's values in (with a per-device SubjectAlternativeName, the id digits once more inside each SAN
-name). The lengths do not change, so no DER is re-encoded; the issuing custodian signs the spliced TBS
-and the certificate is ``SEQUENCE { tbs, signatureAlgorithm (from the template), BIT STRING (0x00 +
-signature) }``. With deterministic signing the result is byte-identical to what ``CertificateBuilder``
-makes for the same fields (the tests check this).
+Every per-device field has a fixed length -- the device id ``f"{prefix}{index:0{width}d}"``, a 16-byte
+serial (8-byte fleet id + 8-byte big-endian index, first byte 0x40..0x7f), the subject public key and the
+SubjectKeyIdentifier (SHA-1 of the public key bit string), and with a SubjectAlternativeName the id
+digits inside each name -- so splicing re-encodes no DER. The issuing custodian signs the spliced TBS;
+with deterministic signing the result is byte-identical to what ``CertificateBuilder`` makes for the same
+fields (the tests check this).
 """
 
 from __future__ import annotations

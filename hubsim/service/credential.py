@@ -1,20 +1,14 @@
 """The management plane's credential: the operator's bearer token, and the gate every management call
-passes.
+passes (docs/api.md#management-credential).
 
-Devices authenticate with their certificates; whoever changes the hub's trust configuration (CAs,
-revocations, disabled devices) or reads it presents a bearer token (``Authorization: Bearer <token>``).
-
-* **The token** is 43 characters of ``secrets.token_urlsafe(32)`` (256 random bits), made on first start
-  in ``<db>.admin-token`` with mode 0600 and kept across restarts, or read from ``--admin-token-file``.
-  A token file readable or writable by group or others is refused, as ssh refuses such a key. The
-  supervisor reads it; workers only get its SHA-256, and compare the SHA-256 of what a caller presents
-  with :func:`hmac.compare_digest` (equal lengths, constant time). The token is never logged, printed or
-  echoed: the audit log and logs name it by its id, a prefix of that SHA-256.
-* **Modes** (``--management``): ``token`` (the default), ``open`` (no credential: only on a loopback
-  address, for a hub nobody else can reach) and ``off`` (every management call refused: a hub that only
-  admits devices). A hub bound to any other address with ``open`` refuses to start.
-* **Refusals** are 401 with ``WWW-Authenticate: Bearer`` (RFC 6750) and a JSON error, counted in
-  ``/metrics``; an address that keeps presenting bad credentials is slowed down (:mod:`.lockout`).
+Devices authenticate with certificates; whoever changes or reads the hub's trust configuration presents
+``Authorization: Bearer <token>``. The token (``secrets.token_urlsafe(32)``, 256 random bits) is made on
+first start in ``<db>.admin-token`` (mode 0600) or read from ``--admin-token-file``; a file group or
+others may read or write is refused, as ssh refuses such a key. Workers hold only its SHA-256 and compare
+it with the SHA-256 of what a caller presents in constant time; the token is never logged or echoed (the
+audit log names it by a prefix of that hash). ``--management``: ``token`` (default), ``open`` (loopback
+addresses only) or ``off``. Refusals are 401 with ``WWW-Authenticate: Bearer`` (RFC 6750), counted in
+``/metrics``; an address that keeps presenting bad credentials is slowed down (:mod:`.lockout`).
 """
 
 from __future__ import annotations

@@ -1,21 +1,14 @@
 """The device hot path: a strict HTTP/1.1 reader for the two device endpoints, in front of aiohttp.
 
-Measured here (one worker pinned to a core, an aiohttp client on the other core, 2.4 kB POST bodies),
-aiohttp's low-level ``web.Server`` with a trivial handler spent ~120 µs of user CPU per request; a plain
-uvloop protocol answering the same requests spent ~10 µs. The device exchange is two requests, so
-aiohttp's request machinery alone would cost more than the two signature verifications it serves.
-
-So each new connection starts on :class:`DeviceProtocol`. It answers a request itself only when it is
-exactly ``POST /devices/challenge HTTP/1.1`` or ``POST /devices/proof HTTP/1.1`` with CRLF line ends, a
-single plain ``Content-Length`` within the endpoint's limit, and no ``Transfer-Encoding``,
-``Content-Encoding`` or ``Upgrade``; ``Expect: 100-continue`` (sent by some HTTP clients before a body,
-older curl among them) is answered here with ``100 Continue``. The engine is synchronous, so such a
-request is handled inside ``data_received``: no task, no future, no per-request objects beyond the reply
-bytes. Anything else --
-another endpoint or method, a query string, HTTP/1.0, chunked bodies, oversized or malformed heads --
-hands the connection, with every byte not yet answered, to aiohttp's own protocol for the rest of its
-life. aiohttp then parses it properly and the same :class:`~hubsim.service.httpapi.HttpApi` answers it (including
-the device endpoints, through the same code), so no request is ever refused for being unusual here.
+A device authentication is two requests, and aiohttp's per-request machinery would cost more than the
+two signature verifications they serve (docs/design.md). So each new connection starts on
+:class:`DeviceProtocol`, which answers a request itself only when it is exactly ``POST
+/devices/challenge HTTP/1.1`` or ``POST /devices/proof HTTP/1.1`` with CRLF line ends, one plain
+``Content-Length`` within the endpoint's limit, no ``Transfer-Encoding``, ``Content-Encoding`` or
+``Upgrade``, and at most ``Expect: 100-continue`` (answered here, as older curl needs). The engine is
+synchronous, so such a request is handled inside ``data_received``: no task, no future. Anything else
+hands the connection, with every byte not yet answered, to aiohttp for the rest of its life, where the
+same :class:`~hubsim.service.httpapi.HttpApi` answers it: no request is refused for being unusual here.
 """
 
 from __future__ import annotations

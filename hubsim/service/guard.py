@@ -1,35 +1,24 @@
 """The challenge secret, the replay guard and the change generation every hub worker shares, in one
-memory-mapped file.
+memory-mapped file, ``<db>.guard``, beside the SQLite database.
 
-Challenges are sealed tokens (:mod:`hubsim.challenge`): any worker holding the secret can check a proof,
-so the secret and the record of used nonces are the only state the device path shares across processes.
-They live in ``<db>.guard``, next to the SQLite database, with the administrative change counter:
+* **The secret** sits in the header and is kept across restarts, so a challenge can be answered after
+  one. A missing or unreadable file makes a new secret, which invalidates every outstanding challenge --
+  the safe outcome, because the used-nonce record goes with it.
+* **The used nonces** sit in a fixed-size hash table: a claim takes an exclusive ``flock``, looks the
+  nonce up in its two candidate buckets (two-choice hashing on its random bytes) and writes it, with its
+  token's expiry, into a slot whose entry has expired; nothing needs sweeping. A claim is on every
+  proof's path and costs less than an autocommitted SQLite insert (docs/design.md), hence no table there.
+* **The change generation** is bumped after administrative writes commit; every worker reads it per
+  request and catches up with the database when it moved (:meth:`SharedReplayGuard.generation`).
 
-* **The secret** sits in the header. It is created with the file and kept across restarts, so a
-  challenge issued before a restart can still be answered after it. Deleting the file (or a file that
-  does not parse) makes a new secret, which invalidates every outstanding challenge -- the safe outcome,
-  because the used-nonce record goes with it.
-* **The used nonces** sit in a fixed-size hash table of buckets: a claim takes an exclusive ``flock``
-  on the file, looks the nonce up in its two candidate buckets (two-choice hashing on the nonce's own
-  random bytes), and writes it with its token expiry into a slot whose previous entry has expired.
-  Expired entries are simply overwritten, so there is nothing to sweep. A claim costs about 10 µs
-  here (two ``flock`` calls, two in-place searches of the map); an autocommitted INSERT into a SQLite
-  WAL table with ``synchronous=OFF`` cost 18-35 µs, which is why this is not a SQLite table.
-* **A change generation** (a counter in the header) that administrative writes bump after they
-  commit to SQLite; every worker reads it at the start of each request and catches up with the
-  database when it moved (see :meth:`SharedReplayGuard.generation`).
-
-Safety: a claim either finds the nonce (replay refused) or records it before the proof is accepted,
-under a lock every worker takes; the lock is released by the kernel if a worker dies holding it. The
-nonce is written before its expiry, so a worker killed between the two writes leaves a slot that reads
-as free, and the proof it never answered can be sent again. If both buckets are full of live entries
-the claim fails closed with ``throttled`` (refusing a proof is safe, forgetting a used nonce is not).
-Size the table for (proofs per second) x (challenge lifetime) at under about half the slots; the
-default, 2^20 slots, is 24 MiB and holds ~17k proofs/s with 30 s challenges comfortably.
-
-Durability: writes go to the page cache through a shared mapping, so they survive a worker or hub crash
-and a restart; an operating-system crash may lose the last seconds of claims (and with them the
-guarantee for challenges still live at that moment).
+Safety: a claim records the nonce before the proof is accepted, under a lock the kernel releases if its
+holder dies. The nonce is written before its expiry, so a worker killed between the two writes leaves a
+slot that reads as free, and the proof it never answered can be sent again. Both buckets full of live
+entries: the claim fails closed with ``throttled`` (refusing a proof is safe, forgetting a used nonce is
+not). Size the table for (proofs per second) x (challenge lifetime) under about half the slots: the
+default 2^20 slots are 24 MiB and hold about 17,000 proofs/s with 30 s challenges. Durability: the
+shared mapping's writes survive a worker or hub crash; an operating-system crash may lose the last
+seconds of claims, and with them the guarantee for the challenges still live at that moment.
 """
 
 from __future__ import annotations
@@ -138,7 +127,7 @@ class SharedReplayGuard(SharedFile):
 
     # -- the change generation ------------------------------------------------------------------------
     # Administrative writes (CAs, revocations, disables) bump this counter after they commit to SQLite;
-    # every worker reads it at the start of each request (a 0.3 µs read of shared memory) and catches
+    # every worker reads it at the start of each request (a read of shared memory) and catches
     # up with the database when it moved. So a change is in force on every worker for every request
     # that starts after the response to the change was sent.
     def generation(self) -> int:

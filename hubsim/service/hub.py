@@ -40,9 +40,9 @@ log = logging.getLogger("certstorm.hub")
 SYNC_INTERVAL = 0.2  # seconds between change-log polls, registry and metrics flushes
 TRIM_INTERVAL = 60.0
 # Challenges whose parsed device key a worker keeps for a proof that comes back to it (the engine's
-# shortcut past re-checking the seal and re-parsing the key). A parsed key costs ~2.8 KB: the engine's
-# default of 65,536 made ~190 MB per worker of challenges nobody answers. 4,096 covers the challenge-to-
-# proof time of ~0.4 s at 10,000 challenges/s per worker; a proof beyond it is checked by its seal.
+# shortcut past re-checking the seal and re-parsing the key). Parsed keys are not small, and the engine's
+# default of 65,536 would hold that many per worker for challenges nobody answers (docs/design.md). 4,096
+# covers 0.4 s from challenge to proof at 10,000 challenges/s per worker; a later proof is checked by its seal.
 PENDING_KEYS = 4096
 
 
@@ -195,7 +195,7 @@ class Hub:
     # Transport-independent: the HTTP front (httpapi.py) and its raw fast path (fastpath.py) call these
     # with a complete body and turn the DeviceReply into bytes on the wire.
     def catch_up(self) -> None:
-        """Apply other workers' administrative changes if the shared generation moved (0.3 µs if not)."""
+        """Apply other workers' administrative changes if the shared generation moved (a memory read if not)."""
         generation = self.guard.generation()
         if generation != self._generation:
             self._generation = generation

@@ -1,20 +1,15 @@
 """Slowing down credential guessing: refused management credentials counted per client address, shared
 by every worker process.
 
-Each address (IPv4, or the /64 prefix of an IPv6 address, since one host easily holds a whole /64) owes a
-debt: every bad credential adds one, and the debt drains at ``drain_per_second``. Once it reaches
-``burst``, management calls from that address are refused with 429 and ``Retry-After`` *before* any token
-is compared, until the debt has drained below the burst again. So an address gets ``burst`` quick tries,
-then one every ``1 / drain_per_second`` seconds, however many connections or workers it spreads over.
-
-The table lives in a small memory-mapped file in the supervisor's run directory (like the quota bucket),
-taken with ``flock`` for a few microseconds; only management calls touch it, never the device path. It is
-set-associative -- 1,024 sets of 8 entries, keyed by a BLAKE2b hash of the address under a random key made
-at start-up -- so it never grows: a new address takes the entry with the least debt in its set. An
-attacker would need eight addresses whose keyed hashes collide, unknown to it, to push its own entry out,
-and one who holds that many addresses is slowed per address anyway. There is deliberately no hub-wide
-limit: it would let anyone lock the operator out, while a 256-bit token stays out of reach of any
-number of guessers.
+Each address (IPv4, or an IPv6 /64, since one host easily holds a whole /64) owes a debt: each bad
+credential adds one, and it drains at ``drain_per_second``. From ``burst`` on, its management calls get
+429 with ``Retry-After`` before any token is compared: ``burst`` quick tries, then one every
+``1 / drain_per_second`` seconds, however many connections or workers it spreads them over. The table
+is a small memory-mapped file under ``flock``, set-associative (:data:`SETS` x :data:`WAYS`, keyed by
+BLAKE2b of the address under a key made at start-up) so it never grows: pushing one's own entry out
+takes addresses whose keyed hashes collide, which nobody outside can compute. There is deliberately no
+hub-wide limit: it would let anyone lock the operator out, while a 256-bit token stays out of reach of
+any number of guessers.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Prometheus metrics that stay correct with several worker processes, at well under a microsecond each.
+"""Prometheus metrics that stay correct with several worker processes and cheap on the request path.
 
 prometheus-client's multiprocess mode keeps every value in a per-process memory-mapped file under
 ``PROMETHEUS_MULTIPROC_DIR`` (the supervisor owns that directory and sets the variable before any
 worker imports prometheus-client); ``GET /metrics`` merges the files of all workers, live and dead.
-Each update to such a value takes a lock and writes the map: about 2-3 µs, several per authentication.
-So the request path only bumps plain Python counters and bucket arrays here, and :meth:`Metrics.flush`
-(run by each worker's housekeeping timer, every 200 ms, and at a clean stop) adds the accumulated
+Each update to such a value takes a lock and writes the map, several times per authentication
+(docs/design.md). So the request path only bumps plain Python counters and bucket arrays here, and
+:meth:`Metrics.flush` (each worker's housekeeping timer, every 200 ms, and a clean stop) adds the
 deltas to the shared values. Scrapes therefore lag by up to one flush interval.
 """
 

@@ -1,19 +1,15 @@
-"""The hub's MQTT-over-TLS listener: devices authenticate the way real hubs and brokers admit them, with
-their certificate chain and proof of possession inside the TLS handshake (the client's Certificate and
-CertificateVerify messages), then an MQTT 3.1.1 CONNECT whose client id must be the certificate's CN.
+"""The hub's MQTT-over-TLS listener: devices prove possession of their key in the TLS handshake (the
+client's Certificate and CertificateVerify), then CONNECT (MQTT 3.1.1) with the certificate's CN as id.
 
-TLS is OpenSSL through pyOpenSSL over memory BIOs inside the worker's event loop: Python 3.11's ``ssl``
-validates client chains itself and gives only the peer's leaf, while the ``cached`` mode needs the chain
-as presented. Two validation modes, for measuring what the engine's cache buys:
+TLS is pyOpenSSL over memory BIOs in the worker's event loop: Python's ``ssl`` validates client chains
+itself and gives only the leaf, while ``cached`` mode needs the chain as presented. Two modes, to measure
+what the engine's cache buys (docs/tls.md):
 
-- ``full``: OpenSSL validates the whole chain in the handshake against the verified CAs, on every
-  connection (as nginx and Mosquitto do); the engine then applies revocation, disable and the registry.
-- ``cached``: OpenSSL only checks the CertificateVerify signature (the verify callback accepts any
-  chain); the engine's cached path judges the presented chain after the handshake.
+- ``full``: OpenSSL validates the whole chain in every handshake (as nginx and Mosquitto do);
+- ``cached``: OpenSSL checks only CertificateVerify; the engine's cached path judges the presented chain.
 
-A resumed TLS session (a ticket this worker issued) skips chain validation in both modes, as real
-servers do; revocation, disable and the registry still apply. Every refusal is counted in ``/metrics``
-(``certstorm_authentications_total{step="mqtts",outcome="refused",code=...}``) by its reason.
+Either way the engine then applies revocation, disabled devices and the registry; a resumed session
+skips chain validation, as on real servers. Every refusal is counted in ``/metrics`` by its reason.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """Connection throttling: Azure IoT Hub's new-connection quotas as presets, or a plain rate.
 
-``--quota`` takes ``S1``, ``S2`` or ``S3`` with an optional unit count (``S2:4``), or a number of
-connections per second (``250``, ``12.5``). The presets follow IoT Hub's documented throttle for new
-device connections: S1 = max(100/s, 12/s per unit), S2 = 120/s per unit, S3 = 6,000/s per unit, with up
-to 200 units for S1/S2 and 10 for S3.
+``--quota`` takes ``S1``, ``S2`` or ``S3`` with an optional unit count (``S2:4``), or connections per
+second (``250``, ``12.5``). The presets follow IoT Hub's documented throttle for new device connections:
+S1 = max(100/s, 12/s per unit), S2 = 120/s per unit, S3 = 6,000/s per unit, up to 200 units for S1/S2
+and 10 for S3.
 
-What counts is a *new device connection*: a ``POST /devices/challenge``. Proofs are not charged (the
-device already holds a challenge) and neither is the administrative API. Over the rate the hub answers
-429 ``throttled`` with ``Retry-After`` (whole seconds, at least 1) and does no cryptography.
-
-The bucket is shared by all worker processes: its state (tokens, last refill) lives in a small
-memory-mapped file under the supervisor's run directory and each take holds an ``flock`` for a few
-microseconds. So the limit is exact for the hub as a whole however the kernel spreads connections over
-workers. The bucket holds one second's worth of tokens (at least one), so a burst of up to one
-second's quota is absorbed before refusals start -- IoT Hub likewise absorbs short bursts.
+Only new device connections (``POST /devices/challenge``) are charged: over the rate the hub answers 429
+``throttled`` with ``Retry-After`` (whole seconds, at least 1) and does no cryptography. The bucket is a
+small memory-mapped file every worker takes under ``flock``, so the limit is exact for the hub however
+the kernel spreads connections. It holds one second's worth of tokens, so a burst of up to one second's
+quota passes before refusals start, as IoT Hub absorbs short bursts.
 """
 
 from __future__ import annotations

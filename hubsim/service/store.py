@@ -1,33 +1,24 @@
 """The hub's SQLite store: CAs, revocations, the device registry, and the change log workers follow.
 
-One database file (WAL mode), opened by every worker process with two connections:
+One WAL database, opened by every worker process with two connections:
 
-* ``admin`` -- ``synchronous=FULL``. CA registration, verification and removal, revocations and device
-  disables are committed (and the WAL fsynced) before the HTTP response goes out. Each of those writes
-  appends a row to ``changes`` in the same transaction, and one to ``audit``, the append-only audit log (triggers refuse
-  UPDATE and DELETE on it): so after any crash the audit log holds exactly the changes that were
-  committed, each with who made it. Nothing on the device path reads or writes it.
-* ``hot`` -- ``synchronous=NORMAL`` (no fsync per commit in WAL mode; durable across process crashes,
-  not across an operating-system crash until the next fsync). It records a device's first
-  authentication at once and flushes the batched registry updates.
+* ``admin`` (``synchronous=FULL``): CA, revocation and disable changes are committed and fsynced before
+  the HTTP response goes out, each with a ``changes`` row and an ``audit`` row (append-only: triggers
+  refuse UPDATE and DELETE) in the same transaction, so after any crash the audit log holds exactly the
+  committed changes, each with who made it. The device path never touches it.
+* ``hot`` (``synchronous=NORMAL``: durable across process crashes, not an operating-system crash until
+  the next fsync): a device's first authentication at once, the batched registry updates behind it.
 
-Workers never checkpoint the WAL (``wal_autocheckpoint=0``): an automatic checkpoint runs inside
-whichever commit crosses the threshold and fsyncs the database, which measured ~100 µs per device
-admission on average. The supervisor checkpoints every second instead (:func:`checkpoint`).
+Workers never checkpoint the WAL (``wal_autocheckpoint=0``): an automatic checkpoint would run, and
+fsync, inside whichever device admission crosses the threshold (docs/design.md). The supervisor
+checkpoints every second instead (:func:`checkpoint`). Workers poll ``changes`` a few times a second
+(:meth:`Store.changes_since`), so a change made through one worker is enforced by all of them.
 
-Every worker polls ``changes`` (:meth:`Store.changes_since`) a few times a second and applies what other
-workers did to its own engine, so a revocation, CA removal or disable made through one worker is
-enforced by all of them within the poll interval.
-
-Registry semantics (what :class:`SqlRegistry` promises):
-
-* ``first_connection`` is exact across workers and restarts: a device's first admission runs
-  ``INSERT ... ON CONFLICT DO UPDATE ... WHERE first_seen IS NULL`` and reports *first* only when that
-  statement changed a row, which SQLite lets exactly one writer do. Each worker remembers (in a bounded
-  set) the devices it has seen, so a device costs that statement once per worker, not once per
-  authentication.
-* ``last_authenticated``, ``authentications`` and the admitting ``ca`` are written behind: batched in
-  memory and flushed every poll interval (and on a clean stop), so they lag by up to that interval.
+:class:`SqlRegistry`: ``first_connection`` is exact across workers and restarts -- a device's first
+admission runs ``INSERT ... ON CONFLICT DO UPDATE ... WHERE first_seen IS NULL``, which changes a row for
+exactly one writer -- and costs that statement once per device per worker (a bounded set remembers the
+rest). ``last_authenticated``, ``authentications`` and the admitting ``ca`` are written behind, batched
+and flushed every poll interval and on a clean stop.
 """
 
 from __future__ import annotations
@@ -106,8 +97,8 @@ def checkpoint(path: str, *, truncate_over: int = WAL_TRUNCATE_BYTES) -> None:
     runs a checkpoint -- and its fsync -- inside a request.
 
     A PASSIVE checkpoint never blocks anyone, but under steady load SQLite rarely finds the moment with
-    no reader in the WAL that it needs to start the log over, so the WAL file only grows (8 KiB or so
-    per new device). Past ``truncate_over`` bytes the checkpoint is a TRUNCATE instead: it waits (at
+    no reader in the WAL that it needs to start the log over, so the WAL file only grows, with every new
+    device (docs/design.md). Past ``truncate_over`` bytes the checkpoint is a TRUNCATE instead: it waits (at
     most half a second) for readers to move on, holding off writers for that long, and empties the file.
     """
     con = sqlite3.connect(path, timeout=0.5, isolation_level=None)

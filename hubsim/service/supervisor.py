@@ -1,19 +1,15 @@
 """The hub's supervisor: prepares the shared state, forks the workers, replaces dead ones, stops cleanly.
 
-Start-up, in order: a private run directory (``PROMETHEUS_MULTIPROC_DIR`` for the metrics files, the
-quota bucket, the table of bad management credentials per address, the list of live worker pids); the
-SQLite schema; the guard file with the challenge secret (kept across restarts: see
-:mod:`hubsim.service.guard`); the management token, made in ``<db>.admin-token`` on first start (see
-:mod:`hubsim.service.credential`); the port. With ``SO_REUSEPORT``
-(Linux) the supervisor binds the port without listening, which reserves it and resolves ``--port 0``,
-and every worker binds and listens on its own socket; the kernel spreads connections across them.
-Elsewhere the supervisor listens once and the workers share that socket. Each worker reports ready
-through a pipe; then the supervisor prints the URL.
+Start-up, in order: a private run directory (metrics files, quota bucket, lockout table, live worker
+pids); the SQLite schema; the guard file with the challenge secret (:mod:`hubsim.service.guard`); the
+management token (:mod:`hubsim.service.credential`); the port. With ``SO_REUSEPORT`` (Linux) the
+supervisor binds the port without listening, which reserves it and resolves ``--port 0``, and every worker
+listens on a socket of its own, so the kernel spreads connections; elsewhere the workers share one
+listening socket. Workers report ready through a pipe; then the supervisor prints the URL.
 
-A worker that dies is replaced (immediately the first time, with growing delays if it keeps dying
-within seconds of starting), and its live gauges are dropped from the metrics. SIGTERM or SIGINT stop
-the hub: workers get SIGTERM, finish in-flight requests, flush the device registry and exit; any still
-running after the grace period are killed.
+A dead worker is replaced (at once the first time, with growing delays if it keeps dying soon after
+starting) and its live gauges are dropped. On SIGTERM or SIGINT workers finish in-flight requests, flush
+the device registry and exit; any still running after the grace period are killed.
 """
 
 from __future__ import annotations
