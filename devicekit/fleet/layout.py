@@ -4,20 +4,6 @@
   template pieces (base64), the intermediates (PEM, nearest to the device first), the registered CA
   certificate (Company-X), custodian names and key files, creation time. Written last: a directory
   without it is not a fleet.
-=  =======================================================================  =======
-  alg        record                                                                   bytes
-  =========  =======================================================================  =======
-  p256       32 scalar + 65 point + 1 + 72 ECDSA-P-256 signature                      170
-  p384       48 scalar + 97 point + 1 + 104 ECDSA-P-384 signature                     250
-  ed25519    32 private + 32 public + 1 + 72 (certificates are signed by a P-256 CA)  137
-  rsa2048    2 + 1280 PKCS#8 DER + 270 RSAPublicKey + 2 + 256 signature               1810
-  =========  =======================================================================  =======
-
-* ``keys/<custodian>.pem`` -- each custodian's own key, unencrypted PKCS#8 PEM, one file per custodian.
-  The load generator needs Company-X's key to prove possession of the CA to the hub.
-* ``ca.pem`` -- Company-X's CA certificate, what a broker trusts to admit the fleet (Mosquitto's ``cafile``);
-  ``chain.pem`` -- the custodians' intermediates, nearest the devices first, which every device presents.
-=======
 * ``devices.bin`` -- one fixed-size record per device at ``index * record_size``: ``private | public |
   signature length | signature (zero padded)``, sized by :data:`LAYOUTS` (170 bytes for P-256; every
   algorithm's in docs/design.md). Certificates are not stored: they are re-spliced from the template.
