@@ -82,11 +82,13 @@ class MqttsClient:
         if sni is None and not _is_address(target.host):
             sni = target.host
         self._sni = sni.encode("idna") if sni else None
+        self._address: tuple | None = None  # resolved once: a lookup per connection costs more than TLS
 
     def _context(self, intermediates: tuple[bytes, ...]) -> SSL.Context:
         ctx = self._contexts.get(intermediates)
         if ctx is None:
             ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle held connection keeps no read or write buffer
             version = TLS_VERSIONS[self.target.tls_version]
             ctx.set_min_proto_version(version)
             ctx.set_max_proto_version(version)
@@ -95,7 +97,7 @@ class MqttsClient:
                 ctx.set_verify(SSL.VERIFY_PEER, None)
             else:
                 ctx.set_verify(SSL.VERIFY_NONE, None)
-            ctx.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # a resumed session comes from get_session(), not a cache
             for der in intermediates:
                 ctx.add_extra_chain_cert(x509.load_der_x509_certificate(der))
             self._contexts[intermediates] = ctx
@@ -106,13 +108,10 @@ class MqttsClient:
     ) -> MqttsConnection:
         """TCP connect and TLS handshake, presenting ``chain`` (leaf first, DER) and ``key``; no MQTT yet.
         Raises MqttsFailure."""
-        target = self.target
         timings = Timings()
         t0 = time.perf_counter()
         try:
-            sock = socket.create_connection(
-                (target.host, target.port), timeout=target.timeout, source_address=(source, 0) if source else None
-            )
+            sock = self._connect(source)
         except TimeoutError:
             raise MqttsFailure("tcp", "timeout") from None
         except ConnectionRefusedError:
@@ -138,6 +137,23 @@ class MqttsClient:
             raise
         timings.tls = time.perf_counter() - t1
         return connection
+
+    def _connect(self, source: str | None) -> socket.socket:
+        target = self.target
+        if self._address is None:
+            family, _, _, _, address = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)[0]
+            self._address = (family, address)
+        family, address = self._address
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(target.timeout)
+            if source:
+                sock.bind((source, 0))
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def connect(
         self,
@@ -242,6 +258,24 @@ class MqttsConnection:
             except SSL.Error as exc:
                 raise MqttsFailure("tls", "tls_handshake_failed", str(exc)) from None
             self._receive(step)
+
+    def receive(self, step: str = "read") -> bytes:
+        """Application bytes the server sent (waiting for some); b"" once it closed the connection."""
+        while True:
+            try:
+                return self.tls.recv(65536)
+            except SSL.WantReadError:
+                pass
+            except (SSL.ZeroReturnError, SSL.SysCallError):
+                return b""
+            except SSL.Error as exc:
+                raise MqttsFailure("tls", "tls_handshake_failed", str(exc)) from None
+            try:
+                self._receive(step)
+            except MqttsFailure as exc:
+                if exc.code == "closed_by_server":
+                    return b""
+                raise
 
     def ping(self) -> None:
         """PINGREQ, then wait for PINGRESP."""

@@ -78,6 +78,7 @@ class MqttsFront:
     def _new_context(self, anchors: tuple[bytes, ...]) -> SSL.Context:
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle held connection keeps no read or write buffer
         ctx.use_certificate_chain_file(self.files.cert)
         ctx.use_privatekey_file(self.files.key)
         ctx.set_session_id(b"certstorm-mqtts")  # needed to resume sessions of certificate-verified clients
@@ -128,7 +129,24 @@ def _verify_proven(conn: SSL.Connection, cert, errnum: int, depth: int, ok: int)
 
 
 class MqttsProtocol(asyncio.Protocol):
-    """One device connection: TLS handshake, CONNECT, CONNACK, then PINGREQ/PUBLISH until DISCONNECT."""
+    """One device connection: TLS handshake, CONNECT, CONNACK, then PINGREQ/PUBLISH until DISCONNECT.
+    Slotted, and emptied of the handshake's leftovers at CONNACK: a hub holds many of these at once."""
+
+    __slots__ = (
+        "buffer",
+        "chain",
+        "chain_checked",
+        "connected",
+        "front",
+        "handshaken",
+        "keepalive",
+        "last_seen",
+        "timer",
+        "tls",
+        "transport",
+        "verified",
+        "verify_error",
+    )
 
     def __init__(self, front: MqttsFront):
         self.front = front
@@ -272,7 +290,7 @@ class MqttsProtocol(asyncio.Protocol):
             self._refuse(None, connack=code)
             return
         self.front.remember(result)
-        self.chain = []
+        self.chain = self.verified = None
         self.connected = True
         self.keepalive = request.keepalive * 1.5 if request.keepalive else IDLE_TIMEOUT
         self._send(mqtt.encode_connack(mqtt.ACCEPTED))
