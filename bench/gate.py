@@ -2,8 +2,9 @@
 
 `make bench-compare` judges every benchmark at 15% and takes minutes; CI cannot afford it and a shared CI
 machine is too noisy for 15%. This gate times only the costs a slower hot path shows first (the warm
-in-process authentication, the reconnect, the hub's CPU per authentication) in their usual benchmarks,
-so each cost is the fastest round divided by a raw verify measured beside it, exactly as in the baseline.
+in-process authentication, the reconnect, the hub's CPU per authentication over HTTP and per admission
+over mutual TLS) in their usual benchmarks, so each cost is the fastest round divided by a raw verify
+measured beside it, exactly as in the baseline.
 Noise only adds time, so a benchmark over the limit is timed again, up to ``--attempts`` runs in all, and
 judged on the best of them.
 
@@ -28,6 +29,7 @@ GATED = (
     "bench/bench_engine.py::test_reconnect_authentication",
     "bench/bench_hub.py::test_hub_cpu_per_authentication[cn-only]",
     "bench/bench_hub.py::test_hub_cpu_per_authentication[reconnect]",
+    "bench/bench_tls.py::test_mtls_admission_against_c_servers_and_a_c_client",
 )
 ROOT = Path(__file__).resolve().parent.parent
 
