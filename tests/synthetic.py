@@ -50,7 +50,7 @@ def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1,
     search = Search(settings, begin)
     seconds, samples = [], []
     cpu = 0.0
-    samples.append({"second": begin, "cpu_s": cpu, "busiest_s": 0.0, "machine_s": 0.0})
+    samples.append({"t": begin, "cpu_s": cpu, "busiest_s": 0.0, "machine_s": 0.0})
     second = begin
     seg = {"name": segment, "workers": workers, "target_cores": model.target_cores, "machine_cores": 2}
     while not search.stopped:
@@ -85,7 +85,7 @@ def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1,
             second += 1
             samples.append(
                 {
-                    "second": second,
+                    "t": second,
                     "cpu_s": cpu if model.target_cores else None,
                     "busiest_s": busy if model.target_cores else 0.0,
                     "machine_s": second - begin,

@@ -179,7 +179,7 @@ def test_steps_take_only_their_own_seconds_and_nothing_after_the_stop():
     ]
     # the swarm ran before the first step and after the stop at other rates: none of it may count
     seconds = _seconds(97, 100, 50) + _seconds(100, 105, 500) + _seconds(105, 110, 1000) + _seconds(110, 112, 7)
-    samples = [{"second": s, "cpu_s": (s - 90) * 0.5, "busiest_s": 0.5, "machine_s": s} for s in range(95, 113)]
+    samples = [{"t": s, "cpu_s": (s - 90) * 0.5, "busiest_s": 0.5, "machine_s": s} for s in range(95, 113)]
     steps = cut_steps(
         schedule, seconds, samples, segment="w1", workers=1, target_cores=1.0, machine_cores=2, origin=90.0
     )
@@ -215,7 +215,7 @@ def test_a_worker_missing_from_a_window_is_named_and_the_step_judged_on_the_othe
 def test_the_busiest_thread_counts_when_it_is_busier_than_the_cores_on_average():
     schedule = [{"at": 100, "rate": 500, "stage": "ramp"}, {"at": 102, "stop": True}]
     # four cores, one thread busy 90%: the target is saturated although the tree uses 0.9 of 4 cores
-    samples = [{"second": s, "cpu_s": (s - 100) * 0.9, "busiest_s": 0.9, "machine_s": s} for s in range(100, 103)]
+    samples = [{"t": s, "cpu_s": (s - 100) * 0.9, "busiest_s": 0.9, "machine_s": s} for s in range(100, 103)]
     [s] = cut_steps(
         schedule,
         _seconds(100, 102, 500),
@@ -227,6 +227,37 @@ def test_the_busiest_thread_counts_when_it_is_busier_than_the_cores_on_average()
         origin=0.0,
     )
     assert s["target_cpu"] == pytest.approx(0.9) and s["target_cores_busy"] == pytest.approx(0.9)
+
+
+def test_late_and_missing_readings_are_placed_at_the_time_they_were_read():
+    schedule = [{"at": 100, "rate": 500, "stage": "ramp"}, {"at": 106, "stop": True}]
+    # the target burns 0.5 CPU s per second; a busy sampler read some seconds late and missed two outright
+    times = [99.05, 100.05, 101.6, 103.9, 105.05, 106.3]
+    samples = [{"t": t, "cpu_s": (t - 90) * 0.5, "busiest_s": 0.5, "machine_s": t} for t in times]
+    [s] = cut_steps(
+        schedule,
+        _seconds(100, 106, 500),
+        samples,
+        segment="target",
+        workers=None,
+        target_cores=1.0,
+        machine_cores=1,
+        origin=0.0,
+    )
+    assert s["target_cpu"] == pytest.approx(0.5) and s["machine_cpu"] == pytest.approx(1.0)
+    # readings too far apart bracket nothing: unknown, never a guess
+    sparse = [samples[0], samples[-1]]
+    [s] = cut_steps(
+        schedule,
+        _seconds(100, 106, 500),
+        sparse,
+        segment="target",
+        workers=None,
+        target_cores=1.0,
+        machine_cores=1,
+        origin=0.0,
+    )
+    assert s["target_cpu"] is None and s["machine_cpu"] is None
 
 
 # -- the search's schedule -----------------------------------------------------------------------------------

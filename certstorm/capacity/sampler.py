@@ -44,56 +44,52 @@ def parse_auth_metrics(text: str) -> tuple[float, float]:
     return ok, bad
 
 
-class SecondSampler(threading.Thread):
+class SecondSampler:
     """Just after each whole second: the target's CPU seconds so far and its busiest thread's since the
-    last second, the machine's busy CPU seconds, and, from a hub's ``/metrics``, its admissions, refusals
-    and reconnects so far. A sample keyed by second ``s`` was read at ``s + OFFSET``."""
+    last reading, and the machine's busy CPU seconds; on a clock of its own (a saturated hub answers
+    ``/metrics`` late), a hub's admissions, refusals and reconnects so far. Each row carries the time it
+    was read (``t``), so a late reading is still placed right."""
 
     OFFSET = 0.05
 
     def __init__(self, meter, hub: HubProcess | None = None):
-        super().__init__(daemon=True)
         self.meter, self.hub = meter, hub
         self.samples: list[dict] = []
         self.stop_event = threading.Event()
+        self._clocks = [threading.Thread(target=self._every_second, args=(self._read_cpu,), daemon=True)]
+        if hub is not None:
+            self._clocks.append(threading.Thread(target=self._every_second, args=(self._read_hub,), daemon=True))
 
-    def _hub_counts(self) -> tuple:
-        if self.hub is None:
-            return None, None, None
+    def _read_cpu(self) -> None:
+        cpu, busiest = self.meter.read() if self.meter is not None else (None, 0.0)
+        busy = psutil.cpu_times()
+        machine = busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0)
+        self.samples.append({"t": time.time(), "cpu_s": cpu, "busiest_s": busiest, "machine_s": machine})
+
+    def _read_hub(self) -> None:
         try:
             conn = http.client.HTTPConnection(self.hub.host, self.hub.port, timeout=2)
             conn.request("GET", "/metrics")
             text = conn.getresponse().read().decode()
             conn.close()
         except (OSError, http.client.HTTPException):
-            return None, None, None
+            return
+        read_at = time.time()
         ok, bad = parse_auth_metrics(text)
-        return ok, bad, parse_cache_metrics(text)
+        self.samples.append({"t": read_at, "hub_ok": ok, "hub_err": bad, "hub_reconnects": parse_cache_metrics(text)})
 
-    def sample(self, second: int) -> None:
-        cpu, busiest = self.meter.read() if self.meter is not None else (None, 0.0)
-        busy = psutil.cpu_times()
-        ok, bad, again = self._hub_counts()
-        self.samples.append(
-            {
-                "second": second,
-                "cpu_s": cpu,
-                "busiest_s": busiest,
-                "machine_s": busy.user + busy.system + busy.nice + getattr(busy, "steal", 0.0),
-                "hub_ok": ok,
-                "hub_err": bad,
-                "hub_reconnects": again,
-            }
-        )
-
-    def run(self):
+    def _every_second(self, read) -> None:
         while True:
             now = time.time()
-            second = int(now) + 1
-            if self.stop_event.wait(second + self.OFFSET - now):
+            if self.stop_event.wait(int(now) + 1 + self.OFFSET - now):
                 return
-            self.sample(second)
+            read()
 
-    def stop(self):
+    def start(self) -> None:
+        for clock in self._clocks:
+            clock.start()
+
+    def stop(self) -> None:
         self.stop_event.set()
-        self.join(5)
+        for clock in self._clocks:
+            clock.join(5)

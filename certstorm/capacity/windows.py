@@ -4,7 +4,8 @@ rate of the schedule was in force, and nothing else.
 Rates change on whole seconds (the runner schedules them so), so a step's window is ``[at, next at)``:
 no start-up, no change of rate, nothing after the stop. Its figures come from the swarm's per-second
 records (admissions, failures, the generator workers' CPU, the latencies of the admissions that ended in
-it) and from the target's CPU read just after each whole second. A worker that reported none of a
+it) and from the target's CPU, read about once a second and interpolated to the window's edges by the time
+each reading was taken. A worker that reported none of a
 window's seconds is named in the step and the step is judged on the others.
 
 A *step*::
@@ -20,6 +21,9 @@ for each generator worker); latencies are in ms.
 """
 
 from __future__ import annotations
+
+import bisect
+import itertools
 
 from loadgen import from_sparse
 
@@ -37,31 +41,63 @@ def window(schedule: list[dict], index: int) -> tuple[int, int] | None:
     return (first, end) if end > first else None
 
 
-def _target(samples: dict[int, dict], first: int, end: int, cores: float | None) -> tuple:
+class _Samples:
+    """The target's and the machine's cumulative readings, taken about once a second at the times they were
+    actually read: a value at any instant is interpolated between the readings around it (a reading a
+    busy sampler took late does not shift a window)."""
+
+    GAP = 3.0  # seconds: readings further apart than this do not bracket an instant
+
+    def __init__(self, samples: list[dict]):
+        self.rows = sorted(samples, key=lambda s: s["t"])
+        self.times = [s["t"] for s in self.rows]
+
+    def at(self, key: str, when: float) -> float | None:
+        i = bisect.bisect_left(self.times, when)
+        after = next((r for r in self.rows[i:] if r.get(key) is not None), None)
+        before = next((r for r in reversed(self.rows[:i]) if r.get(key) is not None), None)
+        if after is not None and after["t"] == when:
+            return after[key]
+        if before is None or after is None or after["t"] - before["t"] > self.GAP:
+            return None
+        share = (when - before["t"]) / (after["t"] - before["t"])
+        return before[key] + share * (after[key] - before[key])
+
+    def busiest(self, first: float, end: float) -> float | None:
+        """The busiest thread's share of its time over the readings within ``[first, end]``."""
+        rows = [r for r in self.rows if r.get("busiest_s") is not None]
+        busy = spent = 0.0
+        for before, after in itertools.pairwise(rows):
+            if before["t"] >= first - 0.5 and after["t"] <= end + 0.5:
+                busy += after["busiest_s"]
+                spent += after["t"] - before["t"]
+        return busy / spent if spent > 0 else None
+
+    def grew(self, key: str, first: float, end: float) -> float | None:
+        a, b = self.at(key, first), self.at(key, end)
+        return None if a is None or b is None else b - a
+
+
+def _target(samples: _Samples, first: int, end: int, cores: float | None) -> tuple:
     """(fraction busy, cores busy, CPU seconds) of the target over ``[first, end)``, None where unknown."""
-    a, b = samples.get(first), samples.get(end)
-    if not a or not b or a.get("cpu_s") is None or b.get("cpu_s") is None or not cores:
+    cpu = samples.grew("cpu_s", first, end)
+    if cpu is None or not cores:
         return None, None, None
     seconds = end - first
-    cpu = b["cpu_s"] - a["cpu_s"]
-    busiest = [samples[s]["busiest_s"] for s in range(first + 1, end + 1) if s in samples]
-    busy = max(cpu / seconds / cores, sum(busiest) / len(busiest) if busiest else 0.0)
-    return busy, cpu / seconds, cpu
+    busiest = samples.busiest(first, end) or 0.0
+    return max(cpu / seconds / cores, busiest), cpu / seconds, cpu
 
 
-def _machine(samples: dict[int, dict], first: int, end: int, machine_cores: int) -> float | None:
-    a, b = samples.get(first), samples.get(end)
-    if not a or not b or a.get("machine_s") is None or b.get("machine_s") is None:
+def _machine(samples: _Samples, first: int, end: int, machine_cores: int) -> float | None:
+    busy = samples.grew("machine_s", first, end)
+    return None if busy is None else busy / (end - first) / machine_cores
+
+
+def _reconnect_share(samples: _Samples, first: int, end: int) -> float | None:
+    ok, again = samples.grew("hub_ok", first, end), samples.grew("hub_reconnects", first, end)
+    if ok is None or again is None or ok <= 0:
         return None
-    return (b["machine_s"] - a["machine_s"]) / (end - first) / machine_cores
-
-
-def _reconnect_share(samples: dict[int, dict], first: int, end: int) -> float | None:
-    a, b = samples.get(first), samples.get(end)
-    if not a or not b or a.get("hub_ok") is None or b.get("hub_ok") is None:
-        return None
-    ok = b["hub_ok"] - a["hub_ok"]
-    return min(1.0, max(0.0, (b["hub_reconnects"] - a["hub_reconnects"]) / ok)) if ok > 0 else None
+    return min(1.0, max(0.0, again / ok))
 
 
 def cut_steps(
@@ -78,7 +114,7 @@ def cut_steps(
 ) -> list[dict]:
     """One step per scheduled rate whose window has at least one whole second of records."""
     by_second = {row["second"]: {int(w): r for w, r in row["workers"].items()} for row in seconds}
-    by_sample = {s["second"]: s for s in samples}
+    by_sample = _Samples(samples)
     everyone = set(expected or ()) | {w for row in by_second.values() for w in row}
     out = []
     for i, entry in enumerate(schedule):
@@ -142,7 +178,7 @@ def cut_steps(
 def series(seconds: list[dict], samples: list[dict], *, origin: float, target_cores: float | None) -> list[dict]:
     """Second by second, for the plots: ``{"t", "admitted", "failed", "target_cpu", "gen": {worker: CPU}}``
     (CPU as fractions; the target's None where unknown)."""
-    by_sample = {s["second"]: s for s in samples}
+    by_sample = _Samples(samples)
     out = []
     for row in seconds:
         second, records = row["second"], row["workers"]
