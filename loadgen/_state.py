@@ -22,7 +22,7 @@ from gevent.event import Event
 from locust.runners import MasterRunner, WorkerRunner
 
 from devicekit.backoff import preset
-from devicekit.fleet import Fleet, derive_fleet
+from devicekit.fleet import NO_TOKEN_KEYS_OVER_MQTTS, Fleet, derive_fleet
 from loadgen import _mqtt
 from loadgen._http import Authenticator
 from loadgen._live import LiveFile
@@ -166,8 +166,13 @@ class Swarm:
                 san=o.san,
             )
             self.limit = self.fleet.count
+        self._check_keys_fit_transport()
         o.storm_devices = min(o.storm_devices or self.limit, self.limit)
         o.churn_devices = min(o.churn_devices or self.limit, self.limit)
+
+    def _check_keys_fit_transport(self) -> None:
+        if _mqtt.is_mqtts(self.target_url) and getattr(self.fleet, "meta", {}).get("keys") == "pkcs11":
+            raise ValueError(f"--fleet: {NO_TOKEN_KEYS_OVER_MQTTS}")
 
     def device_limit(self) -> int:
         shape = self.options.shape
@@ -207,6 +212,7 @@ class Swarm:
                 fh.write(plan["tls_ca_pem"])
             o.tls_ca = path
         self.env.host = plan["host"]
+        self._check_keys_fit_transport()
         if _mqtt.is_mqtts(self.target_url):
             _mqtt.configure(self.target_url, o)
 

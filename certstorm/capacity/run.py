@@ -31,7 +31,8 @@ from certstorm.capacity.target import MetricsMeter, PidMeter, TargetError, parse
 from certstorm.floor import FloorProbe
 from certstorm.processes import HubProcess, SwarmGroup, worker_command
 from devicekit.backoff import PRESETS
-from devicekit.fleet import Fleet, generate_fleet
+from devicekit.fleet import NO_TOKEN_KEYS_OVER_MQTTS, Fleet, generate_fleet
+from devicekit.hsm import TokenError
 from hubsim.argtypes import integer, integer_list, number
 
 __all__ = ["Run", "add_run_arguments", "default_workers", "run_command"]
@@ -120,9 +121,15 @@ class Run:
             )
         if self.fleet_dir is not None:
             try:
-                Fleet.open(self.fleet_dir).close()
+                fleet = Fleet.open(self.fleet_dir)  # a token fleet logs in and finds every device's key
+            except TokenError as exc:
+                raise TargetError("--fleet", str(exc)) from None
             except (ValueError, OSError) as exc:
                 raise TargetError("--fleet", f"{self.fleet_dir} is not a fleet ({exc})") from None
+            keys = fleet.meta.get("keys")
+            fleet.close()
+            if keys == "pkcs11" and self.transport == "mqtts":
+                raise TargetError("--fleet", NO_TOKEN_KEYS_OVER_MQTTS)
         if a.swarm_workers and len(self.workers) > 1:
             raise TargetError("--swarm-workers", "workers on other hosts join one search: give one --workers count")
 
