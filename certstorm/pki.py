@@ -89,6 +89,9 @@ def add_pki_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--key", default=None, metavar="LABEL", help="the key's label in the token (default: --name)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the CA certificate (PEM)")
 
+    p = sub.add_parser("keys", help="list the private keys in a token and whether any could ever leave it")
+    _token_args(p, "the")
+
     p = sub.add_parser("csr", help="make a custodian's key in its own token and a certificate request signed by it")
     _token_args(p)
     p.add_argument("--name", required=True, help="the custodian's name, e.g. Factory-Y")
@@ -362,6 +365,17 @@ def pki_command(args: argparse.Namespace) -> int:
             cert = make_ca(m, args.token, args.pin_file, args.name, args.key, args.out)
             print(f"{args.name}: key made in token {args.token!r} (never extractable); CA certificate {args.out}")
             print(f"  SHA-256 {cert.fingerprint(cert.signature_hash_algorithm).hex()}")
+        elif args.action == "keys":
+            with open_token(m, args.token, args.pin_file, rw=False) as token:
+                rows = token.describe_private_keys()
+            for row in rows:
+                kept = row["local"] and row["always_sensitive"] and row["never_extractable"] and not row["extractable"]
+                print(
+                    f"{row['label']}: made in the token {_yes(row['local'])}, sensitive {_yes(row['sensitive'])}, "
+                    f"extractable {_yes(row['extractable'])}, never extractable {_yes(row['never_extractable'])}"
+                    + ("" if kept else "  <- this key could leave or came from outside")
+                )
+            print(f"{len(rows)} private key(s) in token {args.token!r}")
         elif args.action == "csr":
             make_csr(m, args.token, args.pin_file, args.name, args.key, args.out)
             print(f"{args.name}: key made in token {args.token!r}; certificate request {args.out}")
@@ -429,6 +443,10 @@ def _progress(stream):
             print(f"  {done}/{total} device keys", end=end, file=stream, flush=True)
 
     return show if os.isatty(stream.fileno()) else None
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _refused(message: str) -> int:

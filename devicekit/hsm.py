@@ -241,6 +241,21 @@ class Token:
     def private_key_labels(self) -> list[str]:
         return sorted(k[Attribute.LABEL] for k in self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
 
+    def describe_private_keys(self) -> list[dict]:
+        """What the token says of each private key: whether it was made inside (CKA_LOCAL) and whether it can
+        ever leave (CKA_SENSITIVE, CKA_EXTRACTABLE and their ALWAYS/NEVER histories)."""
+        flags = {
+            "local": Attribute.LOCAL,
+            "sensitive": Attribute.SENSITIVE,
+            "always_sensitive": Attribute.ALWAYS_SENSITIVE,
+            "extractable": Attribute.EXTRACTABLE,
+            "never_extractable": Attribute.NEVER_EXTRACTABLE,
+        }
+        out = []
+        for key in self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+            out.append({"label": key[Attribute.LABEL], **{name: bool(key[a]) for name, a in flags.items()}})
+        return sorted(out, key=lambda row: row["label"])
+
     def _private_handles(self, template: dict) -> list:
         try:
             return list(self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, **template}))
