@@ -33,6 +33,7 @@ from certstorm.processes import HubProcess, SwarmGroup, worker_command
 from devicekit.backoff import PRESETS
 from devicekit.fleet import NO_TOKEN_KEYS_OVER_MQTTS, Fleet, generate_fleet
 from devicekit.hsm import TokenError
+from devicekit.profiles import device_profile, network_profile
 from hubsim.argtypes import integer, integer_list, number
 
 __all__ = ["Run", "add_run_arguments", "default_workers", "run_command"]
@@ -152,6 +153,8 @@ class Run:
                 "backoff": a.backoff,
                 "quota": a.storm_quota,
                 "cap_s": a.storm_timeout,
+                "device_profile": a.device_profile,
+                "network": a.network,
             },
             "slo_p99_ms": a.slo_ms,
             "hub_cores": {str(w): self.hub_cores(w) for w in self.workers if w},
@@ -665,6 +668,21 @@ def add_run_arguments(p) -> None:
     )
     t.add_argument(
         "--backoff", default="azure-c", choices=sorted(PRESETS), help="reconnect backoff preset for the storm"
+    )
+    t.add_argument(
+        "--device-profile",
+        type=device_profile,
+        default="software",
+        metavar="MIX",
+        help="the storm's devices: each one's signing latency, waited, from its class or a mix such as "
+        "secure-element:70,tpm:30 (docs/profiles.md; default software)",
+    )
+    t.add_argument(
+        "--network",
+        type=network_profile,
+        default="loopback",
+        metavar="MIX",
+        help="the storm's devices: round-trip time added per exchange, e.g. lte-m (default loopback)",
     )
     t.add_argument("--plan-devices", type=integer(1), default=2_000_000, help="projection: devices to admit")
     t.add_argument(
