@@ -155,6 +155,7 @@ class Run:
                 "cap_s": a.storm_timeout,
                 "device_profile": a.device_profile,
                 "network": a.network,
+                "slots": a.storm_slots or None,
             },
             "slo_p99_ms": a.slo_ms,
             "hub_cores": {str(w): self.hub_cores(w) for w in self.workers if w},
@@ -676,6 +677,14 @@ def add_run_arguments(p) -> None:
         metavar="MIX",
         help="the storm's devices: each one's signing latency, waited, from its class or a mix such as "
         "secure-element:70,tpm:30 (docs/profiles.md; default software)",
+    )
+    t.add_argument(
+        "--storm-slots",
+        type=integer(0, 10_000),
+        default=0,
+        metavar="N",
+        help="connection slots of the storm's swarm (default 0: twice the quota times the time the profile adds "
+        "per attempt, from 100 to 2000)",
     )
     t.add_argument(
         "--network",

@@ -45,7 +45,7 @@ def run_storm(run, hub, expected_rate: float | None) -> dict | None:
     ]  # fmt: skip
     simulated = max(s.time_to_admit for s in sims)
     bound = min(a.storm_timeout, max(20.0, 2 * simulated))
-    slots = storm_slots(capacity, profile, transport)
+    slots = getattr(a, "storm_slots", 0) or storm_slots(capacity, profile, transport)
     limit = f"hub quota {quota:g}/s" if quota else f"the target's own pace (knee {capacity:,.0f}/s)"
     run.say(
         f"reconnect storm: {a.storm_devices:,} devices at once, backoff {a.backoff}, {limit}, {profile.describe()} "
