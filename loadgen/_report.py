@@ -238,7 +238,8 @@ def _in_flight(reports: dict) -> dict:
     seconds = [round(ended.get(b, [0.0, 0])[0], 6) for b in range(last + 1)]
     return {
         "bucket_s": 0.1,
-        "mean": [round(mean.get(b, 0.0), 4) for b in range(last + 1)],
+        # None: no process sampled in that 0.1 s (its sampler did not get the CPU), not zero in flight
+        "mean": [round(mean[b], 4) if b in mean else None for b in range(last + 1)],
         "attempts_ended": attempts,
         "attempt_seconds": seconds,
         "mean_attempt_s": sum(seconds) / sum(attempts) if sum(attempts) else None,

@@ -160,7 +160,7 @@ def _storm(run_dir: Path, summary: dict, out_dir: Path, made: dict[str, Path]) -
     if two:
         ax2 = axes[1]
         step = flight.get("bucket_s", 0.1)
-        mean = np.array(flight["mean"], dtype=float)
+        mean = np.array([np.nan if v is None else v for v in flight["mean"]], dtype=float)
         ax2.plot((np.arange(mean.size) + 1) * step, mean, lw=0.8, label="device side, measured")
         if predicted.get("in_flight"):
             p = np.array(predicted["in_flight"], dtype=float)

@@ -232,7 +232,7 @@ def _thin(t: np.ndarray, values: np.ndarray | None) -> list | None:
 
 
 def _stats(values) -> dict:
-    values = np.asarray(values, dtype=float)
+    values = np.asarray([v for v in values if v is not None], dtype=float)
     if not values.size:
         return {"mean": None, "peak": None}
     return {"mean": float(values.mean()), "peak": float(values.max())}
