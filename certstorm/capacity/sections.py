@@ -302,7 +302,7 @@ def _in_flight(st: dict) -> list[dict]:
     dev, hub, mem = fl["device"], fl["hub"], fl["memory"]
 
     def sim(side: dict, key: str) -> str:
-        return fmt((side.get("simulated") or {}).get(key), "", 1, "-")
+        return fmt((side.get("simulated") or {}).get(key), "", 1, "not simulated")
 
     rows = [
         (
@@ -318,7 +318,7 @@ def _in_flight(st: dict) -> list[dict]:
             f"hub side: {hub['what']}",
             fmt(hub["mean"], "", 1, "not read"),
             fmt(hub["peak"], "", 0, "not read"),
-            "-",
+            "no hold times read",
             fmt(hub["little_profile"], "", 1),
             sim(hub, "mean"),
             sim(hub, "peak"),
