@@ -78,7 +78,8 @@ class Run:
         self.local_generators = args.swarm_processes or (0 if args.swarm_workers else 1)
         self.generator_cores = max(1, args.swarm_processes)
         self.workers = [None] if self.target else (args.workers or default_workers(self.cores, self.generator_cores))
-        self.fleet_dir: Path | None = Path(args.fleet) if args.fleet else None
+        # absolute: the swarm runs from the installed package's folder, not from here
+        self.fleet_dir: Path | None = Path(args.fleet).resolve() if args.fleet else None
         self.steps: list[dict] = []
         self.segments: list[dict] = []
         self.errors: dict[str, dict[str, int]] = {}
