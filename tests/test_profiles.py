@@ -161,6 +161,7 @@ def hub(tmp_path_factory):
     yield from serve_hub(tmp_path_factory, "profiles", workers=1, args=("--mqtts-port", "0"))
 
 
+@pytest.mark.slow  # an 11 s swarm run; the simulator's Little's law test above runs in make test
 def test_the_swarm_keeps_the_in_flight_count_littles_law_predicts(hub, cache, tmp_path):
     rate, profile = 40.0, Profile.parse("secure-element:60,smart-card:40", "lte-m")
     cmd = [
