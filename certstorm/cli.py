@@ -19,6 +19,7 @@ EPILOG = """examples:
   certstorm run                                    the main job: hub + swarm + report in results/latest/
   certstorm hub --port 8080 --quota S1             the hub alone (docs/api.md)
   certstorm fleet --devices 1000000 --out fleets/1m
+  certstorm pki chain --company-token company-x --company-pin-file company-x.pin ...   keys in tokens (docs/hsm.md)
   certstorm swarm --headless --host http://127.0.0.1:8080 --fleet fleets/1m --shape step
   certstorm plan --devices 2000000 --window 10m --p99 500ms"""
 
@@ -50,6 +51,12 @@ COMMANDS = {
         "swarm_command",
         "run the device swarm: Locust with the installed swarm as its locustfile; every other argument "
         "goes to Locust ('certstorm swarm --help' lists Locust's options and the swarm's)",
+    ),
+    "pki": (
+        "certstorm.pki",
+        "add_pki_arguments",
+        "pki_command",
+        "the supply-chain PKI with every key made inside a PKCS#11 token (docs/hsm.md)",
     ),
     "demo": (
         "certstorm.demo",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,6 +28,11 @@ from hubsim.tlsbio import outgoing
 
 TLS_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 DEFAULT_PORT = 8883
+
+
+# pause("rtt") or pause("sign"): a simulated device's round trip or signing time, waited by the caller (the
+# swarm's --device-profile and --network); None for a device that answers at once.
+Pause = Callable[[str], None]
 
 
 class MqttsFailure(Exception):
@@ -104,12 +110,20 @@ class MqttsClient:
         return ctx
 
     def open(
-        self, chain: list[bytes], key, *, session: SSL.Session | None = None, source: str | None = None
+        self,
+        chain: list[bytes],
+        key,
+        *,
+        session: SSL.Session | None = None,
+        source: str | None = None,
+        pause: Pause | None = None,
     ) -> MqttsConnection:
         """TCP connect and TLS handshake, presenting ``chain`` (leaf first, DER) and ``key``; no MQTT yet.
-        Raises MqttsFailure."""
+        Raises MqttsFailure. ``pause`` (see :data:`Pause`) waits a simulated device's round trips and signing."""
         timings = Timings()
         t0 = time.perf_counter()
+        if pause is not None:
+            pause("rtt")  # SYN, SYN-ACK
         try:
             sock = self._connect(source)
         except TimeoutError:
@@ -131,7 +145,8 @@ class MqttsClient:
                 tls.set_session(session)  # ValueError for a session of another client: a caller's bug
             tls.set_connect_state()
             connection = MqttsConnection(sock, tls, timings)
-            connection.handshake()
+            # a device that offers a session to resume signs nothing in the handshake
+            connection.handshake(pause if session is None or pause is None else _no_signing(pause))
         except BaseException:
             sock.close()
             raise
@@ -164,10 +179,11 @@ class MqttsClient:
         session: SSL.Session | None = None,
         source: str | None = None,
         client_id: str | None = None,
+        pause: Pause | None = None,
     ) -> MqttsConnection:
         """Connect one device and wait for CONNACK 0: :meth:`open`, then CONNECT with ``client_id``
         (default: the device id). Raises MqttsFailure."""
-        connection = self.open(chain, key, session=session, source=source)
+        connection = self.open(chain, key, session=session, source=source, pause=pause)
         t2 = time.perf_counter()
         try:
             connection.send(
@@ -177,6 +193,8 @@ class MqttsClient:
                     keepalive=self.target.keepalive,
                 )
             )
+            if pause is not None:
+                pause("rtt")  # CONNECT out, CONNACK back
             code = mqtt.parse_connack(connection.read_packet("connack"))
         except mqtt.MqttError as exc:
             connection.close(disconnect=False)
@@ -216,7 +234,10 @@ class MqttsConnection:
             raise MqttsFailure(step, "closed_by_server")
         self.tls.bio_write(data)
 
-    def handshake(self) -> None:
+    def handshake(self, pause: Pause | None = None) -> None:
+        """The TLS handshake; with ``pause``, the round trip before the server's flight is read and the
+        device's signing time before the client answers it (its CertificateVerify)."""
+        flights = 0
         while True:
             try:
                 self.tls.do_handshake()
@@ -225,7 +246,12 @@ class MqttsConnection:
                     self._flush()
                 except OSError as exc:
                     raise MqttsFailure("tls", "connection_reset", str(exc)) from None
+                if pause is not None and flights == 0:
+                    pause("rtt")  # ClientHello out, the server's flight back
                 self._receive("tls")
+                if pause is not None and flights == 0:
+                    pause("sign")  # the device signs before it answers
+                flights += 1
                 continue
             except SSL.Error as exc:
                 raise MqttsFailure("tls", "tls_handshake_failed", str(exc)) from None
@@ -303,6 +329,10 @@ class MqttsConnection:
             self.sock.close()
 
 
+def _no_signing(pause: Pause) -> Pause:
+    return lambda kind: None if kind == "sign" else pause(kind)
+
+
 def _is_address(host: str) -> bool:
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
@@ -311,4 +341,13 @@ def _is_address(host: str) -> bool:
         return False
 
 
-__all__ = ["DEFAULT_PORT", "TLS_VERSIONS", "MqttsClient", "MqttsConnection", "MqttsFailure", "MqttsTarget", "Timings"]
+__all__ = [
+    "DEFAULT_PORT",
+    "TLS_VERSIONS",
+    "MqttsClient",
+    "MqttsConnection",
+    "MqttsFailure",
+    "MqttsTarget",
+    "Pause",
+    "Timings",
+]

@@ -4,7 +4,10 @@ The model is Azure IoT Hub's X.509 CA authentication. Company-X registers its CA
 and proves possession of its key; custodians down the supply chain (Factory-Y, then Technician-Z, ...)
 each hold an intermediate CA signed by the one before; the last signs each device's public key. Every
 :class:`Custodian` owns exactly one private key, and its issuer only ever sees the public half; device
-keys are made on the device (:meth:`Device.create`).
+keys are made on the device (:meth:`Device.create`). A key may be held by a PKCS#11 token
+(:mod:`devicekit.hsm`): such a custodian signs in its token (:meth:`Custodian.self_signed`,
+:meth:`Custodian.restore`), and custodians enrol each other by certificate request
+(:func:`certificate_request`, :meth:`Custodian.sign_csr`), never by key.
 
 Device certificates name the device by their CN and carry no SubjectAltName; Ed25519 fleets have Ed25519
 device keys under a P-256 chain; everything is valid from 2025 to 2050, and a seed makes keys, serials
@@ -176,6 +179,16 @@ class Custodian:
         return cls(name, key, seed=seed, not_before=not_before or NOT_BEFORE, not_after=not_after or NOT_AFTER)
 
     @classmethod
+    def self_signed(cls, name: str, key, *, path_length=None, not_before=None, not_after=None) -> Custodian:
+        """A top-level CA whose key was made elsewhere, e.g. inside a token (:mod:`devicekit.hsm`): its
+        self-signed certificate is signed with that key."""
+        new = cls(name, key, seed=None, not_before=not_before or NOT_BEFORE, not_after=not_after or NOT_AFTER)
+        new._certificate = new._build_ca(
+            name, new.public_key, path_length=path_length, not_before=new._not_before, not_after=new._not_after
+        )
+        return new
+
+    @classmethod
     def restore(cls, name: str, key, certificate: x509.Certificate) -> Custodian:
         """A custodian reloaded from its own key file and its certificate (e.g. Company-X of a stored fleet)."""
         new = cls(
@@ -334,6 +347,15 @@ class Custodian:
             )
         )
 
+    def sign_csr(self, csr: x509.CertificateSigningRequest, *, path_length=None) -> x509.Certificate:
+        """An intermediate CA certificate for whoever sent ``csr``: its subject CN and public key, once its
+        signature shows the sender holds the key. Nothing else in the request is copied."""
+        return self.sign_ca(requested_name(csr), csr.public_key(), path_length=path_length)
+
+    def sign_device_csr(self, csr: x509.CertificateSigningRequest) -> x509.Certificate:
+        """A device certificate (CN = device id) for the key that signed ``csr``."""
+        return self.sign_device(requested_name(csr), csr.public_key())
+
     def sign_tbs(self, tbs: bytes) -> bytes:
         """The certificate signature over DER ``tbs`` bytes (the fleet generator splices TBS by hand)."""
         return self._key.sign(tbs, *self._tbs_args)
@@ -377,6 +399,26 @@ class Custodian:
         return self._key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
+
+
+def certificate_request(key, name: str) -> x509.CertificateSigningRequest:
+    """A request for a certificate with subject CN = ``name``, signed by ``key`` (a token key signs it in its
+    token): what a custodian or a device sends its issuer instead of ever sending a key."""
+    alg = key_algorithm(key)
+    digest = None if alg == "ed25519" else _CERT_HASHES.get(alg, hashes.SHA256)()
+    return x509.CertificateSigningRequestBuilder().subject_name(_cn(name)).sign(key, digest)
+
+
+def requested_name(csr: x509.CertificateSigningRequest) -> str:
+    """The subject CN of ``csr`` once its signature verifies; ValueError for a request whose sender does not
+    hold its key, whose subject is anything but one CN, or whose key certstorm does not accept."""
+    if not csr.is_signature_valid:
+        raise ValueError("the request's signature does not verify: its sender does not hold the requested key")
+    attributes = list(csr.subject)
+    if len(attributes) != 1 or attributes[0].oid != NameOID.COMMON_NAME or not isinstance(attributes[0].value, str):
+        raise ValueError(f"the request's subject must be one common name, not {csr.subject.rfc4514_string()!r}")
+    key_algorithm(csr.public_key())  # UnsupportedKey (a ValueError) for keys certstorm refuses
+    return attributes[0].value
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -515,7 +557,9 @@ __all__ = [
     "Device",
     "SupplyChain",
     "ca_algorithm",
+    "certificate_request",
     "derive_scalar",
     "derive_serial",
     "generate_key",
+    "requested_name",
 ]

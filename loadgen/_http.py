@@ -52,6 +52,7 @@ class Authenticator:
         self.intermediates = fleet.intermediates_pem
         # the scheme is the fleet's, not the key's: look it up once (isinstance checks on ABCs are not free)
         self.sign_args = signature_args(fleet.identity(0).private_key) if fleet.count else ()
+        self.device = None  # --device-profile/--network: the waits of loadgen._device.Waits, or None
 
     def authenticate(
         self,
@@ -69,12 +70,18 @@ class Authenticator:
         body = pem_certificate(identity.certificate_der) + self.intermediates
         t1 = perf()
         _add(costs["prepare"], t1 - t0)
+        device = self.device
+        if device is not None:  # the round trip of the challenge request, waited (it is in the request's time)
+            device.rtt(index)
         result = self._exchange(conn, "challenge", b"/devices/challenge", PEM_TYPE, body, t1, t0)
         if type(result) is Outcome:
             return result
         (challenge, raw), t2 = result
         t3 = perf()
         _add(costs["parse_challenge"], t3 - t2)
+        if device is not None:  # the device's own signing time, waited, not computed
+            device.sign(index)
+            t3 = perf()
         signature = identity.private_key.sign(raw, *self.sign_args)
         t4 = perf()
         _add(costs["sign"], t4 - t3)
@@ -82,6 +89,8 @@ class Authenticator:
         proof = b'{"challenge":"%s","signature":"%s"}' % (challenge, binascii.b2a_base64(signature, newline=False))
         t5 = perf()
         _add(costs["build_proof"], t5 - t4)
+        if device is not None:
+            device.rtt(index)
         result = self._exchange(conn, "proof", b"/devices/proof", JSON_TYPE, proof, t5, t0)
         if type(result) is Outcome:
             return result

@@ -135,6 +135,7 @@ class MqttsAuthenticator:
         self.hold = options.hold
         self.sessions: dict[int, object] = {}
         self._sources = itertools.cycle(sources)
+        self.device = None  # --device-profile/--network: the waits of loadgen._device.Waits, or None
 
     def connection(self):
         """A slot's own connection state: none (each device opens its own TCP connection)."""
@@ -156,6 +157,7 @@ class MqttsAuthenticator:
                 identity.private_key,
                 session=session,
                 source=next(self._sources),
+                pause=None if self.device is None else self.device.pauser(index),
             )
         except MqttsFailure as exc:
             return self._failed(exc, time.perf_counter() - t0)

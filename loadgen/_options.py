@@ -6,6 +6,7 @@ from __future__ import annotations
 from devicekit.backoff import PRESETS
 from devicekit.fleet import DEFAULT_SEED, SAN_KINDS
 from devicekit.pki import ALGORITHMS, MAX_DEPTH
+from devicekit.profiles import DEVICE_CLASSES, NETWORKS, device_profile, network_profile
 from hubsim.argtypes import integer, number
 from loadgen import _shapes
 from loadgen._mqtt import add_arguments as _mqtt_arguments
@@ -194,6 +195,23 @@ def add_arguments(parser) -> None:
         metavar="PATH",
         help="append every process's figures second by second to PATH as JSON lines, with the workers that "
         "join, are ready or go missing (certstorm run reads it)",
+    )
+    add(
+        "--device-profile",
+        type=device_profile,
+        default="software",
+        metavar="MIX",
+        help="each device's signing latency, drawn from its class and waited, not computed: a class or a mix "
+        f"such as secure-element:70,tpm:30 ({', '.join(DEVICE_CLASSES)}; sources in docs/profiles.md; "
+        "default software: no wait)",
+    )
+    add(
+        "--network",
+        type=network_profile,
+        default="loopback",
+        metavar="MIX",
+        help=f"round-trip time added to each exchange: {', '.join(NETWORKS)}, or a mix such as wifi:50,lte-m:50 "
+        "(default loopback: none)",
     )
     _mqtt_arguments(add)
     add(

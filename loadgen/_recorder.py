@@ -111,6 +111,11 @@ class Recorder:
         self.cpu = CpuMonitor()
         self.second_latency: dict[int, list[float]] = {}  # epoch second -> µs of the admissions ending then
         self.reported_until = 0  # the live reports hold every second before this one
+        # Little's law, measured: 0.1 s since t0 -> [sum of in-flight samples, samples], and -> [seconds of the
+        # attempts ending then, attempts]; what --device-profile and --network made the devices wait
+        self.in_flight: dict[int, list[float]] = {}
+        self.attempt_time: dict[int, list[float]] = {}
+        self.waited = {"sign": [0.0, 0], "rtt": [0.0, 0]}
 
     def second(self, t: float) -> list[int]:
         s = int(t)
@@ -125,6 +130,22 @@ class Recorder:
         if row is None:
             row = self.curve[b] = [0, 0, 0]
         return row
+
+    def sample_in_flight(self, t: float, n: int) -> None:
+        b = int((t - self.t0) * 10)
+        row = self.in_flight.get(b)
+        if row is None:
+            row = self.in_flight[b] = [0.0, 0]
+        row[0] += n
+        row[1] += 1
+
+    def attempt_ended(self, started: float, ended: float) -> None:
+        b = int((ended - self.t0) * 10)
+        row = self.attempt_time.get(b)
+        if row is None:
+            row = self.attempt_time[b] = [0.0, 0]
+        row[0] += ended - started
+        row[1] += 1
 
     def admission(
         self,
@@ -202,6 +223,9 @@ class Recorder:
             "first_pass_admissions": self.first_pass_admissions,
             "duplicate_in_pass": self.duplicate_in_pass,
             "cpu": self.cpu.report(),
+            "in_flight": {str(k): v for k, v in sorted(self.in_flight.items())},
+            "attempt_time": {str(k): v for k, v in sorted(self.attempt_time.items())},
+            "waited": self.waited,
         }
         if extra:
             out.update(extra)

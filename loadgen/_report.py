@@ -105,6 +105,7 @@ def merge_reports(reports: dict, meta: dict) -> tuple[dict, dict[str, Histogram]
     summary["timeline"] = tl
     run = summary.get("run", {})
     summary["rates"] = _rates(tl, run.get("t0"), meta.get("phases") or [], phases)
+    summary["in_flight"] = _in_flight(reports)
     if curve:
         summary["admission_curve"] = _curve(curve, meta)
     if online:
@@ -210,6 +211,42 @@ def _curve(curve: dict[int, list[int]], meta: dict) -> dict:
         i = int(np.searchsorted(cum, target, side="left"))
         out[f"time_to_{int(frac * 100)}pct_s"] = round((i + 1) * 0.1, 1) if i < cum.size else None
     return out
+
+
+def _in_flight(reports: dict) -> dict:
+    """Authentications in flight per 0.1 s since t0 (each process's mean over its samples, summed over the
+    processes), the attempts that ended in each bucket with their mean duration, and what the devices waited
+    (--device-profile, --network): the two sides of Little's law, measured."""
+    mean: dict[int, float] = {}
+    ended: dict[int, list[float]] = {}
+    waited = {"sign": [0.0, 0], "rtt": [0.0, 0]}
+    for r in reports.values():
+        for b, (total, n) in r.get("in_flight", {}).items():
+            if n:
+                mean[int(b)] = mean.get(int(b), 0.0) + total / n
+        for b, (seconds, n) in r.get("attempt_time", {}).items():
+            row = ended.setdefault(int(b), [0.0, 0])
+            row[0] += seconds
+            row[1] += n
+        for kind, (seconds, n) in r.get("waited", {}).items():
+            waited[kind][0] += seconds
+            waited[kind][1] += n
+    if not mean and not ended:
+        return {}
+    last = max([*mean, *ended])
+    attempts = [ended.get(b, [0.0, 0])[1] for b in range(last + 1)]
+    seconds = [round(ended.get(b, [0.0, 0])[0], 6) for b in range(last + 1)]
+    return {
+        "bucket_s": 0.1,
+        # None: no process sampled in that 0.1 s (its sampler did not get the CPU), not zero in flight
+        "mean": [round(mean[b], 4) if b in mean else None for b in range(last + 1)],
+        "attempts_ended": attempts,
+        "attempt_seconds": seconds,
+        "mean_attempt_s": sum(seconds) / sum(attempts) if sum(attempts) else None,
+        "waited": {
+            kind: {"count": n, "mean_s": round(total / n, 6) if n else None} for kind, (total, n) in waited.items()
+        },
+    }
 
 
 def _online(online: dict[int, int], tl: dict) -> dict:

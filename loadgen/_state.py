@@ -18,12 +18,15 @@ import tempfile
 import time
 from enum import IntEnum
 
+import gevent
 from gevent.event import Event
 from locust.runners import MasterRunner, WorkerRunner
 
 from devicekit.backoff import preset
-from devicekit.fleet import Fleet, derive_fleet
+from devicekit.fleet import NO_TOKEN_KEYS_OVER_MQTTS, Fleet, derive_fleet
+from devicekit.profiles import Profile
 from loadgen import _mqtt
+from loadgen._device import Waits, sample_in_flight
 from loadgen._http import Authenticator
 from loadgen._live import LiveFile
 from loadgen._pacer import Pacer
@@ -68,6 +71,8 @@ TRANSPORT_OPTIONS = (
     "source_addresses",
     "request_timeout",
     "first_device",
+    "device_profile",
+    "network",
 )
 
 
@@ -113,7 +118,9 @@ class Swarm:
         self.schedule = Schedule()  # the follow shape's entries
         self.live = LiveFile(None if self.role == "worker" else self.options.live_file)
         self.k = 0  # authentications this process has started (closed and paced shapes)
-        self.in_flight = 0
+        self.in_flight = 0  # authentications under way in this process, sampled into the recorder
+        self._in_flight_sampler = None
+        self.profile: Profile | None = None
         self.stage = Stage.IDLE
         self.done = False  # out of devices
         self.stopped_at: float | None = None  # the follow shape's stop
@@ -166,8 +173,13 @@ class Swarm:
                 san=o.san,
             )
             self.limit = self.fleet.count
+        self._check_keys_fit_transport()
         o.storm_devices = min(o.storm_devices or self.limit, self.limit)
         o.churn_devices = min(o.churn_devices or self.limit, self.limit)
+
+    def _check_keys_fit_transport(self) -> None:
+        if _mqtt.is_mqtts(self.target_url) and getattr(self.fleet, "meta", {}).get("keys") == "pkcs11":
+            raise ValueError(f"--fleet: {NO_TOKEN_KEYS_OVER_MQTTS}")
 
     def device_limit(self) -> int:
         shape = self.options.shape
@@ -207,6 +219,7 @@ class Swarm:
                 fh.write(plan["tls_ca_pem"])
             o.tls_ca = path
         self.env.host = plan["host"]
+        self._check_keys_fit_transport()
         if _mqtt.is_mqtts(self.target_url):
             _mqtt.configure(self.target_url, o)
 
@@ -234,6 +247,11 @@ class Swarm:
             self.auth = _mqtt.MqttsAuthenticator(self.target_url, self.options, self.fleet, self.recorder, fire)
         else:
             self.auth = Authenticator(self.fleet, self.recorder, fire)
+        self.profile = Profile.parse(self.options.device_profile, self.options.network)
+        self.auth.device = Waits(self.profile, self.recorder) if self.profile.waits else None
+        if self._in_flight_sampler is not None:
+            self._in_flight_sampler.kill(block=False)
+        self._in_flight_sampler = gevent.spawn(sample_in_flight, self)
         self.k = 0
         self.in_flight = 0
         self.stage, self.done, self.stopped_at = Stage.RUNNING, False, None

@@ -10,6 +10,7 @@ from locust import User, constant, task
 
 from devicekit.httpclient import Connection
 from loadgen import _mqtt
+from loadgen._device import attempt
 from loadgen._state import Swarm, current
 
 __all__ = ["DeviceSlot"]
@@ -53,20 +54,20 @@ class DeviceSlot(User):
             gevent.sleep(60)
 
     def _closed(self, sw: Swarm):
-        auth, conn = sw.auth, self.conn
+        conn = self.conn
         while not sw.draining:
             nxt = sw.next_device()
             if nxt is None:
                 return
             sw.in_flight += 1
             try:
-                auth.authenticate(conn, nxt[0], nxt[1])
+                attempt(sw, conn, nxt[0], nxt[1])
             finally:
                 sw.in_flight -= 1
 
     def _paced(self, sw: Swarm):
         """Authenticate at the due times of the process's pacer (back to back when it runs closed)."""
-        auth, conn, rec, pacer = sw.auth, self.conn, sw.recorder, sw.pacer
+        conn, rec, pacer = self.conn, sw.recorder, sw.pacer
 
         def stopping() -> bool:
             return sw.draining
@@ -81,12 +82,12 @@ class DeviceSlot(User):
             rec.second(time.time() if intended is None else intended)[0] += 1
             sw.in_flight += 1
             try:
-                auth.authenticate(conn, nxt[0], nxt[1], intended=intended, phase=sw.phase)
+                attempt(sw, conn, nxt[0], nxt[1], intended=intended, phase=sw.phase)
             finally:
                 sw.in_flight -= 1
 
     def _queued(self, sw: Swarm, churn: bool):
-        q, auth, conn, rec, backoff = sw.queue, sw.auth, self.conn, sw.recorder, sw.backoff
+        q, conn, rec, backoff = sw.queue, self.conn, sw.recorder, sw.backoff
         stay, away = sw.options.churn_stay, sw.options.churn_away
         while not sw.draining:
             now = time.time()
@@ -108,7 +109,7 @@ class DeviceSlot(User):
             reconnect = churn and bool(rec.admitted[index])
             sw.in_flight += 1
             try:
-                out = auth.authenticate(conn, index, 1 if reconnect else 0)
+                out = attempt(sw, conn, index, 1 if reconnect else 0)
             finally:
                 sw.in_flight -= 1
             end = time.time()

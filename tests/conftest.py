@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from tokenkit import softhsm  # noqa: F401 - SoftHSM2 tokens in a temporary directory, for any test module
 
 from certstorm.processes import HubProcess
 from devicekit.httpdevice import authenticate, register_and_prove

@@ -7,7 +7,10 @@ y = N/C - 1, the model is y = beta*x^2 + (alpha+beta)*x through the origin: one 
 The storm simulator is discrete-event in time buckets: every device tries at once (or spread over a
 window), the hub admits up to its capacity (a token bucket, so bursts are briefly absorbed), refused
 devices come back after their SDK's backoff. It costs O(total attempts), so millions of devices
-simulate in seconds.
+simulate in seconds. With a device profile (:mod:`devicekit.profiles`) an attempt takes time: its round
+trips and its signature are drawn per attempt, the hub decides when the request that is throttled or
+admitted arrives (HTTP: the challenge, then the proof; MQTT over TLS: CONNECT, after the handshake), and
+the simulation keeps the attempts in flight, device side and hub side, over time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from devicekit.profiles import Profile
 
 # delays(retry_number >= 1 as an int array, previous delays, rng) -> seconds to wait, as an array
 Backoff = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
@@ -77,6 +82,11 @@ class StormResult:
     peak_pending_challenges: float  # Little's law: admission rate x challenge-to-proof latency
     curve_t: np.ndarray = field(repr=False)  # bucket end times
     curve_admitted: np.ndarray = field(repr=False)  # devices admitted by then
+    # with a profile: attempts under way per bucket, device side and hub side (challenges awaiting their
+    # proof, or TLS handshakes awaiting CONNECT), and attempts started per bucket
+    curve_in_flight: np.ndarray | None = field(default=None, repr=False)
+    curve_hub_in_flight: np.ndarray | None = field(default=None, repr=False)
+    curve_started: np.ndarray | None = field(default=None, repr=False)
 
     def admitted_by(self, t: float) -> int:
         i = np.searchsorted(self.curve_t, t, side="right") - 1
@@ -101,6 +111,8 @@ def simulate_storm(
     seed: int = 0,
     max_retries: int = 32,
     attempt_rate: float | None = None,
+    profile: Profile | None = None,
+    transport: str = "http",
 ) -> StormResult:
     """``devices`` reconnect at once (or uniformly over ``spread`` seconds) against a hub that admits
     ``capacity`` per second with a bucket of ``burst`` (default: one second's worth); refused devices
@@ -112,9 +124,17 @@ def simulate_storm(
 
     Devices are counted per (time bucket, retry number): all devices on their k-th retry in one bucket
     are alike, so the simulation costs O(buckets x retry levels + attempts) whatever the fleet size.
+
+    ``profile`` (with ``transport``, ``http`` or ``mqtts``) gives each attempt its round trips and its
+    signature (:func:`_simulate_profiled`); each step's delay is drawn from the fleet's mix independently.
     """
     if devices <= 0 or capacity <= 0 or dt <= 0:
         raise ValueError("devices, capacity and dt must be positive")
+    if profile is not None:
+        return _simulate_profiled(
+            devices, capacity, backoff, profile, transport, burst=burst, spread=spread, dt=dt, horizon=horizon,
+            seed=seed, max_retries=max_retries, attempt_rate=attempt_rate, latency=latency,
+        )  # fmt: skip
     rng = np.random.default_rng(seed)
     burst = capacity if burst is None else burst
     n_buckets = math.ceil(horizon / dt)
@@ -173,6 +193,129 @@ def simulate_storm(
         curve_t,
         curve_a[:end],
     )
+
+
+def _bins(b: int, seconds: np.ndarray, dt: float, last: int) -> np.ndarray:
+    """The buckets ``seconds`` after bucket ``b``, at least the same one, at most ``last``."""
+    return np.minimum(b + (seconds / dt).astype(np.int64), last)
+
+
+def _simulate_profiled(
+    devices: int,
+    capacity: float,
+    backoff: Backoff,
+    profile: Profile,
+    transport: str,
+    *,
+    burst: float | None,
+    spread: float,
+    dt: float,
+    horizon: float,
+    seed: int,
+    max_retries: int,
+    attempt_rate: float | None,
+    latency: float,
+) -> StormResult:
+    """:func:`simulate_storm` where attempts take time. An attempt starts in bucket b; its request reaches the
+    hub's decision (HTTP: the challenge, after a round trip; MQTT over TLS: CONNECT, after the TCP and TLS
+    round trips and the signature) d later; admitted, the device is done after its proof (HTTP: a signature
+    and a round trip) or CONNACK (a round trip); refused, it learns so then and backs off from there."""
+    if transport not in ("http", "mqtts"):
+        raise ValueError(f"transport must be http or mqtts, not {transport!r}")
+    rng = np.random.default_rng(seed)
+    burst = capacity if burst is None else burst
+    n_buckets = math.ceil(horizon / dt)
+    last = n_buckets - 1
+    levels = max_retries + 1
+    pending = np.zeros((n_buckets, levels), dtype=np.int64)  # attempts that start in a bucket, by retry number
+    deciding = np.zeros((n_buckets, levels), dtype=np.int64)  # attempts whose request reaches the hub's decision
+    done = np.zeros(n_buckets + 1, dtype=np.int64)  # admitted devices that are done, by bucket
+    device_delta = np.zeros(n_buckets + 1, dtype=np.int64)  # +1 when an attempt starts, -1 when it ends
+    hub_delta = np.zeros(n_buckets + 1, dtype=np.int64)  # the hub's hold: challenge or handshake
+    started = np.zeros(n_buckets, dtype=np.int64)
+    if spread > 0:
+        np.add.at(pending[:, 0], _bins(0, rng.uniform(0, spread, devices), dt, last), 1)
+    else:
+        pending[0, 0] = devices
+    rtt, sign = profile.network.sample, profile.devices.sample
+    tokens = burst
+    decided = attempts = refusals = 0
+    peak_rate = 0.0
+    end = n_buckets
+    for b in range(n_buckets):
+        tokens = min(burst, tokens + capacity * dt)
+        counts = pending[b]
+        n = int(counts.sum())
+        if attempt_rate is not None and n > attempt_rate * dt and b < last:
+            slots = max(1, int(attempt_rate * dt))
+            now_counts = rng.multivariate_hypergeometric(counts, slots)
+            pending[b + 1] += counts - now_counts
+            counts, n = now_counts, slots
+        if n:
+            attempts += n
+            started[b] = n
+            device_delta[b] += n
+            for level in np.flatnonzero(counts):
+                m = int(counts[level])
+                if transport == "mqtts":
+                    connect = rtt(m, rng)
+                    arrive = connect + rtt(m, rng) + sign(m, rng)
+                    np.add.at(hub_delta, _bins(b, connect, dt, last), 1)
+                    np.add.at(hub_delta, _bins(b, arrive, dt, last), -1)
+                else:
+                    arrive = rtt(m, rng)
+                np.add.at(deciding[:, level], _bins(b, arrive, dt, last), 1)
+        counts = deciding[b]
+        n = int(counts.sum())
+        if n:
+            k = min(n, int(tokens))
+            tokens -= k
+            decided += k
+            peak_rate = max(peak_rate, k / dt)
+            if k:
+                after = rtt(k, rng) if transport == "mqtts" else sign(k, rng) + rtt(k, rng)
+                finish = _bins(b, after, dt, last)
+                np.add.at(done, finish, 1)
+                np.add.at(device_delta, finish, -1)
+                if transport == "http":  # the challenge is held from its issue to its proof
+                    hub_delta[b] += k
+                    np.add.at(hub_delta, finish, -1)
+            if k < n:
+                refused = counts - rng.multivariate_hypergeometric(counts, k)
+                refusals += n - k
+                for level in np.flatnonzero(refused):
+                    m = int(refused[level])
+                    learn = rtt(m, rng) if transport == "mqtts" else np.zeros(m)
+                    np.add.at(device_delta, _bins(b, learn, dt, last), -1)
+                    delays = np.maximum(backoff(np.full(m, level + 1), np.zeros(m), rng), dt) + learn
+                    retry = min(level + 1, max_retries)
+                    np.add.at(pending[:, retry], _bins(b + 1, delays, dt, last), 1)
+        if decided == devices and b >= last_finish(done, b):
+            end = b + 1
+            break
+    admitted_curve = np.cumsum(done[:end])
+    admitted = int(admitted_curve[-1]) if end else 0
+    finished = np.flatnonzero(done[:end])
+    curve_t = (np.arange(end) + 1) * dt
+    return StormResult(
+        devices,
+        admitted,
+        float(curve_t[finished[-1]]) if admitted == devices and finished.size else math.inf,
+        attempts,
+        refusals,
+        peak_rate * (latency + profile.hub_holds_seconds()),
+        curve_t,
+        admitted_curve,
+        curve_in_flight=np.cumsum(device_delta[:end]),
+        curve_hub_in_flight=np.cumsum(hub_delta[:end]),
+        curve_started=started[:end],
+    )
+
+
+def last_finish(done: np.ndarray, b: int) -> int:
+    """The last bucket in which an admitted device is still to finish (``b`` when none is)."""
+    ahead = np.flatnonzero(done[b:])
+    return b + int(ahead[-1]) if ahead.size else b
 
 
 __all__ = ["USL", "Backoff", "StormResult", "fit_usl", "simulate_storm"]

@@ -135,23 +135,50 @@ def _latency(summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
 
 
 def _storm(run_dir: Path, summary: dict, out_dir: Path, made: dict[str, Path]) -> None:
-    """The storm's admissions over time, measured beside simulated."""
+    """The storm's admissions over time, measured beside simulated; below, the attempts in flight on the
+    device side and what the hub held, measured beside simulated."""
     import matplotlib.pyplot as plt
 
     storm = summary.get("storm")
-    if storm:
-        curve = np.array(load(run_dir / "raw" / "storm.json", {}).get("curve", []), dtype=float)
-        fig, ax = plt.subplots(figsize=(9, 4))
-        if curve.size:
-            ax.plot(curve[:, 0], curve[:, 1], label="measured")
-        if storm.get("predicted") and storm["predicted"]["curve"]:
-            p = np.array(storm["predicted"]["curve"], dtype=float)
-            ax.plot(p[:, 0], p[:, 1], "--", label="simulated from the quota and the measured attempt rate")
-        ax.axhline(storm["devices"], color="grey", lw=0.8, ls=":")
+    if not storm:
+        return
+    raw = load(run_dir / "raw" / "storm.json", {})
+    curve = np.array(raw.get("curve", []), dtype=float)
+    flight = raw.get("in_flight") or {}
+    predicted = storm.get("predicted") or {}
+    two = bool(flight.get("mean"))
+    fig, axes = plt.subplots(2 if two else 1, 1, figsize=(9, 7 if two else 4), sharex=True)
+    ax = axes[0] if two else axes
+    if curve.size:
+        ax.plot(curve[:, 0], curve[:, 1], label="measured")
+    if predicted.get("curve"):
+        p = np.array(predicted["curve"], dtype=float)
+        ax.plot(p[:, 0], p[:, 1], "--", label="simulated from the quota and the measured attempt rate")
+    ax.axhline(storm["devices"], color="grey", lw=0.8, ls=":")
+    ax.set_ylabel("devices admitted")
+    ax.legend()
+    if two:
+        ax2 = axes[1]
+        step = flight.get("bucket_s", 0.1)
+        mean = np.array([np.nan if v is None else v for v in flight["mean"]], dtype=float)
+        ax2.plot((np.arange(mean.size) + 1) * step, mean, lw=0.8, label="device side, measured")
+        if predicted.get("in_flight"):
+            p = np.array(predicted["in_flight"], dtype=float)
+            ax2.plot(p[:, 0], p[:, 1], "--", lw=0.8, label="device side, simulated")
+        key = "handshakes" if storm.get("transport") == "mqtts" else "pending_challenges"
+        hub = [(r["t"], r[key]) for r in raw.get("hub", []) if r.get(key) is not None]
+        if hub:
+            h = np.array(hub, dtype=float)
+            ax2.plot(h[:, 0], h[:, 1], ".-", lw=0.8, label="hub side, measured (its gauge)")
+        if predicted.get("hub_in_flight"):
+            p = np.array(predicted["hub_in_flight"], dtype=float)
+            ax2.plot(p[:, 0], p[:, 1], ":", lw=0.8, label="hub side, simulated")
+        ax2.set_ylabel("attempts in flight")
+        ax2.legend(fontsize="small")
+        ax2.set_xlabel("seconds since the outage ended")
+    else:
         ax.set_xlabel("seconds since the outage ended")
-        ax.set_ylabel("devices admitted")
-        ax.legend()
-        _save(fig, out_dir, "storm", made)
+    _save(fig, out_dir, "storm", made)
 
 
 def _scaling(summary: dict, out_dir: Path, made: dict[str, Path]) -> None:

@@ -31,7 +31,9 @@ from certstorm.capacity.target import MetricsMeter, PidMeter, TargetError, parse
 from certstorm.floor import FloorProbe
 from certstorm.processes import HubProcess, SwarmGroup, worker_command
 from devicekit.backoff import PRESETS
-from devicekit.fleet import Fleet, generate_fleet
+from devicekit.fleet import NO_TOKEN_KEYS_OVER_MQTTS, Fleet, generate_fleet
+from devicekit.hsm import TokenError
+from devicekit.profiles import device_profile, network_profile
 from hubsim.argtypes import integer, integer_list, number
 
 __all__ = ["Run", "add_run_arguments", "default_workers", "run_command"]
@@ -76,7 +78,8 @@ class Run:
         self.local_generators = args.swarm_processes or (0 if args.swarm_workers else 1)
         self.generator_cores = max(1, args.swarm_processes)
         self.workers = [None] if self.target else (args.workers or default_workers(self.cores, self.generator_cores))
-        self.fleet_dir: Path | None = Path(args.fleet) if args.fleet else None
+        # absolute: the swarm runs from the installed package's folder, not from here
+        self.fleet_dir: Path | None = Path(args.fleet).resolve() if args.fleet else None
         self.steps: list[dict] = []
         self.segments: list[dict] = []
         self.errors: dict[str, dict[str, int]] = {}
@@ -120,9 +123,15 @@ class Run:
             )
         if self.fleet_dir is not None:
             try:
-                Fleet.open(self.fleet_dir).close()
+                fleet = Fleet.open(self.fleet_dir)  # a token fleet logs in and finds every device's key
+            except TokenError as exc:
+                raise TargetError("--fleet", str(exc)) from None
             except (ValueError, OSError) as exc:
                 raise TargetError("--fleet", f"{self.fleet_dir} is not a fleet ({exc})") from None
+            keys = fleet.meta.get("keys")
+            fleet.close()
+            if keys == "pkcs11" and self.transport == "mqtts":
+                raise TargetError("--fleet", NO_TOKEN_KEYS_OVER_MQTTS)
         if a.swarm_workers and len(self.workers) > 1:
             raise TargetError("--swarm-workers", "workers on other hosts join one search: give one --workers count")
 
@@ -145,6 +154,9 @@ class Run:
                 "backoff": a.backoff,
                 "quota": a.storm_quota,
                 "cap_s": a.storm_timeout,
+                "device_profile": a.device_profile,
+                "network": a.network,
+                "slots": a.storm_slots or None,
             },
             "slo_p99_ms": a.slo_ms,
             "hub_cores": {str(w): self.hub_cores(w) for w in self.workers if w},
@@ -658,6 +670,29 @@ def add_run_arguments(p) -> None:
     )
     t.add_argument(
         "--backoff", default="azure-c", choices=sorted(PRESETS), help="reconnect backoff preset for the storm"
+    )
+    t.add_argument(
+        "--device-profile",
+        type=device_profile,
+        default="software",
+        metavar="MIX",
+        help="the storm's devices: each one's signing latency, waited, from its class or a mix such as "
+        "secure-element:70,tpm:30 (docs/profiles.md; default software)",
+    )
+    t.add_argument(
+        "--storm-slots",
+        type=integer(0, 10_000),
+        default=0,
+        metavar="N",
+        help="connection slots of the storm's swarm (default 0: twice the quota times the time the profile adds "
+        "per attempt, from 100 to 2000)",
+    )
+    t.add_argument(
+        "--network",
+        type=network_profile,
+        default="loopback",
+        metavar="MIX",
+        help="the storm's devices: round-trip time added per exchange, e.g. lte-m (default loopback)",
     )
     t.add_argument("--plan-devices", type=integer(1), default=2_000_000, help="projection: devices to admit")
     t.add_argument(

@@ -263,9 +263,14 @@ def _storm(summary: dict, plots: dict) -> list[dict]:
     if not st:
         return [text("No storm in this run.")]
     against = f"{fmt(st['capacity'])} admissions/s" if st["capacity"] else "the target's own pace"
+    devices = (
+        f" ({st['profile']['text']}, over {'MQTT with mutual TLS' if st.get('transport') == 'mqtts' else 'HTTP'})"
+        if st.get("profile")
+        else ""
+    )
     return [
         text(
-            f"{st['devices']:,} devices reconnecting at once against {against}, backoff {st['backoff']}: "
+            f"{st['devices']:,} devices{devices} reconnecting at once against {against}, backoff {st['backoff']}: "
             f"{st['admitted']:,} admitted ({st['admitted_fraction']:.1%}) in {fmt(st['duration_s'], ' s', 1)}, "
             f"{fmt(st['retries'])} refused attempts. The storm ran until every device was admitted or "
             f"{fmt(st['bound_s'], ' s')} (twice the simulated time to admit all, at least 20 s, capped by "
@@ -284,8 +289,71 @@ def _storm(summary: dict, plots: dict) -> list[dict]:
                 for m in st["milestones"]
             ],
         ),
+        *_in_flight(st),
         *image("storm", "storm admission curve", plots),
     ]
+
+
+def _in_flight(st: dict) -> list[dict]:
+    """Little's law against measurement during the storm, and what the hub's memory held."""
+    fl = st.get("in_flight")
+    if not fl:
+        return []
+    dev, hub, mem = fl["device"], fl["hub"], fl["memory"]
+
+    def sim(side: dict, key: str) -> str:
+        return fmt((side.get("simulated") or {}).get(key), "", 1, "not simulated")
+
+    rows = [
+        (
+            "device side: authentications under way",
+            fmt(dev["mean"], "", 1),
+            fmt(dev["peak"], "", 0),
+            fmt(dev["little_measured"], "", 1),
+            fmt(dev["little_profile"], "", 1),
+            sim(dev, "mean"),
+            sim(dev, "peak"),
+        ),
+        (
+            f"hub side: {hub['what']}",
+            fmt(hub["mean"], "", 1, "not read"),
+            fmt(hub["peak"], "", 0, "not read"),
+            "no hold times read",
+            fmt(hub["little_profile"], "", 1),
+            sim(hub, "mean"),
+            sim(hub, "peak"),
+        ),
+    ]
+    out = [
+        table(
+            f"Attempts in flight until the last admission ({fmt(fl['window_s'], ' s', 1)}): L = λW with λ = "
+            f"{fmt(fl['attempt_rate'], '', 0)} attempts/s, W measured {fmt(fl['mean_attempt_s'], ' s', 3)} per attempt "
+            f"or added by the profile {fmt(fl['profile_attempt_s'], ' s', 3)}",
+            (
+                "in flight",
+                "measured mean",
+                "measured peak",
+                "λW measured",
+                "λW profile",
+                "simulated mean",
+                "simulated peak",
+            ),
+            rows,
+        )
+    ]
+    if mem["kib_per_handshake"] is not None:
+        peak = fmt(mem["peak_handshakes_mib"], " MiB", 1, "unknown")
+        out.append(
+            text(
+                f"The hub held {fmt(mem['kib_per_handshake'], ' KiB', 0)} of resident memory per TLS handshake "
+                f"waiting for its device (measured before the storm with stalled handshakes, R² "
+                f"{fmt(mem['r2'], '', 3)}): {peak} for the measured peak of handshakes in flight; the hub's "
+                f"resident memory peaked at {fmt(mem['hub_rss_peak_mib'], ' MiB', 0, 'an unknown size')}."
+            )
+        )
+    elif mem.get("reason"):
+        out.append(text(f"Hub memory per attempt in flight: none measured ({mem['reason']})."))
+    return out
 
 
 def _scaling(summary: dict, plots: dict) -> list[dict]:

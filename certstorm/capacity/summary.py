@@ -15,6 +15,7 @@ from certstorm.capacity import analysis
 from certstorm.capacity.planner import simulate_storm
 from certstorm.capacity.text import fmt
 from devicekit.backoff import preset
+from devicekit.profiles import Profile
 
 __all__ = ["MILESTONES", "finite", "load", "strict", "summarise"]
 
@@ -162,6 +163,8 @@ def _storm(storm: dict | None, k: dict | None) -> dict | None:
     devices = int(storm["devices"])
     admitted = int(curve[-1, 1])
     capacity = float(storm.get("capacity") or (k["achieved"] if k else 0)) or None
+    profile = Profile.from_json(storm.get("profile"))
+    transport = storm.get("transport") or "http"
     sim = None
     if capacity:
         sim = simulate_storm(
@@ -171,6 +174,8 @@ def _storm(storm: dict | None, k: dict | None) -> dict | None:
             latency=(k["p50"] / 1000 if k and k["p50"] else 0.005),
             attempt_rate=storm.get("attempt_rate"),
             horizon=max(600.0, 4 * curve[-1, 0]),
+            profile=profile if storm.get("profile") else None,
+            transport=transport,
         )
     milestones = []
     for frac in MILESTONES:
@@ -199,6 +204,11 @@ def _storm(storm: dict | None, k: dict | None) -> dict | None:
         "finished": admitted >= devices,
         "milestones": milestones,
         "failures_by_code": storm.get("failures_by_code", {}),
+        "transport": transport,
+        "profile": {**profile.to_json(), "text": profile.describe()} if storm.get("profile") else None,
+        "in_flight": _in_flight(storm, sim, profile, transport, float(curve[-1, 0]))
+        if storm.get("in_flight")
+        else None,
         "predicted": {
             "time_to_admit": finite(sim.time_to_admit),
             "peak_pending": sim.peak_pending_challenges,
@@ -206,9 +216,90 @@ def _storm(storm: dict | None, k: dict | None) -> dict | None:
                 [float(sim.curve_t[i]), int(sim.curve_admitted[i])]
                 for i in sorted({*range(0, sim.curve_t.size, 10), sim.curve_t.size - 1})
             ],
+            "in_flight": _thin(sim.curve_t, sim.curve_in_flight),
+            "hub_in_flight": _thin(sim.curve_t, sim.curve_hub_in_flight),
         }
         if sim
         else None,
+    }
+
+
+def _thin(t: np.ndarray, values: np.ndarray | None) -> list | None:
+    """Every tenth point of a simulated curve (0.1 s apart), for plots."""
+    if values is None:
+        return None
+    return [[float(t[i]), int(values[i])] for i in sorted({*range(0, t.size, 10), t.size - 1})]
+
+
+def _stats(values) -> dict:
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if not values.size:
+        return {"mean": None, "peak": None}
+    return {"mean": float(values.mean()), "peak": float(values.max())}
+
+
+def _in_flight(storm: dict, sim, profile: Profile, transport: str, duration: float) -> dict:
+    """Little's law against measurement, over the storm until its last admission: the authentications in
+    flight on the device side (the swarm's 20 ms samples) and what the hub held (its gauge: TLS handshakes
+    awaiting CONNECT, or challenges awaiting their proof), beside rate x time (L = λW, with the measured and
+    with the profile's mean time per attempt) and beside the simulation."""
+    fl = storm["in_flight"]
+    end = max(1, round(duration / fl.get("bucket_s", 0.1)))
+    measured = _stats(fl.get("mean", [])[:end])
+    ended = sum(fl.get("attempts_ended", [])[:end])
+    seconds = sum(fl.get("attempt_seconds", [])[:end])
+    rate = ended / duration if duration else None
+    w_measured = seconds / ended if ended else None
+    admitted = float(np.array(storm["curve"], dtype=float)[-1, 1])
+    share = min(1.0, admitted / ended) if ended else 1.0  # admitted attempts; the rest were refused
+    w_profile = share * profile.attempt_seconds(transport, True) + (1 - share) * profile.attempt_seconds(
+        transport, False
+    )
+    hub_key = "handshakes" if transport == "mqtts" else "pending_challenges"
+    hub_rows = [r for r in storm.get("hub", []) if 0 <= r["t"] <= duration and r.get(hub_key) is not None]
+    hub = _stats([r[hub_key] for r in hub_rows])
+    # the hub holds a handshake per attempt (mqtts), a challenge per admitted attempt (http)
+    holding_rate = rate if transport == "mqtts" else (admitted / duration if duration else None)
+    sim_end = None if sim is None else min(sim.curve_t.size, max(1, round(duration / 0.01)))
+    memory = storm.get("handshake_memory")
+    per = memory["kib_per_handshake"] if memory else None
+    rss = [r["rss_kib"] for r in storm.get("hub", []) if r.get("rss_kib") is not None]
+    return {
+        "window_s": duration,
+        "attempts": ended,
+        "attempt_rate": rate,
+        "mean_attempt_s": w_measured,
+        "profile_attempt_s": w_profile,
+        "device": {
+            **measured,
+            "little_measured": rate * w_measured if rate and w_measured else None,
+            "little_profile": rate * w_profile if rate is not None else None,
+            "simulated": _stats(sim.curve_in_flight[:sim_end])
+            if sim is not None and sim.curve_in_flight is not None
+            else None,
+        },
+        "hub": {
+            "what": "TLS handshakes awaiting CONNECT" if transport == "mqtts" else "challenges awaiting their proof",
+            **hub,
+            "little_profile": holding_rate * profile.hub_holds_seconds() if holding_rate is not None else None,
+            "simulated": _stats(sim.curve_hub_in_flight[:sim_end])
+            if sim is not None and sim.curve_hub_in_flight is not None
+            else None,
+        },
+        "memory": {
+            "kib_per_handshake": per,
+            "r2": memory.get("r2") if memory else None,
+            "probe": memory.get("points") if memory else None,
+            "peak_handshakes_mib": per * hub["peak"] / 1024 if per is not None and hub["peak"] is not None else None,
+            "hub_rss_peak_mib": max(rss) / 1024 if rss else None,
+            "reason": None
+            if memory
+            else (
+                "pending challenges are sealed tokens: the hub keeps no state per challenge"
+                if transport == "http"
+                else "not probed (a target this run did not start)"
+            ),
+        },
     }
 
 

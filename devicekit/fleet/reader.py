@@ -114,6 +114,10 @@ class Fleet:
             raise ValueError(f"{meta_path} is not readable fleet metadata: {exc}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path} is not certstorm fleet metadata")
+        if meta.get("keys") == "pkcs11":  # device keys in a token: devicekit.fleet.tokens
+            from devicekit.fleet.tokens import TokenFleet
+
+            return TokenFleet.open(path, meta)
         if meta.get("version") != VERSION:
             raise ValueError(f"{meta_path} has fleet format version {meta.get('version')}, expected {VERSION}")
         if meta.get("alg") not in LAYOUTS or meta.get("record_size") != record_size(meta["alg"]):

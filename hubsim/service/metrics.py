@@ -161,6 +161,15 @@ class Metrics:
             "Admitted device certificates remembered for reconnects (all workers).",
             multiprocess_mode="livesum",
         )
+        self._mqtts = Gauge(
+            "certstorm_mqtts_connections",
+            "MQTT-over-TLS connections held (all workers), by state: handshake (from accept to CONNACK: the TLS "
+            "handshake, then CONNECT) or connected.",
+            ["state"],
+            multiprocess_mode="livesum",
+        )
+        self.mqtts_handshaking = 0  # kept by hubsim.service.mqtts, published at each flush
+        self.mqtts_connected = 0
         self._auth_counts: dict[tuple[str, str, str], int] = {}
         self._request_counts: dict[tuple[str, int], int] = {}
         self._throttled_count = 0
@@ -246,6 +255,8 @@ class Metrics:
         self._registry_lag.set(registry_lag)
         self._cache_size.set(engine_stats["cache_size"])
         self._device_cache_size.set(engine_stats["device_cache_size"])
+        self._mqtts.labels("handshake").set(self.mqtts_handshaking)
+        self._mqtts.labels("connected").set(self.mqtts_connected)
 
 
 def render() -> bytes:

@@ -139,6 +139,7 @@ class MqttsProtocol(asyncio.Protocol):
         "connected",
         "front",
         "handshaken",
+        "held",
         "keepalive",
         "last_seen",
         "timer",
@@ -163,11 +164,13 @@ class MqttsProtocol(asyncio.Protocol):
         self.chain: list[bytes] = []
         # full mode and resumed sessions: device id, leaf, path, resumed
         self.verified: tuple[str, bytes, tuple[bytes, ...], bool] | None = None
+        self.held: str | None = None  # how certstorm_mqtts_connections counts it: handshake, connected
 
     # -- asyncio ------------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.front.connections.add(self)
+        self._hold("handshake")
         try:
             self.tls = SSL.Connection(self.front.context(), None)
         except Exception:
@@ -197,11 +200,25 @@ class MqttsProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.front.connections.discard(self)
+        self._hold(None)
         if self.timer is not None:
             self.timer.cancel()
         if self.tls is not None and not self.connected:
             self.front.hub.metrics.refused("mqtts", "closed_before_connect")
         self.tls = None
+
+    def _hold(self, state: str | None) -> None:
+        """Move this connection between the held-connection counts (None: no longer held)."""
+        metrics = self.front.hub.metrics
+        if self.held == "handshake":
+            metrics.mqtts_handshaking -= 1
+        elif self.held == "connected":
+            metrics.mqtts_connected -= 1
+        if state == "handshake":
+            metrics.mqtts_handshaking += 1
+        elif state == "connected":
+            metrics.mqtts_connected += 1
+        self.held = state
 
     # -- TLS ----------------------------------------------------------------------------------------
     def _handshake(self) -> bool:
@@ -292,6 +309,7 @@ class MqttsProtocol(asyncio.Protocol):
         self.front.remember(result)
         self.chain = self.verified = None
         self.connected = True
+        self._hold("connected")
         self.keepalive = request.keepalive * 1.5 if request.keepalive else IDLE_TIMEOUT
         self._send(mqtt.encode_connack(mqtt.ACCEPTED))
         self._rearm(self.keepalive)
