@@ -194,7 +194,11 @@ class DpsProtocol(MqttsProtocol):
         while polls and polls[0] <= now - window:
             polls.popleft()
         if len(polls) >= limit:
-            raise AuthError("throttled", f"at most {limit} polls per {window:g} s per device")
+            wait = int(retry_after_header(polls[0] + window - now))
+            self._answer(
+                429, rid, AuthError("throttled", f"at most {limit} polls per {window:g} s per device"), "poll", wait
+            )
+            return
         polls.append(now)
         operation_id = params.get("operationId", "")
         operation = self.operations.get(operation_id)
