@@ -23,7 +23,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from devicekit.backoff import preset
 from devicekit.fleet import Fleet, derive_fleet
-from loadgen import _mqtt
+from loadgen import _mqtt, _provision
 from loadgen._http import Authenticator
 from loadgen._live import LiveFile
 from loadgen._pacer import Pacer
@@ -230,7 +230,9 @@ class Swarm:
         self.partition = Partition(self.index, plan["stride"], plan["limit"])
         self.recorder = Recorder(self.fleet.count, plan["t0"])
         fire = self.env.events.request.fire
-        if _mqtt.is_mqtts(self.target_url):
+        if _provision.enabled(self.options):  # --dps: provision through DPS, then connect to the assigned hub
+            self.auth = _provision.ProvisionAuthenticator(self.options, self.fleet, self.recorder, fire)
+        elif _mqtt.is_mqtts(self.target_url):
             self.auth = _mqtt.MqttsAuthenticator(self.target_url, self.options, self.fleet, self.recorder, fire)
         else:
             self.auth = Authenticator(self.fleet, self.recorder, fire)
