@@ -142,7 +142,8 @@ def provision(
     min_wait: float = 0.0,
 ) -> Assignment:
     """Register ``device_id`` and poll until DPS assigns it (or refuses: DpsRefused; transport failures:
-    MqttsFailure). ``min_wait`` floors the retry-after between polls."""
+    MqttsFailure). Between polls the device waits DPS's retry-after, and at least ``min_wait`` doubled at
+    each poll (so a device under a small retry-after stays within DPS's polling limit)."""
     session = DpsSession(target, client).connect(device_id, chain, key)
     try:
         answer = session.register(device_id)
@@ -160,7 +161,7 @@ def provision(
                 raise DpsRefused(answer.status, body.get("error", f"status_{answer.status}"), body.get("message", ""))
             if polls >= max_polls:
                 raise DpsRefused(answer.status, "dps_gave_up", f"still {answer.status} after {polls} polls")
-            sleep(max(min_wait, answer.retry_after or 0.0))
+            sleep(max(min_wait * 2 ** min(polls, 8), answer.retry_after or 0.0))
             polls += 1
             answer = session.poll(operation) if operation else session.register(device_id)
     finally:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from devicekit.dps import DpsRefused, DpsTarget, provision
 from devicekit.mqtts import DEFAULT_PORT, MqttsClient, MqttsFailure, MqttsTarget
+from hubsim.argtypes import number
 from loadgen._histo import Histogram
 from loadgen._outcome import Outcome
 from loadgen._recorder import Recorder
@@ -50,6 +51,14 @@ def add_arguments(add) -> None:
         help="--dps: hub NAME's CA certificate (default: do not verify that hub); repeat per hub",
     )
     add("--provision-only", action="store_true", help="--dps: provision only, do not connect to the hub")
+    add(
+        "--dps-poll-wait",
+        type=number(0),
+        default=0.1,
+        metavar="S",
+        help="--dps: wait at least S seconds before the first poll, doubled at each further poll, even when DPS "
+        "answers a smaller retry-after (default 0.1)",
+    )
 
 
 def enabled(options) -> bool:
@@ -100,6 +109,7 @@ class ProvisionAuthenticator:
         self.rec = recorder
         self.fire = fire
         self.connect = not options.provision_only
+        self.poll_wait = options.dps_poll_wait
         for name in HISTOGRAMS:
             recorder.hist.setdefault(name, Histogram())
 
@@ -123,7 +133,9 @@ class ProvisionAuthenticator:
         chain, key = identity.chain_der(), identity.private_key
         t0 = time.perf_counter()
         try:
-            assignment = provision(self.target, identity.device_id, chain, key, client=self.client)
+            assignment = provision(
+                self.target, identity.device_id, chain, key, client=self.client, min_wait=self.poll_wait
+            )
         except DpsRefused as exc:
             return self._failed("dps", exc.code, 429 if exc.code == "throttled" else exc.status, t0, "register")
         except MqttsFailure as exc:
