@@ -104,6 +104,7 @@ def _at_least(value: int, floor: int) -> None:
     assert value >= floor, (value, floor)
 
 
+@pytest.mark.slow  # about 11 s of polls while the hub is down and after it is back
 def test_a_hub_that_is_down(world, tmp_path):
     dps, hubs, processes = world
     evenly = enroll(dps, hubs, "evenly", "evenly")

@@ -14,6 +14,8 @@ from certstorm.processes import DpsProcess
 from devicekit.fleet import derive_fleet
 from devicekit.hubclient import HubClient
 
+pytestmark = pytest.mark.slow  # two swarm runs of a storm each
+
 DEVICES = 40
 HUB_NAMES = ("hub-a", "hub-b")
 

@@ -33,7 +33,7 @@ from hubsim.dps.cli import REGISTRATIONS_PER_UNIT, parse_dps_quota
 from hubsim.dps.engine import ALLOCATIONS
 from loadgen import spread
 
-__all__ = ["AZURE_DPS_LIMITS", "add_dps_run_arguments", "dps_run_command", "knee"]
+__all__ = ["AZURE_DPS_LIMITS", "add_dps_run_arguments", "dps_run_command", "knee", "report"]
 
 SOURCE = (
     "What is Azure IoT Hub Device Provisioning Service?, Quotas and Limits: "
