@@ -62,6 +62,11 @@ CODES: dict[str, tuple[int, str]] = {
     "cert_revoked": (403, "A certificate on the device's path has been revoked."),
     # devices and challenges
     "device_disabled": (403, "The device has been disabled in the registry."),
+    "device_not_provisioned": (
+        403,
+        "This hub admits only devices a provisioning service assigned to it (--admission provisioned), "
+        "with the certificate it attested; this device is not one.",
+    ),
     "device_id_mismatch": (401, "The id the device claims (its MQTT client id) is not its certificate's common name."),
     "device_not_found": (404, "No device with this id is in the registry."),
     "challenge_invalid": (401, "The challenge was not issued by this hub, or was altered."),

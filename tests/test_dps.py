@@ -28,9 +28,11 @@ HUB_NAMES = ("hub-a", "hub-b")
 
 @pytest.fixture(scope="module")
 def hubs(tmp_path_factory):
-    """Two hubs (one worker each, MQTT listener on); each must stop cleanly with no ERROR in its log."""
+    """Two hubs (one worker each, MQTT listener on) that admit only the devices DPS assigned them; each
+    must stop cleanly with no ERROR in its log."""
+    args = ("--mqtts-port", "0", "--admission", "provisioned")
     with contextlib.ExitStack() as stack:
-        serving = [serve_hub(tmp_path_factory, name, workers=1, args=("--mqtts-port", "0")) for name in HUB_NAMES]
+        serving = [serve_hub(tmp_path_factory, name, workers=1, args=args) for name in HUB_NAMES]
         started = []
         for generator in serving:
             stack.enter_context(contextlib.closing(generator))  # stops it even if a later one fails to start
@@ -341,6 +343,28 @@ def test_a_provisioned_device_connects_to_its_hub_and_re_registers_to_the_same(d
     again = provision(target, device.device_id, device.chain_der(), device.private_key, min_wait=0.05)
     assert (again.hub, again.substatus) == (first.hub, "unchanged")
     assert again.state["etag"] == "2"
+
+
+def test_a_hub_refuses_a_device_dps_did_not_assign_to_it(dps, hubs, fleet, target):
+    device = fleet.device("dev-elsewhere")
+    assigned = provision(target, device.device_id, device.chain_der(), device.private_key, min_wait=0.05)
+    other = hubs[next(name for name in HUB_NAMES if name != assigned.hub)]
+    client = MqttsClient(MqttsTarget("127.0.0.1", other.mqtts_port, other.tls_ca))
+    with pytest.raises(MqttsFailure) as caught:
+        client.connect(device.device_id, device.chain_der(), device.private_key)
+    assert caught.value.code == "connack_5"
+    reply = other.call("POST", "/devices/challenge", device.chain_pem())
+    assert reply.status == 403 and reply.json()["error"] == "device_not_provisioned"
+    never = fleet.device("dev-never-provisioned")  # and a device DPS never saw, at the assigned hub too
+    reply = hubs[assigned.hub].call("POST", "/devices/challenge", never.chain_pem())
+    assert reply.status == 403 and reply.json()["error"] == "device_not_provisioned"
+
+    def counted():
+        values = metric_values(other)
+        code = "device_not_provisioned"
+        assert metric(values, "certstorm_authentications_total", outcome="refused", step="mqtts", code=code) >= 1
+
+    eventually(counted, timeout=5.0)
 
 
 def test_the_http_form_provisions(dps, hubs, fleet):

@@ -4,12 +4,13 @@ for a device, evenly to the fewest, static -- re-registration, and what a hub th
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 import pytest
-from chainkit import CA, der, engine, trust
+from chainkit import CA, authenticate, der, engine, trust
 
-from hubsim import AuthError
+from hubsim import AuthError, EnginePolicy, MemoryRegistry
 from hubsim.dps.engine import LinkedHub, ProvisioningEngine, check_hub, check_registration_id, hashed_order
 
 HUBS = ("hub-a", "hub-b", "hub-c")
@@ -217,3 +218,26 @@ def test_a_kept_device_whose_hub_is_down_waits(setup):
     with pytest.raises(AuthError) as caught:
         dps.allocate(g, "dev-1", "hub-a", {}, unavailable={"hub-a"})
     assert caught.value.code == "hub_unavailable"
+
+
+# -- a hub that admits only provisioned devices (the hub's engine, EnginePolicy.provisioned_only) -------------
+def test_a_hub_admitting_only_provisioned_devices_refuses_the_others():
+    root = CA("Company-X")
+    factory = CA("Factory-Y", parent=root, path_length=0)
+    registry = MemoryRegistry()
+    hub = engine(policy=EnginePolicy(provisioned_only=True), registry=registry)
+    trust(hub, root)
+    key, cert = factory.issue("dev-1")
+    upload = [der(cert), der(factory.cert)]
+    for refuse in (lambda: hub.begin(upload), lambda: hub.admit_proven(upload, "dev-1")):
+        with pytest.raises(AuthError) as caught:
+            refuse()
+        assert caught.value.code == "device_not_provisioned"
+    registry.provision("dev-1", hashlib.sha256(b"another certificate").digest())
+    with pytest.raises(AuthError) as caught:
+        hub.begin(upload)
+    assert caught.value.code == "device_not_provisioned"
+    registry.provision("dev-1", hashlib.sha256(der(cert)).digest())
+    assert authenticate(hub, key, upload).device_id == "dev-1"
+    registry.provision("dev-1", None)  # recorded without a certificate: any valid chain for the id
+    assert hub.admit_proven(upload, "dev-1").device_id == "dev-1"

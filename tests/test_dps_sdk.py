@@ -23,6 +23,7 @@ from devicekit.hubclient import HubClient
 from devicekit.pki import Custodian
 
 pytestmark = pytest.mark.slow
+ADMISSION = ("--admission", "provisioned")  # the hubs admit only what DPS assigned them
 
 SCRIPT = textwrap.dedent(
     """
@@ -173,7 +174,7 @@ def test_the_azure_sdk_provisions_and_connects_an_openssl_device(tmp_path, reque
     dps_address, *hub_addresses = free_loopback_addresses(3)
     company = openssl_device(tmp_path, "sdk-device-1")
     hubs = [
-        HubProcess(tmp_path / f"hub-{i}.db", workers=1, host=address, args=("--mqtts-port", "8883"))
+        HubProcess(tmp_path / f"hub-{i}.db", workers=1, host=address, args=("--mqtts-port", "8883", *ADMISSION))
         for i, address in enumerate(hub_addresses)
     ]
     dps = DpsProcess(tmp_path / "dps.db", workers=1, host=dps_address, args=("--mqtts-port", "8883"))

@@ -32,7 +32,9 @@ def services(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     hubs = [
-        HubProcess(state / f"hub-{n}.db", workers=1, host=address, args=("--mqtts-port", "8883"))
+        HubProcess(
+            state / f"hub-{n}.db", workers=1, host=address, args=("--mqtts-port", "8883", "--admission", "provisioned")
+        )
         for n, address in (("a", a), ("b", b))
     ]
     dps = DpsProcess(state / "dps.db", workers=2, host=dps_address, args=("--mqtts-port", "8883"))
@@ -81,6 +83,7 @@ def test_the_documented_dps_walkthrough_works_as_written(services, tmp_path):
     assert entry["provisioned"]["detail"]["group"] == "company-x" and entry["provisioned"]["source"].startswith("dps:")
     connected = (work / "connected.txt").read_text()
     assert "received CONNACK (0)" in connected and "received PUBACK" in connected
+    assert "not authorised" in (work / "elsewhere.txt").read_text()  # the other hub: not assigned there
     assert json.loads((work / "refused.json").read_text())["error"] == "chain_untrusted"
     assert json.loads((work / "anonymous.json").read_text())["error"] == "admin_token_missing"
     assert "401" in out.splitlines()

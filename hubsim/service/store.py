@@ -23,6 +23,7 @@ and flushed every poll interval and on a clean stop.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import sqlite3
@@ -427,6 +428,14 @@ class Store:
             always_acknowledged=True,
         )
 
+    def thumbprint(self, device_id: str) -> bytes | None:
+        """The provisioned device certificate's SHA-256 (b"" when recorded without one), None when no
+        provisioning service recorded the device (hot path: the hot connection, no transaction)."""
+        row = self.hot.execute("SELECT thumbprint FROM identities WHERE id = ?", (device_id,)).fetchone()
+        if row is None:
+            return None
+        return bytes.fromhex(row[0]) if row[0] else b""
+
     def identity(self, device_id: str) -> dict | None:
         row = self.admin.execute(
             "SELECT thumbprint, ca, source, detail, provisioned_at FROM identities WHERE id = ?", (device_id,)
@@ -505,6 +514,7 @@ class SqlRegistry(DisabledDevices):
         self._known_limit = known_limit
         self._pending: dict[str, list] = {}  # id -> [last_auth, ca, count]
         self._pending_since: float | None = None
+        self._provisioned: dict[str, bytes] = {}  # id -> recorded thumbprint (b"": none), bounded like _known
 
     # the engine's protocol
     def admit(self, device_id: str, ca: str, now: float) -> bool:
@@ -533,6 +543,21 @@ class SqlRegistry(DisabledDevices):
     def get(self, device_id: str) -> dict | None:
         self.flush()
         return self.store.device(device_id)
+
+    def provisioned(self, device_id: str, leaf: bytes) -> bool:
+        """Whether the identities table holds the device with this certificate (or with none recorded).
+        A positive answer is remembered; anything else is read again, so a re-provisioned certificate
+        (a new thumbprint written by DPS) is seen at once."""
+        recorded = self._provisioned.get(device_id)
+        if recorded is None or (recorded and recorded != leaf):
+            recorded = self.store.thumbprint(device_id)
+            if recorded is None:
+                return False
+            cache = self._provisioned
+            if len(cache) >= self._known_limit:
+                del cache[next(iter(cache))]
+            cache[device_id] = recorded
+        return not recorded or hmac.compare_digest(recorded, leaf)
 
     # write-behind
     @property
