@@ -129,6 +129,8 @@ class DpsProtocol(MqttsProtocol):
             self._send(mqtt.encode_unsuback(packet_id))
         elif packet.kind == mqtt.PUBLISH:
             publish = mqtt.parse_publish(packet)
+            if publish.qos == 2:
+                raise mqtt.MqttError("mqtt_protocol", "PUBLISH at QoS 2 is not supported")
             if publish.qos == 1:
                 self._send(mqtt.encode_puback(publish.packet_id))
             self._request(publish)
