@@ -213,7 +213,7 @@ def test_the_azure_sdk_provisions_and_connects_an_openssl_device(tmp_path, reque
         assigned = next(hub for hub in hubs if hub.bind == result["hub"])
         device = assigned.admin("GET", "/devices/sdk-device-1").json()
         assert device["provisioned"]["thumbprint"] == registration["thumbprint"]
-        assert device["authentications"] >= 1 or device["last_authenticated"] is not None
+        assert device["first_seen"] is not None and device["authentications"] >= 1, device
     finally:
         for process in [dps, *hubs]:
             try:
