@@ -18,6 +18,7 @@ certificates. 'certstorm COMMAND --help' describes each command."""
 EPILOG = """examples:
   certstorm run                                    the main job: hub + swarm + report in results/latest/
   certstorm hub --port 8080 --quota S1             the hub alone (docs/api.md)
+  certstorm dps --port 8090 --mqtts-port 8883      DPS in front of several hubs (docs/dps.md)
   certstorm fleet --devices 1000000 --out fleets/1m
   certstorm pki chain --company-token company-x --company-pin-file company-x.pin ...   keys in tokens (docs/hsm.md)
   certstorm swarm --headless --host http://127.0.0.1:8080 --fleet fleets/1m --shape step
@@ -43,6 +44,12 @@ COMMANDS = {
         "add_hub_arguments",
         "hub_command",
         "run the hub simulator service (aiohttp + uvloop, several processes)",
+    ),
+    "dps": (
+        "hubsim.dps",
+        "add_dps_arguments",
+        "dps_command",
+        "run the Device Provisioning Service simulator: enrollment groups, allocation over linked hubs (docs/dps.md)",
     ),
     "fleet": ("certstorm.fleet", "add_fleet_arguments", "fleet_command", "make a fleet of device identities on disk"),
     "swarm": (

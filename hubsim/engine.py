@@ -32,6 +32,8 @@ class EnginePolicy:
     verification_code_ttl: float = 3600.0  # seconds a CA verification code stays usable
     max_ca_upload_bytes: int = 16 * 1024
     pending_keys: int = 65536  # parsed device keys kept between challenge and proof
+    # admit only devices a provisioning service (DPS) recorded in the registry, with that certificate
+    provisioned_only: bool = False
 
 
 @dataclass
@@ -80,6 +82,10 @@ class DeviceRegistry(Protocol):
 
     def get(self, device_id: str) -> dict | None: ...
 
+    def provisioned(self, device_id: str, leaf: bytes) -> bool:
+        """Whether a provisioning service recorded this device here, with this certificate (SHA-256
+        ``leaf``) when it recorded one; asked only under ``EnginePolicy.provisioned_only``."""
+
 
 class DisabledDevices:
     """The set of disabled device ids, checked on every authentication; shared by the registries."""
@@ -96,6 +102,9 @@ class DisabledDevices:
         else:
             self._disabled.discard(device_id)
 
+    def provisioned(self, device_id: str, leaf: bytes) -> bool:
+        return False  # nothing provisions devices here: under provisioned_only, nobody is admitted
+
 
 class MemoryRegistry(DisabledDevices):
     """Device registry held in memory (the service wraps it with SQLite persistence)."""
@@ -103,6 +112,16 @@ class MemoryRegistry(DisabledDevices):
     def __init__(self):
         super().__init__()
         self._devices: dict[str, list] = {}  # id -> [first_seen, last_auth, ca, auth_count]
+        self._provisioned: dict[str, bytes | None] = {}  # id -> the device certificate's SHA-256, if given
+
+    def provision(self, device_id: str, thumbprint: bytes | None) -> None:
+        self._provisioned[device_id] = thumbprint
+
+    def provisioned(self, device_id: str, leaf: bytes) -> bool:
+        if device_id not in self._provisioned:
+            return False
+        recorded = self._provisioned[device_id]
+        return recorded is None or hmac.compare_digest(recorded, leaf)
 
     def admit(self, device_id: str, ca: str, now: float) -> bool:
         row = self._devices.get(device_id)
@@ -310,6 +329,8 @@ class AuthEngine:
         validated, now = self._validate(chain)
         if self.registry.is_disabled(validated.device_id):
             raise AuthError("device_disabled")
+        if self.policy.provisioned_only and not self.registry.provisioned(validated.device_id, validated.leaf):
+            raise AuthError("device_not_provisioned")
         nonce = self._nonce()
         expires_at = now + self.policy.challenge_ttl
         claims = tokens.Token(expires_at, nonce, validated.leaf, validated.path, validated.device_id, validated.spki)
@@ -395,6 +416,8 @@ class AuthEngine:
         registry = self.registry
         if registry.is_disabled(device_id):
             raise AuthError("device_disabled")
+        if self.policy.provisioned_only and not registry.provisioned(device_id, leaf):
+            raise AuthError("device_not_provisioned")
         first = registry.admit(device_id, anchor.id, now)
         return Admission(device_id, anchor.id, first, expires_at, leaf, tuple(path))
 

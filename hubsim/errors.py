@@ -62,6 +62,11 @@ CODES: dict[str, tuple[int, str]] = {
     "cert_revoked": (403, "A certificate on the device's path has been revoked."),
     # devices and challenges
     "device_disabled": (403, "The device has been disabled in the registry."),
+    "device_not_provisioned": (
+        403,
+        "This hub admits only devices a provisioning service assigned to it (--admission provisioned), "
+        "with the certificate it attested; this device is not one.",
+    ),
     "device_id_mismatch": (401, "The id the device claims (its MQTT client id) is not its certificate's common name."),
     "device_not_found": (404, "No device with this id is in the registry."),
     "challenge_invalid": (401, "The challenge was not issued by this hub, or was altered."),
@@ -86,6 +91,28 @@ CODES: dict[str, tuple[int, str]] = {
     "admin_locked_out": (429, "Too many bad credentials from this address; retry after the time given."),
     "management_disabled": (403, "This hub runs with --management off: management endpoints are refused."),
     "revocation_not_found": (404, "Nothing to revoke: the fingerprint is not a valid SHA-256 hex string."),
+    # the Device Provisioning Service (docs/dps.md)
+    "registration_id_invalid": (
+        400,
+        "The device certificate's common name is not a valid registration id: 1 to 128 characters of "
+        "a-z A-Z 0-9 - . _ :, ending in a letter, digit or '-'.",
+    ),
+    "registration_id_mismatch": (
+        401,
+        "The registration id the device names (MQTT username or registration payload) is not its certificate's CN.",
+    ),
+    "id_scope_mismatch": (401, "The id scope in the MQTT username is not this provisioning service's."),
+    "enrollment_missing": (401, "The device's chain leads to a verified CA that no enrollment group uses."),
+    "enrollment_disabled": (403, "The device's enrollment group is disabled."),
+    "enrollment_group_not_found": (404, "No enrollment group with this id."),
+    "enrollment_group_conflict": (409, "Another enrollment group already uses this CA."),
+    "hub_not_found": (404, "No linked hub with this name."),
+    "hub_unavailable": (
+        503,
+        "The hub the device is allocated to could not record it; nothing was assigned. Retry after the time given.",
+    ),
+    "operation_not_found": (404, "No registration operation with this id for this device."),
+    "registration_not_found": (404, "No registration with this id."),
 }
 
 

@@ -1,6 +1,7 @@
 """The few MQTT 3.1.1 packets a device connection needs (OASIS MQTT 3.1.1, section 2 and 3): CONNECT,
-CONNACK, PUBLISH (acknowledged at QoS 1), PINGREQ/PINGRESP and DISCONNECT. Used by the hub's TLS
-listener and by the swarm; pure functions over bytes, no I/O.
+CONNACK, PUBLISH (acknowledged at QoS 1), SUBSCRIBE/SUBACK, UNSUBSCRIBE/UNSUBACK, PINGREQ/PINGRESP and
+DISCONNECT. Used by the hub's and DPS's TLS listeners, the device clients and the swarm; pure functions
+over bytes, no I/O.
 
 No MQTT library is used: the Python clients (paho-mqtt and others) own their sockets and threads, which
 fits neither the hub's event loop with pyOpenSSL memory BIOs nor the swarm's gevent greenlets, and these
@@ -13,6 +14,7 @@ import struct
 from typing import NamedTuple
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 12, 13, 14
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK = 8, 9, 10, 11
 PINGREQ_PACKET = b"\xc0\x00"
 PINGRESP_PACKET = b"\xd0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
@@ -33,6 +35,13 @@ class Packet(NamedTuple):
     kind: int  # the control packet type (1..14)
     flags: int  # the low nibble of the first byte
     body: bytes  # variable header and payload
+
+
+class Publish(NamedTuple):
+    topic: str
+    payload: bytes
+    qos: int
+    packet_id: bytes | None  # two bytes at QoS 1 and 2
 
 
 class Connect(NamedTuple):
@@ -161,6 +170,69 @@ def publish_ack(packet: Packet) -> bytes | None:
     raise MqttError("mqtt_protocol", "PUBLISH at QoS 2 is not supported")
 
 
+def parse_publish(packet: Packet) -> Publish:
+    """Topic, payload, QoS and packet id of a PUBLISH; MqttError for QoS 3 or a cut-short packet."""
+    if packet.kind != PUBLISH:
+        raise MqttError("mqtt_protocol", f"expected PUBLISH, got packet type {packet.kind}")
+    qos = (packet.flags >> 1) & 0x03
+    if qos == 3:
+        raise MqttError("mqtt_malformed", "PUBLISH with QoS 3")
+    reader = _Reader(packet.body)
+    topic = reader.string()
+    packet_id = reader.take(2) if qos else None
+    return Publish(topic, packet.body[reader.pos :], qos, packet_id)
+
+
+def encode_publish(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1) -> bytes:
+    """A PUBLISH (no DUP, no RETAIN) at QoS 0 or 1."""
+    if qos not in (0, 1):
+        raise ValueError("this side publishes at QoS 0 or 1")
+    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return bytes(((PUBLISH << 4) | (qos << 1),)) + _remaining_length(len(body)) + body
+
+
+def encode_subscribe(packet_id: int, topics: list[tuple[str, int]]) -> bytes:
+    body = struct.pack("!H", packet_id) + b"".join(_string(t) + bytes((q,)) for t, q in topics)
+    return bytes(((SUBSCRIBE << 4) | 0x02,)) + _remaining_length(len(body)) + body
+
+
+def parse_subscribe(packet: Packet) -> tuple[bytes, list[tuple[str, int]]]:
+    """(packet id, [(topic filter, requested QoS)]) of a SUBSCRIBE or, with QoS 0 throughout, an
+    UNSUBSCRIBE (whose filters carry no QoS byte)."""
+    if packet.kind not in (SUBSCRIBE, UNSUBSCRIBE) or packet.flags != 0x02:
+        raise MqttError("mqtt_malformed", "SUBSCRIBE/UNSUBSCRIBE with wrong fixed-header flags")
+    reader = _Reader(packet.body)
+    packet_id = reader.take(2)
+    topics = []
+    while reader.pos < len(packet.body):
+        topic = reader.string()
+        qos = 0
+        if packet.kind == SUBSCRIBE:
+            qos = reader.take(1)[0]
+            if qos > 2:
+                raise MqttError("mqtt_malformed", "SUBSCRIBE asks for QoS above 2")
+        topics.append((topic, qos))
+    if not topics:
+        raise MqttError("mqtt_malformed", "SUBSCRIBE/UNSUBSCRIBE without a topic filter")
+    return packet_id, topics
+
+
+def encode_suback(packet_id: bytes, codes: list[int]) -> bytes:
+    body = bytes(packet_id) + bytes(codes)
+    return bytes((SUBACK << 4,)) + _remaining_length(len(body)) + body
+
+
+def encode_unsuback(packet_id: bytes) -> bytes:
+    return bytes((UNSUBACK << 4, 2)) + bytes(packet_id)
+
+
+def parse_suback(packet: Packet) -> tuple[int, list[int]]:
+    """(packet id, return codes) of a SUBACK; 0x80 in the codes is a refused filter."""
+    if packet.kind != SUBACK or len(packet.body) < 3:
+        raise MqttError("mqtt_protocol", f"expected SUBACK, got packet type {packet.kind}")
+    return struct.unpack("!H", packet.body[:2])[0], list(packet.body[2:])
+
+
 def parse_connack(packet: Packet) -> int:
     """The return code of a CONNACK."""
     if packet.kind != CONNACK or len(packet.body) != 2:
@@ -175,11 +247,19 @@ __all__ = [
     "Connect",
     "MqttError",
     "Packet",
+    "Publish",
     "encode_connack",
     "encode_connect",
     "encode_puback",
+    "encode_publish",
+    "encode_suback",
+    "encode_subscribe",
+    "encode_unsuback",
     "parse_connack",
     "parse_connect",
+    "parse_publish",
+    "parse_suback",
+    "parse_subscribe",
     "publish_ack",
     "read_packet",
 ]

@@ -26,7 +26,7 @@ from loadgen._pacer import Pacer
 from loadgen._partition import Partition
 from loadgen._queue import DeviceQueue
 from loadgen._recorder import Recorder
-from loadgen._report import merge_reports
+from loadgen._report import merge_reports, spread
 from loadgen._schedule import Schedule
 from loadgen._shapes import SHAPES, SPAWN_AHEAD, Follow, Plan, Shape, build_shape, slots_for
 
@@ -59,4 +59,5 @@ __all__ = [
     "merge_reports",
     "slots_for",
     "sparse_counts",
+    "spread",
 ]

@@ -13,7 +13,7 @@ from locust import events
 
 from devicekit.backoff import preset
 from devicekit.hubclient import HubClient, admin_token
-from loadgen import _mqtt
+from loadgen import _mqtt, _provision
 from loadgen._finish import finish_local, finish_run, iso
 from loadgen._live import VERSION, hello, report_seconds
 from loadgen._options import RUN_OPTIONS, add_arguments
@@ -87,6 +87,8 @@ def _on_init(environment, **_kw):
             sw.load_fleet()
             if _mqtt.is_mqtts(sw.target_url):
                 _mqtt.configure(sw.target_url, sw.options)
+            if _provision.enabled(sw.options):
+                _provision.configure(sw.options)
     except (ValueError, OSError, RuntimeError, TimeoutError) as exc:
         sw.failed_setup = str(exc)
         _quit(environment, f"swarm set-up failed: {exc}")

@@ -10,6 +10,7 @@ from devicekit.profiles import DEVICE_CLASSES, NETWORKS, device_profile, network
 from hubsim.argtypes import integer, number
 from loadgen import _shapes
 from loadgen._mqtt import add_arguments as _mqtt_arguments
+from loadgen._provision import add_arguments as _provision_arguments
 
 # What the web UI may change between runs: everything read when a run starts. The fleet (--fleet,
 # --devices, --alg, --depth, --san, --seed) is opened at start-up, so the UI does not offer it.
@@ -214,6 +215,7 @@ def add_arguments(parser) -> None:
         "(default loopback: none)",
     )
     _mqtt_arguments(add)
+    _provision_arguments(add)
     add(
         "--finish-timeout",
         type=number(0, low_open=True),

@@ -34,8 +34,12 @@ def merge_reports(reports: dict, meta: dict) -> tuple[dict, dict[str, Histogram]
     """``reports``: worker index -> report (``Recorder.to_dict``); ``meta``: run facts from the master."""
     fleet_count = meta["fleet"]["count"]
     hists: dict[str, Histogram] = {}
-    for name in HISTOGRAMS:
-        hists[name] = merge_all(Histogram.from_dict(r["histograms"][name]) for r in reports.values())
+    # the transports' own histograms (e.g. the provisioning step's, loadgen/_provision.py) after the common ones
+    extra = sorted({name for r in reports.values() for name in r["histograms"]} - set(HISTOGRAMS))
+    for name in (*HISTOGRAMS, *extra):
+        hists[name] = merge_all(
+            Histogram.from_dict(r["histograms"][name]) for r in reports.values() if name in r["histograms"]
+        )
     phases: dict[int, Histogram] = {}
     for r in reports.values():
         for k, h in r.get("phase_histograms", {}).items():
@@ -97,6 +101,9 @@ def merge_reports(reports: dict, meta: dict) -> tuple[dict, dict[str, Histogram]
         "duplicates_within_a_pass": dup + (per_worker_admitted - distinct),
         "all_distinct": dup == 0 and per_worker_admitted == distinct and first_pass == distinct,
     }
+    provisioning = _provisioning(counts)
+    if provisioning:
+        summary["provisioning"] = provisioning
     summary["latency_us"] = {name: h.summary() for name, h in hists.items()}
     summary["generator_cost_us_per_auth"] = _costs(costs, cpu, admitted + failed)
     summary["generator_cpu"] = cpu
@@ -111,6 +118,36 @@ def merge_reports(reports: dict, meta: dict) -> tuple[dict, dict[str, Histogram]
     if online:
         summary["devices_online"] = _online(online, tl)
     return summary, hists
+
+
+def spread(counts: dict[str, int]) -> dict:
+    """How devices spread over hubs: counts, and the fairness of the spread -- Jain's index (1 is perfectly
+    even, 1/n all on one hub), the largest share over the mean, and the coefficient of variation."""
+    values = list(counts.values())
+    n, total = len(values), sum(values)
+    if not n or not total:
+        return {"hubs": dict(counts), "jain_index": None, "max_over_mean": None, "cv": None}
+    mean = total / n
+    return {
+        "hubs": dict(sorted(counts.items())),
+        "jain_index": round(total * total / (n * sum(v * v for v in values)), 4),
+        "max_over_mean": round(max(values) / mean, 4),
+        "cv": round((sum((v - mean) ** 2 for v in values) / n) ** 0.5 / mean, 4),
+    }
+
+
+def _provisioning(counts: dict) -> dict | None:
+    """The provisioning step's counts (loadgen/_provision.py): where devices went, how, how many polls."""
+    hubs = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("dps_hub:")}
+    if not hubs:
+        return None
+    assigned = sum(hubs.values())
+    return {
+        "assigned": assigned,
+        "substatus": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("dps_substatus:")},
+        "polls_per_registration": round(counts.get("dps_polls", 0) / assigned, 3),
+        "spread": spread(hubs),
+    }
 
 
 def _costs(costs: dict, cpu: dict, attempts: int) -> dict:
@@ -307,4 +344,12 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-__all__ = ["CPU_LIMIT", "LATENCY_COLUMNS", "merge_reports", "write_latency_csv", "write_results", "write_worker"]
+__all__ = [
+    "CPU_LIMIT",
+    "LATENCY_COLUMNS",
+    "merge_reports",
+    "spread",
+    "write_latency_csv",
+    "write_results",
+    "write_worker",
+]

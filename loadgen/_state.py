@@ -25,7 +25,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from devicekit.backoff import preset
 from devicekit.fleet import NO_TOKEN_KEYS_OVER_MQTTS, Fleet, derive_fleet
 from devicekit.profiles import Profile
-from loadgen import _mqtt
+from loadgen import _mqtt, _provision
 from loadgen._device import Waits, sample_in_flight
 from loadgen._http import Authenticator
 from loadgen._live import LiveFile
@@ -178,7 +178,8 @@ class Swarm:
         o.churn_devices = min(o.churn_devices or self.limit, self.limit)
 
     def _check_keys_fit_transport(self) -> None:
-        if _mqtt.is_mqtts(self.target_url) and getattr(self.fleet, "meta", {}).get("keys") == "pkcs11":
+        over_mqtts = _mqtt.is_mqtts(self.target_url) or _provision.enabled(self.options)  # DPS speaks MQTT+TLS
+        if over_mqtts and getattr(self.fleet, "meta", {}).get("keys") == "pkcs11":
             raise ValueError(f"--fleet: {NO_TOKEN_KEYS_OVER_MQTTS}")
 
     def device_limit(self) -> int:
@@ -243,7 +244,9 @@ class Swarm:
         self.partition = Partition(self.index, plan["stride"], plan["limit"])
         self.recorder = Recorder(self.fleet.count, plan["t0"])
         fire = self.env.events.request.fire
-        if _mqtt.is_mqtts(self.target_url):
+        if _provision.enabled(self.options):  # --dps: provision through DPS, then connect to the assigned hub
+            self.auth = _provision.ProvisionAuthenticator(self.options, self.fleet, self.recorder, fire)
+        elif _mqtt.is_mqtts(self.target_url):
             self.auth = _mqtt.MqttsAuthenticator(self.target_url, self.options, self.fleet, self.recorder, fire)
         else:
             self.auth = Authenticator(self.fleet, self.recorder, fire)

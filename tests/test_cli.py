@@ -80,7 +80,7 @@ BAD = [
     (["demo", "--depth", "x"], "argument --depth: must be an integer from 0 to 5, got 'x'"),
     (["report", "nowhere"], "argument run: nowhere has no raw/ folder"),
     (["launch"], "argument COMMAND: invalid choice: 'launch' (choose from 'run', 'report', 'plan', 'hub'"),
-    ([], "a command is required, one of: run, report, plan, hub, fleet, swarm, pki, demo"),
+    ([], "a command is required, one of: run, report, plan, hub, dps, fleet, swarm, pki, demo"),
     (["swarm", "-f", "mine.py"], "argument -f/--locustfile: the swarm is the locustfile"),
 ]
 

@@ -447,6 +447,10 @@ def _fail(message: str, code: int) -> int:
 
 
 def run_command(args) -> int:
+    if getattr(args, "dps", False):  # through DPS: certstorm/capacity/dps.py
+        from certstorm.capacity.dps import dps_run_command
+
+        return dps_run_command(args)
     try:
         run = Run(args)
         run.check()
@@ -708,3 +712,6 @@ def add_run_arguments(p) -> None:
         "storm_admitted>=99%% (repeatable)",
     )
     t.add_argument("--out", default="results", help="where run folders go (default results/)")
+    from certstorm.capacity.dps import add_dps_run_arguments
+
+    add_dps_run_arguments(p)

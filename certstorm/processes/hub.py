@@ -38,11 +38,21 @@ class Reply:
 
 
 class HubProcess:
+    module = "hubsim.service"  # what ``python -m`` runs (DPS's process runs hubsim.dps)
+
     def __init__(
-        self, db: str | os.PathLike, *, workers: int = 2, args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+        self,
+        db: str | os.PathLike,
+        *,
+        workers: int = 2,
+        args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
     ):
-        """``prefix`` goes before the command, e.g. ``("taskset", "-c", "0")`` to pin the hub to a core."""
+        """``prefix`` goes before the command, e.g. ``("taskset", "-c", "0")`` to pin the hub to a core;
+        ``host`` the loopback address to listen on (several services on port 8883 need one each)."""
         self.prefix = tuple(prefix)
+        self.bind = host
         self.db = str(db)
         self.workers = workers
         self.args = tuple(args)
@@ -62,9 +72,9 @@ class HubProcess:
             *self.prefix,
             sys.executable,
             "-m",
-            "hubsim.service",
+            self.module,
             "--host",
-            "127.0.0.1",
+            self.bind,
             "--port",
             "0",
             "--workers",
@@ -92,7 +102,7 @@ class HubProcess:
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname, parts.port
         if "--mqtts-port" in self.args:
-            while not (match := re.search(r"on (mqtts://\S+) .*trust the hub CA (\S+)", self._out.read_text())):
+            while not (match := re.search(r"on (mqtts://\S+) .*trust the \w+ CA (\S+)", self._out.read_text())):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.kill()
                     raise RuntimeError(f"hub did not print its MQTT listener:\n{self.log()}")

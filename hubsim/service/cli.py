@@ -84,6 +84,13 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="read the management token from PATH (mode 600) instead of DB.admin-token",
     )
     parser.add_argument(
+        "--admission",
+        choices=("any", "provisioned"),
+        default="any",
+        help="any (default): every device whose chain leads to a verified CA; provisioned: only devices a "
+        "provisioning service (certstorm dps) recorded here with PUT /devices/{id}, with that certificate",
+    )
+    parser.add_argument(
         "--mqtts-port",
         type=integer(0, 65535),
         default=None,
@@ -139,7 +146,7 @@ def hub_command(args: argparse.Namespace) -> int:
         db=str(args.db or default_db()),
         quota=args.quota,
         replay_slots=args.replay_slots or DEFAULT_SLOTS,
-        policy=EnginePolicy(challenge_ttl=args.challenge_ttl),
+        policy=EnginePolicy(challenge_ttl=args.challenge_ttl, provisioned_only=args.admission == "provisioned"),
         management=args.management,
         admin_token_file=args.admin_token_file,
         mqtts=mqtts,

@@ -123,7 +123,7 @@ ROUTES: tuple[tuple[tuple[str, ...], dict[str, tuple[str, str]]], ...] = (
     (("audit",), {"GET": ("admin", "_audit")}),
     (("devices", "challenge"), {"POST": ("challenge", "_challenge")}),
     (("devices", "proof"), {"POST": ("proof", "_proof")}),
-    (("devices", "{}"), {"GET": ("admin", "_get_device")}),
+    (("devices", "{}"), {"GET": ("admin", "_get_device"), "PUT": ("admin", "_provision_device")}),
     (("devices", "{}", "disable"), {"POST": ("admin", "_disable")}),
     (("devices", "{}", "enable"), {"POST": ("admin", "_enable")}),
 )
@@ -143,7 +143,11 @@ def _match(pattern: tuple[str, ...], parts: list[str]) -> tuple[str, ...] | None
 
 
 class HttpApi:
-    """Answers every HTTP request the fast path did not, with the worker's :class:`Hub`."""
+    """Answers every HTTP request the fast path did not, with the worker's :class:`Hub`. A service of the
+    same family (DPS) subclasses it with its own :attr:`routes` and :meth:`is_management`."""
+
+    routes = ROUTES
+    device_steps = True  # POST /devices/challenge and /devices/proof are served here
 
     def __init__(self, hub: Hub):
         self.hub = hub
@@ -162,10 +166,10 @@ class HttpApi:
         endpoint = "other"
         try:
             self.hub.catch_up()
-            if method == "POST" and path == "/devices/proof":
+            if self.device_steps and method == "POST" and path == "/devices/proof":
                 endpoint = "proof"
                 response = await self._proof(request)
-            elif method == "POST" and path == "/devices/challenge":
+            elif self.device_steps and method == "POST" and path == "/devices/challenge":
                 endpoint = "challenge"
                 response = await self._challenge(request)
             else:
@@ -216,13 +220,13 @@ class HttpApi:
     async def _route(self, request, method: str, path: str):
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         operator = None
-        if is_management(parts):
+        if self.is_management(parts):
             verdict = self.hub.gate.check(request.headers.getall("Authorization", []), request.remote)
             if isinstance(verdict, Refusal):
                 self.metrics.management_refused(verdict.error.code)
                 return "admin", _error(verdict.error, verdict.headers)
             operator = verdict
-        found = next(((m, a) for p, m in ROUTES if (a := _match(p, parts)) is not None), None)
+        found = next(((m, a) for p, m in self.routes if (a := _match(p, parts)) is not None), None)
         if found is None:
             raise AuthError("not_found", f"no endpoint {path}")
         methods, args = found
@@ -231,6 +235,10 @@ class HttpApi:
             return "other", _error(AuthError("method_not_allowed", f"{path} takes {names}"), {"Allow": names})
         endpoint, handler = methods[method]
         return endpoint, await getattr(self, handler)(request, operator, *args)
+
+    @staticmethod
+    def is_management(parts: list[str]) -> bool:
+        return is_management(parts)
 
     async def _body(self, request: web.BaseRequest, limit: int, types: frozenset) -> bytes:
         """The request body, refused before reading when it is too large or of the wrong kind."""
@@ -391,9 +399,33 @@ class HttpApi:
 
     async def _get_device(self, request, operator: Operator, device_id: str) -> web.Response:
         doc = self.hub.registry.get(device_id)
-        if doc is None or (doc["first_seen"] is None and not doc["disabled"]):
+        identity = self.store.identity(device_id)
+        if identity is None and (doc is None or (doc["first_seen"] is None and not doc["disabled"])):
             raise AuthError("device_not_found")
+        if doc is None:
+            doc = {"device_id": device_id, "first_seen": None, "last_authenticated": None, "ca": None}
+            doc.update(authentications=0, disabled=False, disabled_at=None)
+        doc["provisioned"] = identity
         return _json(doc)
+
+    async def _provision_device(self, request, operator: Operator, device_id: str) -> web.Response:
+        """A provisioning service (DPS) writes the identity it assigned to this hub; committed before the
+        answer, so an acknowledged assignment is in this hub's registry."""
+        doc = json_object(await self._body(request, JSON_LIMIT, JSON_TYPES))
+        if not device_id or len(device_id.encode()) > 1024:
+            raise AuthError("malformed_input", "device ids are 1 to 1024 bytes")
+        source, detail = doc.get("source"), doc.get("detail", {})
+        if not isinstance(source, str) or not 0 < len(source) <= 256 or not isinstance(detail, dict):
+            raise AuthError("malformed_input", "'source' must be a string of 1 to 256 characters, 'detail' an object")
+        identity = {"source": source, "detail": detail}
+        for name in ("thumbprint", "ca"):
+            if doc.get(name) is not None:
+                try:
+                    identity[name] = normalise_fingerprint(doc[name])
+                except AuthError:
+                    raise AuthError("malformed_input", f"'{name}' must be a SHA-256 fingerprint") from None
+        self.store.provision(device_id, identity, time.time(), operator)
+        return _json({"device_id": device_id, "provisioned": self.store.identity(device_id)})
 
     # -- service ------------------------------------------------------------------------------------
     def _workers(self) -> list[int]:
@@ -446,6 +478,7 @@ class HttpApi:
                     "POST /devices/{id}/disable",
                     "POST /devices/{id}/enable",
                     "GET /devices/{id}",
+                    "PUT /devices/{id}",
                     "GET /audit",
                     "GET /metrics",
                     "GET /healthz",

@@ -92,13 +92,17 @@ class TlsRefusal(NamedTuple):
 
 
 class Hub:
-    """One worker's engine, stores, sync and device path."""
+    """One worker's engine, stores, sync and device path. A service of the same family (DPS) subclasses
+    it with its own store, registry and metrics (:attr:`store_class`, :meth:`make_registry`,
+    :meth:`make_metrics`)."""
+
+    store_class = Store
 
     def __init__(self, config: WorkerConfig):
         self.config = config
-        self.store = Store(config.db)
+        self.store = self.store_class(config.db)
         self.guard = SharedReplayGuard(config.guard_path)
-        self.registry = SqlRegistry(self.store)
+        self.registry = self.make_registry()
         policy = dataclasses.replace(config.policy, pending_keys=min(config.policy.pending_keys, PENDING_KEYS))
         self.engine = AuthEngine(
             secret=self.guard.secret,
@@ -111,13 +115,20 @@ class Hub:
         self.quota = SharedTokenBucket(config.quota_path) if config.quota_path else None
         self.lockout = SharedLockout(config.lockout_path) if config.lockout_path else None
         self.gate = AdminGate(config.management, self.lockout)
-        self.metrics = Metrics(config.policy.challenge_ttl)
+        self.metrics = self.make_metrics()
         self.chain_limit = config.policy.chain.max_upload_bytes
         self.ca_limit = config.policy.max_ca_upload_bytes
         self.started = time.time()
         self._generation = self.guard.generation()
         self._seq = self._load()
         self._last_trim = 0.0
+
+    def make_registry(self):
+        """The engine's device registry: the hub's is SQLite with write-behind."""
+        return SqlRegistry(self.store)
+
+    def make_metrics(self) -> Metrics:
+        return Metrics(self.config.policy.challenge_ttl)
 
     # -- state shared with the other workers --------------------------------------------------------
     def _load(self) -> int:
@@ -155,14 +166,18 @@ class Hub:
         """Apply what any worker changed since the last call; returns how many changes were applied."""
         changes = self.store.changes_since(self._seq)
         for seq, kind, key in changes:
-            if kind == "ca":
-                self.apply_ca(key)
-            elif kind == "revocation":
-                self.engine.revoke(key)
-            elif kind == "device":
-                self.engine.disable_device(key, self.store.is_disabled(key))
+            self.apply_change(kind, key)
             self._seq = seq
         return len(changes)
+
+    def apply_change(self, kind: str, key: str) -> None:
+        """One row of the change log, made by any worker, applied to this one's engine."""
+        if kind == "ca":
+            self.apply_ca(key)
+        elif kind == "revocation":
+            self.engine.revoke(key)
+        elif kind == "device":
+            self.engine.disable_device(key, self.store.is_disabled(key))
 
     def changed(self) -> None:
         """After an administrative write committed: tell every worker to catch up before its next request."""

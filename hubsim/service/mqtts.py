@@ -279,16 +279,21 @@ class MqttsProtocol(asyncio.Protocol):
             self.last_seen = time.monotonic()
             if not self.connected:
                 self._connect(mqtt.parse_connect(packet))
-            elif packet.kind == mqtt.PINGREQ:
-                self._send(mqtt.PINGRESP_PACKET)
-            elif packet.kind == mqtt.PUBLISH:
-                ack = mqtt.publish_ack(packet)
-                if ack:
-                    self._send(ack)
-            elif packet.kind == mqtt.DISCONNECT:
-                self.close()
             else:
-                raise mqtt.MqttError("mqtt_protocol", f"packet type {packet.kind} is not served here")
+                self._packet(packet)
+
+    def _packet(self, packet: mqtt.Packet) -> None:
+        """A packet after CONNACK 0 (a service of the same family serves more kinds)."""
+        if packet.kind == mqtt.PINGREQ:
+            self._send(mqtt.PINGRESP_PACKET)
+        elif packet.kind == mqtt.PUBLISH:
+            ack = mqtt.publish_ack(packet)
+            if ack:
+                self._send(ack)
+        elif packet.kind == mqtt.DISCONNECT:
+            self.close()
+        else:
+            raise mqtt.MqttError("mqtt_protocol", f"packet type {packet.kind} is not served here")
 
     def _connect(self, request: mqtt.Connect) -> None:
         if request.level != 4:

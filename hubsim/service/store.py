@@ -23,6 +23,7 @@ and flushed every poll interval and on a clean stop.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import sqlite3
@@ -70,13 +71,22 @@ CREATE TABLE IF NOT EXISTS audit (
     fingerprints TEXT NOT NULL,     -- JSON list: SHA-256 (hex) of every certificate involved
     detail TEXT NOT NULL            -- JSON object
 );
+CREATE TABLE IF NOT EXISTS identities (
+    id TEXT PRIMARY KEY,            -- device id
+    thumbprint TEXT,                -- SHA-256 of the device certificate's DER, hex, as the provisioner saw it
+    ca TEXT,                        -- the CA that attested the device at the provisioner
+    source TEXT NOT NULL,           -- who wrote it (a DPS's name), from the caller's JSON
+    detail TEXT NOT NULL,           -- JSON object: enrollment group, operation id
+    provisioned_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_is_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
-SCHEMA_VERSION = "2"
-UPGRADES = {"1": "2"}  # version -> the version it becomes by running SCHEMA (2 added the audit log)
+SCHEMA_VERSION = "3"
+# version -> the version it becomes by running SCHEMA (2 added the audit log, 3 the provisioned identities)
+UPGRADES = {"1": "3", "2": "3"}
 BUSY_WAIT_LIMIT = 10.0  # seconds a hot-path write waits for the write lock before giving up
 CHANGE_LOG_KEEP = 300.0  # seconds of change log kept; workers read it every fraction of a second
 WAL_TRUNCATE_BYTES = 32 << 20
@@ -149,6 +159,9 @@ def _retry_locked(fn: Callable, *args):
         time.sleep(delay)
         waited += delay
         delay = min(delay * 2, 0.01)
+
+
+retry_locked = _retry_locked  # public name for services of the same family
 
 
 class AuditEntry(NamedTuple):
@@ -383,6 +396,60 @@ class Store:
             always_acknowledged=True,
         )
 
+    def provision(self, device_id: str, identity: dict, now: float, actor) -> None:
+        """Record a device identity a provisioning service assigned to this hub (idempotent: the latest
+        write wins), committed durably before the caller is answered."""
+        self._write(
+            [
+                (
+                    "INSERT INTO identities (id, thumbprint, ca, source, detail, provisioned_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET thumbprint = excluded.thumbprint,"
+                    " ca = excluded.ca, source = excluded.source, detail = excluded.detail,"
+                    " provisioned_at = excluded.provisioned_at",
+                    (
+                        device_id,
+                        identity.get("thumbprint"),
+                        identity.get("ca"),
+                        identity["source"],
+                        json.dumps(identity.get("detail", {}), sort_keys=True),
+                        now,
+                    ),
+                )
+            ],
+            ("identity", device_id),
+            now,
+            AuditEntry(
+                actor,
+                "device.provision",
+                device_id,
+                tuple(fp for fp in (identity.get("thumbprint"), identity.get("ca")) if fp),
+                {"source": identity["source"], **identity.get("detail", {})},
+            ),
+            always_acknowledged=True,
+        )
+
+    def thumbprint(self, device_id: str) -> bytes | None:
+        """The provisioned device certificate's SHA-256 (b"" when recorded without one), None when no
+        provisioning service recorded the device (hot path: the hot connection, no transaction)."""
+        row = self.hot.execute("SELECT thumbprint FROM identities WHERE id = ?", (device_id,)).fetchone()
+        if row is None:
+            return None
+        return bytes.fromhex(row[0]) if row[0] else b""
+
+    def identity(self, device_id: str) -> dict | None:
+        row = self.admin.execute(
+            "SELECT thumbprint, ca, source, detail, provisioned_at FROM identities WHERE id = ?", (device_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "thumbprint": row[0],
+            "ca": row[1],
+            "source": row[2],
+            "detail": json.loads(row[3]),
+            "provisioned_at": row[4],
+        }
+
     def is_disabled(self, device_id: str) -> bool:
         row = self.admin.execute("SELECT disabled FROM devices WHERE id = ?", (device_id,)).fetchone()
         return bool(row and row[0])
@@ -447,6 +514,7 @@ class SqlRegistry(DisabledDevices):
         self._known_limit = known_limit
         self._pending: dict[str, list] = {}  # id -> [last_auth, ca, count]
         self._pending_since: float | None = None
+        self._provisioned: dict[str, bytes] = {}  # id -> recorded thumbprint (b"": none), bounded like _known
 
     # the engine's protocol
     def admit(self, device_id: str, ca: str, now: float) -> bool:
@@ -475,6 +543,21 @@ class SqlRegistry(DisabledDevices):
     def get(self, device_id: str) -> dict | None:
         self.flush()
         return self.store.device(device_id)
+
+    def provisioned(self, device_id: str, leaf: bytes) -> bool:
+        """Whether the identities table holds the device with this certificate (or with none recorded).
+        A positive answer is remembered; anything else is read again, so a re-provisioned certificate
+        (a new thumbprint written by DPS) is seen at once."""
+        recorded = self._provisioned.get(device_id)
+        if recorded is None or (recorded and recorded != leaf):
+            recorded = self.store.thumbprint(device_id)
+            if recorded is None:
+                return False
+            cache = self._provisioned
+            if len(cache) >= self._known_limit:
+                del cache[next(iter(cache))]
+            cache[device_id] = recorded
+        return not recorded or hmac.compare_digest(recorded, leaf)
 
     # write-behind
     @property
@@ -518,4 +601,5 @@ __all__ = [
     "Store",
     "checkpoint",
     "initialise",
+    "retry_locked",
 ]

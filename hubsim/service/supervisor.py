@@ -75,6 +75,11 @@ class _Worker:
 
 
 class Supervisor:
+    """The hub's supervisor. A service of the same family (DPS) subclasses it: :attr:`name`,
+    :meth:`initialise_store`, :meth:`make_worker_config` and :meth:`worker_main` are its hooks."""
+
+    name = "hub"
+
     def __init__(self, config: HubConfig, out=None):
         self.config = config
         self.out = out or sys.stdout
@@ -117,11 +122,11 @@ class Supervisor:
         except BlockingIOError:
             self._lock.close()
             self._lock = None
-            raise RuntimeError(f"another hub is already using {db}") from None
+            raise RuntimeError(f"another {self.name} is already using {db}") from None
         self.access, created = resolve_access(config.management, config.admin_token_file, db, config.host)
         if created:
             log.info("new management token in %s", self.access.path)
-        sqlstore.initialise(db)
+        self.initialise_store(db)
         guard_path = db + ".guard"
         if ensure_guard_file(guard_path, slots=config.replay_slots):
             log.info("new challenge secret in %s", guard_path)
@@ -137,22 +142,45 @@ class Supervisor:
         if config.mqtts is not None:
             from hubsim.service.tlsfiles import ensure_hub_tls
 
-            self.tls_files = ensure_hub_tls(db, config.host)
+            self.tls_files = ensure_hub_tls(db, config.host, self.name)
             self._mqtts_sock = self._bind(config.mqtts.port)
             self.mqtts_port = self._mqtts_sock.getsockname()[1]
 
+        common = {
+            "db": db,
+            "guard_path": guard_path,
+            "quota_path": quota_path,
+            "quota_label": config.quota.label if config.quota else None,
+            "workers_file": os.path.join(self.rundir, "workers"),
+            "policy": config.policy,
+            "management": self.access,
+            "lockout_path": lockout_path,
+        }
+        self._worker_config = lambda index: self.make_worker_config(index=index, **common)
+
+    # -- hooks for a service of the same family --------------------------------------------------------
+    def initialise_store(self, db: str) -> None:
+        """Create or upgrade the database schema (before any worker starts)."""
+        sqlstore.initialise(db)
+
+    def make_worker_config(self, **fields):
         from hubsim.service.hub import WorkerConfig
 
-        self._worker_config = lambda index: WorkerConfig(
-            db=db,
-            guard_path=guard_path,
-            quota_path=quota_path,
-            quota_label=config.quota.label if config.quota else None,
-            workers_file=os.path.join(self.rundir, "workers"),
-            index=index,
-            policy=config.policy,
-            management=self.access,
-            lockout_path=lockout_path,
+        return WorkerConfig(**fields)
+
+    def worker_main(self, config, sock, ready_fd: int, supervisor_pid: int, listener) -> int:
+        """A worker's whole life (in the forked child); returns its exit status."""
+        from hubsim.service.worker import run_worker
+
+        return run_worker(config, sock, ready_fd, supervisor_pid, listener)
+
+    def banner(self) -> str:
+        """The line printed once every worker listens (tests and scripts read the URL from it)."""
+        quota = self.config.quota
+        return (
+            f"certstorm {self.name} serving {self.url} with {self.count} worker(s); "
+            f"db {os.path.abspath(self.config.db)}"
+            + (f"; quota {quota.label} = {quota.rate:g} connections/s" if quota else "")
         )
 
     def _bind(self, port: int):
@@ -177,7 +205,7 @@ class Supervisor:
             os.close(read_fd)
             code = 1
             try:
-                from hubsim.service.worker import listening_socket, run_worker
+                from hubsim.service.worker import listening_socket
 
                 mqtts = None
                 if self.reuse_port:
@@ -189,7 +217,7 @@ class Supervisor:
                 else:
                     sock, mqtts = self._sock, self._mqtts_sock
                 listener = None if mqtts is None else (mqtts, self.tls_files, self.config.mqtts)
-                code = run_worker(self._worker_config(worker.index), sock, write_fd, supervisor_pid, listener)
+                code = self.worker_main(self._worker_config(worker.index), sock, write_fd, supervisor_pid, listener)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -227,23 +255,13 @@ class Supervisor:
                 if self._stop:
                     break
             if not self._stop:
-                print(
-                    f"certstorm hub serving {self.url} with {self.count} worker(s); "
-                    f"db {os.path.abspath(self.config.db)}"
-                    + (
-                        f"; quota {self.config.quota.label} = {self.config.quota.rate:g} connections/s"
-                        if self.config.quota
-                        else ""
-                    ),
-                    file=self.out,
-                    flush=True,
-                )
+                print(self.banner(), file=self.out, flush=True)
                 print(self._management_line(), file=self.out, flush=True)
                 if self.config.mqtts is not None:
                     host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
                     print(
-                        f"certstorm hub MQTT over TLS on mqtts://{host}:{self.mqtts_port} "
-                        f"({self.config.mqtts.mode} validation); devices trust the hub CA "
+                        f"certstorm {self.name} MQTT over TLS on mqtts://{host}:{self.mqtts_port} "
+                        f"({self.config.mqtts.mode} validation); devices trust the {self.name} CA "
                         f"{self.tls_files.ca}",
                         file=self.out,
                         flush=True,

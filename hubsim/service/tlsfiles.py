@@ -62,11 +62,11 @@ def _builder(subject: str, issuer: x509.Name | None, public_key, now: dt.datetim
     )
 
 
-def _issue_server(directory: str, ca_cert: x509.Certificate, ca_key, names: list[str]) -> None:
+def _issue_server(directory: str, ca_cert: x509.Certificate, ca_key, names: list[str], service: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (
-        _builder("certstorm hub", ca_cert.subject, key.public_key(), now)
+        _builder(f"certstorm {service}", ca_cert.subject, key.public_key(), now)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -86,9 +86,10 @@ def _server_names(path: str) -> set[str]:
     }
 
 
-def ensure_hub_tls(db: str, host: str) -> TlsFiles:
+def ensure_hub_tls(db: str, host: str, service: str = "hub") -> TlsFiles:
     """The hub's TLS files for database ``db``, made if missing; the server certificate names localhost,
-    the loopback addresses and ``host`` (re-issued under the same CA when ``host`` is new)."""
+    the loopback addresses and ``host`` (re-issued under the same CA when ``host`` is new). ``service``
+    names the CA and server certificates (DPS uses the same files for its own listener)."""
     directory = db + ".tls"
     os.makedirs(directory, mode=0o700, exist_ok=True)
     files = TlsFiles(*(os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server.key")))
@@ -98,18 +99,18 @@ def ensure_hub_tls(db: str, host: str) -> TlsFiles:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         ca_cert = (
-            _builder("certstorm hub CA", None, ca_key.public_key(), now)
+            _builder(f"certstorm {service} CA", None, ca_key.public_key(), now)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(ca_key, hashes.SHA256())
         )
         _write(ca_key_path, _pem_key(ca_key), private=True)
         _write(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM))
-        _issue_server(directory, ca_cert, ca_key, names)
+        _issue_server(directory, ca_cert, ca_key, names, service)
     elif not (os.path.exists(files.cert) and os.path.exists(files.key)) or not set(names) <= _server_names(files.cert):
         ca_cert = x509.load_pem_x509_certificate(open(files.ca, "rb").read())
         ca_key = serialization.load_pem_private_key(open(ca_key_path, "rb").read(), None)
-        _issue_server(directory, ca_cert, ca_key, names)
+        _issue_server(directory, ca_cert, ca_key, names, service)
     return files
 
 

@@ -83,9 +83,12 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, supervisor_pid: int, mqtts=None) -> int:
+def run_worker(
+    config: WorkerConfig, sock: socket.socket, ready_fd: int | None, supervisor_pid: int, mqtts=None, serve=None
+) -> int:
     """The worker's whole life; returns its exit status. ``mqtts``: (listening socket, TlsFiles,
-    MqttsSettings) for the MQTT-over-TLS listener, or None."""
+    MqttsSettings) for the MQTT-over-TLS listener, or None. ``serve``: the coroutine function that
+    serves (default: the hub's; DPS passes its own)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
@@ -101,7 +104,7 @@ def run_worker(config: WorkerConfig, sock: socket.socket, ready_fd: int | None, 
         profiler = cProfile.Profile()
         profiler.enable()
     try:
-        return loop.run_until_complete(_serve(config, sock, ready_fd, mqtts))
+        return loop.run_until_complete((serve or _serve)(config, sock, ready_fd, mqtts))
     finally:
         loop.close()
         if profile_dir:
@@ -124,12 +127,7 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
         tls_sock, files, settings = mqtts
         front = MqttsFront(hub, files, settings)
         tls_listener = await loop.create_server(front.protocol, sock=tls_sock, backlog=1024)
-    if ready_fd is not None:
-        try:
-            os.write(ready_fd, b"1")
-            os.close(ready_fd)
-        except OSError:
-            pass
+    report_ready(ready_fd)
     keeper = loop.create_task(_housekeeping(hub, stop, fast))
     await stop.wait()
     try:
@@ -153,6 +151,16 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     return 0
 
 
+def report_ready(ready_fd: int | None) -> None:
+    """Tell the supervisor this worker listens (one byte down the pipe it gave)."""
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+        except OSError:
+            pass
+
+
 async def _housekeeping(hub: Hub, stop: asyncio.Event, fast: set) -> None:
     loop = asyncio.get_running_loop()
     next_sweep = loop.time() + IDLE_SWEEP
@@ -170,4 +178,4 @@ async def _housekeeping(hub: Hub, stop: asyncio.Event, fast: set) -> None:
                 protocol.close_if_idle(since)
 
 
-__all__ = ["IDLE_SWEEP", "IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT", "listening_socket", "run_worker"]
+__all__ = ["IDLE_SWEEP", "IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT", "listening_socket", "report_ready", "run_worker"]

@@ -1,0 +1,171 @@
+"""DPS's command line, ``certstorm dps`` and ``python -m hubsim.dps``: every argument checked by its type.
+Nothing heavy is imported at module level (prometheus-client must wait for the supervisor)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+
+from hubsim.argtypes import integer, number
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+REGISTRATIONS_PER_UNIT = 1000 / 60  # Azure DPS: 1,000 device registrations per minute per unit (docs/dps.md)
+MAX_UNITS = 200
+_UNITS = re.compile(r"^S1(?::(\d+))?$", re.IGNORECASE)
+_SCOPE = re.compile(r"[A-Za-z0-9]{1,32}")
+
+
+def parse_dps_quota(text: str):
+    """``S1[:units]`` (1,000 registrations per minute per unit) or a number of registrations per second;
+    None for unlimited. ValueError with a readable message otherwise."""
+    from hubsim.service.quota import Quota
+
+    spec = text.strip()
+    if spec.lower() in ("", "none", "off", "0"):
+        return None
+    match = _UNITS.match(spec)
+    if match:
+        units = int(match.group(1) or 1)
+        if not 1 <= units <= MAX_UNITS:
+            raise ValueError(f"S1 takes 1 to {MAX_UNITS} units, not {units}")
+        rate, label = REGISTRATIONS_PER_UNIT * units, f"S1:{units}"
+    else:
+        try:
+            rate = float(spec)
+        except ValueError:
+            allowed = "S1 with an optional ':units', or registrations per second"
+            raise ValueError(f"quota must be {allowed}; got {text!r}") from None
+        if not rate >= 0 or rate == float("inf"):
+            raise ValueError(f"quota rate must be a non-negative number, got {text!r}")
+        if rate == 0:
+            return None
+        label = f"{rate:g}/s"
+    return Quota(rate, max(1.0, rate), label)
+
+
+def _quota(text: str):
+    try:
+        return parse_dps_quota(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _scope(text: str) -> str:
+    if not _SCOPE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be 1 to 32 letters and digits (e.g. 0ne00ABC123), got {text!r}")
+    return text
+
+
+def add_dps_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=integer(0, 65535), default=8090, metavar="PORT", help="HTTP port 0..65535 (default 8090)"
+    )
+    parser.add_argument(
+        "--workers", type=integer(0), default=0, metavar="N", help="worker processes; 0 means one per CPU (default)"
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="SQLite database with its side files beside it; default $XDG_STATE_HOME/certstorm/dps.db, "
+        "else ~/.local/state/certstorm/dps.db",
+    )
+    parser.add_argument(
+        "--mqtts-port",
+        type=integer(0, 65535),
+        default=None,
+        metavar="PORT",
+        help="serve devices over MQTT with mutual TLS on PORT (8883 is what device SDKs use; 0 picks one); "
+        "DPS's CA and server certificate are made on first start in DB.tls/",
+    )
+    parser.add_argument(
+        "--mqtts-connect-timeout",
+        type=number(0, 600, low_open=True),
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds a TLS client has from accept to its MQTT CONNECT (default 10)",
+    )
+    parser.add_argument(
+        "--id-scope", type=_scope, default=None, metavar="SCOPE", help="the id scope devices name (default: made once)"
+    )
+    parser.add_argument(
+        "--retry-after",
+        type=integer(0, 60),
+        default=1,
+        metavar="SECONDS",
+        help="the retry-after DPS answers while assigning, 0..60 (default 1)",
+    )
+    parser.add_argument(
+        "--hub-timeout",
+        type=number(0, 60, low_open=True),
+        default=5.0,
+        metavar="SECONDS",
+        help="how long writing a device into its hub may take before the hub counts as down (default 5)",
+    )
+    parser.add_argument(
+        "--quota",
+        type=_quota,
+        default=None,
+        metavar="S1[:UNITS]|RATE",
+        help="throttle registrations: S1 units of 1,000/min (Azure DPS), or registrations per second; "
+        "default unlimited",
+    )
+    parser.add_argument(
+        "--challenge-ttl",
+        type=number(0, 3600, low_open=True),
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a device of the HTTP form has to answer its challenge (default 30)",
+    )
+    parser.add_argument(
+        "--management",
+        choices=("token", "open", "off"),
+        default="token",
+        help="how management endpoints are guarded (default token, made in DB.admin-token)",
+    )
+    parser.add_argument("--admin-token-file", default=None, metavar="PATH", help="the management token's file")
+    parser.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL", help="%(choices)s"
+    )
+    return parser
+
+
+def dps_command(args: argparse.Namespace) -> int:
+    from hubsim.dps.supervisor import DpsConfig, default_dps_db, serve
+    from hubsim.engine import EnginePolicy
+    from hubsim.service.credential import ConfigError
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s certstorm-dps[%(process)d] %(levelname)s %(message)s")
+    log = logging.getLogger("certstorm.dps")
+    mqtts = None
+    if args.mqtts_port is not None:
+        from hubsim.service.mqtts import MqttsSettings
+
+        mqtts = MqttsSettings(port=args.mqtts_port, mode="cached", connect_timeout=args.mqtts_connect_timeout)
+    config = DpsConfig(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        db=str(args.db or default_dps_db()),
+        quota=args.quota,
+        policy=EnginePolicy(challenge_ttl=args.challenge_ttl),
+        management=args.management,
+        admin_token_file=args.admin_token_file,
+        mqtts=mqtts,
+        id_scope=args.id_scope,
+        retry_after=args.retry_after,
+        hub_timeout=args.hub_timeout,
+    )
+    try:
+        return serve(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot start DPS: %s", exc)
+        return 1
+
+
+__all__ = ["MAX_UNITS", "REGISTRATIONS_PER_UNIT", "add_dps_arguments", "dps_command", "parse_dps_quota"]
