@@ -84,6 +84,20 @@ def test_the_knee_is_chosen_by_admitted_rate_not_by_intended_rate():
     assert analysis.knee([held_short, held_full, step(1200, target_cpu=0.9, start=15)], 100) is held_full
 
 
+def test_a_rate_that_held_once_and_broke_once_is_not_the_knee():
+    # 400/s measured twice: once it held (375/s, 94%), once it fell behind with neither side busy; the knee
+    # is the highest rate that held every time, and the break is the rate that did not
+    steps = [
+        step(400, achieved=375, start=0),
+        step(400, achieved=324, target_cpu=0.26, gen_cpu=0.19, start=3),
+        step(200, start=6, stage="refine"),
+        step(300, start=9, stage="refine"),
+    ]
+    assert analysis.knee(steps, 100)["target"] == 300
+    broke = analysis.decisive_break(steps, 100)
+    assert broke["target"] == 400 and broke["achieved"] == 324 and analysis.side_of(broke) == "neither"
+
+
 def test_the_ceiling_is_never_the_knee_and_never_the_break():
     steps = [
         step(1000, start=0),
