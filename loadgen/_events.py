@@ -14,7 +14,7 @@ from locust import events
 from devicekit.backoff import preset
 from devicekit.hubclient import HubClient, admin_token
 from loadgen import _mqtt, _provision
-from loadgen._finish import finish_local, finish_run, iso
+from loadgen._finish import finish_local, finish_run, iso, keep_sent_stats
 from loadgen._live import VERSION, hello, report_seconds
 from loadgen._options import RUN_OPTIONS, add_arguments
 from loadgen._shapes import build_shape
@@ -71,6 +71,7 @@ def _on_init(environment, **_kw):
     # Register the message handlers first: a worker is already connected to the master while it opens or
     # derives its fleet, and the master may send the run's plan meanwhile.
     if sw.role == "worker":
+        sw.sent_stats = keep_sent_stats(environment)
         runner.register_message(MSG_PLAN, lambda environment, msg, **kw: gevent.spawn(_start_worker, sw, msg.data))
         runner.register_message(MSG_PACE, lambda environment, msg, **kw: sw.set_pace(**msg.data))
         runner.register_message(MSG_SCHEDULE, lambda environment, msg, **kw: sw.schedule.update(msg.data))

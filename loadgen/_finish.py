@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import gevent
+from locust.stats import RequestStats, StatsEntry
 
 from devicekit.hubclient import HubClient
 from loadgen._report import merge_reports, write_results, write_worker
 from loadgen._state import MSG_FINISH, Stage, Swarm
 
-__all__ = ["finish_local", "finish_run", "iso"]
+__all__ = ["finish_local", "finish_run", "iso", "keep_sent_stats"]
 
 log = logging.getLogger("certstorm.swarm")
 
@@ -36,7 +37,7 @@ def finish_local(sw: Swarm) -> dict | None:
         "devices_in_share": sw.partition.size,
         "pid": os.getpid(),
         "in_flight_at_end": sw.in_flight,
-        "locust": _locust_stats(sw.env),
+        "locust": _locust_stats(sw.env.runner.stats, sw.sent_stats),
     }
     if sw.queue is not None:
         extra["queue"] = {
@@ -123,9 +124,31 @@ def iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _locust_stats(env) -> dict:
+def keep_sent_stats(environment) -> RequestStats:
+    """A worker's Locust stats as it sends them to the master: Locust empties its entries after each report
+    (every 3 s), so what this process counted in all is what it sent plus what it holds."""
+    sent = RequestStats()
+
+    def on_report_to_master(client_id, data, **_kw):
+        for serialized in data.get("stats", ()):
+            entry = StatsEntry.unserialize(serialized, sent)
+            key = (entry.name, entry.method)
+            if key not in sent.entries:
+                sent.entries[key] = StatsEntry(sent, entry.name, entry.method)
+            sent.entries[key].extend(entry)
+
+    environment.events.report_to_master.add_listener(on_report_to_master)
+    return sent
+
+
+def _locust_stats(stats: RequestStats, sent: RequestStats | None = None) -> dict:
+    entries = {key: StatsEntry(stats, *key) for key in [*stats.entries, *(sent.entries if sent else ())]}
+    for key, entry in entries.items():
+        for part in (stats.entries.get(key), sent.entries.get(key) if sent else None):
+            if part is not None:
+                entry.extend(part)
     out = {}
-    for (name, method), e in env.runner.stats.entries.items():
+    for (name, method), e in entries.items():
         out[f"{method} {name}"] = {
             "requests": e.num_requests,
             "failures": e.num_failures,

@@ -102,6 +102,7 @@ class Swarm:
         self.fleet_loaded = Event()  # set once the fleet is open (or failed to open)
         self.ready = Event()  # set once this process has taken the run's plan
         self.failed_setup: str | None = None
+        self.sent_stats = None  # a worker's Locust stats already sent to the master (Locust empties its own)
         self.plan: dict | None = None
         self.meta: dict = {}
         self.partition: Partition | None = None
