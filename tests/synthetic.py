@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from certstorm.capacity.search import Search, SearchSettings
 from certstorm.capacity.windows import cut_steps
 from loadgen import sparse_counts
@@ -38,14 +40,15 @@ class Model:
         value = top if rate is None else min(rate, top)
         return max(0.0, rng.gauss(value, value**0.5)) if self.noise else value
 
-    def latency_us(self, load: float, n: int, rng: random.Random) -> list[float]:
+    def latency_us(self, load: float, n: int, rng: np.random.Generator) -> np.ndarray:
         base = 500.0 / max(0.02, 1.0 - min(load, 0.98))
-        return [rng.expovariate(1.0 / base) for _ in range(n)]
+        return rng.exponential(base, n)
 
 
 def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1, begin=1_000_000, origin=None):
     """The search run against the model: (schedule, seconds, samples, steps)."""
     rng = random.Random(model.seed)
+    latencies = np.random.default_rng(model.seed)
     origin = begin - 5 if origin is None else origin
     search = Search(settings, begin)
     seconds, samples = [], []
@@ -79,7 +82,7 @@ def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1,
                     "failed": round(failed / model.generators),
                     "retries": 0,
                     "cpu_s": model.gen_fixed + share * model.gen_us * 1e-6,
-                    "lat": sparse_counts(model.latency_us(load, n, rng)) if n else None,
+                    "lat": sparse_counts(model.latency_us(load, n, latencies)) if n else None,
                 }
             seconds.append({"second": second, "workers": row})
             second += 1

@@ -309,7 +309,7 @@ def test_a_target_that_refuses_everything_stops_the_search_at_once():
 
 def test_the_time_bound_ends_a_ramp_that_never_breaks_with_the_ceiling():
     settings = SearchSettings(start=100, add=100, step_s=5, bound_s=40, slo_ms=100, ceiling_s=10)
-    search, *_ = simulate(Model(capacity=1e6, target_us=1.0), settings)
+    search, *_ = simulate(Model(capacity=1e4, target_us=1.0), settings)
     assert search.entries[-2]["stage"] == "ceiling" and "time bound" in search.why_stopped
     assert search.entries[-1]["at"] - search.begin_at <= 40
 

@@ -36,6 +36,7 @@ def hub(tmp_path_factory):
     yield from serve_hub(tmp_path_factory, "hsm-doc", workers=1, args=("--mqtts-port", "0"))
 
 
+@pytest.mark.slow  # every key made in a software token, step by step: slow by nature
 def test_the_documented_hsm_walkthrough_works_as_written(hub, tmp_path):
     script = doc_blocks("hsm", DOC)
     assert all("softhsm2-util" in line for line in script.splitlines() if "--pin " in line)  # certstorm: files only

@@ -8,6 +8,7 @@ import pytest
 from test_run import RUN
 
 from certstorm.capacity.requirements import check_requirements, parse_requirement
+from certstorm.cli import main
 
 
 @pytest.mark.parametrize(
@@ -60,11 +61,22 @@ def test_a_malformed_requirement_is_refused(text):
         (["--fleet", "/nonexistent/fleet"], "--fleet"),
     ],
 )
-def test_bad_run_arguments_exit_2_naming_the_argument_before_anything_is_made(args, named, tmp_path):
-    proc = subprocess.run([*RUN, *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and f"argument {named}" in proc.stderr.splitlines()[-1], proc.stderr
-    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+def test_bad_run_arguments_exit_2_naming_the_argument_before_anything_is_made(args, named, tmp_path, capsys):
+    try:  # in this process: the command line's own path, without its start-up
+        code = main(["run", *args, "--out", str(tmp_path)])
+    except SystemExit as exited:
+        code = exited.code
+    stderr = capsys.readouterr().err
+    assert code == 2 and f"argument {named}" in stderr.splitlines()[-1], stderr
+    assert len(stderr.splitlines()) == 1 and "Traceback" not in stderr
     assert not list(tmp_path.iterdir())  # no run folder, no fleet
+
+
+def test_a_bad_run_argument_exits_2_from_the_installed_command(tmp_path):
+    proc = subprocess.run([*RUN, "--workers", "0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "argument --workers" in lines[0], proc.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_hub_metrics_are_read_with_prometheus_parser():

@@ -181,6 +181,7 @@ def _wait_for(path, what, timeout=90):
     raise AssertionError(f"no {what!r} record in {path} within {timeout} s")
 
 
+@pytest.mark.slow  # a whole run's start: hub, fleet, floor and a master waiting for its worker
 def test_a_worker_of_another_certstorm_version_is_refused_naming_both(tmp_path):
     port = _free_port()
     out = tmp_path / "results"
