@@ -60,7 +60,8 @@ def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1,
         entry = search.current
         end = search.ends_at
         while second < end:
-            admitted = model.admitted(entry["rate"], rng)
+            in_force = [e for e in search.entries if e["at"] <= second][-1]  # a settle before the entry idles
+            admitted = model.admitted(in_force["rate"], rng)
             failed = admitted if model.refuse else 0.0
             if model.refuse:
                 admitted = 0.0
@@ -150,6 +151,7 @@ def write_run(
                 "bound_s": settings.bound_s,
                 "seconds": stop - search.begin_at,
                 "in_windows_s": sum(s["seconds"] for s in steps),
+                "settle_s": sum(e["seconds"] for e in search.entries if e.get("stage") == "settle"),
                 "startup_s": 3.0,
                 "stopped": search.why_stopped,
                 "generators": {

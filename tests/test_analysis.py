@@ -282,9 +282,16 @@ def test_the_search_ramps_refines_measures_the_ceiling_and_stops_without_gaps():
     stages = [e.get("stage", "stop") for e in entries]
     assert stages[0] == "ramp" and stages[-2:] == ["ceiling", "stop"] and "refine" in stages
     for a, b in itertools.pairwise(entries):  # every entry starts when the one before it ends
-        assert b["at"] == a["at"] + (10 if a["stage"] == "ceiling" else 5)
+        assert b["at"] == a["at"] + {"ceiling": 10, "settle": a.get("seconds")}.get(a["stage"], 5)
     assert entries[-1]["at"] - entries[0]["at"] <= 80
-    assert sum(s["seconds"] for s in steps) == entries[-1]["at"] - entries[0]["at"]  # every second is a window
+    # every second is a window, but the settling after a step that broke (which no step measures)
+    settle = [e for e in entries if e.get("stage") == "settle"]
+    assert settle and all(e["rate"] == 0 and 1 <= e["seconds"] <= 5 for e in settle)
+    assert sum(s["seconds"] for s in steps) + sum(e["seconds"] for e in settle) == entries[-1]["at"] - entries[0]["at"]
+    for e in settle:  # only ever after a step that broke, and before a measured one
+        before, after = entries[entries.index(e) - 1], entries[entries.index(e) + 1]
+        [judged] = [s for s in steps if s["phase"] == before["phase"]]
+        assert analysis.reasons(judged, 100) and after["stage"] in ("ramp", "refine", "ceiling")
     refine = [e["rate"] for e in entries if e.get("stage") == "refine"]
     assert refine == sorted(refine) and len(refine) == 3
     knee = analysis.knee(steps, 100)
@@ -312,6 +319,35 @@ def test_the_time_bound_ends_a_ramp_that_never_breaks_with_the_ceiling():
     search, *_ = simulate(Model(capacity=1e4, target_us=1.0), settings)
     assert search.entries[-2]["stage"] == "ceiling" and "time bound" in search.why_stopped
     assert search.entries[-1]["at"] - search.begin_at <= 40
+
+
+def test_after_a_step_that_broke_the_swarm_settles_for_about_its_p99_before_the_next():
+    settings = SearchSettings(start=1000, add=1000, step_s=5, bound_s=60, slo_ms=100, ceiling_s=5)
+    search = Search(settings, 1000)
+    search.next(step(1000))  # held: the ramp goes on with no pause
+    assert [e["stage"] for e in search.entries] == ["ramp", "ramp"]
+    search.next(step(2000, target_cpu=0.97, p99=2400.0))  # broke, its queue 2.4 s deep
+    settle, refine = search.entries[-2:]
+    assert settle["stage"] == "settle" and settle["rate"] == 0 and settle["seconds"] == 3
+    assert settle["at"] == 1010 and refine["stage"] == "refine" and refine["at"] == 1013
+    search.next(step(1250, p99=40.0))  # held: the next refinement follows at once
+    assert search.entries[-1]["stage"] == "refine" and search.entries[-1]["at"] == 1018
+    search.next(step(1500, p99=90_000.0, achieved=900))  # broke deeply: a settle is at most one step
+    assert search.entries[-2]["seconds"] == 5
+    # the settling seconds belong to no step
+    ends = search.ends_at
+    steps = cut_steps(
+        search.entries,
+        _seconds(1000, ends, 50),
+        [],
+        segment="w1",
+        workers=1,
+        target_cores=None,
+        machine_cores=2,
+        origin=0.0,
+    )
+    measured = {s for st in steps for s in range(int(st["start"]), int(st["end"]))}
+    assert measured == set(range(1000, search.current["at"])) - {1010, 1011, 1012} - set(range(1023, 1028))
 
 
 def test_slots_never_shrink_and_the_ceiling_has_its_own():

@@ -43,7 +43,8 @@ def test_report_has_every_section_plot_and_a_strict_schema_valid_summary(tmp_pat
     # the slope comes back as the model's marginal cost, the average at the knee above it
     assert data["cost"]["slope"]["slope_us"] == pytest.approx(450, rel=0.01)
     assert data["cost"]["target_us_per_auth"] > 450
-    assert data["time"]["outside_share"] == 0 and data["time"]["search_s"] == data["time"]["in_windows_s"]
+    tm = data["time"]
+    assert tm["outside_share"] == 0 and tm["settle_s"] >= 1 and tm["search_s"] == tm["in_windows_s"] + tm["settle_s"]
     assert data["cost"]["floor_multiple"] == pytest.approx(data["cost"]["target_us_per_auth"] / 160)
     assert data["scaling"]["usl"] is None and "--workers 1,2,3" in data["scaling"]["note"]
     assert not (run / "plots" / "scaling.png").exists()  # no line drawn through too few points

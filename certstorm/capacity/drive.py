@@ -127,6 +127,9 @@ def drive_search(
                     + (f", target CPU {judged['target_cpu']:.0%}" if judged["target_cpu"] is not None else "")
                     + f", busiest generator {judged['gen_cpu']:.0%}"
                 )
+            settle = search.entries[-2] if len(search.entries) > 1 else {}
+            if settle.get("stage") == "settle":  # added just now, before the next measured step
+                say(f"  settling {settle['seconds']} s: no new arrivals while the broken step's queue drains")
             if entry.get("stop"):
                 refused = search.why_stopped.startswith("the target refused")
                 say(f"  stopping: {search.why_stopped}")

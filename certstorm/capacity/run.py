@@ -361,6 +361,7 @@ class Run:
                 "bound_s": settings.bound_s,
                 "seconds": search_s,
                 "in_windows_s": in_windows,
+                "settle_s": sum(e["seconds"] for e in result.schedule if e.get("stage") == "settle"),
                 "startup_s": (result.first_at - result.started_at) if result.first_at else None,
                 "stopped": result.why_stopped,
                 "generators": {

@@ -4,8 +4,10 @@ closed-loop step at saturation (the ceiling); then the stop. No input but the st
 is tested without a swarm.
 
 The runner asks for the next entry a little before the current one ends, with the current step judged on
-the whole seconds it has so far; the entry starts exactly when the current one ends, so the load never
-pauses and every second of the search belongs to some step. Connection slots (what bounds the swarm's
+the whole seconds it has so far; the entry starts exactly when the current one ends. After a step that
+broke, the swarm first settles (no new arrivals, about one p99 long, measured by no step) so the next step
+does not inherit the broken one's queue; otherwise the load never pauses and every second of the search
+belongs to some step. Connection slots (what bounds the swarm's
 concurrency) never shrink and cover each rate for twice the highest p99 seen, so a slow handshake does
 not make the swarm fall behind a rate the target could take.
 """
@@ -46,6 +48,7 @@ class Search:
         self.retried: set[float] = set()
         self.why_stopped = ""
         self.latency_s = 0.0  # the highest p99 seen: slots must cover rate x latency (Little's law)
+        self.settle_s = 0  # owed before the next measured step: the one just judged broke
         self._add("ramp", settings.start)
 
     # -- the schedule ---------------------------------------------------------------------------------------
@@ -57,6 +60,8 @@ class Search:
     def ends_at(self) -> int:
         """When the current entry ends, and the next must start."""
         e = self.current
+        if e["stage"] == "settle":
+            return e["at"] + e["seconds"]
         return e["at"] + (self.s.ceiling_s if e["stage"] == "ceiling" else self.s.step_s)
 
     @property
@@ -71,6 +76,10 @@ class Search:
         return max(previous, self.s.min_slots, math.ceil(rate * budget))
 
     def _add(self, stage: str, rate: float | None) -> dict:
+        if self.settle_s:
+            settle = {"at": self.ends_at, "rate": 0.0, "users": self.current["users"], "phase": len(self.entries)}
+            self.entries.append(dict(settle, stage="settle", seconds=self.settle_s))
+            self.settle_s = 0
         at = self.ends_at if self.entries else self.begin_at
         entry = {"at": at, "rate": rate, "users": self._users(rate), "phase": len(self.entries), "stage": stage}
         self.entries.append(entry)
@@ -78,12 +87,18 @@ class Search:
 
     def _stop(self, why: str) -> dict:
         self.why_stopped = why
+        self.settle_s = 0
         entry = {"at": self.ends_at, "stop": True}
         self.entries.append(entry)
         return entry
 
     def _time_left(self, needed_s: float) -> bool:
-        return self.ends_at + needed_s <= self.begin_at + self.s.bound_s
+        return self.ends_at + self.settle_s + needed_s <= self.begin_at + self.s.bound_s
+
+    def _settle_after(self, judged: dict) -> int:
+        """Whole seconds for a broken step's queue to drain: its p99, from one second to one step."""
+        p99_s = judged["p99"] / 1000.0 if judged.get("p99") is not None else self.s.step_s
+        return int(min(self.s.step_s, max(1, math.ceil(p99_s))))
 
     def _finish(self, why: str) -> dict:
         """The ceiling, if there is time for it, then the stop."""
@@ -110,6 +125,8 @@ class Search:
             return self._stop(self.why_stopped or "the search ended")
         if judged is not None and judged["achieved"] == 0 and judged["error_rate"] > 0:
             return self._stop("the target refused every authentication")
+        if judged is not None and analysis.reasons(judged, self.s.slo_ms):
+            self.settle_s = self._settle_after(judged)
         planned = self._next_planned()
         if planned is not None:
             return planned
@@ -134,6 +151,6 @@ class Search:
         n = self.s.refine_steps
         self.why_stopped = f"{rate:,.0f}/s broke ({', '.join(why)})"
         self.plan = [("refine", good + gap * i / (n + 1)) for i in range(1, n + 1)]
-        while self.plan and not self._time_left(len(self.plan) * self.s.step_s):
+        while self.plan and not self._time_left(len(self.plan) * self.s.step_s + self.s.ceiling_s):  # ceiling kept
             self.plan.pop()
         return self._next_planned() or self._finish(self.why_stopped)

@@ -53,9 +53,10 @@ def _verdict(summary: dict, plots: dict) -> list[dict]:
     if tm["search_s"]:
         items.append(
             f"Time: {fmt(tm['in_windows_s'], ' s')} of the {fmt(tm['search_s'], ' s')} of search were measurement "
-            f"windows ({_pct(tm['outside_share'])} outside them: every step is whole seconds at one rate, none of a "
-            "start-up, a change of rate or the stop); start-up before the first step took "
-            f"{fmt(tm['startup_s'], ' s', 1)}."
+            f"windows and {fmt(tm.get('settle_s') or 0, ' s')} settling after steps that broke (no new arrivals "
+            f"while their queues drained); {_pct(tm['outside_share'])} was in neither. Every step is whole seconds "
+            "at one rate, none of a start-up, a change of rate, a broken step's queue or the stop; start-up before "
+            f"the first step took {fmt(tm['startup_s'], ' s', 1)}."
         )
     items.append(
         f"A step holds when p99 ≤ {slo:g} ms, errors ≤ 0.1%, at least 90% of its intended rate is admitted, and "

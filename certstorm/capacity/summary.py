@@ -433,14 +433,16 @@ def summarise(run_dir: Path) -> dict:
 
 
 def _time_accounting(per: list[dict]) -> dict:
-    """How much of the searches' time was in measurement windows (the rest: start-up, or seconds no step
-    holds)."""
+    """How much of the searches' time was in measurement windows, how much settling after steps that broke
+    (deliberate, measured by no step), and the share outside both (seconds no step holds)."""
     search = sum(v.get("seconds") or 0 for v in per)
     windows = sum(v.get("in_windows_s") or 0 for v in per)
+    settle = sum(v.get("settle_s") or 0 for v in per)
     startup = sum(v.get("startup_s") or 0 for v in per)
     return {
         "search_s": search,
         "in_windows_s": windows,
+        "settle_s": settle,
         "startup_s": startup,
-        "outside_share": (search - windows) / search if search else None,
+        "outside_share": (search - windows - settle) / search if search else None,
     }
