@@ -350,6 +350,19 @@ def test_after_a_step_that_broke_the_swarm_settles_for_about_its_p99_before_the_
     assert measured == set(range(1000, search.current["at"])) - {1010, 1011, 1012} - set(range(1023, 1028))
 
 
+def test_a_settle_that_would_cost_the_ceiling_shortens_to_what_the_bound_leaves():
+    settings = SearchSettings(start=1000, add=1000, step_s=3, bound_s=16, slo_ms=100, ceiling_s=3, refine_steps=1)
+    search = Search(settings, 0)
+    search.next(step(1000))  # held
+    search.next(step(2000, target_cpu=0.97, p99=2400.0))  # broke: 3 s settle, then one refinement at 1500
+    assert [e["stage"] for e in search.entries] == ["ramp", "ramp", "settle", "refine"]
+    search.next(step(1500, target_cpu=0.97, p99=2400.0))  # broke too: a full settle would leave no ceiling
+    settle, ceiling = search.entries[-2:]
+    assert settle["stage"] == "settle" and settle["at"] == 12 and settle["seconds"] == 1  # of the 3 it was owed
+    assert ceiling["stage"] == "ceiling" and ceiling["at"] == 13
+    assert search.next(step(None, achieved=1700, stage="ceiling"))["stop"] and search.current["at"] == 16
+
+
 def test_slots_never_shrink_and_the_ceiling_has_its_own():
     search, *_ = simulate(Model(capacity=1800), SearchSettings(slo_ms=100, ceiling_slots=64))
     users = [e["users"] for e in search.entries if not e.get("stop")]

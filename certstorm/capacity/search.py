@@ -102,6 +102,11 @@ class Search:
 
     def _finish(self, why: str) -> dict:
         """The ceiling, if there is time for it, then the stop."""
+        if self.s.ceiling_s and not self._time_left(self.s.ceiling_s):
+            # the ceiling is closed-loop (each user waits for its answer), so a queue left over only delays
+            # its users: a settle shortens to what the bound leaves rather than cost the ceiling
+            spare = self.begin_at + self.s.bound_s - self.ends_at - self.s.ceiling_s
+            self.settle_s = max(0, min(self.settle_s, int(spare)))
         self.plan = [("ceiling", None)] if self.s.ceiling_s and self._time_left(self.s.ceiling_s) else []
         self.why_stopped = self.why_stopped or why
         return self._next_planned() or self._stop(self.why_stopped)
