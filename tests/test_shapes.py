@@ -246,7 +246,8 @@ def test_the_pacer_holds_a_rate_and_changes_it_in_place():
     gevent.joinall(workers, timeout=2)
     assert all(w.dead for w in workers)
     assert 80 <= first <= 110 and 450 <= second <= 520, (first, second)
-    gaps = [b - a for a, b in zip(due[first + 5 : first + 50], due[first + 6 : first + 51])]
+    after = sorted(due[first:])  # a stalled process wakes its slots in any order; the due times are the schedule
+    gaps = [b - a for a, b in zip(after[5:50], after[6:51])]
     assert max(gaps) < 0.0011  # 1,000/s from the moment it was set, not after the old 5 ms gaps ran out
 
 
