@@ -19,15 +19,17 @@ run: $(STAMP)
 
 # pytest exits 5 when it collects no tests. Without selection arguments that is not a failure of the code
 # under test; with them (PYTEST_ARGS='-k typo') it means nothing ran, which must not pass.
-# In parallel on every core (pytest-xdist), a module's tests on one worker so its fixtures start once;
-# the ten slowest tests are printed at the end.
+# In parallel (pytest-xdist), a module's tests on one worker so its fixtures start once; twice as many
+# workers as cores (at most 8), since many tests spend their time waiting on a hub or a swarm they started.
+# The ten slowest tests are printed at the end.
+WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(8, 2 * len(os.sched_getaffinity(0))))')
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadscope --durations=10 $(PYTEST_ARGS) \
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadscope --durations=10 $(PYTEST_ARGS) \
 		|| { rc=$$?; [ $$rc -eq 5 ] && [ -z "$(strip $(PYTEST_ARGS))" ]; }
 
 # The tests that are long by nature (whole capacity runs, full-size chaos), marked slow; CI runs them too.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadscope --durations=10 -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadscope --durations=10 -m slow $(PYTEST_ARGS)
 
 # Ruff's lint and format checks, with the rules in pyproject.toml.
 lint: $(STAMP)

@@ -52,7 +52,7 @@ def short_run(tmp_path_factory):
         "--step-seconds",
         "3",
         "--start-rate",
-        "800",
+        "300",
         "--step-rate",
         "1000",
         "--ceiling-seconds",
