@@ -4,12 +4,11 @@ Nothing heavy is imported at module level (prometheus-client must wait for the s
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 
 from hubsim.argtypes import integer, number
+from hubsim.service.cli import add_log_level, add_management_arguments, run_server, start_logging
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 REGISTRATIONS_PER_UNIT = 1000 / 60  # Azure DPS: 1,000 device registrations per minute per unit (docs/dps.md)
 MAX_UNITS = 200
 _UNITS = re.compile(r"^S1(?::(\d+))?$", re.IGNORECASE)
@@ -119,26 +118,16 @@ def add_dps_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         metavar="SECONDS",
         help="how long a device of the HTTP form has to answer its challenge (default 30)",
     )
-    parser.add_argument(
-        "--management",
-        choices=("token", "open", "off"),
-        default="token",
-        help="how management endpoints are guarded (default token, made in DB.admin-token)",
-    )
-    parser.add_argument("--admin-token-file", default=None, metavar="PATH", help="the management token's file")
-    parser.add_argument(
-        "--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO", metavar="LEVEL", help="%(choices)s"
-    )
+    add_management_arguments(parser)
+    add_log_level(parser)
     return parser
 
 
 def dps_command(args: argparse.Namespace) -> int:
     from hubsim.dps.supervisor import DpsConfig, default_dps_db, serve
     from hubsim.engine import EnginePolicy
-    from hubsim.service.credential import ConfigError
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s certstorm-dps[%(process)d] %(levelname)s %(message)s")
-    log = logging.getLogger("certstorm.dps")
+    start_logging("certstorm-dps", args.log_level)
     mqtts = None
     if args.mqtts_port is not None:
         from hubsim.service.mqtts import MqttsSettings
@@ -158,14 +147,7 @@ def dps_command(args: argparse.Namespace) -> int:
         retry_after=args.retry_after,
         hub_timeout=args.hub_timeout,
     )
-    try:
-        return serve(config)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    except (OSError, RuntimeError) as exc:
-        log.error("cannot start DPS: %s", exc)
-        return 1
+    return run_server(serve, config, "DPS")
 
 
 __all__ = ["MAX_UNITS", "REGISTRATIONS_PER_UNIT", "add_dps_arguments", "dps_command", "parse_dps_quota"]

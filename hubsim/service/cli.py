@@ -22,6 +22,54 @@ def _quota(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_management_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a service's management endpoints are guarded, shared by the hub and DPS."""
+    parser.add_argument(
+        "--management",
+        choices=("token", "open", "off"),
+        default="token",
+        help="how the management endpoints are guarded: token (default: a bearer token, made in "
+        "DB.admin-token on first start), open (no credential; loopback addresses only) or off (refused)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="PATH",
+        help="read the management token from PATH (mode 600) instead of DB.admin-token",
+    )
+
+
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        metavar="LEVEL",
+        help="supervisor and worker log level: %(choices)s (default INFO)",
+    )
+
+
+def start_logging(program: str, level: str) -> None:
+    """The services' log lines: time, program and process, level."""
+    logging.basicConfig(level=level, format=f"%(asctime)s {program}[%(process)d] %(levelname)s %(message)s")
+
+
+def run_server(serve, config, what: str) -> int:
+    """``serve(config)`` as a command's exit status: 2 for a configuration it refuses, 1 for a start that fails."""
+    from hubsim.service.credential import ConfigError
+
+    log = logging.getLogger("certstorm")
+    try:
+        return serve(config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot start %s: %s", what, exc)
+        return 1
+
+
 def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
@@ -69,20 +117,7 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help=f"capacity of the shared replay guard, 16..{MAX_REPLAY_SLOTS} (default 1048576; keep "
         "proofs/s x challenge lifetime under about half of it)",
     )
-    parser.add_argument(
-        "--management",
-        choices=("token", "open", "off"),
-        default="token",
-        help="how the management endpoints (CAs, revocations, devices, audit) are guarded: "
-        "token (default: a bearer token, made in DB.admin-token on first start), open (no "
-        "credential; loopback addresses only) or off (refused)",
-    )
-    parser.add_argument(
-        "--admin-token-file",
-        default=None,
-        metavar="PATH",
-        help="read the management token from PATH (mode 600) instead of DB.admin-token",
-    )
+    add_management_arguments(parser)
     parser.add_argument(
         "--admission",
         choices=("any", "provisioned"),
@@ -113,25 +148,16 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         metavar="SECONDS",
         help="seconds a TLS client has from accept to its MQTT CONNECT, above 0 and at most 600 (default 10)",
     )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="INFO",
-        metavar="LEVEL",
-        help="supervisor and worker log level: %(choices)s (default INFO)",
-    )
+    add_log_level(parser)
     return parser
 
 
 def hub_command(args: argparse.Namespace) -> int:
     from hubsim.engine import EnginePolicy
-    from hubsim.service.credential import ConfigError
     from hubsim.service.guard import DEFAULT_SLOTS
     from hubsim.service.supervisor import HubConfig, default_db, serve
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s certstorm-hub[%(process)d] %(levelname)s %(message)s")
-    log = logging.getLogger("certstorm.hub")
+    start_logging("certstorm-hub", args.log_level)
     mqtts = None
     if args.mqtts_port is not None:
         from hubsim.service.mqtts import MqttsSettings
@@ -151,14 +177,15 @@ def hub_command(args: argparse.Namespace) -> int:
         admin_token_file=args.admin_token_file,
         mqtts=mqtts,
     )
-    try:
-        return serve(config)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    except (OSError, RuntimeError) as exc:
-        log.error("cannot start the hub: %s", exc)
-        return 1
+    return run_server(serve, config, "the hub")
 
 
-__all__ = ["add_hub_arguments", "hub_command"]
+__all__ = [
+    "LOG_LEVELS",
+    "add_hub_arguments",
+    "add_log_level",
+    "add_management_arguments",
+    "hub_command",
+    "run_server",
+    "start_logging",
+]
