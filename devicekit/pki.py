@@ -47,28 +47,24 @@ ORDERS = {
 SEED_DIGESTS = {"p256": "sha256", "p384": "sha512"}
 _CERT_HASHES = {"p256": hashes.SHA256, "p384": hashes.SHA384, "rsa2048": hashes.SHA256}
 
-_CA_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
-_LEAF_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """digitalSignature for every key; keyCertSign and cRLSign for a CA's alone."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+_CA_KEY_USAGE = _key_usage(ca=True)
+_LEAF_KEY_USAGE = _key_usage(ca=False)
 _CLIENT_AUTH = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
 
 

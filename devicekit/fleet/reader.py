@@ -10,16 +10,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from devicekit.fleet.identity import IdentityBase
 from devicekit.fleet.layout import DATA_FILE, DER, FORMAT, LAYOUTS, META_FILE, VERSION, record_size
 from devicekit.fleet.template import Template
 from devicekit.pki import COMPANY, CURVES, Custodian
-from hubsim import pem_certificate
-from hubsim import sign as pop_sign
 
 __all__ = ["DeviceIdentity", "Fleet"]
 
 
-class DeviceIdentity:
+class DeviceIdentity(IdentityBase):
     """One device of a fleet. The private key and certificate are built on first use."""
 
     __slots__ = ("_cert_der", "_fleet", "_key", "_record", "device_id", "index")
@@ -53,25 +52,6 @@ class DeviceIdentity:
                 self.index, self.device_id[-f.id_width :].encode("ascii"), self.public_bytes, signature
             )
         return self._cert_der
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return x509.load_der_x509_certificate(self.certificate_der)
-
-    def chain_der(self) -> list[bytes]:
-        """Leaf first, then the intermediates (nearest issuer first)."""
-        return [self.certificate_der, *self._fleet.intermediates_der]
-
-    def chain_pem(self) -> bytes:
-        """A PEM bundle, leaf first."""
-        return pem_certificate(self.certificate_der) + self._fleet.intermediates_pem
-
-    def sign(self, challenge: bytes) -> bytes:
-        """Proof of possession over ``challenge`` (:func:`hubsim.algorithms.sign`)."""
-        return pop_sign(self.private_key, challenge)
-
-    def __repr__(self) -> str:
-        return f"DeviceIdentity({self.device_id!r})"
 
 
 class Fleet:

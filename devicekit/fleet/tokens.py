@@ -27,11 +27,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from devicekit.fleet.identity import IdentityBase
 from devicekit.fleet.layout import CA_FILE, CHAIN_FILE, DEFAULT_PREFIX, FORMAT, META_FILE, MIN_WIDTH, VERSION
 from devicekit.hsm import Token, TokenError, open_token
 from devicekit.pki import COMPANY, Custodian, certificate_request, requested_name
-from hubsim import key_algorithm, pem_certificate
-from hubsim import sign as pop_sign
+from hubsim import key_algorithm
 
 __all__ = [
     "CERTIFICATES_FILE",
@@ -188,7 +188,7 @@ def assemble_token_fleet(
     return out / META_FILE
 
 
-class TokenIdentity:
+class TokenIdentity(IdentityBase):
     """One device of a token fleet: its certificate and chain, and its key, which the token holds."""
 
     __slots__ = ("_fleet", "device_id", "index")
@@ -203,26 +203,9 @@ class TokenIdentity:
         return self._fleet.certificates_der[self.index]
 
     @property
-    def certificate(self) -> x509.Certificate:
-        return x509.load_der_x509_certificate(self.certificate_der)
-
-    @property
     def private_key(self):
         """The device's :class:`~devicekit.hsm.TokenKey`: signing happens in the token."""
         return self._fleet.key(self.index)
-
-    def chain_der(self) -> list[bytes]:
-        return [self.certificate_der, *self._fleet.intermediates_der]
-
-    def chain_pem(self) -> bytes:
-        return pem_certificate(self.certificate_der) + self._fleet.intermediates_pem
-
-    def sign(self, challenge: bytes) -> bytes:
-        """Proof of possession over ``challenge``, signed by the token."""
-        return pop_sign(self.private_key, challenge)
-
-    def __repr__(self) -> str:
-        return f"TokenIdentity({self.device_id!r})"
 
 
 class RegisteredCA:
