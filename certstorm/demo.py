@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from certstorm.fleet import add_chain_arguments
 from certstorm.floor import FloorProbe
 from devicekit.fleet import Fleet, generate_fleet
-from devicekit.pki import ALGORITHMS, MAX_DEPTH
 from hubsim import AuthEngine, ChainPolicy, EnginePolicy
 from hubsim.argtypes import integer
 
@@ -165,20 +165,7 @@ def add_demo_arguments(parser) -> None:
     parser.add_argument(
         "--devices", type=integer(1), default=3000, metavar="N", help="fleet size, at least 1 (default 3000)"
     )
-    parser.add_argument(
-        "--depth",
-        type=integer(0, MAX_DEPTH),
-        default=2,
-        metavar="K",
-        help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)",
-    )
-    parser.add_argument(
-        "--alg",
-        default="p256",
-        choices=ALGORITHMS,
-        metavar="ALG",
-        help="device key algorithm: %(choices)s (default p256)",
-    )
+    add_chain_arguments(parser)
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
 
 

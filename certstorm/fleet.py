@@ -11,7 +11,25 @@ from devicekit.fleet import CA_FILE, CHAIN_FILE, META_FILE, SAN_DNS_SUFFIX, SAN_
 from devicekit.pki import ALGORITHMS, MAX_DEPTH
 from hubsim.argtypes import integer
 
-__all__ = ["add_fleet_arguments", "fleet_command"]
+__all__ = ["add_chain_arguments", "add_fleet_arguments", "fleet_command"]
+
+
+def add_chain_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shape of a fleet's chain and keys, for every command that makes one."""
+    parser.add_argument(
+        "--depth",
+        type=integer(0, MAX_DEPTH),
+        default=2,
+        metavar="K",
+        help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)",
+    )
+    parser.add_argument(
+        "--alg",
+        choices=ALGORITHMS,
+        default="p256",
+        metavar="ALG",
+        help="device key algorithm: %(choices)s (default p256)",
+    )
 
 
 def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,20 +47,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write into DIR even when it holds a fleet or other files (an old fleet is replaced)",
     )
-    parser.add_argument(
-        "--depth",
-        type=integer(0, MAX_DEPTH),
-        default=2,
-        metavar="K",
-        help=f"custodian intermediates below Company-X, 0..{MAX_DEPTH} (default 2)",
-    )
-    parser.add_argument(
-        "--alg",
-        choices=ALGORITHMS,
-        default="p256",
-        metavar="ALG",
-        help="device key algorithm: %(choices)s (default p256)",
-    )
+    add_chain_arguments(parser)
     parser.add_argument(
         "--san",
         choices=SAN_KINDS,
