@@ -31,7 +31,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Mosquitto:
+class ServerProcess:
+    """A server a benchmark starts (``start()`` returns it) and stops: terminated, killed after 10 s."""
+
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Mosquitto(ServerProcess):
     """``with Mosquitto(workdir, ca_certificate) as broker:`` -- ``broker.url`` (mqtts://127.0.0.1:port),
     ``broker.server_ca`` (the file clients trust), ``broker.pid``."""
 
@@ -98,18 +122,3 @@ class Mosquitto:
 
     def output(self) -> str:
         return "".join(p.read_text(errors="replace") for p in (self.log, self.dir / "mosquitto.stderr") if p.exists())
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> Mosquitto:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

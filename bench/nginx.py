@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.broker import ServerProcess
 from hubsim.service.tlsfiles import ensure_hub_tls
 
 __all__ = ["INSTALL_HINT", "Nginx", "nginx_binary", "s_time"]
@@ -29,7 +30,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Nginx:
+class Nginx(ServerProcess):
     """``with Nginx(workdir, trusted_pem) as server:`` -- one nginx process (no master) serving ``200 ok``
     over TLS 1.3 to clients whose certificate chains to ``trusted_pem`` (the CA and the intermediates)."""
 
@@ -92,21 +93,6 @@ http {{
     def errors(self) -> str:
         log = self.dir / "error.log"
         return log.read_text(errors="replace") if log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> Nginx:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def s_time(server: Nginx, cert: Path, key: Path, seconds: int = 5, prefix: tuple[str, ...] = ()) -> float:
