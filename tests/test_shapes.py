@@ -1,5 +1,6 @@
 """Swarm schedules, device partitioning, histograms and the device queue, without sockets or Locust."""
 
+import itertools
 import random
 from types import SimpleNamespace
 
@@ -247,7 +248,7 @@ def test_the_pacer_holds_a_rate_and_changes_it_in_place():
     assert all(w.dead for w in workers)
     assert 80 <= first <= 110 and 450 <= second <= 520, (first, second)
     after = sorted(due[first:])  # a stalled process wakes its slots in any order; the due times are the schedule
-    gaps = [b - a for a, b in zip(after[5:50], after[6:51])]
+    gaps = [b - a for a, b in itertools.pairwise(after[5:51])]
     assert max(gaps) < 0.0011  # 1,000/s from the moment it was set, not after the old 5 ms gaps ran out
 
 
