@@ -115,7 +115,6 @@ class Swarm:
         self.total_users = 1
         self.phase = 0
         self.pacer = Pacer(poisson=self.options.arrivals == "poisson")
-        self.share = 1.0  # this process's part of the swarm's rate
         self.schedule = Schedule()  # the follow shape's entries
         self.live = LiveFile(None if self.role == "worker" else self.options.live_file)
         self.k = 0  # authentications this process has started (closed and paced shapes)
@@ -239,7 +238,7 @@ class Swarm:
         self.plan = plan
         for key, value in plan["options"].items():
             setattr(self.options, key, value)
-        self.share = 1.0 / max(1, plan.get("processes", 1))
+        self.pacer.set_share(1.0 / max(1, plan.get("processes", 1)))
         self.pacer.poisson = self.options.arrivals == "poisson"
         self.backoff = preset(self.options.backoff)
         self.partition = Partition(self.index, plan["stride"], plan["limit"])
@@ -276,12 +275,12 @@ class Swarm:
         """The swarm's target rate (None: the closed model), its slots and the step number; this process
         paces its share of the rate."""
         self.rate, self.total_users, self.phase = rate, max(1, users), phase
-        self.pacer.set_rate(None if rate is None else rate * self.share)
+        self.pacer.pace(rate)
 
     def stop_pacing(self) -> None:
         """The schedule's stop: no authentication starts after this instant."""
         self.stopped_at = time.time()
-        self.pacer.set_rate(0.0)
+        self.pacer.pace(0.0)
 
     def next_device(self):
         """(device index, pass number) for the closed and paced shapes, or None when the passes are used up."""

@@ -252,6 +252,24 @@ def test_the_pacer_holds_a_rate_and_changes_it_in_place():
     assert max(gaps) < 0.0011  # 1,000/s from the moment it was set, not after the old 5 ms gaps ran out
 
 
+def test_a_process_paces_its_share_whichever_it_hears_first_the_rate_or_the_share():
+    early = Pacer(poisson=False)
+    early.pace(600.0)  # the master's first rate, before the run's plan reached this worker
+    assert early.rate == 600.0
+    early.set_share(1 / 6)  # the plan: six processes share the rate
+    assert early.rate == pytest.approx(100.0)
+    late = Pacer(poisson=False)
+    late.set_share(1 / 6)
+    assert late.rate == 0.0  # no rate given yet: it idles
+    late.pace(600.0)
+    assert late.rate == pytest.approx(100.0)
+    late.pace(None)  # the closed model has no share
+    assert late.rate is None
+    late.pace(0.0)  # the stop
+    late.set_share(1 / 3)
+    assert late.rate == 0.0
+
+
 def test_the_pacer_idles_at_zero_and_stops_when_asked():
     pacer = Pacer()
     assert pacer.take(lambda: True) is None
