@@ -308,6 +308,31 @@ def test_a_rate_that_breaks_with_neither_side_saturated_is_tried_once_more():
     assert search.next(noisy)["stage"] == "refine"  # the second time it is believed
 
 
+def test_a_ramp_step_that_broke_in_its_last_seconds_bounds_the_refinement():
+    settings = SearchSettings(start=500, add=500, step_s=5, bound_s=80, slo_ms=100, ceiling_s=10)
+    search = Search(settings, 0)
+    search.next(step(500))
+    search.next(step(1000))
+    first_seconds = step(1500, target_cpu=0.80)  # its first seconds held: the ramp moves on to 2,000/s
+    assert search.next(first_seconds)["rate"] == 2000
+    ramp_1500 = search.entries[2]
+    search.record(search.entries[1], step(1000))  # held on all its seconds: nothing changes
+    search.record(ramp_1500, step(1500, target_cpu=0.88))  # on all its seconds it broke
+    search.next(step(2000, target_cpu=0.97))
+    refine = [e["rate"] for e in search.entries if e.get("stage") == "refine"] + [r for _, r in search.plan]
+    assert refine == [1125, 1250, 1375]  # between the last that held and the lowest that broke, not 1,500-2,000
+    assert search.why_stopped.startswith("1,500/s broke (target CPU 88%")
+
+
+def test_a_late_break_ends_the_ramp_even_when_the_current_step_seems_to_hold():
+    search = Search(SearchSettings(start=500, add=500, step_s=5, bound_s=80, slo_ms=100, ceiling_s=10), 0)
+    search.next(step(500))
+    search.next(step(1000))
+    search.record(search.entries[1], step(1000, p99=400.0))  # broke on its slow last seconds
+    nxt = search.next(step(1500, target_cpu=0.6))  # judged on its first seconds only
+    assert nxt["stage"] in ("settle", "refine") and search.current["rate"] == pytest.approx(625)
+
+
 def test_a_target_that_refuses_everything_stops_the_search_at_once():
     search, _, _, steps, _ = simulate(Model(refuse=True), SearchSettings(slo_ms=100))
     assert [e.get("stop", False) for e in search.entries] == [False, True]

@@ -48,14 +48,13 @@ def _write_schedule(path: Path, entries: list[dict]) -> None:
     os.replace(tmp, path)  # the swarm reads whole files only
 
 
-def _judge_current(search: Search, live: LiveLog, samples: list[dict], segment: dict, origin: float) -> dict | None:
-    """The current entry judged on the whole seconds every ready worker has reported so far."""
-    current = search.current
-    upto = min(live.complete_until(), search.ends_at)
-    if upto <= current["at"]:
+def _judge(entry: dict, end: float, live: LiveLog, samples: list[dict], segment: dict, origin: float) -> dict | None:
+    """``entry`` judged on its whole seconds before ``end`` that every ready worker has reported so far."""
+    upto = min(live.complete_until(), end)
+    if upto <= entry["at"]:
         return None
     steps = cut_steps(
-        [current, {"at": upto, "stop": True}],
+        [entry, {"at": upto, "stop": True}],
         live.rows(),
         samples,
         segment=segment["name"],
@@ -65,6 +64,17 @@ def _judge_current(search: Search, live: LiveLog, samples: list[dict], segment: 
         origin=origin,
     )
     return steps[0] if steps else None
+
+
+def _record_finished(search: Search, recorded: set, live: LiveLog, samples, segment: dict, origin: float) -> None:
+    """Hand the search each ramp step judged on all its seconds, once: it moved on after their first ones."""
+    for entry, after in zip(search.entries, search.entries[1:]):
+        if entry.get("stage") != "ramp" or entry["phase"] in recorded or live.complete_until() < after["at"]:
+            continue
+        recorded.add(entry["phase"])
+        judged = _judge(entry, after["at"], live, samples, segment, origin)
+        if judged is not None:
+            search.record(entry, judged)
 
 
 def drive_search(
@@ -105,6 +115,7 @@ def drive_search(
     _write_schedule(schedule_path, search.entries)
     say(f"  {len(live.ready())} generator process(es) ready; the first step at {settings.start:,.0f}/s begins")
     refused = False
+    recorded: set[int] = set()
     while True:
         live.read()
         if live.errors:
@@ -116,7 +127,8 @@ def drive_search(
         elif not group.running():
             break
         elif now >= search.ends_at - LEAD:
-            judged = _judge_current(search, live, sampler.samples, segment, origin)
+            _record_finished(search, recorded, live, sampler.samples, segment, origin)
+            judged = _judge(search.current, search.ends_at, live, sampler.samples, segment, origin)
             previous = search.current
             entry = search.next(judged)
             _write_schedule(schedule_path, search.entries)

@@ -49,7 +49,15 @@ class Search:
         self.why_stopped = ""
         self.latency_s = 0.0  # the highest p99 seen: slots must cover rate x latency (Little's law)
         self.settle_s = 0  # owed before the next measured step: the one just judged broke
+        self.late_breaks: dict[int, list[str]] = {}  # ramp steps (by phase) found broken on all their seconds
         self._add("ramp", settings.start)
+
+    def record(self, entry: dict, judged: dict) -> None:
+        """An earlier step judged on all its seconds. The ramp moves on from a step judged on its first
+        seconds; a ramp step that broke in its last ones still bounds the refinement from above."""
+        why = analysis.reasons(judged, self.s.slo_ms)
+        if entry.get("stage") == "ramp" and why:
+            self.late_breaks[entry["phase"]] = why
 
     # -- the schedule ---------------------------------------------------------------------------------------
     @property
@@ -139,18 +147,22 @@ class Search:
             return self._finish("the refinement ended")
         why = analysis.reasons(judged, self.s.slo_ms) if judged else []
         rate = self.current["rate"]
+        ramp = [e for e in self.entries if e.get("stage") == "ramp" and e is not self.current]
+        late = [e for e in ramp if e["phase"] in self.late_breaks]
+        if late and min(e["rate"] for e in late) <= rate:  # a step below broke after the ramp left it
+            lowest = min(late, key=lambda e: e["rate"])
+            rate, why = lowest["rate"], self.late_breaks[lowest["phase"]]
         reserve = self.s.refine_steps * self.s.step_s + self.s.ceiling_s
         if not why:
             if self._time_left(self.s.step_s + reserve):
                 return self._add("ramp", rate + self.s.add)
             return self._finish("the time bound ended the ramp before any step broke")
-        if analysis.side_of(judged) == "neither" and rate not in self.retried and self._time_left(self.s.step_s):
+        neither = judged is not None and analysis.side_of(judged) == "neither" and not late
+        if neither and rate not in self.retried and self._time_left(self.s.step_s):
             # neither side saturated: on a shared machine that is often a noisy second, not a knee
             self.retried.add(rate)
             return self._add("ramp", rate)
-        held = [
-            e["rate"] for e in self.entries if e.get("stage") == "ramp" and e["rate"] < rate and e is not self.current
-        ]
+        held = [e["rate"] for e in ramp if e["rate"] < rate and e["phase"] not in self.late_breaks]
         good = max(held, default=0.0)
         gap = rate - good
         n = self.s.refine_steps
