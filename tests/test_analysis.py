@@ -330,7 +330,19 @@ def test_a_late_break_ends_the_ramp_even_when_the_current_step_seems_to_hold():
     search.next(step(1000))
     search.record(search.entries[1], step(1000, p99=400.0))  # broke on its slow last seconds
     nxt = search.next(step(1500, target_cpu=0.6))  # judged on its first seconds only
-    assert nxt["stage"] in ("settle", "refine") and search.current["rate"] == pytest.approx(625)
+    assert nxt["stage"] == "refine" and nxt["rate"] == pytest.approx(625)
+    assert search.entries[-2]["stage"] == "ramp"  # no settle: the step just judged did not break
+
+
+def test_a_retried_rate_is_judged_by_its_retry_not_by_the_first_attempt_found_broken_later():
+    search = Search(SearchSettings(start=500, add=500, step_s=5, bound_s=80, slo_ms=100, ceiling_s=10), 0)
+    search.next(step(500))
+    noisy = step(1000, target_cpu=0.4, gen_cpu=0.4, p99=500)  # broke with neither side busy: tried again
+    assert search.next(noisy)["rate"] == 1000
+    first = next(e for e in search.entries if e.get("stage") == "ramp" and e["rate"] == 1000)
+    search.record(first, noisy)  # the first attempt, on all its seconds: broken, as already known
+    nxt = search.next(step(1000))  # the retry held
+    assert nxt["stage"] == "ramp" and nxt["rate"] == 1500
 
 
 def test_a_target_that_refuses_everything_stops_the_search_at_once():

@@ -53,9 +53,12 @@ class Search:
         self._add("ramp", settings.start)
 
     def record(self, entry: dict, judged: dict) -> None:
-        """An earlier step judged on all its seconds. The ramp moves on from a step judged on its first
-        seconds; a ramp step that broke in its last ones still bounds the refinement from above."""
-        why = analysis.reasons(judged, self.s.slo_ms)
+        """An earlier step judged on all its seconds. The ramp moves up from a step judged on its first
+        seconds; a ramp step that broke in its last ones still bounds the refinement from above. A step the
+        search already tried again at the same rate is judged by that retry, not here."""
+        later = self.entries[entry["phase"] + 1 :]
+        moved_up = bool(later) and later[0].get("stage") == "ramp" and later[0]["rate"] > entry["rate"]
+        why = analysis.reasons(judged, self.s.slo_ms) if moved_up else []  # a retry answers for itself
         if entry.get("stage") == "ramp" and why:
             self.late_breaks[entry["phase"]] = why
 
