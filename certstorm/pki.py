@@ -54,7 +54,8 @@ def _module_arg(p) -> None:
 
 
 class _NoPin(argparse.Action):
-    """``--pin`` (or an abbreviation of ``--pin-file`` given a PIN) is refused without repeating the value."""
+    """A PIN flag (``--pin``, ``--company-pin``, ...) is refused without repeating the value. Abbreviations are
+    off for every action, so ``--company-pin`` can never be read as ``--company-pin-file``."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         parser.error(
@@ -63,8 +64,9 @@ class _NoPin(argparse.Action):
         )
 
 
-def _no_pin(p) -> None:
-    for flag in ("--pin", "--so-pin", "--user-pin"):
+def _no_pin(p, *holders: str, plain: bool = True) -> None:
+    flags = ("--pin", "--so-pin", "--user-pin") if plain else ()
+    for flag in (*flags, *(f"--{who}-pin" for who in holders)):
         p.add_argument(flag, action=_NoPin, nargs="?", help=argparse.SUPPRESS)
 
 
@@ -142,18 +144,22 @@ def add_pki_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ca", required=True, metavar="FILE", help="Company-X's CA certificate")
     p.add_argument("--company-token", default=None, metavar="LABEL", help="Company-X's token, to prove the CA to hubs")
     p.add_argument("--company-pin-file", default=None, metavar="FILE", help="its PIN file")
+    _no_pin(p, "company", plain=False)  # its own --pin is the devices' token's, above
     p.add_argument("--company-key", default=COMPANY, metavar="LABEL", help=f"its key label (default {COMPANY})")
 
     p = sub.add_parser("chain", help="all of it, one token at a time: Company-X → Factory-Y → Technician-Z → devices")
     _module_arg(p)
-    _no_pin(p)
-    for who in ("company", "factory", "technician", "device"):
+    holders = ("company", "factory", "technician", "device")
+    _no_pin(p, *holders)
+    for who in holders:
         p.add_argument(f"--{who}-token", required=True, metavar="LABEL", help=f"the {who} token")
         p.add_argument(f"--{who}-pin-file", required=True, metavar="FILE", help=f"the {who} token's PIN file")
     p.add_argument("--devices", type=integer(1, 100_000), required=True, metavar="N", help="devices to make")
     p.add_argument("--out", required=True, metavar="DIR", help="where certificates, requests and the fleet go")
     p.add_argument("--hub", default=None, metavar="URL", help="also register and prove Company-X's CA at this hub")
     p.add_argument("--admin-token-file", default=None, metavar="FILE", help="with --hub: its management token")
+    for action in sub.choices.values():  # a PIN given to a shortened flag name must not pass for a file name
+        action.allow_abbrev = False
 
 
 # -- the actions, each with one token open ---------------------------------------------------------------------

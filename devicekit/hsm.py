@@ -224,22 +224,11 @@ class Token:
         out = {}
         for private in privates:
             label = private[Attribute.LABEL]
+            if label in out:  # as key(): which of two keys signs must never be a guess
+                raise TokenError("key_ambiguous", f"token {self.label!r} holds several private keys labelled {label!r}")
             if label in publics:
                 out[label] = TokenKey(_held(private, self.label, label), _public_key(publics[label]), self.label, label)
         return out
-
-    def delete_key(self, label: str) -> None:
-        """Destroy both halves of the key pair labelled ``label``."""
-        found = False
-        for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-            for obj in list(self.session.get_objects({Attribute.CLASS: object_class, Attribute.LABEL: label})):
-                obj.destroy()
-                found = True
-        if not found:
-            raise TokenError("key_missing", f"token {self.label!r} holds no key labelled {label!r}")
-
-    def private_key_labels(self) -> list[str]:
-        return sorted(k[Attribute.LABEL] for k in self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
 
     def describe_private_keys(self) -> list[dict]:
         """What the token says of each private key: whether it was made inside (CKA_LOCAL) and whether it can
@@ -264,12 +253,18 @@ class Token:
 
 
 def _held(private, token: str, label: str):
-    """``private`` when the token keeps it in: sensitive and never extractable."""
+    """``private`` when it was made inside the token and has never been able to leave it."""
     if not private[Attribute.SENSITIVE] or private[Attribute.EXTRACTABLE]:
         raise TokenError(
             "key_extractable",
             f"token {token!r} would let the private key {label!r} out (CKA_SENSITIVE false or CKA_EXTRACTABLE "
             "true): make a key inside the token that never leaves it",
+        )
+    if not (private[Attribute.LOCAL] and private[Attribute.ALWAYS_SENSITIVE] and private[Attribute.NEVER_EXTRACTABLE]):
+        raise TokenError(
+            "key_imported",
+            f"token {token!r}: the private key {label!r} was not made inside it or could once leave it (CKA_LOCAL, "
+            "CKA_ALWAYS_SENSITIVE or CKA_NEVER_EXTRACTABLE false): make a key inside the token that never leaves it",
         )
     return private
 

@@ -94,6 +94,33 @@ def test_a_key_the_token_would_let_out_is_refused(softhsm):
         refused("key_extractable", token.keys)  # a token holding a key that can leave is not used at all
 
 
+def test_a_key_that_could_once_leave_is_refused_after_it_was_locked_in(softhsm):
+    label, pin_file = softhsm.token("relocked")
+    with open_token(M, label, pin_file) as token:
+        params = token.session.create_domain_parameters(
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
+        )
+        _, private = params.generate_keypair(
+            store=True, label="was-out", private_template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False}
+        )
+        private[Attribute.SENSITIVE] = True  # one-way changes: it looks held now, but a copy may exist
+        private[Attribute.EXTRACTABLE] = False
+        refused("key_imported", token.key, "was-out")
+        refused("key_imported", token.keys)
+
+
+def test_two_keys_under_one_label_are_refused_by_the_whole_token_read(softhsm):
+    label, pin_file = softhsm.token("twins")
+    with open_token(M, label, pin_file) as token:
+        params = token.session.create_domain_parameters(
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
+        )
+        for _ in range(2):
+            params.generate_keypair(store=True, label="twin")
+        refused("key_ambiguous", token.key, "twin")
+        refused("key_ambiguous", token.keys)
+
+
 def test_one_custodians_pin_cannot_sign_for_another(softhsm, tmp_path):
     company, company_pin = softhsm.token("company-x")
     factory, factory_pin = softhsm.token("factory-y")
@@ -209,6 +236,15 @@ def test_bad_arguments_of_the_command_are_one_line_each(softhsm, tmp_path):
         proc = softhsm.certstorm("pki", *args)
         assert proc.returncode == 2 and "never taken from the command line" in proc.stderr, proc.stderr
         assert "1234" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    # a shortened flag name never takes a PIN for a file name (it would be written into the fleet's files)
+    fleet = ("fleet", str(tmp_path / "f"), "--token", label, "--pin-file", pin_file, "--certificates", "c")
+    for args in (
+        (*fleet, "--chain", "x", "--ca", "y", "--company-pin", "918273"),
+        ("csr", "--token", label, "--name", "n", "--out", "o", "--pin-fil", "918273"),
+        ("chain", "--company-pin", "918273"),
+    ):
+        proc = softhsm.certstorm("pki", *args)
+        assert proc.returncode == 2 and "918273" not in proc.stderr, proc.stderr
 
 
 # -- what holds: keys stay in their tokens ------------------------------------------------------------------
