@@ -1,4 +1,4 @@
-"""The face every device identity shows, whether its key is in the fleet's file or in a token."""
+"""The faces every fleet and device identity show, whether the keys are in the fleet's file or in a token."""
 
 from __future__ import annotations
 
@@ -34,4 +34,34 @@ class IdentityBase:
         return f"{type(self).__name__}({self.device_id!r})"
 
 
-__all__ = ["IdentityBase"]
+class FleetBase:
+    """What every fleet offers, from its ``count``, ``id_prefix``, ``id_width``, CA and intermediates; a
+    subclass says how one identity is made (``_identity``) and what closing releases."""
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def issuer_certificate(self) -> x509.Certificate:
+        """The certificate that signs device certificates (nearest intermediate, or the CA at depth 0)."""
+        return self.intermediates[0] if self.intermediates else self.ca_certificate
+
+    def device_id(self, index: int) -> str:
+        return f"{self.id_prefix}{index:0{self.id_width}d}"
+
+    def identity(self, index: int):
+        """Device ``index`` (0 to count - 1)."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"device index must be an int, got {type(index).__name__}")
+        if not 0 <= index < self.count:
+            raise IndexError(f"device index {index} out of range for a fleet of {self.count}")
+        return self._identity(index)
+
+
+__all__ = ["FleetBase", "IdentityBase"]

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from devicekit.fleet.identity import IdentityBase
+from devicekit.fleet.identity import FleetBase, IdentityBase
 from devicekit.fleet.layout import DATA_FILE, DER, FORMAT, LAYOUTS, META_FILE, VERSION, record_size
 from devicekit.fleet.template import Template
 from devicekit.pki import COMPANY, CURVES, Custodian
@@ -26,7 +26,7 @@ class DeviceIdentity(IdentityBase):
     def __init__(self, fleet: Fleet, index: int, record: bytes):
         self._fleet = fleet
         self.index = index
-        self.device_id = f"{fleet.id_prefix}{index:0{fleet.id_width}d}"
+        self.device_id = fleet.device_id(index)
         self._record = record
         self._key = None
         self._cert_der = None
@@ -54,7 +54,7 @@ class DeviceIdentity(IdentityBase):
         return self._cert_der
 
 
-class Fleet:
+class Fleet(FleetBase):
     """A generated fleet, memory-mapped: opening it reads only ``fleet.json``; identities are O(1)."""
 
     def __init__(self, path: Path, meta: dict, fd_file, mm):
@@ -121,9 +121,6 @@ class Fleet:
             raise
         return cls(path, meta, f, mm)
 
-    def __len__(self) -> int:
-        return self.count
-
     def __repr__(self) -> str:
         return f"Fleet({str(self.path)!r}, {self.count} x {self.alg}, depth {self.depth})"
 
@@ -133,31 +130,13 @@ class Fleet:
             self._file.close()
             self._mm = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __del__(self):
         try:
             self.close()
         except Exception:
             pass
 
-    @property
-    def issuer_certificate(self) -> x509.Certificate:
-        """The certificate that signs device certificates (nearest intermediate, or the CA at depth 0)."""
-        return self.intermediates[0] if self.intermediates else self.ca_certificate
-
-    def device_id(self, index: int) -> str:
-        return f"{self.id_prefix}{index:0{self.id_width}d}"
-
-    def identity(self, index: int) -> DeviceIdentity:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(f"device index must be an int, got {type(index).__name__}")
-        if not 0 <= index < self.count:
-            raise IndexError(f"device index {index} out of range for a fleet of {self.count}")
+    def _identity(self, index: int) -> DeviceIdentity:
         if self._mm is None:
             raise ValueError("the fleet is closed")
         at = index * self.record_size

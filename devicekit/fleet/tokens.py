@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from devicekit.fleet.identity import IdentityBase
+from devicekit.fleet.identity import FleetBase, IdentityBase
 from devicekit.fleet.layout import CA_FILE, CHAIN_FILE, DEFAULT_PREFIX, FORMAT, META_FILE, MIN_WIDTH, VERSION
 from devicekit.hsm import Token, TokenError, open_token
 from devicekit.pki import COMPANY, Custodian, certificate_request, requested_name
@@ -224,7 +224,7 @@ class RegisteredCA:
         )
 
 
-class TokenFleet:
+class TokenFleet(FleetBase):
     """A fleet whose device keys live in a PKCS#11 token (``fleet.json`` with ``"keys": "pkcs11"``)."""
 
     record_size = 0  # nothing per device on disk but its certificate
@@ -270,30 +270,29 @@ class TokenFleet:
 
     def _open_token(self) -> None:
         token = open_token(self.module, self.token_label, self.pin_file, rw=False)
-        found = token.keys()
-        keys = []
-        for i in range(self.count):
-            device_id = self.device_id(i)
-            key = found.get(device_id)
-            if key is None:
-                token.close()
-                raise TokenError("key_missing", f"token {self.token_label!r} holds no key labelled {device_id!r}")
-            if key.public_key() != x509.load_der_x509_certificate(self.certificates_der[i]).public_key():
-                token.close()
-                raise TokenError(
-                    "key_mismatch",
-                    f"token {self.token_label!r}: the key {device_id!r} is not the one its certificate names",
-                )
-            keys.append(key)
+        try:
+            found = token.keys()
+            keys = []
+            for i in range(self.count):
+                device_id = self.device_id(i)
+                key = found.get(device_id)
+                if key is None:
+                    raise TokenError("key_missing", f"token {self.token_label!r} holds no key labelled {device_id!r}")
+                if key.public_key() != x509.load_der_x509_certificate(self.certificates_der[i]).public_key():
+                    raise TokenError(
+                        "key_mismatch",
+                        f"token {self.token_label!r}: the key {device_id!r} is not the one its certificate names",
+                    )
+                keys.append(key)
+        except BaseException:
+            token.close()  # logged out, so the next attempt in this process is not refused as busy
+            raise
         self._token, self._keys, self._pid = token, keys, os.getpid()
 
     def key(self, index: int):
         if self._keys is None or self._pid != os.getpid():  # a forked process logs in for itself
             self._open_token()
         return self._keys[index]
-
-    def __len__(self) -> int:
-        return self.count
 
     def __repr__(self) -> str:
         return f"TokenFleet({str(self.path)!r}, {self.count} x {self.alg} in token {self.token_label!r})"
@@ -304,24 +303,7 @@ class TokenFleet:
                 token.close()
         self._token, self._company, self._keys = None, None, None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    @property
-    def issuer_certificate(self) -> x509.Certificate:
-        return self.intermediates[0] if self.intermediates else self.ca_certificate
-
-    def device_id(self, index: int) -> str:
-        return f"{self.id_prefix}{index:0{self.id_width}d}"
-
-    def identity(self, index: int) -> TokenIdentity:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(f"device index must be an int, got {type(index).__name__}")
-        if not 0 <= index < self.count:
-            raise IndexError(f"device index {index} out of range for a fleet of {self.count}")
+    def _identity(self, index: int) -> TokenIdentity:
         return TokenIdentity(self, index)
 
     def custodian(self, name: str = COMPANY):
