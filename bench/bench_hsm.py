@@ -39,7 +39,8 @@ def token_key():
     conf = root / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
     label, pin = f"bench-{os.getpid()}", os.urandom(6).hex()
-    os.environ["SOFTHSM2_CONF"] = str(conf)
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # restored below: the rest of the session keeps its own
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", os.urandom(6).hex()],
         check=True,
@@ -55,6 +56,10 @@ def token_key():
     finally:
         token.close()
         shutil.rmtree(root, ignore_errors=True)
+        if previous is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = previous
 
 
 def _batch(key, challenges) -> float:

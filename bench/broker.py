@@ -25,7 +25,7 @@ def mosquitto_binary() -> str | None:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -35,6 +35,10 @@ class ServerProcess:
     """A server a benchmark starts (``start()`` returns it) and stops: terminated, killed after 10 s."""
 
     proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
 
     def start(self) -> ServerProcess:
         raise NotImplementedError
@@ -71,7 +75,7 @@ class Mosquitto(ServerProcess):
         self.cafile.write_bytes(ca_certificate.public_bytes(serialization.Encoding.PEM))
         files = ensure_hub_tls(str(self.dir / "broker"), "127.0.0.1")
         self.server_ca = files.ca
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"mqtts://127.0.0.1:{self.port}"
         self.log = self.dir / "mosquitto.log"
         self.conf = self.dir / "mosquitto.conf"
@@ -95,10 +99,6 @@ class Mosquitto(ServerProcess):
             )
         )
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else 0
 
     def start(self, timeout: float = 15.0) -> Mosquitto:
         self.proc = subprocess.Popen(

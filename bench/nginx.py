@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.broker import ServerProcess
+from bench.broker import ServerProcess, free_port
 from hubsim.service.tlsfiles import ensure_hub_tls
 
 __all__ = ["INSTALL_HINT", "Nginx", "nginx_binary", "s_time"]
@@ -22,12 +22,6 @@ INSTALL_HINT = "install nginx: apt-get install nginx (Debian/Ubuntu)"
 
 def nginx_binary() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Nginx(ServerProcess):
@@ -44,7 +38,7 @@ class Nginx(ServerProcess):
         self.trusted.write_bytes(trusted_pem)
         files = ensure_hub_tls(str(self.dir / "server"), "127.0.0.1")
         self.server_ca = files.ca
-        self.port = _free_port()
+        self.port = free_port()
         self.host, self.url = "127.0.0.1", f"https://127.0.0.1:{self.port}"
         conf = self.dir / "nginx.conf"
         temp = {name: self.dir / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -68,10 +62,6 @@ http {{
 """)
         self.cmd = [*prefix, binary, "-c", str(conf), "-p", str(self.dir)]
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else 0
 
     def start(self, timeout: float = 15.0) -> Nginx:
         self.proc = subprocess.Popen(

@@ -24,6 +24,7 @@ import argparse
 import math
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from statistics import NormalDist
 
 import numpy as np
@@ -52,9 +53,13 @@ class Latency:
     b: float = 0.0
     q: float = 0.5
 
-    @property
+    @cached_property  # drawn from on every attempt: worked out once per distribution
     def sigma(self) -> float:
         return math.log(self.b / self.a) / NormalDist().inv_cdf(self.q)
+
+    @cached_property
+    def _log_bounds(self) -> tuple[float, float]:
+        return math.log(self.a), math.log(self.b)
 
     @property
     def mean(self) -> float:
@@ -73,8 +78,8 @@ class Latency:
         if self.kind == "uniform":
             return rng.uniform(self.a, self.b)
         if self.kind == "loguniform":
-            return math.exp(rng.uniform(math.log(self.a), math.log(self.b)))
-        return rng.lognormvariate(math.log(self.a), self.sigma)
+            return math.exp(rng.uniform(*self._log_bounds))
+        return rng.lognormvariate(self._log_bounds[0], self.sigma)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` latencies at once (the simulator's draw)."""

@@ -28,22 +28,20 @@ class Pacer:
         self.rng = rng or random.Random()
         self.rate: float | None = 0.0  # this process's arrivals per second; 0 idles, None runs closed
         self.share = 1.0  # this process's part of the swarm's rate
-        self._swarm_rate: float | None = 0.0
-        self._paced = False  # a swarm rate has been given
+        self._swarm_rate: float | None = 0.0  # the whole swarm's; 0 until one is given
         self._next = 0.0
         self._changed = Event()
 
     def pace(self, swarm_rate: float | None) -> None:
         """The whole swarm's rate (None: the closed model); this process takes its ``share`` of it."""
-        self._swarm_rate, self._paced = swarm_rate, True
+        self._swarm_rate = swarm_rate
         self.set_rate(None if swarm_rate is None else swarm_rate * self.share)
 
     def set_share(self, share: float) -> None:
         """This process's part of the swarm's rate. A rate already in force is re-paced at once: a worker
         can hear the master's first rate before the run's plan says how many processes share it."""
         self.share = share
-        if self._paced:
-            self.pace(self._swarm_rate)
+        self.pace(self._swarm_rate)
 
     def set_rate(self, rate: float | None) -> None:
         """From now on, arrivals at ``rate`` per second (None: closed model, 0: none)."""

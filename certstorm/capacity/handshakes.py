@@ -4,7 +4,6 @@ during a storm."""
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
 import time
@@ -14,6 +13,7 @@ import psutil
 from OpenSSL import SSL
 from prometheus_client.parser import text_string_to_metric_families
 
+from certstorm.capacity.sampler import fetch_metrics
 from hubsim.tlsbio import outgoing
 
 __all__ = ["HubWatch", "handshake_memory", "hub_rss_kib", "parse_hold_metrics"]
@@ -114,13 +114,9 @@ class HubWatch(threading.Thread):
 
     def sample(self) -> None:
         row: dict = {"t": time.time()}
-        try:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
-            conn.request("GET", "/metrics")
-            row.update(parse_hold_metrics(conn.getresponse().read().decode()))
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            pass
+        text = fetch_metrics(self.host, self.port)
+        if text is not None:
+            row.update(parse_hold_metrics(text))
         if self.pid is not None:
             row["rss_kib"] = hub_rss_kib(self.pid)
         self.samples.append(row)

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certstorm.processes import HubProcess
 
-__all__ = ["SecondSampler", "parse_auth_metrics", "parse_cache_metrics"]
+__all__ = ["SecondSampler", "fetch_metrics", "parse_auth_metrics", "parse_cache_metrics"]
 
 
 def parse_cache_metrics(text: str) -> float:
@@ -44,6 +44,18 @@ def parse_auth_metrics(text: str) -> tuple[float, float]:
     return ok, bad
 
 
+def fetch_metrics(host: str, port: int) -> str | None:
+    """A hub's ``/metrics`` text, or None when it did not answer (a missed reading, not an error)."""
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=2)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    return text
+
+
 class SecondSampler:
     """Just after each whole second: the target's CPU seconds so far and its busiest thread's since the
     last reading, and the machine's busy CPU seconds; on a clock of its own (a saturated hub answers
@@ -67,12 +79,8 @@ class SecondSampler:
         self.samples.append({"t": time.time(), "cpu_s": cpu, "busiest_s": busiest, "machine_s": machine})
 
     def _read_hub(self) -> None:
-        try:
-            conn = http.client.HTTPConnection(self.hub.host, self.hub.port, timeout=2)
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-            conn.close()
-        except (OSError, http.client.HTTPException):
+        text = fetch_metrics(self.hub.host, self.hub.port)
+        if text is None:
             return
         read_at = time.time()
         ok, bad = parse_auth_metrics(text)

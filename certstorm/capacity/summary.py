@@ -212,10 +212,7 @@ def _storm(storm: dict | None, k: dict | None) -> dict | None:
         "predicted": {
             "time_to_admit": finite(sim.time_to_admit),
             "peak_pending": sim.peak_pending_challenges,
-            "curve": [
-                [float(sim.curve_t[i]), int(sim.curve_admitted[i])]
-                for i in sorted({*range(0, sim.curve_t.size, 10), sim.curve_t.size - 1})
-            ],
+            "curve": _thin(sim.curve_t, sim.curve_admitted),
             "in_flight": _thin(sim.curve_t, sim.curve_in_flight),
             "hub_in_flight": _thin(sim.curve_t, sim.curve_hub_in_flight),
         }

@@ -49,6 +49,8 @@ class _Samples:
     GAP = 3.0  # seconds: readings further apart than this do not bracket an instant
 
     def __init__(self, samples: list[dict]):
+        # run folders written before readings carried their read time name the whole second instead
+        samples = [s if "t" in s else {**s, "t": s["second"]} for s in samples]
         self.rows = sorted(samples, key=lambda s: s["t"])
         self.times = [s["t"] for s in self.rows]
 
