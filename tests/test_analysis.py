@@ -5,6 +5,7 @@ scaling from hub-limited points only, and references."""
 import itertools
 import math
 
+import numpy as np
 import pytest
 from synthetic import Model, simulate
 
@@ -72,6 +73,29 @@ def test_a_step_holds_only_within_slo_errors_cpu_and_its_target():
     # a target whose CPU is not measured is judged without it; the closed-loop ceiling has no intended rate
     assert analysis.holds(step(1000, target_cpu=None), 100)
     assert analysis.reasons(step(None, achieved=1500, target_cpu=0.99, stage="ceiling"), 100) == ["target CPU 99%"]
+
+
+def test_a_step_behind_its_target_beyond_counting_noise_breaks():
+    # the bad cases first: a shortfall beyond two standard deviations of the arrival count breaks at any
+    # rate; at large counts the 90% rule alone decides (88% of 5,000 arrivals is 8.5 standard deviations)
+    assert analysis.behind(44, 60, 1) and analysis.behind(43, 60, 3)
+    assert analysis.behind(880, 1000, 5) and analysis.behind(899.9, 1000, 5)
+    assert analysis.reasons(dict(step(60, achieved=40), seconds=1), 100) == ["admitted 40/s of 60/s"]
+    # one second at 60/s admitted 50 (83%): Poisson(60) is 60 ± 7.7, so that is the draw, not the target
+    assert not analysis.behind(50, 60, 1) and analysis.holds(dict(step(60, achieved=50), seconds=1), 100)
+    assert not analysis.behind(900, 1000, 5)
+
+
+def test_a_system_that_keeps_up_is_rarely_judged_behind_at_any_rate():
+    """Admitted = the Poisson draw of a system that keeps up with every arrival: judged behind in at most
+    about 2.3% of steps (two standard deviations), where the 90% rule alone judged one in five at 60/s."""
+    rng = np.random.default_rng(7)
+    for rate, seconds in ((20, 1), (60, 1), (60, 3), (200, 2), (1000, 5)):
+        draws = rng.poisson(rate * seconds, 20_000) / seconds
+        share = np.mean([analysis.behind(a, rate, seconds) for a in draws])
+        assert share <= 0.035, (rate, seconds, share)
+    naive = np.mean(rng.poisson(60, 20_000) < analysis.BEHIND * 60)
+    assert naive > 0.15  # what the allowance is for
 
 
 def test_the_knee_is_chosen_by_admitted_rate_not_by_intended_rate():
@@ -306,6 +330,15 @@ def test_a_rate_that_breaks_with_neither_side_saturated_is_tried_once_more():
     noisy = step(500, target_cpu=0.4, gen_cpu=0.4, p99=500)
     assert search.next(noisy)["rate"] == 500 and search.current["stage"] == "ramp"
     assert search.next(noisy)["stage"] == "refine"  # the second time it is believed
+
+
+def test_a_low_rate_judged_on_its_first_second_is_not_broken_by_a_low_poisson_draw():
+    # a run against a broker at 60/s: the step's first second drew 58 arrivals and admitted 50, then 67 and
+    # 54; judged on that second alone the search used to retry 60/s and then refine below a rate that held
+    search = Search(SearchSettings(start=60, add=120, step_s=3, bound_s=24, slo_ms=1000, ceiling_s=3), 0)
+    first_second = dict(step(60, achieved=50, target_cpu=0.17, gen_cpu=0.18, p99=98), seconds=1)
+    assert search.next(first_second) == search.current and search.current["rate"] == 180
+    assert search.current["stage"] == "ramp" and not search.retried
 
 
 def test_a_ramp_step_that_broke_in_its_last_seconds_bounds_the_refinement():

@@ -89,6 +89,16 @@ def test_a_target_whose_cpu_is_not_measured_is_judged_without_it_and_says_so(tmp
     assert all(s["target_cpu"] is None for s in data["steps"])
 
 
+def test_a_target_that_never_broke_says_which_target_and_what_to_change(tmp_path):
+    model = Model(capacity=1_000_000, target_us=1, gen_us=1, gen_capacity=1_000_000)
+    run = write_run(tmp_path / "run-5", model, storm=False, target_url="mqtts://broker.example:8883")
+    data = build_report(run)
+    jsonschema.validate(data, SCHEMA)
+    line = data["first_line"]
+    assert data["limit"] == "not-found" and line.startswith("KNEE NOT FOUND within the time bound at mqtts://"), line
+    assert "--search-seconds" in line and data["knee"] is not None
+
+
 def test_a_lost_generator_is_named(tmp_path):
     model = Model(capacity=1800, generators=2, lose={1: 12})
     run = write_run(tmp_path / "run-4", model, storm=False)

@@ -22,7 +22,7 @@ def assert_knee_and_cost(summary: dict) -> None:
     """The knee is a step that held (it admitted what it was asked for), and the target's CPU per
     authentication there is no less than the two-verify floor measured in the same run."""
     knee, cost = summary["knee"], summary["cost"]
-    assert knee and knee["achieved"] >= analysis.BEHIND * knee["target"], knee
+    assert knee and not analysis.behind(knee["achieved"], knee["target"], knee["seconds"]), knee
     assert cost["target_us_per_auth"] >= cost["floor_us"] and cost["floor_multiple"] >= 1, cost
 
 

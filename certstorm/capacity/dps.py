@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from certstorm.capacity import analysis
 from certstorm.capacity.planner import simulate_storm
 from certstorm.processes import DpsProcess, HubProcess, cpu_seconds, newest_summary, start_swarm, stop_swarm
 from devicekit.backoff import preset
@@ -77,13 +78,13 @@ def _quota(text: str):
 
 
 def knee(phases: list[dict], slo_ms: float) -> dict | None:
-    """The step that held with the highest achieved rate: at least 90% of its target achieved, at most
-    0.1% failed, p99 within the SLO."""
+    """The step that held with the highest achieved rate: not behind its target (90%, beyond counting
+    noise), at most 0.1% failed, p99 within the SLO."""
     held = [
         p
         for p in phases
         if p.get("achieved_rate")
-        and p["achieved_rate"] >= 0.9 * p["target_rate"]
+        and not analysis.behind(p["achieved_rate"], p["target_rate"], p["seconds"])
         and p.get("failed_rate", 0) <= 0.001 * p["achieved_rate"]
         and (p.get("auth_p99_us") or math.inf) <= slo_ms * 1000
     ]

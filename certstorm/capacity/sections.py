@@ -59,7 +59,8 @@ def _verdict(summary: dict, plots: dict) -> list[dict]:
             f"the first step took {fmt(tm['startup_s'], ' s', 1)}."
         )
     items.append(
-        f"A step holds when p99 ≤ {slo:g} ms, errors ≤ 0.1%, at least 90% of its intended rate is admitted, and "
+        f"A step holds when p99 ≤ {slo:g} ms, errors ≤ 0.1%, at least 90% of its intended rate is admitted (or "
+        "the shortfall is within two standard deviations of its Poisson arrival count), and "
         f"neither the {noun} nor any generator process reaches {analysis.CPU_LIMIT:.0%} CPU. The knee is the step "
         "that holds with the highest admitted rate."
     )

@@ -96,8 +96,8 @@ def _without(command: list[str], flag: str) -> list[str]:
 
 def _headline(side: str, k: dict | None, per: list[dict], config: dict, target: dict) -> str:
     noun = target["noun"]
+    where = f" with {k['workers']} hub worker(s)" if k and k.get("workers") else f" at {target['name']}"
     if k:
-        where = f" with {k['workers']} hub worker(s)" if k.get("workers") else f" at {target['name']}"
         at = f"knee at {k['achieved']:,.0f} authentications/s{where}"
     else:
         at = "no step held"
@@ -151,7 +151,7 @@ def _headline(side: str, k: dict | None, per: list[dict], config: dict, target: 
         )
     top_rate = max((v["highest_target"] or 0 for v in per), default=0)
     return (
-        f"KNEE NOT FOUND within the time bound: every step up to {top_rate:,.0f}/s held{ceiling}; "
+        f"KNEE NOT FOUND within the time bound{where}: every step up to {top_rate:,.0f}/s held{ceiling}; "
         "raise --search-seconds or --step-rate."
     )
 
