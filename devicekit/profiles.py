@@ -20,7 +20,6 @@ round trip before it reads the reply):
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from functools import cached_property
 from statistics import NormalDist
 
 import numpy as np
+
+from hubsim.argtypes import checked
 
 __all__ = [
     "DEVICE_CLASSES",
@@ -242,14 +243,11 @@ def _argtype(table: dict[str, Kind], what: str):
     """An argparse type: the mix checked, kept as its canonical text (``secure-element:70,tpm:30``) so that
     it travels in option lists and messages between processes."""
 
-    def parse(text: str) -> str:
-        try:
-            mix = parse_mix(text, table, what)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+    def canonical(text: str) -> str:
+        mix = parse_mix(text, table, what)
         return ",".join(f"{k.name}:{round(s * 100, 4):g}" for k, s in zip(mix.kinds, mix.shares))
 
-    return parse
+    return checked(canonical)
 
 
 device_profile = _argtype(DEVICE_CLASSES, "device class")  # --device-profile's argparse type

@@ -12,7 +12,7 @@ import argparse
 import math
 import re
 
-__all__ = ["OneLineErrors", "duration", "integer", "integer_list", "number", "parse_duration"]
+__all__ = ["OneLineErrors", "checked", "duration", "integer", "integer_list", "number", "parse_duration"]
 
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
 
@@ -67,6 +67,18 @@ def number(low: float, high: float = math.inf, *, low_open: bool = False):
         return value
 
     return parse
+
+
+def checked(parse):
+    """An argument type from ``parse``, whose ValueError already says what was wrong and what is allowed."""
+
+    def argtype(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return argtype
 
 
 def parse_duration(text: str) -> float:

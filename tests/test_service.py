@@ -920,3 +920,31 @@ def test_a_chunked_upload_is_handed_to_aiohttp_and_counted(hub, fleet):
     reply = hub.call("POST", "/devices/challenge", iter([device.chain_pem()]), headers=PEM_TYPE)
     assert reply.status == 200, reply
     assert _settled_handoffs(hub) == before + 1
+
+
+def test_a_worker_keeps_house_through_a_failure_sweeps_idle_connections_and_stops_when_told(monkeypatch, caplog):
+    import asyncio
+    import logging
+
+    from hubsim.service import worker
+
+    monkeypatch.setattr(worker, "SYNC_INTERVAL", 0.001)
+    monkeypatch.setattr(worker, "IDLE_SWEEP", 0.01)
+    calls, sweeps = [], []
+
+    async def run():
+        stop = asyncio.Event()
+
+        def housekeeping():
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("the change log is locked")
+            if len(calls) == 40:
+                stop.set()
+
+        await worker.keep_house(housekeeping, stop, logging.getLogger("test"), sweep=lambda: sweeps.append(1))
+
+    asyncio.run(run())
+    assert len(calls) == 40  # the failure did not end it, and nothing ran after the stop
+    assert 1 <= len(sweeps) < len(calls)  # the sweep runs on its own, longer interval
+    assert "housekeeping failed; retrying at the next interval" in caplog.text

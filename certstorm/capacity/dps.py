@@ -30,7 +30,7 @@ from devicekit.backoff import preset
 from devicekit.fleet import derive_fleet
 from devicekit.hubclient import HubClient
 from hubsim.argtypes import integer, number
-from hubsim.dps.cli import REGISTRATIONS_PER_UNIT, parse_dps_quota
+from hubsim.dps.cli import REGISTRATIONS_PER_UNIT, dps_quota
 from hubsim.dps.engine import ALLOCATIONS
 from loadgen import spread
 
@@ -56,7 +56,7 @@ def add_dps_run_arguments(p) -> None:
     g.add_argument("--dps-devices", type=integer(100), default=20_000, metavar="N", help="--dps: fleet size (20000)")
     g.add_argument(
         "--dps-quota",
-        type=_quota,
+        type=dps_quota,
         default=None,
         metavar="S1[:UNITS]|RATE",
         help="--dps: DPS's registration throttle (default none: measure DPS's own capacity)",
@@ -66,15 +66,6 @@ def add_dps_run_arguments(p) -> None:
     g.add_argument("--connect-start-rate", type=number(0, low_open=True), default=100.0, help="--dps: first connects/s")
     g.add_argument("--connect-step-rate", type=number(0, low_open=True), default=100.0, help="--dps: added per step")
     g.add_argument("--dps-steps", type=integer(1, 50), default=6, metavar="K", help="--dps: steps per ramp (6)")
-
-
-def _quota(text: str):
-    import argparse
-
-    try:
-        return parse_dps_quota(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def knee(phases: list[dict], slo_ms: float) -> dict | None:

@@ -6,8 +6,17 @@ from __future__ import annotations
 import argparse
 import re
 
-from hubsim.argtypes import integer, number
-from hubsim.service.cli import add_log_level, add_management_arguments, run_server, start_logging
+from hubsim.argtypes import checked, integer, number
+from hubsim.service.cli import (
+    add_listen_arguments,
+    add_log_level,
+    add_management_arguments,
+    add_mqtts_arguments,
+    mqtts_settings,
+    run_server,
+    start_logging,
+)
+from hubsim.service.quota import Quota
 
 REGISTRATIONS_PER_UNIT = 1000 / 60  # Azure DPS: 1,000 device registrations per minute per unit (docs/dps.md)
 MAX_UNITS = 200
@@ -18,8 +27,6 @@ _SCOPE = re.compile(r"[A-Za-z0-9]{1,32}")
 def parse_dps_quota(text: str):
     """``S1[:units]`` (1,000 registrations per minute per unit) or a number of registrations per second;
     None for unlimited. ValueError with a readable message otherwise."""
-    from hubsim.service.quota import Quota
-
     spec = text.strip()
     if spec.lower() in ("", "none", "off", "0"):
         return None
@@ -43,11 +50,7 @@ def parse_dps_quota(text: str):
     return Quota(rate, max(1.0, rate), label)
 
 
-def _quota(text: str):
-    try:
-        return parse_dps_quota(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+dps_quota = checked(parse_dps_quota)  # --quota's argument type
 
 
 def _scope(text: str) -> str:
@@ -57,35 +60,8 @@ def _scope(text: str) -> str:
 
 
 def add_dps_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=integer(0, 65535), default=8090, metavar="PORT", help="HTTP port 0..65535 (default 8090)"
-    )
-    parser.add_argument(
-        "--workers", type=integer(0), default=0, metavar="N", help="worker processes; 0 means one per CPU (default)"
-    )
-    parser.add_argument(
-        "--db",
-        default=None,
-        metavar="PATH",
-        help="SQLite database with its side files beside it; default $XDG_STATE_HOME/certstorm/dps.db, "
-        "else ~/.local/state/certstorm/dps.db",
-    )
-    parser.add_argument(
-        "--mqtts-port",
-        type=integer(0, 65535),
-        default=None,
-        metavar="PORT",
-        help="serve devices over MQTT with mutual TLS on PORT (8883 is what device SDKs use; 0 picks one); "
-        "DPS's CA and server certificate are made on first start in DB.tls/",
-    )
-    parser.add_argument(
-        "--mqtts-connect-timeout",
-        type=number(0, 600, low_open=True),
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds a TLS client has from accept to its MQTT CONNECT (default 10)",
-    )
+    add_listen_arguments(parser, port=8090, db="dps.db")
+    add_mqtts_arguments(parser, who="DPS's")
     parser.add_argument(
         "--id-scope", type=_scope, default=None, metavar="SCOPE", help="the id scope devices name (default: made once)"
     )
@@ -105,7 +81,7 @@ def add_dps_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--quota",
-        type=_quota,
+        type=dps_quota,
         default=None,
         metavar="S1[:UNITS]|RATE",
         help="throttle registrations: S1 units of 1,000/min (Azure DPS), or registrations per second; "
@@ -128,11 +104,6 @@ def dps_command(args: argparse.Namespace) -> int:
     from hubsim.engine import EnginePolicy
 
     start_logging("certstorm-dps", args.log_level)
-    mqtts = None
-    if args.mqtts_port is not None:
-        from hubsim.service.mqtts import MqttsSettings
-
-        mqtts = MqttsSettings(port=args.mqtts_port, mode="cached", connect_timeout=args.mqtts_connect_timeout)
     config = DpsConfig(
         host=args.host,
         port=args.port,
@@ -142,7 +113,7 @@ def dps_command(args: argparse.Namespace) -> int:
         policy=EnginePolicy(challenge_ttl=args.challenge_ttl),
         management=args.management,
         admin_token_file=args.admin_token_file,
-        mqtts=mqtts,
+        mqtts=mqtts_settings(args),
         id_scope=args.id_scope,
         retry_after=args.retry_after,
         hub_timeout=args.hub_timeout,
@@ -150,4 +121,4 @@ def dps_command(args: argparse.Namespace) -> int:
     return run_server(serve, config, "DPS")
 
 
-__all__ = ["MAX_UNITS", "REGISTRATIONS_PER_UNIT", "add_dps_arguments", "dps_command", "parse_dps_quota"]
+__all__ = ["MAX_UNITS", "REGISTRATIONS_PER_UNIT", "add_dps_arguments", "dps_command", "dps_quota", "parse_dps_quota"]

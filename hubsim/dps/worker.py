@@ -1,5 +1,6 @@
-"""One DPS worker process: the hub's worker life (event loop, signals, the supervisor's pipe) serving
-DPS's HTTP front and MQTT listener, with the housekeeping that keeps it in step with the other workers."""
+"""One DPS worker process: the hub's worker life (event loop, signals, the supervisor's pipe, shutdown)
+serving DPS's HTTP front and MQTT listener, with the housekeeping that keeps it in step with the other
+workers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from aiohttp import web
 
 from hubsim.dps.core import DpsWorkerConfig, Provisioner
 from hubsim.dps.httpapi import DpsApi
-from hubsim.service.hub import SYNC_INTERVAL
-from hubsim.service.worker import IDLE_TIMEOUT, SHUTDOWN_TIMEOUT, report_ready
+from hubsim.service.worker import IDLE_TIMEOUT, keep_house, listen_mqtts, serve_until_stopped
 
 log = logging.getLogger("certstorm.dps")
 
@@ -24,43 +24,20 @@ async def serve_dps(config: DpsWorkerConfig, sock, ready_fd: int | None, mqtts=N
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     server = web.Server(DpsApi(core).handle, access_log=None, auto_decompress=False, keepalive_timeout=IDLE_TIMEOUT)
-    listener = await loop.create_server(server, sock=sock, backlog=1024)
-    front = tls_listener = None
-    if mqtts is not None:
+    listeners = [await loop.create_server(server, sock=sock, backlog=1024)]
+
+    def mqtts_front(files, settings):
         from hubsim.dps.mqtts import DpsFront
 
-        tls_sock, files, settings = mqtts
-        front = DpsFront(core, files, settings)
-        tls_listener = await loop.create_server(front.protocol, sock=tls_sock, backlog=1024)
-    report_ready(ready_fd)
-    keeper = loop.create_task(_housekeeping(core, stop))
-    await stop.wait()
+        return DpsFront(core, files, settings)
+
+    fronts = await listen_mqtts(mqtts, mqtts_front, listeners)
     try:
-        listener.close()
-        if tls_listener is not None:
-            tls_listener.close()
-            front.close_all()
-        await asyncio.sleep(0)
-        server.pre_shutdown()
-        await server.shutdown(SHUTDOWN_TIMEOUT)
+        await serve_until_stopped(stop, server, listeners, fronts, keep_house(core.housekeeping, stop, log), ready_fd)
     finally:
-        keeper.cancel()
-        try:
-            await keeper
-        except asyncio.CancelledError:
-            pass
         await core.close_async()
         core.close()
     return 0
-
-
-async def _housekeeping(core: Provisioner, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        await asyncio.sleep(SYNC_INTERVAL)
-        try:
-            core.housekeeping()
-        except Exception:
-            log.exception("housekeeping failed; retrying at the next interval")
 
 
 __all__ = ["serve_dps"]

@@ -7,19 +7,66 @@ from __future__ import annotations
 import argparse
 import logging
 
-from hubsim.argtypes import integer, number
+from hubsim.argtypes import checked, integer, number
+from hubsim.service.quota import parse_quota
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_REPLAY_SLOTS = 1 << 27  # a 3 GiB guard file
 
 
-def _quota(text: str):
-    from hubsim.service.quota import parse_quota
+def add_listen_arguments(parser: argparse.ArgumentParser, *, port: int, db: str) -> None:
+    """Where a service listens and keeps its database, shared by the hub and DPS."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port",
+        type=integer(0, 65535),
+        default=port,
+        metavar="PORT",
+        help=f"TCP port 0..65535; 0 picks a free one (default {port})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=integer(0),
+        default=0,
+        metavar="N",
+        help="worker processes sharing the port; 0 means one per CPU (the default)",
+    )
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="SQLite database, created if missing, with its side files next to it (PATH-wal, PATH-shm, "
+        "PATH.lock and PATH.guard with the challenge secret and replay guard); "
+        f"default $XDG_STATE_HOME/certstorm/{db}, else ~/.local/state/certstorm/{db}",
+    )
 
-    try:
-        return parse_quota(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+
+def add_mqtts_arguments(parser: argparse.ArgumentParser, *, who: str) -> None:
+    """Devices over MQTT with mutual TLS, shared by the hub and DPS."""
+    parser.add_argument(
+        "--mqtts-port",
+        type=integer(0, 65535),
+        default=None,
+        metavar="PORT",
+        help="also serve devices over MQTT 3.1.1 with mutual TLS on PORT 0..65535 (8883 is what device SDKs "
+        f"use; 0 picks a free one); {who} CA and server certificate are made on first start in DB.tls/",
+    )
+    parser.add_argument(
+        "--mqtts-connect-timeout",
+        type=number(0, 600, low_open=True),
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds a TLS client has from accept to its MQTT CONNECT, above 0 and at most 600 (default 10)",
+    )
+
+
+def mqtts_settings(args: argparse.Namespace, mode: str = "cached"):
+    """The MQTT listener's settings from :func:`add_mqtts_arguments`' flags; None without ``--mqtts-port``."""
+    if args.mqtts_port is None:
+        return None
+    from hubsim.service.mqtts import MqttsSettings
+
+    return MqttsSettings(port=args.mqtts_port, mode=mode, connect_timeout=args.mqtts_connect_timeout)
 
 
 def add_management_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,32 +118,10 @@ def run_server(serve, config, what: str) -> int:
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument(
-        "--port",
-        type=integer(0, 65535),
-        default=8080,
-        metavar="PORT",
-        help="TCP port 0..65535; 0 picks a free one (default 8080)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=integer(0),
-        default=0,
-        metavar="N",
-        help="worker processes sharing the port; 0 means one per CPU (the default)",
-    )
-    parser.add_argument(
-        "--db",
-        default=None,
-        metavar="PATH",
-        help="SQLite database, created if missing, with its side files next to it (PATH-wal, "
-        "PATH-shm, PATH.lock and PATH.guard with the challenge secret and replay guard); "
-        "default $XDG_STATE_HOME/certstorm/hub.db, else ~/.local/state/certstorm/hub.db",
-    )
+    add_listen_arguments(parser, port=8080, db="hub.db")
     parser.add_argument(
         "--quota",
-        type=_quota,
+        type=checked(parse_quota),
         default=None,
         metavar="PRESET|RATE",
         help="throttle new device connections: S1, S2 or S3 with optional ':units' (IoT Hub "
@@ -125,28 +150,13 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="any (default): every device whose chain leads to a verified CA; provisioned: only devices a "
         "provisioning service (certstorm dps) recorded here with PUT /devices/{id}, with that certificate",
     )
-    parser.add_argument(
-        "--mqtts-port",
-        type=integer(0, 65535),
-        default=None,
-        metavar="PORT",
-        help="also serve devices over MQTT 3.1.1 with mutual TLS on PORT 0..65535 (8883 is usual; "
-        "0 picks a free one); the hub CA and server certificate are made on first start in "
-        "DB.tls/",
-    )
+    add_mqtts_arguments(parser, who="the hub's")
     parser.add_argument(
         "--mqtts-validation",
         choices=("cached", "full"),
         default="cached",
         help="cached: the handshake proves possession and the engine's cached path validates "
         "the chain; full: OpenSSL validates the whole chain in every handshake (default cached)",
-    )
-    parser.add_argument(
-        "--mqtts-connect-timeout",
-        type=number(0, 600, low_open=True),
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds a TLS client has from accept to its MQTT CONNECT, above 0 and at most 600 (default 10)",
     )
     add_log_level(parser)
     return parser
@@ -158,13 +168,6 @@ def hub_command(args: argparse.Namespace) -> int:
     from hubsim.service.supervisor import HubConfig, default_db, serve
 
     start_logging("certstorm-hub", args.log_level)
-    mqtts = None
-    if args.mqtts_port is not None:
-        from hubsim.service.mqtts import MqttsSettings
-
-        mqtts = MqttsSettings(
-            port=args.mqtts_port, mode=args.mqtts_validation, connect_timeout=args.mqtts_connect_timeout
-        )
     config = HubConfig(
         host=args.host,
         port=args.port,
@@ -175,7 +178,7 @@ def hub_command(args: argparse.Namespace) -> int:
         policy=EnginePolicy(challenge_ttl=args.challenge_ttl, provisioned_only=args.admission == "provisioned"),
         management=args.management,
         admin_token_file=args.admin_token_file,
-        mqtts=mqtts,
+        mqtts=mqtts_settings(args, args.mqtts_validation),
     )
     return run_server(serve, config, "the hub")
 
@@ -183,9 +186,12 @@ def hub_command(args: argparse.Namespace) -> int:
 __all__ = [
     "LOG_LEVELS",
     "add_hub_arguments",
+    "add_listen_arguments",
     "add_log_level",
     "add_management_arguments",
+    "add_mqtts_arguments",
     "hub_command",
+    "mqtts_settings",
     "run_server",
     "start_logging",
 ]

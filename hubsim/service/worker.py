@@ -9,6 +9,7 @@ Profiling: with ``CERTSTORM_PROFILE_DIR`` set, each worker runs under cProfile a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -119,36 +120,72 @@ async def _serve(config: WorkerConfig, sock: socket.socket, ready_fd: int | None
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     server = web.Server(HttpApi(hub).handle, access_log=None, auto_decompress=False, keepalive_timeout=IDLE_TIMEOUT)
     fast: set = set()
-    listener = await loop.create_server(lambda: DeviceProtocol(hub, server, fast), sock=sock, backlog=1024)
-    front = tls_listener = None
-    if mqtts is not None:
+    listeners = [await loop.create_server(lambda: DeviceProtocol(hub, server, fast), sock=sock, backlog=1024)]
+
+    def mqtts_front(files, settings):
         from hubsim.service.mqtts import MqttsFront
 
-        tls_sock, files, settings = mqtts
-        front = MqttsFront(hub, files, settings)
-        tls_listener = await loop.create_server(front.protocol, sock=tls_sock, backlog=1024)
-    report_ready(ready_fd)
-    keeper = loop.create_task(_housekeeping(hub, stop, fast))
-    await stop.wait()
-    try:
-        listener.close()  # stop accepting
-        if tls_listener is not None:
-            tls_listener.close()
-            front.close_all()
-        for protocol in list(fast):  # device connections never hold a request across callbacks
+        return MqttsFront(hub, files, settings)
+
+    def close_devices() -> None:  # device connections never hold a request across callbacks
+        for protocol in list(fast):
             if protocol.transport is not None:
                 protocol.transport.close()
+
+    def sweep_idle() -> None:  # aiohttp applies the same timeout to the connections it holds
+        since = time.monotonic() - IDLE_TIMEOUT
+        for protocol in list(fast):
+            protocol.close_if_idle(since)
+
+    fronts = await listen_mqtts(mqtts, mqtts_front, listeners)
+    try:
+        keeper = keep_house(hub.housekeeping, stop, log, sweep=sweep_idle)
+        await serve_until_stopped(stop, server, listeners, fronts, keeper, ready_fd, close_devices=close_devices)
+    finally:
+        hub.close()  # flushes the registry write-behind and the metrics
+    return 0
+
+
+async def listen_mqtts(mqtts, make_front, listeners: list) -> list:
+    """The MQTT front of ``mqtts`` (its socket, TLS files and settings), listening; its listener joins
+    ``listeners``. No front without ``mqtts``."""
+    if mqtts is None:
+        return []
+    tls_sock, files, settings = mqtts
+    front = make_front(files, settings)
+    listeners.append(await asyncio.get_running_loop().create_server(front.protocol, sock=tls_sock, backlog=1024))
+    return [front]
+
+
+async def serve_until_stopped(
+    stop: asyncio.Event,
+    server: web.Server,
+    listeners: list,
+    fronts: list,
+    keeper,
+    ready_fd: int | None,
+    *,
+    close_devices=None,
+) -> None:
+    """A worker's life once it listens: tell the supervisor, keep house until ``stop``, then stop accepting,
+    close the device connections and let aiohttp finish the requests in hand."""
+    report_ready(ready_fd)
+    task = asyncio.get_running_loop().create_task(keeper)
+    await stop.wait()
+    try:
+        for listener in listeners:
+            listener.close()
+        for front in fronts:
+            front.close_all()
+        if close_devices is not None:
+            close_devices()
         await asyncio.sleep(0)
         server.pre_shutdown()  # idle aiohttp connections close, busy ones finish their request
         await server.shutdown(SHUTDOWN_TIMEOUT)
     finally:
-        keeper.cancel()
-        try:
-            await keeper
-        except asyncio.CancelledError:
-            pass
-        hub.close()  # flushes the registry write-behind and the metrics
-    return 0
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def report_ready(ready_fd: int | None) -> None:
@@ -161,21 +198,30 @@ def report_ready(ready_fd: int | None) -> None:
             pass
 
 
-async def _housekeeping(hub: Hub, stop: asyncio.Event, fast: set) -> None:
+async def keep_house(housekeeping, stop: asyncio.Event, logger: logging.Logger, *, sweep=None) -> None:
+    """``housekeeping()`` every SYNC_INTERVAL and ``sweep()`` every IDLE_SWEEP until ``stop``; a failure is
+    logged and tried again at the next interval."""
     loop = asyncio.get_running_loop()
     next_sweep = loop.time() + IDLE_SWEEP
     while not stop.is_set():
         await asyncio.sleep(SYNC_INTERVAL)
         try:
-            hub.housekeeping()
+            housekeeping()
         except Exception:
-            log.exception("housekeeping failed; retrying at the next interval")
-        if loop.time() >= next_sweep:
-            # Idle device connections (aiohttp applies the same timeout to the ones it holds).
+            logger.exception("housekeeping failed; retrying at the next interval")
+        if sweep is not None and loop.time() >= next_sweep:
             next_sweep = loop.time() + IDLE_SWEEP
-            since = time.monotonic() - IDLE_TIMEOUT
-            for protocol in list(fast):
-                protocol.close_if_idle(since)
+            sweep()
 
 
-__all__ = ["IDLE_SWEEP", "IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT", "listening_socket", "report_ready", "run_worker"]
+__all__ = [
+    "IDLE_SWEEP",
+    "IDLE_TIMEOUT",
+    "SHUTDOWN_TIMEOUT",
+    "keep_house",
+    "listen_mqtts",
+    "listening_socket",
+    "report_ready",
+    "run_worker",
+    "serve_until_stopped",
+]
