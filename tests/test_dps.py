@@ -390,3 +390,38 @@ def test_groups_and_hubs_are_listed_without_tokens(dps, hubs, fleet):
     assert dps.admin("GET", "/enrollment-groups/nope").json()["error"] == "enrollment_group_not_found"
     assert dps.admin("GET", "/registrations/nobody").json()["error"] == "registration_not_found"
     assert dps.admin("DELETE", "/hubs/hub-a").status == 400  # a group uses it
+
+
+def test_a_re_provisioned_certificate_replaces_the_old_one_on_every_worker(tmp_path_factory):
+    """DPS writes a device again with a new certificate: the old one is refused at once by every worker of
+    the hub, including those that admitted it before (their memo of the identity is dropped through the
+    change log), and the new one is admitted."""
+    from cryptography.hazmat.primitives import hashes
+
+    from devicekit.httpdevice import authenticate, register_and_prove
+    from devicekit.hubclient import HubError
+
+    def thumbprint(device) -> str:
+        return device.certificate.fingerprint(hashes.SHA256()).hex()
+
+    chain = SupplyChain.build(depth=2)
+    old, new = chain.device("dev-moved", seed=1), chain.device("dev-moved", seed=2)
+    serving = serve_hub(tmp_path_factory, "re-provisioned", workers=2, args=("--admission", "provisioned"))
+    hub = next(serving)
+    try:
+        register_and_prove(hub, chain.company)
+        for device in (old, new):
+            body = {"source": "dps-test", "detail": {}, "thumbprint": thumbprint(device)}
+            assert hub.admin("PUT", "/devices/dev-moved", json_body=body).status == 200
+            if device is old:
+                for conn in hub.worker_connections().values():  # every worker remembers the old identity
+                    with contextlib.closing(conn):
+                        assert authenticate(conn, old)["device_id"] == "dev-moved"
+        for conn in hub.worker_connections().values():
+            with contextlib.closing(conn):
+                with pytest.raises(HubError) as refused:
+                    authenticate(conn, old)
+                assert refused.value.status == 403 and refused.value.code == "device_not_provisioned"
+                assert authenticate(conn, new)["device_id"] == "dev-moved"
+    finally:
+        next(serving, None)

@@ -425,6 +425,8 @@ class HttpApi:
                 except AuthError:
                     raise AuthError("malformed_input", f"'{name}' must be a SHA-256 fingerprint") from None
         self.store.provision(device_id, identity, time.time(), operator)
+        self.hub.registry.forget_identity(device_id)
+        self.hub.changed()  # every other worker reads the change log before its next request
         return _json({"device_id": device_id, "provisioned": self.store.identity(device_id)})
 
     # -- service ------------------------------------------------------------------------------------

@@ -178,6 +178,8 @@ class Hub:
             self.engine.revoke(key)
         elif kind == "device":
             self.engine.disable_device(key, self.store.is_disabled(key))
+        elif kind == "identity":
+            self.registry.forget_identity(key)
 
     def changed(self) -> None:
         """After an administrative write committed: tell every worker to catch up before its next request."""

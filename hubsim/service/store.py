@@ -546,10 +546,10 @@ class SqlRegistry(DisabledDevices):
 
     def provisioned(self, device_id: str, leaf: bytes) -> bool:
         """Whether the identities table holds the device with this certificate (or with none recorded).
-        A positive answer is remembered; anything else is read again, so a re-provisioned certificate
-        (a new thumbprint written by DPS) is seen at once."""
+        A recorded identity is remembered until the change log says it changed (:meth:`forget_identity`);
+        a device not recorded is read again each time."""
         recorded = self._provisioned.get(device_id)
-        if recorded is None or (recorded and recorded != leaf):
+        if recorded is None:
             recorded = self.store.thumbprint(device_id)
             if recorded is None:
                 return False
@@ -558,6 +558,10 @@ class SqlRegistry(DisabledDevices):
                 del cache[next(iter(cache))]
             cache[device_id] = recorded
         return not recorded or hmac.compare_digest(recorded, leaf)
+
+    def forget_identity(self, device_id: str) -> None:
+        """A provisioning service wrote this device's identity again: read it at its next admission."""
+        self._provisioned.pop(device_id, None)
 
     # write-behind
     @property
