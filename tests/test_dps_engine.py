@@ -122,7 +122,20 @@ def test_two_groups_cannot_share_a_ca(setup):
     assert caught.value.code == "enrollment_group_conflict"
 
 
-@pytest.mark.parametrize("url", ["ftp://x", "not a url", "http://", 5])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x",
+        "not a url",
+        "http://",
+        5,
+        "http://[::1",
+        "http://[zz]/",
+        "http://a]b/",
+        "http://h:99999",
+        "http://h:0",
+    ],
+)
 def test_a_hub_without_an_http_url_is_refused(url):
     with pytest.raises(AuthError) as caught:
         check_hub("hub-a", {"url": url})

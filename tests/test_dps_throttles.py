@@ -77,6 +77,8 @@ def test_the_sixth_poll_within_ten_seconds_is_throttled(dps, device):
     [
         ("PUT", "/hubs/x", b"{"),
         ("PUT", "/hubs/x", b'{"url": 5}'),
+        ("PUT", "/hubs/x", b'{"url": "http://[::1"}'),
+        ("PUT", "/hubs/x", b'{"url": "http://127.0.0.1:99999"}'),
         ("PUT", "/hubs/%00", b'{"url": "http://127.0.0.1:1"}'),
         ("PUT", "/hubs/x", b'{"url": "http://127.0.0.1:1", "token": "short"}'),
         ("PUT", "/enrollment-groups/x", b"[]"),

@@ -97,8 +97,12 @@ def check_hub(name: str, doc: Mapping) -> LinkedHub:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise AuthError("malformed_input", "a hub name is the host devices connect to: letters, digits, - . _ :")
     url = doc.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 1024:
+    try:  # urlsplit refuses a broken [IPv6] host, .port an out-of-range port, each with ValueError
+        parts = urlsplit(url) if isinstance(url, str) and len(url) <= 1024 else None
+        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        ok = False
+    if not ok:
         raise AuthError("malformed_input", "'url' must be the hub's http:// or https:// address")
     return LinkedHub(name, url.rstrip("/"))
 
