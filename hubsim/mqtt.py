@@ -157,17 +157,12 @@ def parse_connect(packet: Packet) -> Connect:
     return Connect(client_id, username, keepalive, level)
 
 
-def publish_ack(packet: Packet) -> bytes | None:
-    """What a broker answers to a PUBLISH it accepts: PUBACK at QoS 1, nothing at QoS 0. QoS 2 and
-    malformed PUBLISH packets raise MqttError (this side does not store messages)."""
-    qos = (packet.flags >> 1) & 0x03
-    reader = _Reader(packet.body)
-    reader.string()  # topic
-    if qos == 0:
-        return None
-    if qos == 1:
-        return encode_puback(reader.take(2))
-    raise MqttError("mqtt_protocol", "PUBLISH at QoS 2 is not supported")
+def publish_ack(publish: Publish) -> bytes | None:
+    """What a broker answers to a PUBLISH it accepts: PUBACK at QoS 1, nothing at QoS 0. QoS 2 raises
+    MqttError (this side does not store messages)."""
+    if publish.qos == 2:
+        raise MqttError("mqtt_protocol", "PUBLISH at QoS 2 is not supported")
+    return encode_puback(publish.packet_id) if publish.qos == 1 else None
 
 
 def parse_publish(packet: Packet) -> Publish:

@@ -137,7 +137,7 @@ class ProvisionAuthenticator:
                 self.target, identity.device_id, chain, key, client=self.client, min_wait=self.poll_wait
             )
         except DpsRefused as exc:
-            return self._failed("dps", exc.code, 429 if exc.code == "throttled" else exc.status, t0, "register")
+            return self._failed("dps", exc.code, exc.status, t0, "register")
         except MqttsFailure as exc:
             return self._failed(f"dps_{exc.step}", exc.code, 401 if exc.code.startswith("connack_") else 0, t0)
         t1 = time.perf_counter()

@@ -76,7 +76,7 @@ def knee(phases: list[dict], slo_ms: float) -> dict | None:
         for p in phases
         if p.get("achieved_rate")
         and not analysis.behind(p["achieved_rate"], p["target_rate"], p["seconds"])
-        and p.get("failed_rate", 0) <= 0.001 * p["achieved_rate"]
+        and p.get("failed_rate", 0) <= analysis.ERROR_LIMIT * p["achieved_rate"]
         and (p.get("auth_p99_us") or math.inf) <= slo_ms * 1000
     ]
     return max(held, key=lambda p: p["achieved_rate"], default=None)
@@ -337,7 +337,7 @@ def dps_run_command(args) -> int:
     run.say(f"certstorm run {run.run_id} → {run.dir} (provisioning through DPS over {args.hubs} hub(s))")
     if args.dps_quota is not None:
         q = args.dps_quota
-        run.summary["dps_quota"] = f"{q.label} = {q.rate:g} registrations/s ({q.rate * 60 / 1000:g} units)"
+        run.summary["dps_quota"] = f"{q.label} = {q.rate:g} registrations/s ({q.rate / REGISTRATIONS_PER_UNIT:g} units)"
     code = 0
     try:
         run.start()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -59,7 +59,6 @@ class Group:
     hubs: tuple[str, ...]
     reprovision: str = "never"
     enabled: bool = True
-    extra: dict = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict:
         return {

@@ -15,7 +15,7 @@ from aiohttp import web
 from hubsim.dps.core import Provisioner, registration_state
 from hubsim.dps.engine import check_hub, check_registration_id
 from hubsim.errors import AuthError
-from hubsim.service.codec import JSON_LIMIT, JSON_TYPES, decode_b64, error_reply, json_object
+from hubsim.service.codec import JSON_LIMIT, JSON_TYPES, error_reply, json_object
 from hubsim.service.credential import TOKEN_CHARS, Operator, token_id
 from hubsim.service.httpapi import ROUTES, HttpApi, to_response
 from hubsim.service.quota import retry_after_header
@@ -61,19 +61,17 @@ class DpsApi(HttpApi):
     async def _register(self, request, operator: None = None) -> web.Response:
         core = self.hub
         try:
-            doc = json_object(await self._body(request, JSON_LIMIT, JSON_TYPES))
-            token = decode_b64(doc.get("challenge"), "challenge")
-            signature = decode_b64(doc.get("signature"), "signature")
+            body = await self._body(request, JSON_LIMIT, JSON_TYPES)
         except AuthError as exc:
             return to_response(core.refusal("proof", exc))
-        t0 = time.perf_counter()
+        admission, refused, took = core.prove(body)
+        if refused is not None:
+            return to_response(refused)
         try:
-            admission = core.engine.complete(token, signature)
-            core.metrics.admitted(admission.challenge_expires_at)
             check_registration_id(admission.device_id)
             operation = core.begin(admission)
         except AuthError as exc:
-            return to_response(core.refusal("proof", exc, pop=time.perf_counter() - t0))
+            return to_response(core.refusal("proof", exc, pop=took))
         await operation.task
         status, body = operation.answer()
         if status != 200:  # counted when the operation failed

@@ -129,10 +129,9 @@ class DpsProtocol(MqttsProtocol):
             self._send(mqtt.encode_unsuback(packet_id))
         elif packet.kind == mqtt.PUBLISH:
             publish = mqtt.parse_publish(packet)
-            if publish.qos == 2:
-                raise mqtt.MqttError("mqtt_protocol", "PUBLISH at QoS 2 is not supported")
-            if publish.qos == 1:
-                self._send(mqtt.encode_puback(publish.packet_id))
+            ack = mqtt.publish_ack(publish)
+            if ack is not None:
+                self._send(ack)
             self._request(publish)
         elif packet.kind == mqtt.PUBACK:
             pass
@@ -153,9 +152,8 @@ class DpsProtocol(MqttsProtocol):
             if not rid or len(rid) > 128:
                 raise AuthError("malformed_input", "the request topic needs a $rid of 1 to 128 characters")
             answer(rid, publish.payload, params)
-        except AuthError as exc:
-            retry = self.front.hub.config.retry_after if exc.code in ("throttled", "hub_unavailable") else None
-            self._answer(exc.status, rid, exc, step, retry)
+        except AuthError as exc:  # throttles and a hub that is down are answered where they arise
+            self._answer(exc.status, rid, exc, step)
 
     def _answer(self, status: int, rid: str, body, step: str | None = None, retry_after: int | None = None) -> None:
         """Publish a response; an AuthError body is a refusal, counted under ``step``."""

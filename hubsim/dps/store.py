@@ -160,9 +160,6 @@ class DpsStore(Store):
         row = self.admin.execute(f"SELECT {self._COLUMNS} FROM registrations WHERE operation = ?", (operation,))
         return self._registration(row.fetchone())
 
-    def registration_count(self) -> int:
-        return self.admin.execute("SELECT count(*) FROM registrations").fetchone()[0]
-
     def hub_loads(self) -> dict[str, int]:
         return dict(self.admin.execute("SELECT hub, devices FROM hub_load").fetchall())
 

@@ -270,17 +270,25 @@ class Hub:
         )
         return DeviceReply(200, out, timing_header(took, 0.0), None)
 
-    def proof(self, body: bytes) -> DeviceReply:
+    def prove(self, body: bytes) -> tuple[Admission | None, DeviceReply | None, float]:
+        """A proof's JSON judged by the engine (timed, counted): ``(admission, None, seconds)``, or
+        ``(None, refusal, seconds)``. The hub's proof step and DPS's HTTP registration both start here."""
         try:
             doc = json_object(body)
             token = decode_b64(doc.get("challenge"), "challenge")
             signature = decode_b64(doc.get("signature"), "signature")
         except AuthError as exc:
-            return self.refusal("proof", exc)
+            return None, self.refusal("proof", exc), 0.0
         admission, error, took = self._timed(self.metrics.pop, self.engine.complete, token, signature)
         if error is not None:
-            return self.refusal("proof", error, pop=took)
+            return None, self.refusal("proof", error, pop=took), took
         self.metrics.admitted(admission.challenge_expires_at)  # keeps the pending-challenge gauge
+        return admission, None, took
+
+    def proof(self, body: bytes) -> DeviceReply:
+        admission, refused, took = self.prove(body)
+        if refused is not None:
+            return refused
         out = b"".join(
             (
                 b'{"device_id":',

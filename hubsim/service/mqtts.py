@@ -287,7 +287,7 @@ class MqttsProtocol(asyncio.Protocol):
         if packet.kind == mqtt.PINGREQ:
             self._send(mqtt.PINGRESP_PACKET)
         elif packet.kind == mqtt.PUBLISH:
-            ack = mqtt.publish_ack(packet)
+            ack = mqtt.publish_ack(mqtt.parse_publish(packet))
             if ack:
                 self._send(ack)
         elif packet.kind == mqtt.DISCONNECT:
