@@ -15,15 +15,16 @@ import json
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
 from hubsim import mqtt
+from hubsim.dps.topics import POLL_TOPIC, REGISTER_TOPIC, RESPONSE_FILTER, RESPONSE_PREFIX, parse_topic
 
 API_VERSION = "2019-03-31"
-RESPONSES = "$dps/registrations/res/#"
-REGISTER = "$dps/registrations/PUT/iotdps-register/?$rid={rid}"
-POLL = "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={operation}"
+RESPONSES = RESPONSE_FILTER
+REGISTER = REGISTER_TOPIC + "?$rid={rid}"
+POLL = POLL_TOPIC + "?$rid={rid}&operationId={operation}"
 
 
 class DpsAnswer(NamedTuple):
@@ -70,18 +71,16 @@ class DpsTarget:
 
 def parse_response(topic: str, payload: bytes) -> DpsAnswer:
     """The status, request id, retry-after and JSON body of a ``$dps/registrations/res/...`` message."""
-    path, _, query = topic.partition("?")
-    parts = path.split("/")
-    if len(parts) < 4 or parts[:3] != ["$dps", "registrations", "res"] or not parts[3].isdigit():
+    path, params = parse_topic(topic)
+    status = path.removeprefix(RESPONSE_PREFIX).rstrip("/")
+    if not path.startswith(RESPONSE_PREFIX) or not status.isdigit():
         raise MqttsFailure("dps", "dps_bad_response", f"not a DPS response topic: {topic!r}")
-    params = dict(item.partition("=")[::2] for item in query.split("&") if item)
-    params = {unquote(k): unquote(v) for k, v in params.items()}
     try:
         body = json.loads(payload) if payload else {}
     except ValueError:
         raise MqttsFailure("dps", "dps_bad_response", "the response is not JSON") from None
     retry = params.get("retry-after")
-    return DpsAnswer(int(parts[3]), params.get("$rid", ""), float(retry) if retry else None, body)
+    return DpsAnswer(int(status), params.get("$rid", ""), float(retry) if retry else None, body)
 
 
 class DpsSession:

@@ -10,8 +10,11 @@ from collections import Counter
 import pytest
 from chainkit import CA, authenticate, der, engine, trust
 
+from devicekit.dps import POLL, parse_response
+from devicekit.mqtts import MqttsFailure
 from hubsim import AuthError, EnginePolicy, MemoryRegistry
 from hubsim.dps.engine import LinkedHub, ProvisioningEngine, check_hub, check_registration_id, hashed_order
+from hubsim.dps.topics import POLL_TOPIC, parse_topic, response_topic
 
 HUBS = ("hub-a", "hub-b", "hub-c")
 
@@ -254,3 +257,19 @@ def test_a_hub_admitting_only_provisioned_devices_refuses_the_others():
     assert authenticate(hub, key, upload).device_id == "dev-1"
     registry.provision("dev-1", None)  # recorded without a certificate: any valid chain for the id
     assert hub.admit_proven(upload, "dev-1").device_id == "dev-1"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["$dps/registrations/res/", "$dps/registrations/res/abc/?$rid=1", "$dps/other/res/200/", "devices/x/messages"],
+)
+def test_the_device_refuses_a_topic_that_is_no_dps_response(topic):
+    with pytest.raises(MqttsFailure) as caught:
+        parse_response(topic, b"{}")
+    assert caught.value.code == "dps_bad_response"
+
+
+def test_the_device_reads_what_dps_answers_on_its_response_topic():
+    topic = response_topic(202, "r/7", retry_after=3)  # a request id that needs quoting
+    assert parse_response(topic, b'{"operationId": "op"}') == (202, "r/7", 3.0, {"operationId": "op"})
+    assert parse_topic(POLL + "&x=%26") == (POLL_TOPIC, {"$rid": "{rid}", "operationId": "{operation}", "x": "&"})

@@ -23,20 +23,17 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict, deque
-from urllib.parse import quote, unquote
 
 from OpenSSL import SSL
 
 from hubsim import mqtt
 from hubsim.dps.core import RETRIABLE, Operation, Provisioner, registration_state
+from hubsim.dps.topics import POLL_TOPIC, REGISTER_TOPIC, RESPONSE_FILTER, parse_topic, response_topic
 from hubsim.errors import AuthError
 from hubsim.service.codec import json_object
 from hubsim.service.mqtts import MqttsFront, MqttsProtocol
 from hubsim.service.quota import retry_after_header
 
-RESPONSE_FILTER = "$dps/registrations/res/#"
-REGISTER_TOPIC = "$dps/registrations/PUT/iotdps-register/"
-POLL_TOPIC = "$dps/registrations/GET/iotdps-get-operationstatus/"
 REGISTER_PAYLOAD_LIMIT = 8 * 1024  # bytes of registration JSON; the MQTT packet limit (16 KiB) is above it
 OPERATIONS_PER_CONNECTION = 16
 
@@ -49,21 +46,6 @@ def parse_username(username: str | None) -> tuple[str, str]:
             "malformed_input", "the username must be {idScope}/registrations/{registrationId}/api-version=..."
         )
     return parts[0], parts[2]
-
-
-def parse_topic(topic: str) -> tuple[str, dict[str, str]]:
-    """(path, query parameters) of a DPS request topic."""
-    path, _, query = topic.partition("?")
-    params = {}
-    for item in query.split("&") if query else ():
-        key, _, value = item.partition("=")
-        params[unquote(key)] = unquote(value)
-    return path, params
-
-
-def response_topic(status: int, rid: str, retry_after: int | None = None) -> str:
-    topic = f"$dps/registrations/res/{status}/?$rid={quote(rid, safe='')}"
-    return topic + (f"&retry-after={retry_after}" if retry_after is not None else "")
 
 
 class DpsFront(MqttsFront):
