@@ -18,7 +18,6 @@ from test_service import eventually, metric, metric_values
 
 from certstorm.processes import DpsProcess
 from devicekit.dps import DpsSession, DpsTarget, provision
-from devicekit.hubclient import HubClient
 from devicekit.mqtts import MqttsClient, MqttsFailure, MqttsTarget
 from devicekit.pki import SupplyChain
 from hubsim import mqtt
@@ -62,12 +61,8 @@ def dps(tmp_path_factory, hubs):
 def fleet(dps, hubs):
     """Company-X's chain, proven on DPS and on both hubs, enrolled in an evenly weighted group."""
     chain = SupplyChain.build(1)
-    for process in (dps, *hubs.values()):
-        HubClient(process.url, token=process.admin_token()).ensure_ca(chain.company)
-    ca_id = HubClient(dps.url, token=dps.admin_token()).ensure_ca(chain.company)["id"]
-    group = {"ca": ca_id, "allocation": "evenly", "hubs": list(HUB_NAMES)}
-    assert dps.admin("PUT", "/enrollment-groups/fleet", json_body=group).status == 200
-    chain.ca_id = ca_id
+    chain.ca_id = dps.register_ca(chain.company, hubs.values())
+    dps.enroll("fleet", chain.ca_id, "evenly", HUB_NAMES)
     return chain
 
 
@@ -79,12 +74,8 @@ def target(dps):
 def enrolled(dps, hubs, name: str, **group) -> SupplyChain:
     """Another company's chain with its own group (for tests that disable or revoke)."""
     chain = SupplyChain.build(1)
-    for process in (dps, *hubs.values()):
-        HubClient(process.url, token=process.admin_token()).ensure_ca(chain.company)
-    ca_id = HubClient(dps.url, token=dps.admin_token()).ensure_ca(chain.company)["id"]
-    doc = {"ca": ca_id, "allocation": "hashed", "hubs": list(HUB_NAMES), **group}
-    assert dps.admin("PUT", f"/enrollment-groups/{name}", json_body=doc).status == 200
-    chain.ca_id = ca_id
+    chain.ca_id = dps.register_ca(chain.company, hubs.values())
+    dps.enroll(name, chain.ca_id, group.pop("allocation", "hashed"), HUB_NAMES, **group)
     return chain
 
 
@@ -214,7 +205,7 @@ def _topic_refused(dps, hubs, answer_of, status: int, code: str, step: str = "re
 
 def test_a_verified_ca_without_an_enrollment_group_is_refused(dps, hubs, target):
     chain = SupplyChain.build(1)
-    HubClient(dps.url, token=dps.admin_token()).ensure_ca(chain.company)
+    dps.register_ca(chain.company)
     device = chain.device("dev-nogroup")
     open_session = session(target, device)
     try:

@@ -16,7 +16,6 @@ from test_service import eventually, metric, metric_values
 
 from certstorm.processes import DpsProcess, HubProcess
 from devicekit.dps import DpsSession, DpsTarget, provision
-from devicekit.hubclient import HubClient
 from devicekit.pki import SupplyChain
 from hubsim.dps.engine import hashed_order
 
@@ -42,11 +41,7 @@ def world(tmp_path):
 
 def enroll(dps, hubs, group: str, allocation: str) -> SupplyChain:
     chain = SupplyChain.build(1)
-    for process in (dps, *hubs.values()):
-        HubClient(process.url, token=process.admin_token()).ensure_ca(chain.company)
-    ca_id = HubClient(dps.url, token=dps.admin_token()).ensure_ca(chain.company)["id"]
-    doc = {"ca": ca_id, "allocation": allocation, "hubs": list(HUB_NAMES)}
-    assert dps.admin("PUT", f"/enrollment-groups/{group}", json_body=doc).status == 200
+    dps.enroll(group, dps.register_ca(chain.company, hubs.values()), allocation, HUB_NAMES)
     return chain
 
 

@@ -19,7 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from certstorm.processes import DpsProcess, HubProcess
-from devicekit.hubclient import HubClient
 from devicekit.pki import Custodian
 
 pytestmark = pytest.mark.slow
@@ -181,12 +180,9 @@ def test_the_azure_sdk_provisions_and_connects_an_openssl_device(tmp_path, reque
     try:
         for process in [*hubs, dps]:
             process.start()
-            HubClient(process.url, token=process.admin_token()).ensure_ca(company)
         for hub in hubs:
             dps.link(hub)  # named by its address: the host the device connects to
-        ca_id = HubClient(dps.url, token=dps.admin_token()).ensure_ca(company)["id"]
-        group = {"ca": ca_id, "allocation": "hashed", "hubs": hub_addresses}
-        assert dps.admin("PUT", "/enrollment-groups/sdk-fleet", json_body=group).status == 200
+        dps.enroll("sdk-fleet", dps.register_ca(company, hubs), "hashed", hub_addresses)
         config = {
             "cert": str(tmp_path / "chain.pem"),
             "key": str(tmp_path / "device.key"),

@@ -12,7 +12,6 @@ from test_swarm import swarm
 
 from certstorm.processes import DpsProcess
 from devicekit.fleet import derive_fleet
-from devicekit.hubclient import HubClient
 
 pytestmark = pytest.mark.slow  # two swarm runs of a storm each
 
@@ -32,13 +31,10 @@ def world(tmp_path_factory, cache):
         stack.callback(dps.kill)
         dps.start()
         fleet = derive_fleet(DEVICES, cache_dir=str(cache))  # the swarm derives the same one (same seed)
-        for process in (dps, *hubs.values()):
-            HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.custodian())
-        ca_id = HubClient(dps.url, token=dps.admin_token()).ensure_ca(fleet.custodian())["id"]
+        ca_id = dps.register_ca(fleet.custodian(), hubs.values())
         for name, hub in hubs.items():
             dps.link(hub, name)
-        group = {"ca": ca_id, "allocation": "evenly", "hubs": list(HUB_NAMES)}
-        assert dps.admin("PUT", "/enrollment-groups/swarm", json_body=group).status == 200
+        dps.enroll("swarm", ca_id, "evenly", HUB_NAMES)
         yield dps, hubs
         assert dps.stop() == 0, dps.log()
         for generator in serving:

@@ -12,7 +12,6 @@ from test_service import eventually, metric, metric_values
 
 from certstorm.processes import DpsProcess
 from devicekit.dps import REGISTER, DpsSession, DpsTarget
-from devicekit.hubclient import HubClient
 from devicekit.pki import SupplyChain
 
 
@@ -34,7 +33,7 @@ def dps(tmp_path_factory):
 @pytest.fixture(scope="module")
 def device(dps):
     chain = SupplyChain.build(1)
-    HubClient(dps.url, token=dps.admin_token()).ensure_ca(chain.company)
+    dps.register_ca(chain.company)
     return chain.device("dev-throttled")
 
 

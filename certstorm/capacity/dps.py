@@ -28,7 +28,6 @@ from certstorm.capacity.planner import simulate_storm
 from certstorm.processes import DpsProcess, HubProcess, cpu_seconds, newest_summary, start_swarm, stop_swarm
 from devicekit.backoff import preset
 from devicekit.fleet import derive_fleet
-from devicekit.hubclient import HubClient
 from hubsim.argtypes import integer, number
 from hubsim.dps.cli import REGISTRATIONS_PER_UNIT, dps_quota
 from hubsim.dps.engine import ALLOCATIONS
@@ -110,16 +109,11 @@ class DpsRun:
         self.dps = DpsProcess(self.raw / "dps.db", workers=1, args=tuple(extra)).start()
         self.say(f"DPS {self.dps.url} (id scope {self.dps.id_scope}) and {a.hubs} hub(s); deriving the fleet")
         fleet = derive_fleet(a.dps_devices, seed=self.seed, cache_dir=str(self.cache))
-        for process in (self.dps, *self.hubs.values()):
-            HubClient(process.url, token=process.admin_token()).ensure_ca(fleet.custodian())
-        ca_id = HubClient(self.dps.url, token=self.dps.admin_token()).ensure_ca(fleet.custodian())["id"]
+        ca_id = self.dps.register_ca(fleet.custodian(), self.hubs.values())
         for name, hub in self.hubs.items():
             self.dps.link(hub, name)
         names = list(self.hubs)[:1] if a.dps_allocation == "static" else list(self.hubs)
-        group = {"ca": ca_id, "allocation": a.dps_allocation, "hubs": names}
-        reply = self.dps.admin("PUT", "/enrollment-groups/run", json_body=group)
-        if reply.status != 200:
-            raise RuntimeError(f"enrolling the fleet failed: {reply!r}")
+        self.dps.enroll("run", ca_id, a.dps_allocation, names)
 
     def _pids(self) -> list[int]:
         pids = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from certstorm.processes.hub import HubProcess
+from devicekit.hubclient import HubClient
 
 __all__ = ["DpsProcess"]
 
@@ -25,4 +26,19 @@ class DpsProcess(HubProcess):
         reply = self.admin("PUT", f"/hubs/{name}", json_body={"url": hub.url, "token": hub.admin_token()})
         if reply.status != 200:
             raise RuntimeError(f"linking {name}: {reply!r}")
+        return reply.json()
+
+    def register_ca(self, company, hubs=()) -> str:
+        """Register and prove ``company``'s CA on DPS and on each of ``hubs`` (which then admit its devices);
+        returns DPS's id of the CA."""
+        for hub in hubs:
+            HubClient(hub.url, token=hub.admin_token()).ensure_ca(company)
+        return HubClient(self.url, token=self.admin_token()).ensure_ca(company)["id"]
+
+    def enroll(self, name: str, ca_id: str, allocation: str, hubs: list[str], **group) -> dict:
+        """Create or replace enrollment group ``name`` over the linked ``hubs``."""
+        doc = {"ca": ca_id, "allocation": allocation, "hubs": list(hubs), **group}
+        reply = self.admin("PUT", f"/enrollment-groups/{name}", json_body=doc)
+        if reply.status != 200:
+            raise RuntimeError(f"enrolling {name}: {reply!r}")
         return reply.json()

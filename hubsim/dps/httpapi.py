@@ -7,7 +7,6 @@ the assignment once the hub recorded it.
 
 from __future__ import annotations
 
-import json
 import time
 
 from aiohttp import web
@@ -17,7 +16,7 @@ from hubsim.dps.engine import check_hub, check_registration_id
 from hubsim.errors import AuthError
 from hubsim.service.codec import JSON_LIMIT, JSON_TYPES, error_reply, json_object
 from hubsim.service.credential import TOKEN_CHARS, Operator, token_id
-from hubsim.service.httpapi import ROUTES, HttpApi, to_response
+from hubsim.service.httpapi import ROUTES, HttpApi, json_response, to_response
 from hubsim.service.quota import retry_after_header
 
 _SHARED = tuple(
@@ -37,10 +36,6 @@ DPS_ROUTES = (
     (("registrations", "{}"), {"GET": ("admin", "_get_registration")}),
 )
 _MANAGEMENT_HEADS = frozenset({"cas", "revocations", "audit", "hubs", "enrollment-groups"})
-
-
-def _json(doc, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(doc).encode(), status=status, content_type="application/json")
 
 
 class DpsApi(HttpApi):
@@ -77,7 +72,7 @@ class DpsApi(HttpApi):
         if status != 200:  # counted when the operation failed
             retry = retry_after_header(core.config.retry_after) if operation.error.code == "hub_unavailable" else None
             return to_response(error_reply(operation.error, retry_after=retry))
-        return _json(body)
+        return json_response(body)
 
     # -- linked hubs --------------------------------------------------------------------------------------
     def _hub_json(self, name: str) -> dict:
@@ -93,11 +88,11 @@ class DpsApi(HttpApi):
 
     async def _list_hubs(self, request, operator: Operator) -> web.Response:
         self.hub.sync()
-        return _json({"hubs": [self._hub_json(n) for n in sorted(self.hub.dps.hubs)]})
+        return json_response({"hubs": [self._hub_json(n) for n in sorted(self.hub.dps.hubs)]})
 
     async def _get_hub(self, request, operator: Operator, name: str) -> web.Response:
         self.hub.sync()
-        return _json(self._hub_json(name))
+        return json_response(self._hub_json(name))
 
     async def _put_hub(self, request, operator: Operator, name: str) -> web.Response:
         doc = json_object(await self._body(request, JSON_LIMIT, JSON_TYPES))
@@ -108,7 +103,7 @@ class DpsApi(HttpApi):
         self.store.put_hub(hub.name, hub.url, token, time.time(), operator)
         self.hub.sync()
         self.hub.changed()
-        return _json(self._hub_json(hub.name))
+        return json_response(self._hub_json(hub.name))
 
     async def _delete_hub(self, request, operator: Operator, name: str) -> web.Response:
         self.hub.sync()
@@ -121,16 +116,16 @@ class DpsApi(HttpApi):
             raise AuthError("hub_not_found")
         self.hub.sync()
         self.hub.changed()
-        return _json({"name": name, "status": "unlinked"})
+        return json_response({"name": name, "status": "unlinked"})
 
     # -- enrollment groups --------------------------------------------------------------------------------
     async def _list_groups(self, request, operator: Operator) -> web.Response:
         self.hub.sync()
-        return _json({"groups": [self.hub.dps.groups[g].to_json() for g in sorted(self.hub.dps.groups)]})
+        return json_response({"groups": [self.hub.dps.groups[g].to_json() for g in sorted(self.hub.dps.groups)]})
 
     async def _get_group(self, request, operator: Operator, group_id: str) -> web.Response:
         self.hub.sync()
-        return _json(self.hub.dps.get_group(group_id).to_json())
+        return json_response(self.hub.dps.get_group(group_id).to_json())
 
     async def _put_group(self, request, operator: Operator, group_id: str) -> web.Response:
         doc = json_object(await self._body(request, JSON_LIMIT, JSON_TYPES))
@@ -141,7 +136,7 @@ class DpsApi(HttpApi):
             raise AuthError("enrollment_group_conflict")
         self.hub.sync()
         self.hub.changed()
-        return _json(group.to_json())
+        return json_response(group.to_json())
 
     async def _delete_group(self, request, operator: Operator, group_id: str) -> web.Response:
         self.hub.sync()
@@ -150,14 +145,14 @@ class DpsApi(HttpApi):
             raise AuthError("enrollment_group_not_found")
         self.hub.sync()
         self.hub.changed()
-        return _json({"id": group_id, "status": "removed"})
+        return json_response({"id": group_id, "status": "removed"})
 
     # -- registrations ------------------------------------------------------------------------------------
     async def _get_registration(self, request, operator: Operator, registration_id: str) -> web.Response:
         row = self.store.registration(registration_id)
         if row is None:
             raise AuthError("registration_not_found")
-        return _json(
+        return json_response(
             {
                 **registration_state(row),
                 "group": row["group"],
@@ -168,20 +163,19 @@ class DpsApi(HttpApi):
         )
 
     # -- service ------------------------------------------------------------------------------------------
-    async def _healthz(self, request, operator: None) -> web.Response:
-        response = await super()._healthz(request, operator)
-        doc = json.loads(response.body)
-        doc.update(
-            service="certstorm dps",
-            id_scope=self.hub.id_scope,
-            hubs=len(self.hub.dps.hubs),
-            groups=len(self.hub.dps.groups),
-        )
-        return _json(doc)
+    def health(self) -> dict:
+        dps = self.hub.dps
+        return {
+            **super().health(),
+            "service": "certstorm dps",
+            "id_scope": self.hub.id_scope,
+            "hubs": len(dps.hubs),
+            "groups": len(dps.groups),
+        }
 
     async def _index(self, request, operator: None) -> web.Response:
         endpoints = [f"{m} /{'/'.join(p)}" for p, methods in DPS_ROUTES for m in methods]
-        return _json({"service": "certstorm dps", "docs": "docs/dps.md", "endpoints": endpoints})
+        return json_response({"service": "certstorm dps", "docs": "docs/dps.md", "endpoints": endpoints})
 
 
 __all__ = ["DPS_ROUTES", "DpsApi"]

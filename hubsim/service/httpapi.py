@@ -57,7 +57,8 @@ def _error(exc: AuthError, headers: dict | None = None) -> web.Response:
     return to_response(error_reply(exc), headers)
 
 
-def _json(doc, status: int = 200, headers: dict | None = None) -> web.Response:
+def json_response(doc, status: int = 200, headers: dict | None = None) -> web.Response:
+    """A JSON document as the answer."""
     return web.Response(body=json.dumps(doc).encode(), status=status, content_type=_JSON, headers=headers)
 
 
@@ -178,7 +179,7 @@ class HttpApi:
             response = _error(exc)
         except Exception:
             log.exception("unexpected error in %s %s", method, path)
-            response = _json(
+            response = json_response(
                 {"error": "internal_error", "message": "The hub failed; the error is in its log."}, status=500
             )
         refused_unread = response.status == 413 or (endpoint == "admin" and response.status in _CREDENTIAL_REFUSALS)
@@ -308,16 +309,16 @@ class HttpApi:
             self.hub.sync()
             raise AuthError("ca_exists")
         self.hub.changed()
-        return _json(self._ca_json(record), status=201, headers={"Location": f"/cas/{record.id}"})
+        return json_response(self._ca_json(record), status=201, headers={"Location": f"/cas/{record.id}"})
 
     async def _list_cas(self, request, operator: Operator) -> web.Response:
         self.hub.sync()
         records = sorted(self.engine.list_cas(), key=lambda r: r.registered_at)
-        return _json({"cas": [self._ca_json(r) for r in records]})
+        return json_response({"cas": [self._ca_json(r) for r in records]})
 
     async def _get_ca(self, request, operator: Operator, ca_id: str) -> web.Response:
         self.hub.sync()
-        return _json(self._ca_json(self.engine.get_ca(ca_id), detail=True))
+        return json_response(self._ca_json(self.engine.get_ca(ca_id), detail=True))
 
     async def _delete_ca(self, request, operator: Operator, ca_id: str) -> web.Response:
         self.hub.sync()
@@ -327,7 +328,7 @@ class HttpApi:
             raise AuthError("ca_not_found")
         self.engine.remove_ca(record.id)
         self.hub.changed()
-        return _json({"id": record.id, "status": "removed"})
+        return json_response({"id": record.id, "status": "removed"})
 
     async def _new_code(self, request, operator: Operator, ca_id: str) -> web.Response:
         self.hub.sync()
@@ -336,7 +337,7 @@ class HttpApi:
             self.hub.sync()
             raise AuthError("ca_not_found")
         self.hub.changed()
-        return _json(self._ca_json(record))
+        return json_response(self._ca_json(record))
 
     async def _verify_ca(self, request, operator: Operator, ca_id: str) -> web.Response:
         kind = _media_type(request)
@@ -361,7 +362,7 @@ class HttpApi:
                 raise AuthError("ca_already_verified")
             raise AuthError("verification_code_mismatch", "the verification code was replaced meanwhile")
         self.hub.changed()
-        return _json(
+        return json_response(
             {"id": record.id, "subject": record.subject, "status": "verified", "verified_at": record.verified_at}
         )
 
@@ -372,10 +373,11 @@ class HttpApi:
         revoked_at = self.store.insert_revocation(fp, time.time(), operator)
         self.engine.revoke(fp)
         self.hub.changed()
-        return _json({"fingerprint": fp, "revoked_at": revoked_at}, status=201)
+        return json_response({"fingerprint": fp, "revoked_at": revoked_at}, status=201)
 
     async def _list_revocations(self, request, operator: Operator) -> web.Response:
-        return _json({"revocations": [{"fingerprint": fp, "revoked_at": at} for fp, at in self.store.revocations()]})
+        revoked = [{"fingerprint": fp, "revoked_at": at} for fp, at in self.store.revocations()]
+        return json_response({"revocations": revoked})
 
     async def _disable(self, request, operator: Operator, device_id: str) -> web.Response:
         return await self._set_disabled(request, operator, device_id, True)
@@ -390,12 +392,12 @@ class HttpApi:
         self.store.set_disabled(device_id, disabled, time.time(), operator)
         self.engine.disable_device(device_id, disabled)
         self.hub.changed()
-        return _json({"device_id": device_id, "disabled": disabled})
+        return json_response({"device_id": device_id, "disabled": disabled})
 
     async def _audit(self, request, operator: Operator) -> web.Response:
         after = _query_int(request, "after", 0, 0, 1 << 62)
         entries = self.store.audit(after, _query_int(request, "limit", AUDIT_PAGE[0], 1, AUDIT_PAGE[1]))
-        return _json({"entries": entries, "next": entries[-1]["seq"] if entries else after})
+        return json_response({"entries": entries, "next": entries[-1]["seq"] if entries else after})
 
     async def _get_device(self, request, operator: Operator, device_id: str) -> web.Response:
         doc = self.hub.registry.get(device_id)
@@ -406,7 +408,7 @@ class HttpApi:
             doc = {"device_id": device_id, "first_seen": None, "last_authenticated": None, "ca": None}
             doc.update(authentications=0, disabled=False, disabled_at=None)
         doc["provisioned"] = identity
-        return _json(doc)
+        return json_response(doc)
 
     async def _provision_device(self, request, operator: Operator, device_id: str) -> web.Response:
         """A provisioning service (DPS) writes the identity it assigned to this hub; committed before the
@@ -427,7 +429,7 @@ class HttpApi:
         self.store.provision(device_id, identity, time.time(), operator)
         self.hub.registry.forget_identity(device_id)
         self.hub.changed()  # every other worker reads the change log before its next request
-        return _json({"device_id": device_id, "provisioned": self.store.identity(device_id)})
+        return json_response({"device_id": device_id, "provisioned": self.store.identity(device_id)})
 
     # -- service ------------------------------------------------------------------------------------
     def _workers(self) -> list[int]:
@@ -437,23 +439,25 @@ class HttpApi:
         except (OSError, ValueError):
             return []
 
-    async def _healthz(self, request, operator: None) -> web.Response:
+    def health(self) -> dict:
+        """What GET /healthz answers (a service of the same family adds its own fields)."""
         stats = self.engine.stats()
-        return _json(
-            {
-                "status": "ok",
-                "pid": os.getpid(),
-                "worker": self.hub.config.index,
-                "workers": self._workers(),
-                "supervisor": os.getppid(),
-                "uptime": round(time.time() - self.hub.started, 3),
-                "quota": self.hub.config.quota_label,
-                "cas": stats["cas"],
-                "revoked": stats["revoked"],
-                "issuer_cache": stats["cache_size"],
-                "registry_pending": self.hub.registry.pending,
-            }
-        )
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "worker": self.hub.config.index,
+            "workers": self._workers(),
+            "supervisor": os.getppid(),
+            "uptime": round(time.time() - self.hub.started, 3),
+            "quota": self.hub.config.quota_label,
+            "cas": stats["cas"],
+            "revoked": stats["revoked"],
+            "issuer_cache": stats["cache_size"],
+            "registry_pending": self.hub.registry.pending,
+        }
+
+    async def _healthz(self, request, operator: None) -> web.Response:
+        return json_response(self.health())
 
     async def _metrics(self, request, operator: None) -> web.Response:
         self.metrics.flush(
@@ -462,7 +466,7 @@ class HttpApi:
         return web.Response(body=render(), headers={"Content-Type": _PROMETHEUS})
 
     async def _index(self, request, operator: None) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "service": "certstorm hub",
                 "docs": "docs/api.md",
@@ -496,6 +500,7 @@ __all__ = [
     "ROUTES",
     "HttpApi",
     "is_management",
+    "json_response",
     "normalise_fingerprint",
     "to_response",
 ]
