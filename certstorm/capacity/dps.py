@@ -25,11 +25,12 @@ from pathlib import Path
 
 from certstorm.capacity import analysis
 from certstorm.capacity.planner import simulate_storm
+from certstorm.capacity.report import link_latest
 from certstorm.processes import DpsProcess, HubProcess, cpu_seconds, newest_summary, start_swarm, stop_swarm
 from devicekit.backoff import preset
 from devicekit.fleet import derive_fleet
 from hubsim.argtypes import integer, number
-from hubsim.dps.cli import REGISTRATIONS_PER_UNIT, dps_quota
+from hubsim.dps.cli import REGISTRATIONS_PER_MINUTE, REGISTRATIONS_PER_UNIT, dps_quota
 from hubsim.dps.engine import ALLOCATIONS
 from loadgen import spread
 
@@ -41,7 +42,7 @@ SOURCE = (
 )
 AZURE_DPS_LIMITS = {  # per unit, as that page gives them
     "operations_per_min": 1000,
-    "device_registrations_per_min": 1000,
+    "device_registrations_per_min": REGISTRATIONS_PER_MINUTE,  # what --quota S1 throttles to
     "device_polls_per_10s_per_device": 5,
 }
 SEED = "certstorm-dps-run-"
@@ -263,7 +264,7 @@ def report(summary: dict) -> str:
         units = p["knee_per_s"] * 60 / AZURE_DPS_LIMITS["device_registrations_per_min"]
         lines.append(
             f"- In Azure's terms: {p['knee_per_s'] * 60:,.0f} registrations/min, what {units:,.1f} DPS unit(s) at "
-            f"1,000/min each allow"
+            f"{AZURE_DPS_LIMITS['device_registrations_per_min']:,}/min each allow"
         )
     lines += [
         f"- Spread over the hubs ({summary['allocation']}): "
@@ -372,10 +373,7 @@ def dps_run_command(args) -> int:
     (run.dir / "summary.json").write_text(json.dumps(run.summary, indent=2, allow_nan=False))
     text = report(run.summary)
     (run.dir / "report.md").write_text(text)
-    latest = Path(args.out) / "latest-dps"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink() if latest.is_symlink() else shutil.rmtree(latest)
-    latest.symlink_to(run.run_id)
+    latest = link_latest(Path(args.out), "latest-dps", run.run_id)
     print()
     print("\n".join(text.splitlines()[2:7]))
     print(f"report: {run.dir / 'report.md'}  (also {latest}/report.md)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 from certstorm.capacity.plots import draw_plots
@@ -27,7 +28,16 @@ from certstorm.capacity.report_templates import html_template, markdown_template
 from certstorm.capacity.sections import sections
 from certstorm.capacity.summary import summarise
 
-__all__ = ["build_report", "report_command"]
+__all__ = ["build_report", "link_latest", "report_command"]
+
+
+def link_latest(out: Path, name: str, run_id: str) -> Path:
+    """``out/name`` points at the run folder ``run_id`` (beside it), whatever was there before."""
+    latest = out / name
+    if latest.is_symlink() or latest.exists():
+        latest.unlink() if latest.is_symlink() else shutil.rmtree(latest)
+    latest.symlink_to(run_id)
+    return latest
 
 
 def build_report(run_dir) -> dict:

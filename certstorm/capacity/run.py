@@ -22,7 +22,7 @@ import psutil
 
 from certstorm.capacity import analysis
 from certstorm.capacity.drive import SearchFailed, drive_search
-from certstorm.capacity.report import build_report
+from certstorm.capacity.report import build_report, link_latest
 from certstorm.capacity.requirements import check_requirements, parse_requirement
 from certstorm.capacity.sampler import SecondSampler
 from certstorm.capacity.search import SearchSettings
@@ -489,10 +489,7 @@ def run_command(args) -> int:
         shutil.rmtree(run.fleet_dir, ignore_errors=True)  # identities are re-creatable; keep results small
     run.compress_raw()
     summary = build_report(run.dir)
-    latest = Path(args.out) / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink() if latest.is_symlink() else shutil.rmtree(latest)
-    latest.symlink_to(run.run_id)
+    latest = link_latest(Path(args.out), "latest", run.run_id)
     print()
     print(summary["first_line"])
     cost = summary["cost"]

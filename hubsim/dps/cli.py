@@ -18,7 +18,8 @@ from hubsim.service.cli import (
 )
 from hubsim.service.quota import Quota
 
-REGISTRATIONS_PER_UNIT = 1000 / 60  # Azure DPS: 1,000 device registrations per minute per unit (docs/dps.md)
+REGISTRATIONS_PER_MINUTE = 1000  # Azure DPS: device registrations per minute per unit (docs/dps.md)
+REGISTRATIONS_PER_UNIT = REGISTRATIONS_PER_MINUTE / 60  # ... per second
 MAX_UNITS = 200
 _UNITS = re.compile(r"^S1(?::(\d+))?$", re.IGNORECASE)
 _SCOPE = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -121,4 +122,12 @@ def dps_command(args: argparse.Namespace) -> int:
     return run_server(serve, config, "DPS")
 
 
-__all__ = ["MAX_UNITS", "REGISTRATIONS_PER_UNIT", "add_dps_arguments", "dps_command", "dps_quota", "parse_dps_quota"]
+__all__ = [
+    "MAX_UNITS",
+    "REGISTRATIONS_PER_MINUTE",
+    "REGISTRATIONS_PER_UNIT",
+    "add_dps_arguments",
+    "dps_command",
+    "dps_quota",
+    "parse_dps_quota",
+]

@@ -176,9 +176,10 @@ class DpsStore(Store):
                 previous = row.fetchone()
                 created = previous[1] if previous else now
                 etag = previous[2] + 1 if previous else 1
+                stored = (registration_id, group, hub, thumbprint, ca, operation, substatus, created, now, etag)
                 con.execute(
                     f"INSERT OR REPLACE INTO registrations ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (registration_id, group, hub, thumbprint, ca, operation, substatus, created, now, etag),
+                    stored,
                 )
                 if previous is None or previous[0] != hub:
                     con.execute(
@@ -192,9 +193,9 @@ class DpsStore(Store):
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+            return stored
 
-        hubstore.retry_locked(run)
-        return self.registration(registration_id)
+        return self._registration(hubstore.retry_locked(run))
 
 
 __all__ = ["ID_SCOPE_KEY", "SCHEMA", "SCHEMA_VERSION", "DpsStore", "initialise"]
