@@ -33,6 +33,7 @@ class Model:
     refuse: bool = False
     noise: bool = False
     lose: dict = field(default_factory=dict)  # worker -> second (relative to begin) it stops reporting
+    fleet: int | None = None  # devices: once each was admitted, admissions are reconnects (None: never)
     seed: int = 7
 
     def admitted(self, rate: float | None, rng: random.Random) -> float:
@@ -52,8 +53,8 @@ def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1,
     origin = begin - 5 if origin is None else origin
     search = Search(settings, begin)
     seconds, samples = [], []
-    cpu = 0.0
-    samples.append({"t": begin, "cpu_s": cpu, "busiest_s": 0.0, "machine_s": 0.0})
+    cpu = ok = 0.0
+    samples.append({"t": begin, "cpu_s": cpu, "busiest_s": 0.0, "machine_s": 0.0, "hub_ok": 0.0, "hub_reconnects": 0.0})
     second = begin
     seg = {"name": segment, "workers": workers, "target_cores": model.target_cores, "machine_cores": 2}
     while not search.stopped:
@@ -68,6 +69,7 @@ def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1,
             load = admitted / model.capacity
             busy = model.fixed + admitted * model.target_us * 1e-6
             cpu += busy
+            ok += admitted
             row = {}
             for w in range(model.generators):
                 if w in model.lose and second - begin >= model.lose[w]:
@@ -93,6 +95,8 @@ def simulate(model: Model, settings: SearchSettings, *, segment="w1", workers=1,
                     "cpu_s": cpu if model.target_cores else None,
                     "busiest_s": busy if model.target_cores else 0.0,
                     "machine_s": second - begin,
+                    "hub_ok": ok,
+                    "hub_reconnects": max(0.0, ok - model.fleet) if model.fleet else 0.0,
                 }
             )
         judged = cut_steps(

@@ -98,6 +98,21 @@ def test_a_system_that_keeps_up_is_rarely_judged_behind_at_any_rate():
     assert naive > 0.15  # what the allowance is for
 
 
+def test_steps_of_reconnects_after_the_fleet_ran_out_make_no_knee_break_slope_or_ceiling():
+    # first connections broke at 2,000/s; later steps of reconnects (cheaper for the hub) held above it
+    first = [dict(step(r, start=i), reconnect_share=0.0) for i, r in enumerate((500, 1000, 1500))]
+    broke = dict(step(2000, target_cpu=0.91, start=3), reconnect_share=0.0)
+    again = [dict(step(r, target_cpu=0.45, start=4 + i), reconnect_share=1.0) for i, r in enumerate((1750, 1875))]
+    top = dict(step(None, achieved=4100, stage="ceiling", target_cpu=0.86, start=6), reconnect_share=1.0)
+    steps = [*first, broke, *again, top]
+    assert analysis.knee(steps, 100)["target"] == 1500
+    assert analysis.decisive_break(steps, 100)["target"] == 2000
+    assert analysis.ceiling(steps) is None and analysis.judged(steps) == [*first, broke]
+    # a run of reconnects only (a fleet admitted before) is judged on its own kind
+    assert analysis.knee(again, 100)["target"] == 1875
+    assert analysis.ceiling([*again, top]) is top
+
+
 def test_the_knee_is_chosen_by_admitted_rate_not_by_intended_rate():
     # 1,100/s intended delivered 995/s (90.5%: it holds) while 1,000/s delivered all of it: the knee is
     # the step that admitted more, not the one that was asked for more

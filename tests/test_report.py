@@ -135,3 +135,16 @@ def test_the_browser_check_catches_what_a_reader_should_not_see(tmp_path):
     problems = visible_problems(render(page))
     assert any("NaN" in p for p in problems) and any("empty figure" in p for p in problems)
     assert any("'gone' did not load" in p for p in problems)
+
+
+def test_a_search_that_used_up_the_fleet_says_its_steps_measure_two_kinds_of_work(tmp_path):
+    run = write_run(tmp_path / "run-6", Model(capacity=1800, fleet=8_000), storm=False)
+    data = build_report(run)
+    jsonschema.validate(data, SCHEMA)
+    [note] = [n for n in data["notes"] if n.startswith("The fleet was used up")]
+    shares = [s["reconnect_share"] for s in data["steps"] if s["stage"] != "ceiling"]
+    assert min(shares) < 0.5 <= max(shares) and "--devices" in note, (shares, note)
+    assert data["knee"]["reconnect_share"] < 0.5  # the knee is of first connections, as the first step was
+    # a fleet the search never used up: no such note
+    whole = build_report(write_run(tmp_path / "run-7", Model(capacity=1800, fleet=10_000_000), storm=False))
+    assert not any(n.startswith("The fleet was used up") for n in whole["notes"])

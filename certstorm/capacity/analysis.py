@@ -16,6 +16,7 @@ from certstorm.capacity.planner import USL, fit_usl
 CPU_LIMIT = 0.85  # a process busier than this is saturated (the CONNBURST rule)
 ERROR_LIMIT = 0.001  # at most 0.1% failed authentications at the knee
 BEHIND = 0.9  # a step delivering less than 90% of its target rate has fallen behind
+RECONNECTS = 0.5  # a step with at least this share of reconnects measures reconnects, not first connections
 NOISE_SIGMAS = 2.0  # ... by more than this many standard deviations of its Poisson arrival count
 
 # Cloud reference points (new device connections per second); see the README.
@@ -86,12 +87,26 @@ def paced(steps: list[dict]) -> list[dict]:
     return [s for s in steps if s["stage"] != "ceiling"]
 
 
+def reconnects(step: dict) -> bool:
+    """Whether most of a step's admissions were reconnects of devices the hub had admitted before (unknown
+    counts as first connections)."""
+    return (step.get("reconnect_share") or 0.0) >= RECONNECTS
+
+
+def judged(steps: list[dict]) -> list[dict]:
+    """The paced steps of one segment that measure the same work as its first: a fleet used up during the
+    search turns the later steps into reconnects, which cost a hub less, so they neither make the knee nor
+    the break of first connections (nor the cost slope); the report shows them apart."""
+    ps = sorted(paced(steps), key=lambda s: s["start"])
+    return [s for s in ps if reconnects(s) == reconnects(ps[0])]
+
+
 def knee(steps: list[dict], slo_ms: float) -> dict | None:
-    """The paced step that holds with the highest *admitted* rate: p99 within the SLO, errors <= 0.1%,
+    """The :func:`judged` step that holds with the highest *admitted* rate: p99 within the SLO, errors <= 0.1%,
     neither side at 85% CPU, not :func:`behind` its intended rate. A rate measured more than once
     counts only if it held every time (the search retries a step that broke with neither side busy)."""
-    broken_rates = {s["target"] for s in paced(steps) if not holds(s, slo_ms)}
-    good = [s for s in paced(steps) if holds(s, slo_ms) and s["target"] not in broken_rates]
+    broken_rates = {s["target"] for s in judged(steps) if not holds(s, slo_ms)}
+    good = [s for s in judged(steps) if holds(s, slo_ms) and s["target"] not in broken_rates]
     return max(good, key=lambda s: s["achieved"]) if good else None
 
 
@@ -100,7 +115,7 @@ def decisive_break(steps: list[dict], slo_ms: float) -> dict | None:
     above the knee's), with its reasons; None when every step held."""
     k = knee(steps, slo_ms)
     floor = k["target"] if k else -1.0
-    broken = [s for s in paced(steps) if s["target"] > floor and reasons(s, slo_ms)]
+    broken = [s for s in judged(steps) if s["target"] > floor and reasons(s, slo_ms)]
     if not broken:
         return None
     step = min(broken, key=lambda s: (s["target"], s["start"]))
@@ -123,9 +138,12 @@ def side_of(broken: dict | None) -> str:
 
 
 def ceiling(steps: list[dict]) -> dict | None:
-    """The closed-loop step at saturation, if the run measured one."""
+    """The closed-loop step at saturation, if the run measured one of the work :func:`judged` steps do."""
     closed = [s for s in steps if s["stage"] == "ceiling" and s["achieved"] > 0]
-    return closed[-1] if closed else None
+    first = judged(steps)[:1]
+    if not closed or (first and reconnects(closed[-1]) != reconnects(first[0])):
+        return None
+    return closed[-1]
 
 
 def verdicts(steps: list[dict], segments: list[dict], slo_ms: float) -> list[dict]:
@@ -155,10 +173,10 @@ def verdicts(steps: list[dict], segments: list[dict], slo_ms: float) -> list[dic
 
 
 def cost_slope(steps: list[dict], key: str) -> dict | None:
-    """``key`` (cores busy) against admitted rate over the paced steps, fitted as ``cores = fixed + slope x
+    """``key`` (cores busy) against admitted rate over the :func:`judged` steps, fitted as ``cores = fixed + slope x
     rate``: the marginal CPU per authentication in µs, the fixed part in cores and R²; None with fewer than
     three steps at two rates or more, or where the CPU is unknown."""
-    points = [(s["achieved"], s[key]) for s in paced(steps) if s["achieved"] > 0 and s.get(key) is not None]
+    points = [(s["achieved"], s[key]) for s in judged(steps) if s["achieved"] > 0 and s.get(key) is not None]
     if len(points) < 3 or len({round(x) for x, _ in points}) < 2:
         return None
     n = len(points)
@@ -270,6 +288,7 @@ __all__ = [
     "CPU_LIMIT",
     "ERROR_LIMIT",
     "NOISE_SIGMAS",
+    "RECONNECTS",
     "Scaling",
     "behind",
     "ceiling",
@@ -280,10 +299,12 @@ __all__ = [
     "decisive_break",
     "holds",
     "hub_capacity_points",
+    "judged",
     "knee",
     "overall_side",
     "paced",
     "reasons",
+    "reconnects",
     "scaling",
     "side_of",
     "verdicts",

@@ -596,7 +596,8 @@ def add_run_arguments(p) -> None:
         type=integer(1),
         default=250_000,
         help="fleet size (default 250000: more than a default search admits, so the knee is of first "
-        "connections; a smaller fleet makes later steps reconnects, which the report counts)",
+        "connections; a smaller fleet makes later steps reconnects, which the report shows apart and "
+        "does not judge)",
     )
     s = p.add_argument_group("the generator")
     s.add_argument(

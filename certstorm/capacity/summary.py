@@ -156,6 +156,29 @@ def _headline(side: str, k: dict | None, per: list[dict], config: dict, target: 
     )
 
 
+def _rate(step: dict) -> str:
+    return "the closed-loop step" if step["target"] is None else f"{step['target']:,.0f}/s"
+
+
+def _mixed_work(steps: list[dict]) -> str | None:
+    """A note when the fleet ran out during a search: its steps of the other kind of work were not judged."""
+    for segment in dict.fromkeys(s["segment"] for s in steps):
+        ss = [s for s in steps if s["segment"] == segment]
+        kept = [*analysis.judged(ss), analysis.ceiling(ss)]
+        apart = [s for s in ss if not any(s is k for k in kept)]
+        if not apart:
+            continue
+        kind = "reconnects" if analysis.reconnects(apart[0]) else "first connections"
+        admitted = sum(s["achieved"] * s["seconds"] for s in ss)
+        return (
+            f"The fleet was used up during the search: {len(apart)} step(s) from {_rate(apart[0])} on were mostly "
+            f"{kind} of devices the hub had admitted before, which cost a hub less than first connections; they "
+            "are in the step table but make neither the knee, the break, the ceiling nor the cost slope. "
+            f"Make the fleet larger than the search admits (--devices; this one admitted about {admitted:,.0f})."
+        )
+    return None
+
+
 def _storm(storm: dict | None, k: dict | None) -> dict | None:
     if not storm or not storm.get("curve"):
         return None
@@ -370,6 +393,9 @@ def summarise(run_dir: Path) -> dict:
             f"The machine's cores were up to {max(busy):.0%} busy during the search (every process "
             "counted): figures from a busy machine are lower and noisier than from an idle one."
         )
+    mixed = _mixed_work(steps)
+    if mixed:
+        notes.append(mixed)
     if not target.get("cost_known", True):
         notes.append(
             "The target's CPU was not measured (no --target-pid or --target-metrics): steps were judged "
