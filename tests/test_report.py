@@ -145,6 +145,7 @@ def test_a_search_that_used_up_the_fleet_says_its_steps_measure_two_kinds_of_wor
     shares = [s["reconnect_share"] for s in data["steps"] if s["stage"] != "ceiling"]
     assert min(shares) < 0.5 <= max(shares) and "--devices" in note, (shares, note)
     assert data["knee"]["reconnect_share"] < 0.5  # the knee is of first connections, as the first step was
+    assert "not judged: reconnects" in (run / "report.html").read_text()
     # a fleet the search never used up: no such note
     whole = build_report(write_run(tmp_path / "run-7", Model(capacity=1800, fleet=10_000_000), storm=False))
     assert not any(n.startswith("The fleet was used up") for n in whole["notes"])

@@ -67,8 +67,21 @@ def _verdict(summary: dict, plots: dict) -> list[dict]:
     return [{"kind": "list", "items": items}]
 
 
+def _step_verdict(step: dict, slo: float, kept: set[int]) -> str:
+    """A step's verdict in the step table; a step of the other kind of work (the fleet ran out) is not judged."""
+    if id(step) not in kept:
+        return "not judged: " + ("reconnects" if analysis.reconnects(step) else "first connections")
+    if step["stage"] == "ceiling":
+        return "ceiling"
+    return "holds" if analysis.holds(step, slo) else ", ".join(analysis.reasons(step, slo))
+
+
 def _knee(summary: dict, plots: dict) -> list[dict]:
     k, slo, noun = summary["knee"], summary["slo_p99_ms"], summary["target"]["noun"]
+    kept = set()
+    for segment in {s["segment"] for s in summary["steps"]}:
+        ss = [s for s in summary["steps"] if s["segment"] == segment]
+        kept |= {id(s) for s in [*analysis.judged(ss), analysis.ceiling(ss)] if s is not None}
     rows = [
         (
             s["segment"],
@@ -82,11 +95,7 @@ def _knee(summary: dict, plots: dict) -> list[dict]:
             _pct(s.get("machine_cpu")),
             fmt(s["p50"], "", 2),
             fmt(s["p99"], "", 1),
-            "ceiling"
-            if s["stage"] == "ceiling"
-            else "holds"
-            if analysis.holds(s, slo)
-            else ", ".join(analysis.reasons(s, slo)),
+            _step_verdict(s, slo, kept),
             ", ".join(map(str, s.get("workers_missing") or [])) or "none",
         )
         for s in summary["steps"]
